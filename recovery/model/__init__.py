@@ -1,0 +1,1 @@
+"""Plain data shared by every part of the engine: no I/O here."""
