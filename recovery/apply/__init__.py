@@ -1,0 +1,1 @@
+"""The only code that writes to disks: partition tables, boot areas, partition contents."""

@@ -1,0 +1,151 @@
+"""Read a disk's partition table into a Layout: GPT, MBR (with extended and logicals) or none.
+
+Identities (disk GUID / MBR signature, partition GUIDs, types, names, attribute bits) come from
+`sfdisk --json`, because pyparted on Debian 12 cannot see them; pyparted then re-reads the
+geometry and the extended/logical structure independently, and the two must agree. A 4Kn GPT
+inside a plain image file is read by our own parser (recovery.probe.gpt): neither sfdisk 2.38
+nor libparted can be told that a file has 4096-byte sectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+
+import parted
+
+from recovery.errors import DiskError
+from recovery.model.layout import Layout, PartitionEntry
+from recovery.probe import blockdev, gpt
+from recovery.probe.tools import first_line, run_tool
+
+log = logging.getLogger("recovery.probe.table")
+
+EXTENDED_TYPES = {"5", "f", "85"}   # MBR ids of an extended container (CHS, LBA, Linux)
+NO_TABLE_HINT = "does not contain a recognized partition table"
+
+
+def read_layout(path: str) -> Layout:
+    """The partition layout of a whole-disk block device or a raw disk-image file."""
+    kind = blockdev.require_whole_disk(path)
+    disk_size = blockdev.size_of(path)
+    sector_size = blockdev.logical_sector_size(path)
+    if disk_size < 2 * sector_size:
+        raise DiskError(f"{path} is too small to be a disk ({disk_size} bytes)")
+    if kind == "file" and sector_size != 512:
+        return _read_4kn_image(path, sector_size, disk_size)
+    dump = _sfdisk_dump(path)
+    if dump is None:
+        _refuse_damaged_gpt(path, sector_size, disk_size)
+        return Layout(table="none", sector_size=sector_size, disk_size=disk_size)
+    layout = layout_from_sfdisk(dump, disk_size)
+    if layout.sector_size != sector_size:
+        raise DiskError(f"sfdisk sees {layout.sector_size}-byte sectors on {path}, the kernel {sector_size}")
+    _cross_check_with_parted(path, layout)
+    return layout
+
+
+def _sfdisk_dump(path: str) -> dict | None:
+    """sfdisk's JSON for `path`, or None when there is no partition table at all."""
+    try:
+        result = run_tool(["sfdisk", "--json", path], check=False)
+    except OSError as exc:
+        raise DiskError(f"cannot run sfdisk on {path}: {exc.strerror}") from exc
+    if result.returncode != 0:
+        if NO_TABLE_HINT in result.stderr:
+            return None
+        raise DiskError(f"cannot read the partition table of {path}: {first_line(result.stderr)}")
+    try:
+        return json.loads(result.stdout)["partitiontable"]
+    except (ValueError, KeyError) as exc:
+        raise DiskError(f"sfdisk printed something unexpected for {path}") from exc
+
+
+def layout_from_sfdisk(dump: dict, disk_size: int) -> Layout:
+    """Turn one `sfdisk --json` partitiontable object into a Layout (pure; sectors -> bytes)."""
+    label = dump.get("label")
+    if label not in ("gpt", "dos"):
+        raise DiskError(f"partition tables of type {label!r} are not supported (only GPT and MBR)")
+    ss = int(dump.get("sectorsize", 512))
+    device = dump.get("device", "")
+    parts = []
+    for item in dump.get("partitions", []):
+        number = _number_from_node(device, item["node"])
+        ptype = str(item["type"])
+        if label == "gpt":
+            ptype, kind = ptype.upper(), "primary"
+        else:
+            ptype = ptype.lower()
+            if ptype == "ee":
+                raise DiskError("the GPT partition table is damaged (only its protective MBR is readable)")
+            kind = "logical" if number > 4 else "extended" if ptype in EXTENDED_TYPES else "primary"
+        parts.append(PartitionEntry(
+            number=number,
+            start=int(item["start"]) * ss,
+            size=int(item["size"]) * ss,
+            type=ptype,
+            uuid=item["uuid"].upper() if item.get("uuid") else None,
+            name=item.get("name") or None,
+            attrs=item.get("attrs") or None,
+            bootable=bool(item.get("bootable", False)),
+            kind=kind,
+        ))
+    parts.sort(key=lambda p: p.number)
+    disk_id = dump.get("id")
+    if disk_id:
+        disk_id = disk_id.upper() if label == "gpt" else "0x" + disk_id.lower().removeprefix("0x").zfill(8)
+    return Layout(
+        table=label, sector_size=ss, disk_size=disk_size, disk_id=disk_id,
+        first_lba=dump.get("firstlba") if label == "gpt" else None,
+        last_lba=dump.get("lastlba") if label == "gpt" else None,
+        partitions=tuple(parts))
+
+
+def _number_from_node(device: str, node: str) -> int:
+    # libfdisk names partitions device + number, with a "p" between when the device ends in a digit.
+    if device and node.startswith(device):
+        tail = node[len(device):]
+    else:
+        tail = node[len(node.rstrip("0123456789")):]
+    tail = tail.removeprefix("p")
+    if not tail.isdigit():
+        raise DiskError(f"cannot tell the partition number of {node}")
+    return int(tail)
+
+
+def _read_4kn_image(path: str, sector_size: int, disk_size: int) -> Layout:
+    with open(path, "rb") as f:
+        layout = gpt.read_gpt(lambda off, n: os.pread(f.fileno(), n, off), sector_size, disk_size)
+    if layout is None:
+        raise DiskError(f"cannot read the 4096-byte-sector GPT of {path}")
+    return layout
+
+
+def _refuse_damaged_gpt(path: str, sector_size: int, disk_size: int) -> None:
+    """sfdisk found no table: make sure that is not a GPT it could not read."""
+    with open(path, "rb") as f:
+        try:
+            gpt.read_gpt(lambda off, n: os.pread(f.fileno(), n, off), sector_size, disk_size)
+        except DiskError as exc:
+            raise DiskError(f"{path}: {exc.message}") from exc
+
+
+def _cross_check_with_parted(path: str, layout: Layout) -> None:
+    """libparted must see the same partitions at the same places (independent second reader)."""
+    try:
+        device = parted.getDevice(path)
+        disk = parted.newDisk(device)
+    except (parted.PartedException, parted.DiskException, parted.IOException) as exc:
+        raise DiskError(f"libparted cannot read the partition table of {path}: {exc}") from exc
+    except Exception as exc:  # _ped raises its own exception types for damaged labels
+        raise DiskError(f"libparted cannot read the partition table of {path}: {exc}") from exc
+    kinds = {parted.PARTITION_NORMAL: "primary", parted.PARTITION_LOGICAL: "logical",
+             parted.PARTITION_EXTENDED: "extended"}
+    seen = sorted((p.number, p.geometry.start * device.sectorSize, p.geometry.length * device.sectorSize,
+                   kinds.get(p.type, "other")) for p in disk.partitions)
+    ours = sorted((p.number, p.start, p.size, p.kind) for p in layout.partitions)
+    if disk.type != {"dos": "msdos"}.get(layout.table, layout.table) or seen != ours:
+        log.warning("sfdisk and libparted disagree on %s: %s vs %s", path, ours, seen)
+        raise DiskError(f"the partition table of {path} looks damaged: sfdisk and libparted disagree")
