@@ -1,0 +1,230 @@
+"""Backup: a disk (block device or image file) becomes a snapshot in a repository."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from recovery import __version__
+from recovery.chunking import split, used_windows, window_count, window_length
+from recovery.diskio import Disk
+from recovery.errors import NoSpaceError, RefusedError
+from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
+from recovery.fs import FsInfo, probe_partition
+from recovery.model.layout import Layout, PartitionEntry
+from recovery.probe.bootarea import read_boot_areas
+from recovery.probe.disks import describe
+from recovery.probe.mounts import disk_of_path, mounts_on_disk
+from recovery.probe.table import read_layout
+from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
+from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
+from recovery.repo.repository import Repository, compress, now_iso
+from recovery.units import human_size
+
+log = logging.getLogger(__name__)
+META_PIECE = 1024 * 1024
+
+
+@dataclass
+class BackupResult:
+    snapshot: str
+    name: str
+    bytes_used: int
+    bytes_stored_new: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def default_name(disk) -> str:
+    """A stable machine name: model and serial of a real disk, the file name of an image."""
+    if disk.is_image:
+        base = os.path.basename(disk.path)
+        base = re.sub(r"\.(img|raw|bin|dd)$", "", base)
+    else:
+        base = "-".join(x for x in (disk.model, disk.serial) if x) or disk.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "disk"
+
+
+def worker_count() -> int:
+    return max(2, min(os.cpu_count() or 2, 8))
+
+
+def check_source(disk, repo: Repository) -> None:
+    writable = [m for m in mounts_on_disk(disk.path) if not m.read_only]
+    if writable:
+        m = writable[0]
+        raise RefusedError(
+            f"{m.source} is mounted read-write at {m.target}; unmount it first "
+            f"(umount {m.target}) or remount it read-only, so the image is consistent"
+        )
+    repo_disk = disk_of_path(str(repo.path))
+    if repo_disk and os.path.realpath(repo_disk) == os.path.realpath(disk.path):
+        raise RefusedError(
+            f"the repository {repo.path} is on {disk.path}, the disk being backed up; "
+            "keep backups on another drive"
+        )
+
+
+def _partitions_to_image(layout: Layout, disk_size: int) -> tuple[PartitionEntry, ...]:
+    if layout.table == "none":
+        return (PartitionEntry(number=0, start=0, size=disk_size, type=""),)
+    return layout.data_partitions()
+
+
+def backup(
+    source: str,
+    repo: Repository,
+    name: str | None = None,
+    *,
+    verify: bool = True,
+    on_event: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    zstd_level: int = 3,
+) -> BackupResult:
+    sink = on_event or ignore
+    cancel = cancel or CancelToken()
+    started = time.monotonic()
+    info = describe(source)
+    check_source(info, repo)
+    layout = read_layout(source)
+    name = name or default_name(info)
+    warnings: list[str] = []
+
+    with Disk(source) as disk:
+        parts = _partitions_to_image(layout, disk.size)
+        maps: list[tuple[PartitionEntry, FsInfo]] = []
+        for part in parts:
+            fsinfo = probe_partition(lambda off, n, base=part.start: disk.read(base + off, n), part.size)
+            for w in fsinfo.warnings:
+                text = f"partition {part.number}: {w}" if part.number else w
+                warnings.append(text)
+                sink(Warning_(text))
+            maps.append((part, fsinfo))
+        bytes_used = sum(f.used_bytes for _, f in maps)
+        _check_room(repo, name, bytes_used)
+
+        meter = Meter("backup", bytes_used, sink)
+        with repo.writer(zstd_level) as session:
+            boot = [
+                BootArea(off, len(data), session.add_meta(data))
+                for off, data in read_boot_areas(source, layout)
+            ]
+            images = []
+            for part, fsinfo in maps:
+                meter.partition = part.number
+                images.append(_image_partition(disk, part, fsinfo, repo, session, meter, cancel, zstd_level))
+            session.flush()
+            meter.finish()
+            if verify:
+                from recovery.verify import check_new_packs
+
+                check_new_packs(repo, session.new_packs, images, sink, cancel)
+            seconds = time.monotonic() - started
+            manifest = Manifest(
+                name=name,
+                created=now_iso(),
+                tool=f"lifeboat {__version__}",
+                chunk_size=repo.chunk_size,
+                source={
+                    "path": info.path,
+                    "model": info.model,
+                    "serial": info.serial,
+                    "size": disk.size,
+                    "logical_sector": info.logical_sector,
+                    "physical_sector": info.physical_sector,
+                    "transport": info.transport,
+                },
+                layout=layout,
+                boot_areas=boot,
+                partitions=images,
+                stats={
+                    "bytes_used": bytes_used,
+                    "bytes_stored_new": session.bytes_stored_new,
+                    "seconds": round(seconds, 3),
+                    "warnings": warnings,
+                },
+            )
+            sid = repo.write_manifest(manifest)
+            if verify:
+                repo.mark_verified(sid)
+    return BackupResult(sid, name, bytes_used, session.bytes_stored_new, round(seconds, 3), warnings)
+
+
+def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
+    """Refuse early when the new data clearly cannot fit. Without an earlier snapshot of this
+    machine every used byte may be new (compression is unknown until read); with one, most of
+    the disk is expected to dedup, so only a tenth is asked for."""
+    has_history = any(s.name == name for s in repo.snapshots())
+    estimate = bytes_used // 10 if has_history else bytes_used // 2
+    free = repo.free_space()
+    if free < estimate:
+        raise NoSpaceError(
+            f"the backup destination has {human_size(free)} free but this backup needs about "
+            f"{human_size(estimate)}; free some space or use a larger drive"
+        )
+
+
+def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) -> PartitionImage:
+    size, chunk = part.size, repo.chunk_size
+    table = bytearray(window_count(size, chunk) * ID_SIZE)   # zero = NO_DATA
+    what = f"partition {part.number}" if part.number else "disk"
+    has = session.has
+
+    def hash_and_pack(buf):
+        bid = blob_id(buf)
+        if has(bid):
+            return bid, None, 0
+        stored, codec = compress(buf, level)
+        return bid, stored, codec
+
+    pending: deque = deque()
+
+    def drain_one():
+        w, length, fut = pending.popleft()
+        bid, stored, codec = fut.result()
+        new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
+        table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
+        return new
+
+    with ThreadPoolExecutor(worker_count()) as pool:
+        try:
+            for w, subs in used_windows(fsinfo.used, size, chunk):
+                cancel.check()
+                length = window_length(w, size, chunk)
+                buf = bytearray(length)
+                base = part.start + w * chunk
+                for off, n in subs:
+                    disk.read_into(memoryview(buf)[off : off + n], base + off, what)
+                pending.append((w, length, pool.submit(hash_and_pack, buf)))
+                used_here = sum(n for _, n in subs)
+                new = drain_one() if len(pending) > 2 * worker_count() + 2 else 0
+                meter.add(used_here, new)
+            while pending:
+                meter.add(0, drain_one())
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
+
+    return PartitionImage(
+        number=part.number,
+        start=part.start,
+        size=size,
+        fs=fsinfo.fs,
+        label=fsinfo.label,
+        uuid=fsinfo.uuid,
+        block_size=fsinfo.block_size,
+        whole=fsinfo.whole,
+        used_bytes=fsinfo.used_bytes,
+        warnings=list(fsinfo.warnings),
+        ranges=[session.add_meta(p) for p in split(encode_ranges(fsinfo.used), META_PIECE)],
+        chunks=[session.add_meta(p) for p in split(bytes(table), META_PIECE)],
+        windows=len(table) // ID_SIZE,
+    )

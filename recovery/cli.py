@@ -1,0 +1,243 @@
+"""The `lifeboat` command line. One main() maps every failure to one plain line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+
+from recovery import __version__
+from recovery.errors import Cancelled, LifeboatError, RefusedError, UsageError
+from recovery.events import CancelToken, Progress, Warning_
+from recovery.units import human_duration, human_size
+
+log = logging.getLogger("recovery.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lifeboat", description="Back up and restore whole PCs.")
+    p.add_argument("--version", action="version", version=f"lifeboat {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def repo_arg(sp, required=True):
+        sp.add_argument("--repo", default=os.environ.get("LIFEBOAT_REPO"), required=required and not os.environ.get("LIFEBOAT_REPO"),
+                        help="the repository folder (or set LIFEBOAT_REPO)")
+
+    d = sub.add_parser("disks", help="list whole disks")
+    d.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("repo", help="manage repositories")
+    rsub = r.add_subparsers(dest="repo_command", metavar="ACTION")
+    ri = rsub.add_parser("init", help="create a new repository")
+    ri.add_argument("path")
+    ri.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per chunk (default 1 MiB)")
+    ri.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("backup", help="back up a whole disk or disk-image file")
+    b.add_argument("disk")
+    repo_arg(b)
+    b.add_argument("--name", help="machine name (default: from the disk's model and serial)")
+    b.add_argument("--no-verify", action="store_true", help="skip reading back what was written")
+    b.add_argument("--zstd-level", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("snapshots", help="list snapshots")
+    repo_arg(s)
+    s.add_argument("--name")
+    s.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="check every chunk of one or all snapshots")
+    v.add_argument("snapshot", nargs="?")
+    repo_arg(v)
+    v.add_argument("--name")
+    v.add_argument("--json", action="store_true")
+
+    rs = sub.add_parser("restore", help="restore a snapshot onto a disk or disk-image file")
+    rs.add_argument("snapshot")
+    rs.add_argument("target")
+    repo_arg(rs)
+    rs.add_argument("--name")
+    rs.add_argument("--layout", choices=["keep", "grow", "proportional"], default="grow")
+    rs.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rs.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    rs.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("tui", help="the full-screen recovery interface")
+    repo_arg(t, required=False)
+    t.add_argument("--disk", action="append", default=[], help="also offer this disk-image file")
+    return p
+
+
+@contextmanager
+def progress_display(enabled: bool):
+    """A rich progress bar on a terminal; silence otherwise. Yields an event sink."""
+    if not enabled:
+        yield lambda event: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    console = Console(stderr=True)
+    with Bar(TextColumn("{task.description:<18}"), BarColumn(), DownloadColumn(binary_units=True),
+             TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def sink(event):
+            if isinstance(event, Warning_):
+                console.print(f"[yellow]warning:[/] {event.message}")
+            elif isinstance(event, Progress):
+                label = event.phase + (f" part {event.partition}" if event.partition else "")
+                if event.phase not in tasks:
+                    tasks[event.phase] = bar.add_task(label, total=event.total or None)
+                bar.update(tasks[event.phase], completed=event.done, total=event.total or None, description=label)
+
+        yield sink
+
+
+def emit(args, data: dict, human: list[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        for line in human:
+            print(line)
+
+
+def cmd_disks(args) -> int:
+    from recovery.probe.disks import list_disks
+
+    disks = list_disks()
+    lines = []
+    for d in disks:
+        marks = [m for m, on in (("system", d.is_system), ("removable", d.removable), ("read-only", d.read_only)) if on]
+        lines.append(f"{d.path:<16} {human_size(d.size):>10}  {d.transport or '-':<7} "
+                     f"{(d.model or '-')[:28]:<28} {d.serial or ''} {' '.join(f'[{m}]' for m in marks)}")
+        for p in d.partitions:
+            mp = ",".join(p.mountpoints)
+            lines.append(f"  {p.number:>3} {human_size(p.size):>10}  {p.fs or '-':<6} {p.label or '':<16} {mp}")
+    emit(args, {"disks": [d.to_json() for d in disks]}, lines or ["no disks found"])
+    return 0
+
+
+def cmd_repo(args) -> int:
+    from recovery.repo.repository import Repository
+
+    if args.repo_command != "init":
+        raise UsageError("usage: lifeboat repo init PATH")
+    repo = Repository.init(args.path, chunk_size=args.chunk_size)
+    emit(args, {"repository": str(repo.path), "id": repo.config["id"]}, [f"created repository {repo.path}"])
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from recovery.backup import backup
+    from recovery.repo.repository import Repository
+
+    repo = Repository.open(args.repo)
+    with progress_display(sys.stderr.isatty() and not args.json) as sink:
+        result = backup(args.disk, repo, args.name, verify=not args.no_verify, on_event=sink,
+                        zstd_level=args.zstd_level)
+    saved = result.bytes_used - result.bytes_stored_new
+    emit(args, result.to_json(), [
+        f"snapshot {result.snapshot[:8]} of {result.name} saved in {human_duration(result.seconds)}",
+        f"used data {human_size(result.bytes_used)}, newly stored {human_size(result.bytes_stored_new)} "
+        f"({human_size(max(saved, 0))} saved by compression and deduplication)",
+        *[f"warning: {w}" for w in result.warnings],
+    ])
+    return 0
+
+
+def cmd_snapshots(args) -> int:
+    from recovery.repo.repository import Repository
+
+    repo = Repository.open(args.repo)
+    snaps = repo.snapshots(args.name)
+    lines = [f"{s.short_id}  {s.created}  {s.name:<24} {human_size(s.disk_size):>10}  "
+             f"used {human_size(s.bytes_used):>10}  new {human_size(s.bytes_stored_new):>10}"
+             f"{'  verified' if s.verified else ''}" for s in snaps]
+    emit(args, {"snapshots": [s.to_json() for s in snaps]}, lines or ["no snapshots"])
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from recovery.repo.repository import Repository
+    from recovery.verify import verify
+
+    repo = Repository.open(args.repo)
+    ids = [repo.resolve(args.snapshot, args.name)] if args.snapshot else None
+    if ids is None and args.name:
+        ids = [s.id for s in repo.snapshots(args.name)]
+    with progress_display(sys.stderr.isatty() and not args.json) as sink:
+        report = verify(repo, ids, on_event=sink)
+    lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
+    lines += [f"DAMAGED snapshot {d.snapshot[:8]}: {d.message}" for d in report.damaged]
+    lines.append("all good" if report.ok else "damage found")
+    emit(args, report.to_json(), lines)
+    return 0 if report.ok else 6
+
+
+def cmd_restore(args) -> int:
+    from recovery.repo.repository import Repository
+    from recovery.restore import apply_restore, plan_restore
+
+    repo = Repository.open(args.repo)
+    plan = plan_restore(repo, args.snapshot, args.target, name=args.name, layout_mode=args.layout)
+    if args.dry_run:
+        emit(args, {"plan": plan.to_json(), "dry_run": True}, plan.lines() + ["(dry run: nothing written)"])
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise RefusedError("restore needs confirmation: run it on a terminal, or add --yes")
+        for line in plan.lines():
+            print(line, file=sys.stderr)
+        answer = input(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
+        if answer.strip() != plan.target.name:
+            raise Cancelled("nothing was written: the name typed does not match the target")
+    with progress_display(sys.stderr.isatty() and not args.json) as sink:
+        result = apply_restore(repo, plan, on_event=sink)
+    emit(args, result.to_json(), [
+        f"restored snapshot {result.snapshot[:8]} onto {result.target}: "
+        f"{human_size(result.bytes_written)} in {human_duration(result.seconds)}",
+        *[f"note: {w}" for w in result.warnings],
+    ])
+    return 0
+
+
+def cmd_tui(args) -> int:
+    from tui.app import main as tui_main
+
+    return tui_main(args.repo, args.disk)
+
+
+COMMANDS = {
+    "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
+    "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from recovery.logsetup import start_log
+
+    log_path = start_log(args.command) if args.command in ("backup", "restore", "verify") else None
+    try:
+        return COMMANDS[args.command](args)
+    except LifeboatError as exc:
+        log.error("%s", exc.message, exc_info=True)
+        print(f"lifeboat: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lifeboat: cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:   # a bug: keep the traceback for the log, one line for the person
+        log.exception("internal error")
+        where = f" (details in {log_path})" if log_path else ""
+        print(f"lifeboat: internal error: {exc}{where}", file=sys.stderr)
+        return 1

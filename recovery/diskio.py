@@ -1,0 +1,98 @@
+"""Opening disks and disk-image files for whole-disk reads and writes, with plain errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from recovery.errors import DiskError, NoSpaceError
+
+# The target is gone (USB pulled, NVMe reset) rather than merely failing a sector.
+VANISHED = {errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ESHUTDOWN}
+
+
+class Disk:
+    """A whole disk or image file opened by path; size known; preadv/pwrite with plain errors."""
+
+    def __init__(self, path: str, writable: bool = False):
+        self.path = path
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        try:
+            st = os.stat(path)
+            self.is_block = stat.S_ISBLK(st.st_mode)
+            if not (self.is_block or stat.S_ISREG(st.st_mode)):
+                raise DiskError(f"{path} is neither a disk nor a disk-image file")
+            if writable and self.is_block:
+                flags |= os.O_EXCL    # the kernel refuses this while anything has it mounted
+            self.fd = os.open(path, flags | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DiskError(f"{path} does not exist") from None
+        except PermissionError:
+            raise DiskError(f"{path} cannot be opened: permission denied (run as root?)") from None
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise DiskError(f"{path} is in use (mounted or opened by another program)") from None
+            raise DiskError(f"{path} cannot be opened: {exc.strerror}") from exc
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+
+    def read_into(self, buf, offset: int, what: str) -> None:
+        view = memoryview(buf)
+        pos = offset
+        while view:
+            try:
+                n = os.preadv(self.fd, [view], pos)
+            except OSError as exc:
+                raise DiskError(
+                    f"cannot read {self.path} at byte {pos} ({what}): {exc.strerror}; "
+                    "the disk may be failing"
+                ) from exc
+            if n == 0:
+                raise DiskError(f"{self.path} ended early at byte {pos} ({what})")
+            view = view[n:]
+            pos += n
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise DiskError(f"cannot read {self.path} at byte {offset}: {exc.strerror}") from exc
+
+    def write(self, data, offset: int, what: str) -> None:
+        view = memoryview(data)
+        pos = offset
+        while view:
+            try:
+                n = os.pwrite(self.fd, view, pos)
+            except OSError as exc:
+                raise write_error(self.path, pos, what, exc) from exc
+            view = view[n:]
+            pos += n
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise write_error(self.path, 0, "flushing", exc) from exc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Disk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+INCOMPLETE = "the target is incomplete and will not boot; run the restore again"
+
+
+def write_error(path: str, pos: int, what: str, exc: OSError) -> DiskError:
+    if exc.errno in VANISHED:
+        return DiskError(f"the target {path} vanished while writing ({what}); {INCOMPLETE}")
+    if exc.errno == errno.ENOSPC:
+        return NoSpaceError(f"no space left writing {path} at byte {pos} ({what}); {INCOMPLETE}")
+    return DiskError(f"cannot write {path} at byte {pos} ({what}): {exc.strerror}; {INCOMPLETE}")

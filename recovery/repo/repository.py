@@ -1,0 +1,381 @@
+"""Opening, creating and reading a repository; the write session used by backup."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import blake3
+import zstandard
+
+from recovery.errors import DamageError, RepositoryError
+from recovery.repo.format import (
+    CODEC_RAW,
+    CODEC_ZSTD,
+    CONFIG_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    KIND_META,
+    blob_id,
+)
+from recovery.repo.index import Index, write_index_file
+from recovery.repo.lock import WriterLock
+from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
+from recovery.repo.packs import PackWriter, fsync_dir, pack_path
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+DEFAULT_PACK_SIZE = 64 * 1024 * 1024
+SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
+
+
+@dataclass
+class SnapshotInfo:
+    id: str
+    short_id: str
+    name: str
+    created: str
+    disk_size: int
+    disk_model: str | None
+    disk_serial: str | None
+    bytes_used: int
+    bytes_stored_new: int
+    partitions: list[dict] = field(default_factory=list)
+    verified: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def compress(raw, level: int, _local=threading.local()) -> tuple[bytes, int]:
+    """zstd-compress, keeping the raw bytes when compression does not pay (< 1/64 saved)."""
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None or _local.level != level:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=level)
+        _local.level = level
+    packed = cctx.compress(raw)
+    if len(packed) >= len(raw) - len(raw) // 64:
+        return bytes(raw), CODEC_RAW
+    return packed, CODEC_ZSTD
+
+
+class Repository:
+    def __init__(self, path: Path, config: dict):
+        self.path = path
+        self.config = config
+        self.chunk_size: int = config["chunk_size"]
+        self._index: Index | None = None
+        self._fds: dict[str, int] = {}
+        self._fd_lock = threading.Lock()
+        self._dctx = threading.local()
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "Repository":
+        path = Path(path).absolute()
+        if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 64 * 1024 * 1024:
+            raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
+        if (path / CONFIG_FILE).exists():
+            raise RepositoryError(f"{path} already holds a Lifeboat repository")
+        if path.exists() and not path.is_dir():
+            raise RepositoryError(f"{path} exists and is not a folder")
+        if path.exists() and any(path.iterdir()):
+            raise RepositoryError(f"{path} is not empty; choose an empty or new folder")
+        config = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "id": uuid.uuid4().hex,
+            "created": now_iso(),
+            "chunk_size": chunk_size,
+            "hash": "blake3-256",
+            "compression": "zstd",
+        }
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for sub in SUBDIRS:
+                (path / sub).mkdir(exist_ok=True)
+            tmp = path / "tmp" / CONFIG_FILE
+            tmp.write_text(json.dumps(config, indent=2) + "\n")
+            os.replace(tmp, path / CONFIG_FILE)
+            fsync_dir(path)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create a repository at {path}: {exc.strerror}") from exc
+        return cls(path, config)
+
+    @classmethod
+    def open(cls, path) -> "Repository":
+        path = Path(path).absolute()
+        if not path.exists():
+            raise RepositoryError(f"no repository at {path}: the folder does not exist")
+        cfg_path = path / CONFIG_FILE
+        if not cfg_path.exists():
+            raise RepositoryError(f"{path} is not a Lifeboat repository (no {CONFIG_FILE})")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RepositoryError(f"{cfg_path} is damaged or unreadable") from exc
+        if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+            raise RepositoryError(f"{path} is not a Lifeboat repository")
+        if config.get("version") != FORMAT_VERSION:
+            raise RepositoryError(
+                f"{path} uses repository format {config.get('version')}; this Lifeboat reads "
+                f"format {FORMAT_VERSION} only — use a newer Lifeboat"
+            )
+        for sub in SUBDIRS:
+            if not (path / sub).is_dir():
+                raise RepositoryError(f"{path} is damaged: the folder {sub}/ is missing")
+        return cls(path, config)
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = Index.load(self.path)
+        return self._index
+
+    def reload_index(self) -> Index:
+        self._index = None
+        return self.index
+
+    # -- snapshots ---------------------------------------------------------------------
+    def snapshot_ids(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "snapshots").glob("*.json"))
+
+    def load_manifest(self, snapshot_id: str) -> Manifest:
+        path = self.path / "snapshots" / f"{snapshot_id}.json"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise RepositoryError(f"no snapshot {snapshot_id[:8]} in {self.path}") from None
+        if blake3.blake3(raw).hexdigest() != snapshot_id:
+            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
+        try:
+            data = json.loads(raw)
+            if data.get("format") != MANIFEST_FORMAT or data.get("version") != MANIFEST_VERSION:
+                raise RepositoryError(f"snapshot {snapshot_id[:8]} has an unsupported format")
+            return Manifest.from_json(data, snapshot_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read") from exc
+
+    def snapshots(self, name: str | None = None) -> list[SnapshotInfo]:
+        out = []
+        for sid in self.snapshot_ids():
+            try:
+                m = self.load_manifest(sid)
+            except DamageError:
+                out.append(SnapshotInfo(sid, sid[:8], "(damaged)", "", 0, None, None, 0, 0))
+                continue
+            if name is not None and m.name != name:
+                continue
+            out.append(self._info(m))
+        out.sort(key=lambda s: (s.created, s.id))
+        return out
+
+    def _info(self, m: Manifest) -> SnapshotInfo:
+        return SnapshotInfo(
+            id=m.id,
+            short_id=m.id[:8],
+            name=m.name,
+            created=m.created,
+            disk_size=m.layout.disk_size,
+            disk_model=m.source.get("model"),
+            disk_serial=m.source.get("serial"),
+            bytes_used=m.stats.get("bytes_used", 0),
+            bytes_stored_new=m.stats.get("bytes_stored_new", 0),
+            partitions=[
+                {"number": p.number, "fs": p.fs, "label": p.label, "size": p.size, "used": p.used_bytes}
+                for p in m.partitions
+            ],
+            verified=self.verified_at(m.id),
+        )
+
+    def resolve(self, ref: str, name: str | None = None) -> str:
+        ids = self.snapshot_ids()
+        if ref == "latest":
+            snaps = [s for s in self.snapshots(name) if s.name != "(damaged)"]
+            if not snaps:
+                where = f" named {name!r}" if name else ""
+                raise RepositoryError(f"the repository holds no snapshot{where}")
+            return snaps[-1].id
+        ref = ref.lower()
+        matches = [i for i in ids if i.startswith(ref)]
+        if not matches:
+            raise RepositoryError(f"no snapshot {ref!r} in {self.path}")
+        if len(matches) > 1:
+            raise RepositoryError(f"snapshot {ref!r} is ambiguous: give more of its id")
+        return matches[0]
+
+    def write_manifest(self, manifest: Manifest) -> str:
+        raw = (json.dumps(manifest.to_json(), sort_keys=True, indent=1) + "\n").encode()
+        sid = blake3.blake3(raw).hexdigest()
+        tmp = self.path / "tmp" / f"{sid}.json"
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / "snapshots" / f"{sid}.json")
+        fsync_dir(self.path / "snapshots")
+        manifest.id = sid
+        return sid
+
+    def verified_at(self, snapshot_id: str) -> str | None:
+        try:
+            return json.loads((self.path / "verified" / f"{snapshot_id}.json").read_text())["time"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def mark_verified(self, snapshot_id: str) -> None:
+        tmp = self.path / "tmp" / f"verified-{snapshot_id}.json"
+        try:
+            tmp.write_text(json.dumps({"time": now_iso()}) + "\n")
+            os.replace(tmp, self.path / "verified" / f"{snapshot_id}.json")
+        except OSError:
+            pass  # a read-only repository (live restore) simply keeps no mark
+
+    # -- reading blobs -----------------------------------------------------------------
+    def _pack_fd(self, pack_id: str) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(pack_id)
+            if fd is None:
+                fd = os.open(pack_path(self.path, pack_id), os.O_RDONLY)
+                self._fds[pack_id] = fd
+            return fd
+
+    def read_blob(self, bid: bytes) -> bytes:
+        """The raw content of a blob, hash-checked; DamageError when missing or altered."""
+        loc = self.index.get(bid)
+        if loc is None:
+            raise DamageError(f"chunk {bid.hex()[:16]} is missing from the repository")
+        try:
+            stored = os.pread(self._pack_fd(loc.pack_id), loc.stored_len, loc.offset)
+        except OSError as exc:
+            raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.strerror}") from exc
+        return self.decode(bid, stored, loc.raw_len, loc.codec)
+
+    def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int) -> bytes:
+        try:
+            if codec == CODEC_ZSTD:
+                dctx = getattr(self._dctx, "d", None)
+                if dctx is None:
+                    dctx = self._dctx.d = zstandard.ZstdDecompressor()
+                raw = dctx.decompress(stored, max_output_size=raw_len)
+            else:
+                raw = stored
+        except zstandard.ZstdError as exc:
+            raise DamageError(f"chunk {bid.hex()[:16]} is damaged (cannot decompress)") from exc
+        if len(raw) != raw_len or blob_id(raw) != bid:
+            raise DamageError(f"chunk {bid.hex()[:16]} is damaged (hash mismatch)")
+        return raw
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    # -- writing -----------------------------------------------------------------------
+    def writer(self, zstd_level: int = 3) -> "WriteSession":
+        return WriteSession(self, zstd_level)
+
+    def free_space(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+
+class WriteSession:
+    """Holds the lock; appends blobs to packs; writes index files; never touches old files."""
+
+    INDEX_EVERY = 16   # packs between index files, so a killed backup leaves most indexed
+
+    def __init__(self, repo: Repository, zstd_level: int):
+        self.repo = repo
+        self.level = zstd_level
+        self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
+        self.lock = WriterLock(repo.path)
+        self._pack: PackWriter | None = None
+        self._pending_ids: set[bytes] = set()
+        self._unindexed: list = []
+        self.new_packs: list[str] = []
+        self.bytes_stored_new = 0
+
+    def __enter__(self) -> "WriteSession":
+        self.lock.acquire()
+        self._clean_tmp()
+        self.repo.reload_index()   # packs a killed backup left behind become usable again
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+            elif self._pack is not None:
+                self._pack.abort()
+                self._pack = None
+                if self._unindexed:
+                    try:
+                        write_index_file(self.repo.path, self._unindexed)
+                    except OSError:
+                        pass   # the packs are still found through their footers
+        finally:
+            self.lock.release()
+
+    def _clean_tmp(self) -> None:
+        for p in (self.repo.path / "tmp").iterdir():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def has(self, bid: bytes) -> bool:
+        return bid in self._pending_ids or bid in self.repo.index
+
+    def add(self, bid: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> int:
+        """Store a blob unless present; returns the bytes newly written."""
+        if self.has(bid):
+            return 0
+        if self._pack is None:
+            self._pack = PackWriter(self.repo.path, f"{uuid.uuid4().hex}.pack")
+        self._pack.add(bid, stored, raw_len, kind, codec)
+        self._pending_ids.add(bid)
+        self.bytes_stored_new += len(stored)
+        if self._pack.size >= self.pack_size:
+            self._seal()
+        return len(stored)
+
+    def add_meta(self, raw: bytes) -> str:
+        bid = blob_id(raw)
+        if not self.has(bid):
+            stored, codec = compress(raw, self.level)
+            self.add(bid, stored, len(raw), KIND_META, codec)
+        return bid.hex()
+
+    def _seal(self) -> None:
+        pack_id, entries = self._pack.finish()
+        self._pack = None
+        self.repo.index.add_pack(pack_id, entries)
+        self._pending_ids.difference_update(e.id for e in entries)
+        self.new_packs.append(pack_id)
+        self._unindexed.append((pack_id, entries))
+        if len(self._unindexed) >= self.INDEX_EVERY:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        if self._unindexed:
+            write_index_file(self.repo.path, self._unindexed)
+            self._unindexed = []
+
+    def flush(self) -> None:
+        """Seal the open pack and index everything written; call before writing a manifest."""
+        if self._pack is not None and self._pack.entries:
+            self._seal()
+        elif self._pack is not None:
+            self._pack.abort()
+            self._pack = None
+        self._write_index()
