@@ -137,10 +137,9 @@ def _cross_check_with_parted(path: str, layout: Layout) -> None:
     try:
         device = parted.getDevice(path)
         disk = parted.newDisk(device)
-    except (parted.PartedException, parted.DiskException, parted.IOException) as exc:
-        raise DiskError(f"libparted cannot read the partition table of {path}: {exc}") from exc
-    except Exception as exc:  # _ped raises its own exception types for damaged labels
-        raise DiskError(f"libparted cannot read the partition table of {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - _ped raises its own classes (DiskException, IOException, ...)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DiskError(f"the partition table of {path} is damaged: {reason}") from exc
     kinds = {parted.PARTITION_NORMAL: "primary", parted.PARTITION_LOGICAL: "logical",
              parted.PARTITION_EXTENDED: "extended"}
     seen = sorted((p.number, p.geometry.start * device.sectorSize, p.geometry.length * device.sectorSize,
