@@ -1,0 +1,15 @@
+# Step: freeze the app with PyInstaller (onedir) into build/freeze/dist/lifeboat, then
+# prove the bundle runs here before it goes into the image. Sets BUNDLE.
+
+freeze_app() {
+    local dist="$BUILD/freeze/dist" work="$BUILD/freeze/work"
+    BUNDLE="$dist/lifeboat"
+    log "freeze: pyinstaller (python $("$ROOT/.venv/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
+    # unittest is excluded in the spec but some libraries import it at module level; a
+    # missing import shows up in the self-test below, not at boot.
+    (cd "$ROOT" && .venv/bin/pyinstaller --noconfirm --log-level WARN \
+        --distpath "$dist" --workpath "$work" iso-build/lifeboat.spec) >&2
+    log "freeze: self-test of the bundle"
+    "$BUNDLE/lifeboat" --version >&2
+    "$BUNDLE/lifeboat" disks --json >/dev/null
+}
