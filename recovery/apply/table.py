@@ -85,6 +85,8 @@ def _fields(part: PartitionEntry, ss: int, table: str) -> str:
 def write_layout(target: str, layout: Layout, boot_areas) -> None:
     """Make `target` (whole-disk block device or image file) carry exactly `layout` and the
     given boot areas [(offset, bytes)], then let the kernel see the new partitions."""
+    if not os.path.lexists(target) and not target.startswith("/dev/"):
+        _create_image(target)
     kind = blockdev.require_whole_disk(target)
     _check_fits(target, kind, layout)
     if layout.table == "none":
@@ -98,6 +100,15 @@ def write_layout(target: str, layout: Layout, boot_areas) -> None:
         _write_boot_areas(target, layout, boot_areas or [])
     if kind == "block":
         reread_partitions(target, layout)
+
+
+def _create_image(target: str) -> None:
+    """A new image file as the target: made empty here, grown to the layout's size below."""
+    try:
+        with open(target, "xb"):
+            pass
+    except OSError as exc:
+        raise DiskError(f"cannot create the image file {target}: {exc.strerror}") from exc
 
 
 def _check_fits(target: str, kind: str, layout: Layout) -> None:
@@ -143,7 +154,8 @@ def _wipe_tables(target: str) -> None:
     """No table wanted: remove any GPT (both headers), protective MBR or MBR already there."""
     log.info("removing partition-table signatures from %s", target)
     try:
-        run_tool(["wipefs", "--all", "--types", "gpt,PMBR,dos", target])
+        # --force: wipefs otherwise leaves tables in image files alone ("non-whole disk device").
+        run_tool(["wipefs", "--all", "--force", "--types", "gpt,PMBR,dos", target])
     except subprocess.CalledProcessError as exc:
         raise DiskError(f"cannot remove the old partition table of {target}: {first_line(exc.stderr)}") from exc
 

@@ -136,10 +136,29 @@ def _cross_check_with_parted(path: str, layout: Layout) -> None:
     """libparted must see the same partitions at the same places (independent second reader)."""
     try:
         device = parted.getDevice(path)
+    except Exception as exc:  # noqa: BLE001 - _ped raises its own classes (IOException, ...)
+        raise DiskError(f"libparted cannot open {path}: {_one_line(exc)}") from exc
+    try:
+        # libparted caches devices by path; a loop device re-attached with another sector
+        # size would otherwise be read with the old geometry.
+        if device.sectorSize != layout.sector_size or device.length * device.sectorSize != layout.disk_size:
+            device.removeFromCache()
+            device = parted.getDevice(path)
         disk = parted.newDisk(device)
-    except Exception as exc:  # noqa: BLE001 - _ped raises its own classes (DiskException, IOException, ...)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DiskError(f"the partition table of {path} is damaged: {reason}") from exc
+        _compare_with_parted(path, layout, device, disk)
+    except DiskError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - _ped raises its own classes (DiskException, ...)
+        raise DiskError(f"the partition table of {path} is damaged: {_one_line(exc)}") from exc
+    finally:
+        device.removeFromCache()
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _compare_with_parted(path: str, layout: Layout, device, disk) -> None:
     kinds = {parted.PARTITION_NORMAL: "primary", parted.PARTITION_LOGICAL: "logical",
              parted.PARTITION_EXTENDED: "extended"}
     seen = sorted((p.number, p.geometry.start * device.sectorSize, p.geometry.length * device.sectorSize,
