@@ -50,3 +50,96 @@ def merge_ranges(ranges, limit: int) -> tuple[tuple[int, int], ...]:
         else:
             out.append([off, end])
     return tuple((a, b - a) for a, b in out)
+
+
+WHOLE = "imaged whole (every block copied)"
+
+
+def whole(fs: str, size: int, reason: str, label: str | None = None, uuid: str | None = None) -> FsInfo:
+    """The map of a partition copied block for block; `reason` says why, in plain words."""
+    return FsInfo(fs=fs, label=label, uuid=uuid, used=merge_ranges([(0, size)], size),
+                  warnings=(f"{reason}; {WHOLE}",), whole=True)
+
+
+def _steps():
+    """(kind of step, handler) in the order signatures are trusted: byte-0 headers first."""
+    from recovery.fs import ext, fat, foreign, ntfs, swap
+    return ([("foreign", check) for check in foreign.EARLY]
+            + [("known", ntfs), ("known", fat), ("known", ext), ("known", swap)]
+            + [("foreign", check) for check in foreign.LATE])
+
+
+def _is_io_failure(exc: BaseException) -> bool:
+    from recovery.errors import LifeboatError
+    return isinstance(exc, (OSError, LifeboatError))
+
+
+def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | None:
+    """(fs, label, uuid) from signatures alone (cheap, for listing disks), or None if unknown.
+    fs is named as blkid names it: ext4, vfat, ntfs, swap, crypto_LUKS, BitLocker, ..."""
+    for kind, step in _steps():
+        try:
+            found = step(read) if kind == "foreign" else step.identify(read, size)
+        except Exception as exc:  # noqa: BLE001 - bad content must never break a listing
+            if _is_io_failure(exc):
+                raise
+            continue
+        if found:
+            return found
+    return None
+
+
+def probe_partition(read: Reader, size: int) -> FsInfo:
+    """The used map of one partition; never raises for bad content. Anything not mapped with
+    confidence is imaged whole, with a warning saying why (the caller adds the partition number)."""
+    from recovery.fs import foreign
+    for kind, step in _steps():
+        if kind == "foreign":
+            try:
+                found = step(read)
+            except Exception as exc:  # noqa: BLE001
+                if _is_io_failure(exc):
+                    raise
+                continue
+            if found:
+                fs, label, fs_uuid = found
+                return whole(fs, size, foreign.REASONS.get(fs, fs), label, fs_uuid)
+            continue
+        try:
+            info = step.probe(read, size)
+        except Exception as exc:  # noqa: BLE001 - damaged metadata of any shape
+            if _is_io_failure(exc):
+                raise
+            try:
+                fs, label, fs_uuid = step.identify(read, size) or (step.__name__.rsplit(".", 1)[-1], None, None)
+            except Exception:  # noqa: BLE001
+                fs, label, fs_uuid = step.__name__.rsplit(".", 1)[-1], None, None
+            reason = str(exc) if isinstance(exc, FsMapError) else \
+                f"{fs} metadata is damaged ({type(exc).__name__}: {exc})"
+            return whole(fs, size, reason, label, fs_uuid)
+        if info is not None:
+            return info
+    return whole("unknown", size, "no known filesystem or signature found")
+
+
+def pread_reader(fd: int, offset: int = 0, size: int | None = None) -> Reader:
+    """A Reader over [offset, offset+size) of an open file or block device (os.pread, no seeking)."""
+    import os
+
+    def read(at: int, length: int) -> bytes:
+        if at < 0 or length <= 0:
+            return b""
+        if size is not None:
+            length = min(length, size - at)
+            if length <= 0:
+                return b""
+        parts = []
+        while length > 0:
+            got = os.pread(fd, length, offset + at)
+            if not got:
+                break
+            parts.append(got)
+            at += len(got)
+            length -= len(got)
+        return b"".join(parts)
+    return read
