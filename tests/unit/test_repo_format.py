@@ -1,0 +1,110 @@
+"""The repository format on its own: packs, index files, lock, manifests (no disks needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from recovery.chunking import used_windows
+from recovery.errors import DamageError, RepositoryError
+from recovery.repo.format import KIND_DATA, blob_id
+from recovery.repo.index import Index
+from recovery.repo.packs import read_footer
+from recovery.repo.repository import Repository, compress
+
+
+def store(repo: Repository, blobs: list[bytes]) -> list[bytes]:
+    ids = []
+    with repo.writer() as session:
+        for raw in blobs:
+            bid = blob_id(raw)
+            stored, codec = compress(raw, 3)
+            session.add(bid, stored, len(raw), KIND_DATA, codec)
+            ids.append(bid)
+    return ids
+
+
+def test_blobs_round_trip_across_packs_and_dedup(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    repo = Repository.init(tmp_path / "r")
+    blobs = [os.urandom(20_000) for _ in range(10)] + [bytes(50_000), b"text " * 4000]
+    ids = store(repo, blobs + blobs[:3])          # repeats are stored once
+    assert len(list((tmp_path / "r" / "packs").glob("*/*.pack"))) >= 3
+    reopened = Repository.open(tmp_path / "r")
+    assert len(reopened.index) == len(blobs)
+    for bid, raw in zip(ids, blobs):
+        assert reopened.read_blob(bid) == raw
+    # Random data is kept raw, zeros and text compressed.
+    assert reopened.index.get(ids[0]).codec == 0 and reopened.index.get(ids[10]).codec == 1
+
+
+def test_packs_without_index_files_are_found_through_their_footers(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    ids = store(repo, [os.urandom(1000) for _ in range(5)])
+    for idx in (tmp_path / "r" / "index").glob("*.idx"):
+        idx.unlink()                               # as if killed before the index was written
+    assert all(bid in Index.load(tmp_path / "r") for bid in ids)
+
+
+def test_damage_is_detected(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    (bid,) = store(repo, [os.urandom(5000)])
+    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    with pytest.raises(DamageError, match="hash mismatch"):
+        Repository.open(tmp_path / "r").read_blob(bid)
+    data[-60] ^= 0xFF                              # inside the trailer's footer hash
+    pack.write_bytes(bytes(data))
+    with pytest.raises(DamageError, match="damaged footer"):
+        read_footer(pack)
+
+
+def test_open_refuses_foreign_and_future_repositories(tmp_path):
+    with pytest.raises(RepositoryError, match="does not exist"):
+        Repository.open(tmp_path / "none")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RepositoryError, match="not a Lifeboat repository"):
+        Repository.open(tmp_path / "plain")
+    Repository.init(tmp_path / "r")
+    cfg = tmp_path / "r" / "lifeboat-repo.json"
+    data = json.loads(cfg.read_text())
+    data["version"] = 2
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(RepositoryError, match="format 2"):
+        Repository.open(tmp_path / "r")
+    with pytest.raises(RepositoryError, match="already holds"):
+        Repository.init(tmp_path / "r")
+
+
+def test_writer_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "r" / "lock").write_text(json.dumps({"host": os.uname().nodename, "pid": holder.pid}))
+        with pytest.raises(RepositoryError, match="busy"):
+            store(repo, [b"x"])
+    finally:
+        holder.kill()
+        holder.wait()
+    store(repo, [b"x"])                             # the holder is gone: its lock is stale
+    assert not (tmp_path / "r" / "lock").exists()
+
+
+def test_used_windows_cut_ranges_at_window_edges():
+    ranges = [(0, 10), (4090, 20), (8192, 4096 * 3 + 5)]
+    got = list(used_windows(ranges, 40_000, 4096))
+    assert got == [
+        (0, [(0, 10), (4090, 6)]),
+        (1, [(0, 14)]),
+        (2, [(0, 4096)]),
+        (3, [(0, 4096)]),
+        (4, [(0, 4096)]),
+        (5, [(0, 5)]),
+    ]
+    assert list(used_windows([(39_990, 100)], 40_000, 4096)) == [(9, [(3126, 10)])]
