@@ -1,0 +1,184 @@
+"""The Lifeboat app: ``create_app`` (used by the CLI and the tests) and ``main``."""
+
+from __future__ import annotations
+
+import os
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerFailed
+
+from recovery.errors import LifeboatError
+from tui import errlog
+from tui.session import Session, live_system
+
+
+class LifeboatApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "Lifeboat"
+    SUB_TITLE = "back up and restore whole disks"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("f1", "help", "Help", show=False),
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+    ]
+
+    scan_generation: reactive[int] = reactive(0)
+
+    def __init__(self, session: Session, *, live: bool | None = None):
+        super().__init__()
+        self.session = session
+        self.live = live_system() if live is None else live
+        self.scanning = False
+        self.scan_error: str | None = None
+        self._scan_worker: Worker | None = None
+
+    # -- start-up ---------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from tui.screens.home import HomeScreen
+
+        self.push_screen(HomeScreen())
+        self.action_rescan()
+
+    def action_rescan(self) -> None:
+        self.scanning = True
+        self.scan_generation += 1
+        self._scan_worker = self._scan()
+
+    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    def _scan(self) -> None:
+        try:
+            self.session.refresh()
+            error = None
+        except Exception as exc:  # shown in the status line and logged, never a traceback
+            path = errlog.record(exc, "looking for disks and backups")
+            error = getattr(exc, "message", None) or str(exc)
+            if path:
+                error += f" (details in {path})"
+        self.call_from_thread(self._scanned, error)
+
+    def _scanned(self, error: str | None) -> None:
+        self.scanning = False
+        self.scan_error = error
+        self.scan_generation += 1
+
+    async def ready(self) -> None:
+        """Wait until the scan of disks and repositories has finished."""
+        if self._scan_worker is not None:
+            try:
+                await self._scan_worker.wait()
+            except WorkerFailed:
+                pass
+
+    def status_text(self) -> str:
+        if self.scanning:
+            return "Looking for disks and backups…"
+        if self.scan_error:
+            return f"Could not look at the disks: {self.scan_error}"
+        s = self.session
+        repos = s.repositories()
+        snaps = sum(p.snapshots or 0 for p in repos)
+        disks = f"{len(s.disks)} disk" + ("" if len(s.disks) == 1 else "s")
+        rep = f"{len(repos)} backup repositor" + ("y" if len(repos) == 1 else "ies")
+        text = f"{disks} · {rep} ({snaps} snapshot{'' if snaps == 1 else 's'})"
+        if self.live:
+            text += " · live system"
+        return text
+
+    # -- running engine calls off the UI thread -----------------------------------------------
+    async def blocking(self, fn, *args, **kwargs):
+        """Run a short engine call in a thread worker and return its result (re-raising its error)."""
+        worker = self.run_worker(lambda: fn(*args, **kwargs), thread=True, exit_on_error=False, group="call")
+        try:
+            return await worker.wait()
+        except WorkerFailed as failed:
+            raise failed.error from None
+
+    # -- errors --------------------------------------------------------------------------------
+    async def show_error(self, exc: BaseException, context: str) -> None:
+        """A dialog with the engine's plain message; the traceback goes to the log."""
+        from tui.screens.message import MessageDialog
+
+        path = errlog.record(exc, context)
+        if isinstance(exc, LifeboatError):
+            message = exc.message
+        else:
+            message = f"Something unexpected went wrong: {type(exc).__name__}: {exc}"
+        await self.push_screen_wait(
+            MessageDialog(f"Could not {context}", message, log_path=str(path) if path else None)
+        )
+
+    async def show_message(self, title: str, message: str) -> None:
+        from tui.screens.message import MessageDialog
+
+        await self.push_screen_wait(MessageDialog(title, message, error=False))
+
+    # -- the flows -------------------------------------------------------------------------------
+    def start(self, what: str) -> None:
+        from tui import flows
+
+        if what == "quit":
+            self.action_request_quit()
+            return
+        runner = {
+            "backup": flows.backup,
+            "restore": flows.restore,
+            "check": flows.check,
+            "disks": flows.disks,
+            "shell": flows.system_action,
+            "reboot": flows.system_action,
+            "poweroff": flows.system_action,
+        }.get(what)
+        if runner is None:
+            return
+        args = (self, what) if runner is flows.system_action else (self,)
+        self.run_worker(self._guarded(runner, *args), exclusive=True, group="flow", exit_on_error=False)
+
+    async def _guarded(self, runner, *args) -> None:
+        try:
+            await runner(*args)
+        except Exception as exc:  # any slip in a flow becomes a dialog, never a traceback
+            await self.show_error(exc, "finish that")
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_request_quit(self) -> None:
+        from tui.screens.job import JobScreen
+
+        if any(isinstance(s, JobScreen) and s.running for s in self.screen_stack):
+            self.notify("A job is running: cancel it first.", severity="warning")
+            return
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        self.session.close()
+
+
+def create_app(repo: str | None = None, disks: list[str] | None = None, *,
+               system_disks: bool | None = None, scan_partitions: bool = True,
+               live: bool | None = None, demo: bool | None = None) -> LifeboatApp:
+    """The app for ``repo`` (a folder, may be None) and extra disks (image files or devices).
+
+    ``system_disks``: also list the machine's own disks (default: yes, unless
+    LIFEBOAT_ONLY_GIVEN_DISKS=1, which the demo and tests set).
+    """
+    if system_disks is None:
+        system_disks = os.environ.get("LIFEBOAT_ONLY_GIVEN_DISKS") != "1"
+    if demo is None:
+        demo = os.environ.get("LIFEBOAT_DEMO") == "1"
+    session = Session(repo=repo, disk_paths=[os.path.abspath(d) for d in disks or []],
+                      system_disks=system_disks, scan_partitions=scan_partitions, demo=demo)
+    return LifeboatApp(session, live=live)
+
+
+def main(repo: str | None = None, disks: list[str] | None = None) -> int:
+    """Entry point for ``lifeboat tui``: runs the app, returns the exit status."""
+    app = create_app(repo, disks)
+    result = app.run()
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,40 @@
+"""The keys, and what Lifeboat does, in a few lines."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+HELP = """\
+[b]Keys[/b]
+  Up / Down        move            Enter      choose / go on
+  Tab / Shift+Tab  next / previous Esc        back (a job: ask to cancel)
+  F1 or ?          this help       F5         look for disks again (Home)
+  b r c d          Home: Back up, Restore, Check, Disks
+  q                quit (Home)     Ctrl+Q     quit from anywhere
+
+[b]What happens[/b]
+  Back up: pick the disk, where to keep it, a name. Only the blocks the
+  files use are stored, compressed; a second backup stores only changes.
+  Restore: pick a backup and a target disk. You see the plan first, and
+  nothing is written until you type the target's name.
+  Check: re-reads every piece of a backup and names anything damaged.
+
+  A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,question_mark,q,enter", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog", classes="-info help"):
+            yield Static("Help", classes="dialog-title")
+            yield Static(HELP, id="help-text")
+            yield Static("Esc: close", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

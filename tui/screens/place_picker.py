@@ -1,0 +1,83 @@
+"""Pick where backups are: repositories found on the disks (and homes for a new one)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets.option_list import Option
+
+from recovery.discover import Place
+from tui import humanize
+from tui.widgets.disk_map import display_path
+
+TYPE_PATH = "type-path"
+
+
+def place_prompt(place: Place, default: bool = False) -> Text:
+    t = Text()
+    where = place.describe() if place.partition else display_path(place.path or "?")
+    t.append(where, "bold")
+    if default:
+        t.append("  (suggested)", "italic")
+    t.append("\n  ")
+    if place.is_repository:
+        n = place.snapshots or 0
+        t.append(f"Lifeboat repository · {n} snapshot{'' if n == 1 else 's'}")
+        if place.names:
+            t.append(" of " + ", ".join(place.names[:3]) + ("…" if len(place.names) > 3 else ""))
+    else:
+        t.append("no repository yet: a new one will be made here")
+    t.append(f" · {humanize.size(place.free)} free")
+    if place.disk and place.partition:
+        t.append(f" · on {display_path(place.disk)}")
+    return t
+
+
+class PlacePickerScreen(Screen["Place | str | None"]):
+    """Dismisses with a Place, TYPE_PATH when the user wants to type a folder, or None (back)."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("t", "type_path", "Type a folder"),
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, title: str, hint: str, places: list[Place], default: Place | None = None,
+                 step: str = ""):
+        super().__init__()
+        self.title_text, self.hint, self.places, self.default = title, hint, places, default
+        self.step = step
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="")
+        yield Static(self.title_text + (f"  [{self.step}]" if self.step else ""), classes="screen-title",
+                     markup=False)
+        yield Static(self.hint, classes="hint", markup=False)
+        options: list = [Option(place_prompt(p, p == self.default), id=str(i)) for i, p in enumerate(self.places)]
+        if not options:
+            options.append(Option(Text("No backups were found on the disks.", "italic"), disabled=True))
+        options += [None, Option("Type the path of a folder…", id=TYPE_PATH)]
+        yield OptionList(*options, id="places")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        ol = self.query_one("#places", OptionList)
+        ol.focus()
+        if self.default is not None and self.default in self.places:
+            ol.highlighted = self.places.index(self.default)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option_id == TYPE_PATH:
+            self.dismiss(TYPE_PATH)
+        elif event.option_id is not None:
+            self.dismiss(self.places[int(event.option_id)])
+
+    def action_type_path(self) -> None:
+        self.dismiss(TYPE_PATH)
+
+    def action_back(self) -> None:
+        self.dismiss(None)

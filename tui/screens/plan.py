@@ -1,0 +1,88 @@
+"""The restore plan, before anything is written: the target now and after, and what is lost."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Static
+
+from tui import humanize
+from tui.widgets.disk_map import DiskMap, display_path, from_disk, from_layout
+
+LAYOUTS = ("grow", "keep", "proportional")
+LAYOUT_WORDS = {
+    "grow": "the last data partition grows to fill the disk",
+    "keep": "partitions exactly where they were",
+    "proportional": "data partitions grow in proportion",
+}
+
+
+class PlanScreen(Screen[str]):
+    """Dismisses with "continue", "back", or "layout:<mode>" (plan again with another layout)."""
+
+    BINDINGS = [
+        Binding("escape", "choose('back')", "Back"),
+        Binding("l", "next_layout", "Other layout"),
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, plan, snapshot=None, step: str = ""):
+        super().__init__()
+        self.plan, self.snapshot, self.step = plan, snapshot, step
+
+    def _after_info(self) -> dict:
+        info = {}
+        parts = {p.get("number"): p for p in (self.snapshot.partitions if self.snapshot else [])}
+        for number, fs in (self.plan.fs or {}).items():
+            p = parts.get(number, {})
+            info[number] = (fs or p.get("fs"), p.get("label"), p.get("used"))
+        return info
+
+    def compose(self) -> ComposeResult:
+        plan = self.plan
+        target = plan.target
+        yield Header(show_clock=False, icon="")
+        yield Static("The plan: nothing has been written yet" + (f"  [{self.step}]" if self.step else ""),
+                     classes="screen-title")
+        with VerticalScroll(id="plan"):
+            yield Static(
+                f"Restore “{plan.name}” from {humanize.when(plan.created)} (snapshot {plan.snapshot[:8]})\n"
+                f"onto {display_path(target.path)}: {humanize.size(target.size)}"
+                + (f", {target.model}" if target.model else "")
+                + (f", serial {target.serial}" if target.serial else ""),
+                id="plan-head", markup=False, classes="-volatile")
+            with Horizontal(id="maps"):
+                with Vertical(classes="half"):
+                    yield Static("Now", classes="label")
+                    yield DiskMap(from_disk(target), classes="map")
+                with Vertical(classes="half"):
+                    yield Static("After the restore", classes="label")
+                    yield DiskMap(from_layout(plan.after, display_path(target.path), fs_info=self._after_info()),
+                                  classes="map")
+            yield Static(f"Layout “{plan.layout_mode}”: {LAYOUT_WORDS.get(plan.layout_mode, '')}. "
+                         f"{humanize.size(plan.bytes_to_write)} to write.", markup=False)
+            yield Static("\n".join(f"• {a}" for a in plan.actions), id="actions", markup=False)
+            lost = Text("Everything now on this disk will be destroyed:\n", "bold red")
+            lost.append("\n".join(f"✗ {d}" for d in plan.destroyed), "red")
+            yield Static(lost, id="destroyed")
+            with Horizontal(classes="buttons"):
+                yield Button("Back", id="back")
+                yield Button("Continue", id="continue", variant="warning")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#continue", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id or "back")
+
+    def action_choose(self, what: str) -> None:
+        self.dismiss(what)
+
+    def action_next_layout(self) -> None:
+        i = LAYOUTS.index(self.plan.layout_mode) if self.plan.layout_mode in LAYOUTS else 0
+        self.dismiss(f"layout:{LAYOUTS[(i + 1) % len(LAYOUTS)]}")

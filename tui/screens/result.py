@@ -1,0 +1,45 @@
+"""The end of a flow: what was done, what to do next, and a choice of next steps."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Static
+
+
+class ResultScreen(Screen[str]):
+    """Dismisses with the id of the chosen button ("done" on Esc)."""
+
+    BINDINGS = [Binding("escape", "choose('done')", "Done")]
+
+    def __init__(self, title: str, lines: list[str], choices: list[tuple[str, str]] | None = None,
+                 *, ok: bool = True, warnings: list[str] | None = None):
+        super().__init__()
+        self.title_text, self.lines, self.ok = title, lines, ok
+        self.choices = choices or [("done", "Done")]
+        self.warnings = warnings or []
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="")
+        yield Static(self.title_text, classes="screen-title " + ("-ok" if self.ok else "-bad"), markup=False)
+        with Vertical(id="result"):
+            for line in self.lines:
+                yield Static(line, classes="result-line", markup=False)
+            for w in self.warnings:
+                yield Static(f"Warning: {w}", classes="warning", markup=False)
+            with Horizontal(classes="buttons"):
+                for i, (key, label) in enumerate(self.choices):
+                    yield Button(label, id=key, variant="primary" if i == 0 else "default")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id or "done")
+
+    def action_choose(self, key: str) -> None:
+        self.dismiss(key)

@@ -1,0 +1,114 @@
+"""What the UI knows about the machine: disks, places for backups, open repositories.
+
+Everything here calls the engine's public functions and blocks; screens call it from thread
+workers. No widget code here, no disk I/O of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field, replace
+
+from recovery import discover
+from recovery.discover import Place
+from recovery.model.disk import DiskInfo
+
+
+def live_system() -> bool:
+    return os.environ.get("LIFEBOAT_LIVE") == "1"
+
+
+@dataclass
+class Session:
+    """One run of the UI: the disks given on the command line (images or devices), whether
+    the machine's own disks are listed too, and the repository given with ``--repo``."""
+
+    repo: str | None = None
+    disk_paths: list[str] = field(default_factory=list)
+    system_disks: bool = True       # list the machine's disks as well as ``disk_paths``
+    scan_partitions: bool = True    # mount partitions read-only to find repositories
+    demo: bool = False
+    disks: list[DiskInfo] = field(default_factory=list)
+    places: list[Place] = field(default_factory=list)
+    extra_dirs: list[str] = field(default_factory=list)
+    mounts: discover.Mounts = field(default_factory=discover.Mounts)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- finding things (blocking: call from a worker) ---------------------------------
+    def refresh(self) -> None:
+        from recovery.probe import disks as probe
+
+        found: list[DiskInfo] = []
+        if self.system_disks:
+            found.extend(probe.list_disks())
+        known = {d.path for d in found}
+        for path in self.disk_paths:
+            info = probe.describe(path)
+            if info.path not in known:
+                found.append(info)
+                known.add(info.path)
+        dirs = ([self.repo] if self.repo else []) + self.extra_dirs
+        places = discover.scan(found, dirs, mount_partitions=self.scan_partitions)
+        holding = discover.disks_holding_repositories(places)
+        found = [replace(d, holds_repository=True) if d.path in holding else d for d in found]
+        with self._lock:
+            self.disks, self.places = found, places
+
+    def add_directory(self, path: str) -> Place:
+        place = discover.check_directory(path)
+        with self._lock:
+            self.extra_dirs.append(place.path or path)
+            self.places = [p for p in self.places if p.path != place.path] + [place]
+        return place
+
+    def disk(self, path: str) -> DiskInfo | None:
+        return next((d for d in self.disks if d.path == path), None)
+
+    def repositories(self) -> list[Place]:
+        return [p for p in self.places if p.is_repository]
+
+    # -- using a place -------------------------------------------------------------------
+    def open_repository(self, place: Place, writable: bool = False):
+        """The repository at ``place``; a new one is made there when ``writable`` and none exists."""
+        from recovery.repo.repository import Repository
+
+        path = self.mounts.path_of(place, writable=writable)
+        if place.is_repository:
+            return Repository.open(path)
+        return Repository.init(path)
+
+    def close(self) -> None:
+        self.mounts.close()
+
+    # -- rules the UI applies before the engine's own checks ---------------------------------
+    def restore_refusal(self, disk: DiskInfo, repo_place: Place | None = None) -> str | None:
+        """Why ``disk`` cannot be a restore target, or None."""
+        if disk.is_system:
+            return "the system runs from this disk"
+        if disk.holds_repository or (repo_place is not None and repo_place.disk == disk.path):
+            return "it holds backups"
+        if disk.read_only:
+            return "it is read-only"
+        if any(p.mountpoints for p in disk.partitions):
+            return "a partition on it is in use (mounted)"
+        return None
+
+
+def default_name(disk: DiskInfo, repo=None) -> str:
+    """The machine name a backup of ``disk`` is filed under, unless the user types another.
+
+    A name already used in the repository for this disk's serial wins; else the model and
+    serial; else the image file's name.
+    """
+    if repo is not None and disk.serial:
+        for snap in reversed(repo.snapshots()):
+            if snap.disk_serial == disk.serial and snap.name:
+                return snap.name
+    if disk.is_image or not (disk.model or disk.serial):
+        base = os.path.basename(disk.path)
+        base = re.sub(r"\.(img|raw|bin|iso)$", "", base)
+    else:
+        base = "-".join(x for x in (disk.model, disk.serial) if x)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "pc"
