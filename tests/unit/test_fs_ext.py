@@ -108,8 +108,8 @@ def test_map_covers_dumpe2fs_and_copy_is_identical(tmp_path, tree, fs, block_siz
 def test_identity_matches_blkid(tmp_path, tree):
     image = fsimages.make_ext4(tmp_path / "fs.img", 32 * MiB, tree, label="My Data é")
     info = probe_file(image)
-    blkid = subprocess.run(["blkid", "-o", "export", str(image)], capture_output=True, text=True).stdout
-    fields = dict(line.split("=", 1) for line in blkid.splitlines() if "=" in line)
+    fields = {key: subprocess.run(["blkid", "-s", key, "-o", "value", str(image)],
+                                  capture_output=True, text=True).stdout.strip() for key in ("UUID", "TYPE")}
     assert info.uuid == fields["UUID"] and info.fs == fields["TYPE"] == "ext4"
     assert info.label == "My Data é"
     fd = os.open(image, os.O_RDONLY)
