@@ -33,7 +33,7 @@ image_build() {
     # to BOOTX64.EFI) plus the config Debian's GRUB looks for.
     image_subst "$ISO_SRC/grub/efi-debian.cfg" > "$WORK/efi-debian.cfg"
     rm -f "$efi"
-    mkfs.vfat -C -n LIFEBOAT_EFI "$efi" 8192 >/dev/null
+    mkfs.vfat -C -n LIFEBOATEFI "$efi" 8192 >/dev/null
     mmd -i "$efi" ::/EFI ::/EFI/BOOT ::/EFI/debian
     mcopy -i "$efi" /usr/lib/shim/shimx64.efi.signed ::/EFI/BOOT/BOOTX64.EFI
     mcopy -i "$efi" /usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed ::/EFI/BOOT/grubx64.efi

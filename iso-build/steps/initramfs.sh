@@ -18,7 +18,11 @@ initramfs_build() {
     # Resolve dependencies with the live tree's own modules.dep, in load order.
     : > "$dir/lib/modules/load-order"
     for mod in $(grep -v '^\s*#' "$ISO_SRC/initramfs/modules.txt"); do
-        modprobe -d "$ROOTFS_CACHE" -S "$kver" --show-depends "$mod" 2>/dev/null |
+        if ! modprobe -d "$ROOTFS_CACHE" -S "$kver" --show-depends "$mod" >/dev/null 2>&1; then
+            log "initramfs: kernel $kver has no module $mod (built in or gone); skipped"
+            continue
+        fi
+        modprobe -d "$ROOTFS_CACHE" -S "$kver" --show-depends "$mod" |
         while read -r kind path _; do
             [ "$kind" = insmod ] || continue
             line="/lib/modules/$kver/${path#*/lib/modules/$kver/}"

@@ -1,0 +1,362 @@
+"""Unattended restore on the live system, driven by the kernel command line.
+
+A technician (or a test) boots the ISO with, for example::
+
+    lifeboat.repo=LABEL=BACKUPS:/lifeboat lifeboat.snapshot=latest
+    lifeboat.target=SERIAL123 lifeboat.yes=1 lifeboat.then=poweroff
+
+The live system's init runs ``lifeboat live``: it finds and mounts (read-only) the filesystem
+holding the repository, restores through the engine API, and prints one line on every
+console::
+
+    LIFEBOAT-RESULT ok snapshot=<id> target=<dev> seconds=<n>
+    LIFEBOAT-RESULT error <plain message>
+
+then powers off, reboots or leaves the consoles to a shell, as ``lifeboat.then`` says.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from recovery.errors import Cancelled, LifeboatError, RefusedError, UsageError
+
+THEN_CHOICES = ("poweroff", "reboot", "shell")
+LAYOUT_CHOICES = ("keep", "grow", "proportional")
+RUN_DIR = Path("/run/lifeboat")
+DEVICE_WAIT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class RepoLocator:
+    """Which filesystem holds the repository, and where inside it."""
+
+    kind: str        # "label", "uuid" or "device"
+    value: str       # the label, the UUID or the device path
+    path: str        # absolute path inside that filesystem
+
+    def describe(self) -> str:
+        what = {"label": f"the filesystem labelled {self.value!r}",
+                "uuid": f"the filesystem with UUID {self.value}",
+                "device": self.value}[self.kind]
+        return f"{what}, folder {self.path}"
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    repo: RepoLocator
+    target: str
+    snapshot: str = "latest"
+    layout: str = "grow"
+    yes: bool = False
+    then: str = "shell"
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def split_cmdline(text: str) -> list[str]:
+    """Split a kernel command line the way the kernel does: on blanks, except inside
+    double quotes, which are dropped (``a="b c"`` is one parameter ``a=b c``)."""
+    params, cur, quoted, started = [], [], False, False
+    for ch in text.strip():
+        if ch == '"':
+            quoted = not quoted
+            started = True
+        elif ch.isspace() and not quoted:
+            if started:
+                params.append("".join(cur))
+            cur, started = [], False
+        else:
+            cur.append(ch)
+            started = True
+    if started:
+        params.append("".join(cur))
+    return params
+
+
+def lifeboat_params(text: str) -> dict[str, str]:
+    """The ``lifeboat.*`` parameters, without the prefix; a later one wins, as in the kernel."""
+    out = {}
+    for param in split_cmdline(text):
+        key, eq, value = param.partition("=")
+        if key.startswith("lifeboat."):
+            out[key[len("lifeboat."):]] = value if eq else "1"
+    return out
+
+
+def parse_repo_locator(text: str) -> RepoLocator:
+    """``LABEL=NAME:/path``, ``UUID=...:/path`` or ``/dev/...:/path``; no path means the
+    filesystem's top folder."""
+    if not text:
+        raise UsageError("lifeboat.repo is empty; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
+    # The first ":/" separates the two halves: by-id device names may contain ':' but
+    # never ":/".
+    where, sep, path = text.partition(":/")
+    path = "/" + path if sep else "/"
+    path = os.path.normpath(path)
+    if where.upper().startswith("LABEL="):
+        kind, value = "label", where[6:]
+    elif where.upper().startswith("UUID="):
+        kind, value = "uuid", where[5:].lower()
+    elif where.startswith("/dev/"):
+        kind, value = "device", where
+    else:
+        raise UsageError(
+            f"lifeboat.repo={text} is not understood; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
+    if not value:
+        raise UsageError(f"lifeboat.repo={text} names no filesystem")
+    return RepoLocator(kind, value, path)
+
+
+def parse_yes(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "yes", "true", "y"):
+        return True
+    if v in ("0", "no", "false", "n", ""):
+        return False
+    raise UsageError(f"lifeboat.yes={value} is not understood; use lifeboat.yes=1")
+
+
+def parse_request(cmdline: str) -> LiveRequest | None:
+    """The unattended restore the command line asks for, or None when it asks for none."""
+    p = lifeboat_params(cmdline)
+    if "repo" not in p:
+        return None
+    repo = parse_repo_locator(p["repo"])
+    target = p.get("target", "").strip()
+    if not target:
+        raise UsageError("lifeboat.target is missing: name the disk to restore onto "
+                         "(a /dev path, a /dev/disk/by-id name or a serial number)")
+    snapshot = p.get("snapshot", "latest").strip() or "latest"
+    layout = p.get("layout", "grow").strip().lower() or "grow"
+    if layout not in LAYOUT_CHOICES:
+        raise UsageError(f"lifeboat.layout={layout} is not one of {', '.join(LAYOUT_CHOICES)}")
+    then = p.get("then", "shell").strip().lower() or "shell"
+    if then not in THEN_CHOICES:
+        raise UsageError(f"lifeboat.then={then} is not one of {', '.join(THEN_CHOICES)}")
+    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then)
+
+
+def then_after_error(cmdline: str) -> str:
+    """What to do after a failure. Never reboot: the same command line would run the same
+    failing restore again, forever."""
+    then = lifeboat_params(cmdline).get("then", "shell").strip().lower()
+    return "poweroff" if then == "poweroff" else "shell"
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def resolve_target(name: str, disks) -> str:
+    """The disk a technician named: a /dev path, a /dev/disk/by-id name (with or without
+    the folder), or a serial number. Exactly one disk must match."""
+    if name.startswith("/dev/") and not name.startswith("/dev/disk/"):
+        return os.path.realpath(name)
+    base = name.rsplit("/", 1)[-1]
+    matches = []
+    for d in disks:
+        by_id = (d.by_id or "").rsplit("/", 1)[-1]
+        if base == by_id or name == d.serial or (d.serial and base == d.serial):
+            matches.append(d.path)
+    if not matches and name.startswith("/dev/disk/") and os.path.exists(name):
+        return os.path.realpath(name)
+    matches = sorted(set(matches))
+    if not matches:
+        known = ", ".join(f"{d.path} ({d.serial or d.by_id or 'no serial'})" for d in disks) or "none"
+        raise RefusedError(f"no disk matches lifeboat.target={name}; disks seen: {known}")
+    if len(matches) > 1:
+        raise RefusedError(f"lifeboat.target={name} matches several disks ({', '.join(matches)}); "
+                           "give a /dev/disk/by-id name instead")
+    return matches[0]
+
+
+def locate_device(loc: RepoLocator, wait: float = DEVICE_WAIT_SECONDS) -> str:
+    """The block device of the repository's filesystem, waiting a little for slow USB."""
+    deadline = time.monotonic() + wait
+    while True:
+        dev = _find_device(loc)
+        if dev:
+            return dev
+        if time.monotonic() >= deadline:
+            raise RefusedError(f"cannot find {loc.describe()}: is the backup disk plugged in?")
+        time.sleep(1)
+        subprocess.run(["udevadm", "settle", "--timeout=5"], capture_output=True)
+
+
+def _find_device(loc: RepoLocator) -> str | None:
+    if loc.kind == "device":
+        return loc.value if os.path.exists(loc.value) else None
+    link = Path("/dev/disk") / ("by-label" if loc.kind == "label" else "by-uuid") / loc.value
+    if link.exists():
+        return os.path.realpath(link)
+    flag = "-L" if loc.kind == "label" else "-U"
+    out = subprocess.run(["blkid", flag, loc.value], capture_output=True, text=True)
+    dev = out.stdout.strip().splitlines()
+    return dev[0] if out.returncode == 0 and dev else None
+
+
+def mount_readonly(device: str, mountpoint: Path) -> None:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-o", "ro", device, str(mountpoint)], capture_output=True, text=True)
+    if out.returncode != 0:
+        msg = out.stderr.strip().splitlines()[-1:] or ["unknown error"]
+        raise RefusedError(f"cannot mount {device} read-only: {msg[0]}")
+
+
+# ----------------------------------------------------------------------------- consoles
+
+
+class Consoles:
+    """Writes each line to every active kernel console (screen and serial), so whoever
+    watches any of them sees it."""
+
+    def __init__(self, paths: list[str] | None = None):
+        self.files = []
+        for path in paths if paths is not None else self._active():
+            try:
+                self.files.append(open(path, "w", buffering=1, encoding="utf-8", errors="replace"))
+            except OSError:
+                pass
+        if not self.files:
+            self.files.append(sys.stdout)
+
+    @staticmethod
+    def _active() -> list[str]:
+        try:
+            names = Path("/sys/class/tty/console/active").read_text().split()
+        except OSError:
+            return []
+        return [f"/dev/{n}" for n in names]
+
+    def say(self, line: str) -> None:
+        for f in self.files:
+            try:
+                f.write(line + "\n")
+                f.flush()
+            except OSError:
+                pass
+
+
+def progress_printer(say, every: float = 5.0):
+    """An engine event sink that prints a line every few seconds, and at each phase's end."""
+    from recovery.events import Progress, Warning_
+    from recovery.units import human_size
+
+    last = {"t": 0.0}
+
+    def sink(event) -> None:
+        if isinstance(event, Warning_):
+            say(f"lifeboat: warning: {event.message}")
+            return
+        if not isinstance(event, Progress):
+            return
+        now = time.monotonic()
+        finished = event.total and event.done >= event.total
+        if now - last["t"] < every and not finished:
+            return
+        last["t"] = now
+        pct = f"{100 * event.done // event.total}%" if event.total else human_size(event.done)
+        part = f" partition {event.partition}" if event.partition else ""
+        say(f"lifeboat: {event.phase}{part}: {pct} ({human_size(event.rate)}/s)")
+
+    return sink
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
+    """Do the restore. Returns (snapshot id, target device, seconds)."""
+    from recovery.probe.disks import list_disks
+    from recovery.repo.repository import Repository
+    from recovery.restore import apply_restore, plan_restore
+
+    say(f"lifeboat: unattended restore from {req.repo.describe()}")
+    device = locate_device(req.repo)
+    mountpoint = RUN_DIR / "repos" / Path(device).name
+    mount_readonly(device, mountpoint)
+    try:
+        repo_path = mountpoint / req.repo.path.lstrip("/")
+        repo = Repository.open(str(repo_path))
+        target = resolve_target(req.target, list_disks())
+        plan = plan_restore(repo, req.snapshot, target, layout_mode=req.layout)
+        for line in plan.lines():
+            say(f"lifeboat: {line}")
+        if not req.yes:
+            if ask is None:
+                raise RefusedError("lifeboat.yes=1 is not set and no one can confirm here; nothing was written")
+            answer = ask(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
+            if answer.strip() != plan.target.name:
+                raise Cancelled("nothing was written: the name typed does not match the target")
+        result = apply_restore(repo, plan, on_event=progress_printer(say))
+        for w in result.warnings:
+            say(f"lifeboat: note: {w}")
+        return result.snapshot, result.target, result.seconds
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True)
+
+
+def run_then(then: str, say) -> None:
+    if then == "shell":
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        (RUN_DIR / "console-mode").write_text("shell\n")
+        say("lifeboat: the consoles now offer a shell")
+        return
+    say(f"lifeboat: {then} now")
+    os.sync()
+    # busybox's poweroff/reboot signal init, which unmounts and then switches off.
+    subprocess.run([then], check=False)
+
+
+def console_ask(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        raise RefusedError("lifeboat.yes=1 is not set and no one can confirm here; nothing was written")
+    return input(prompt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lifeboat live [--cmdline TEXT]``: run the unattended restore the kernel command line
+    (or TEXT) asks for. Exit status 0 on success or when nothing is asked."""
+    argv = list(argv or [])
+    cmdline = None
+    if len(argv) == 2 and argv[0] == "--cmdline":
+        cmdline = argv[1]
+    elif argv:
+        print("usage: lifeboat live [--cmdline TEXT]", file=sys.stderr)
+        return 2
+    if cmdline is None:
+        cmdline = Path("/proc/cmdline").read_text()
+    consoles = Consoles()
+    say = consoles.say
+    try:
+        req = parse_request(cmdline)
+        if req is None:
+            return 0
+        from recovery.logsetup import start_log
+
+        start_log("live-restore")
+        snapshot, target, seconds = restore(req, say, console_ask)
+    except LifeboatError as exc:
+        say(f"LIFEBOAT-RESULT error {exc.message}")
+        run_then(then_after_error(cmdline), say)
+        return exc.exit_code
+    except Exception as exc:  # a bug: the technician still gets the one line, the log the rest
+        for line in traceback.format_exc().splitlines():
+            say(f"lifeboat: {line}")
+        say(f"LIFEBOAT-RESULT error internal error: {type(exc).__name__}: {exc}")
+        run_then(then_after_error(cmdline), say)
+        return 1
+    say(f"LIFEBOAT-RESULT ok snapshot={snapshot} target={target} seconds={round(seconds)}")
+    run_then(req.then, say)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
