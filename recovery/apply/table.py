@@ -92,6 +92,9 @@ def write_layout(target: str, layout: Layout, boot_areas) -> None:
     if layout.table == "none":
         _wipe_tables(target)
     elif kind == "file" and layout.sector_size != 512:
+        if layout.table != "gpt":
+            raise DiskError(f"an MBR with {layout.sector_size}-byte sectors cannot be written into the image file "
+                            f"{target}; attach it with 'losetup -b {layout.sector_size}' and restore to that device")
         _write_gpt_directly(target, layout)
     else:
         _apply_sfdisk(target, layout)
@@ -243,7 +246,7 @@ def reread_partitions(disk: str, layout: Layout, timeout: float = NODE_TIMEOUT) 
         # A loop device attached without partition scanning refuses BLKRRPART; partx
         # tells the kernel about each partition instead.
         log.info("BLKRRPART on %s failed (%s); using partx", disk, exc.strerror)
-        _partx_refresh(disk)
+        _partx_refresh(disk, add=bool(layout.partitions))
     _settle_udev(timeout)
     wanted = [partition_path(disk, p.number) for p in layout.partitions]
     deadline = time.monotonic() + timeout
@@ -256,8 +259,10 @@ def reread_partitions(disk: str, layout: Layout, timeout: float = NODE_TIMEOUT) 
         time.sleep(0.05)
 
 
-def _partx_refresh(disk: str) -> None:
+def _partx_refresh(disk: str, add: bool) -> None:
     subprocess.run(["partx", "--delete", disk], capture_output=True)  # fails harmlessly when none exist
+    if not add:
+        return
     try:
         run_tool(["partx", "--add", disk])
     except subprocess.CalledProcessError as exc:

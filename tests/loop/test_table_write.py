@@ -209,3 +209,20 @@ def test_small_target_and_partition_target_are_refused(tmp_path, loops):
 
 def test_pattern_is_recognisable():
     assert pattern(b"a", 64) != pattern(b"b", 64) and pattern(b"a", 64) == pattern(b"a", 64)
+
+
+@pytest.mark.loop
+def test_no_table_on_a_loop_device_removes_the_partitions(tmp_path, loops):
+    dst = tmp_path / "dst.img"
+    make_disk(dst, 32 * MiB, "dos", mbr_logical_parts()[:2])
+    dev = loops.attach(dst)
+    assert os.path.exists(partition_path(dev, 2))
+    write_layout(dev, Layout(table="none", sector_size=512, disk_size=32 * MiB), [])
+    assert read_layout(dev).table == "none"
+    assert not os.path.exists(partition_path(dev, 1))
+
+
+def test_mbr_with_4096_byte_sectors_in_an_image_is_refused(tmp_path):
+    layout = Layout(table="dos", sector_size=4096, disk_size=32 * MiB)
+    with pytest.raises(DiskError, match="losetup -b 4096"):
+        write_layout(str(tmp_path / "x.img"), layout, [])
