@@ -7,7 +7,6 @@ workers. No widget code here, no disk I/O of its own.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -97,18 +96,13 @@ class Session:
 
 
 def default_name(disk: DiskInfo, repo=None) -> str:
-    """The machine name a backup of ``disk`` is filed under, unless the user types another.
+    """The machine name a backup of ``disk`` is filed under, unless the user types another:
+    a name already used in the repository for this disk's serial, else the engine's default
+    (model and serial, or the image file's name)."""
+    from recovery.backup import default_name as engine_default
 
-    A name already used in the repository for this disk's serial wins; else the model and
-    serial; else the image file's name.
-    """
     if repo is not None and disk.serial:
         for snap in reversed(repo.snapshots()):
             if snap.disk_serial == disk.serial and snap.name:
                 return snap.name
-    if disk.is_image or not (disk.model or disk.serial):
-        base = os.path.basename(disk.path)
-        base = re.sub(r"\.(img|raw|bin|iso)$", "", base)
-    else:
-        base = "-".join(x for x in (disk.model, disk.serial) if x)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "pc"
+    return engine_default(disk)

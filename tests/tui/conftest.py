@@ -1,0 +1,49 @@
+"""TUI test fixtures: real disk-image files (made by scripts/demo --make-images), a real
+repository with a real first backup, and helpers to drive the app with Pilot.
+
+Every disk a test shows the app is an image file under its own tmp_path; the app is made with
+``system_disks=False`` so the machine's own disks are never listed, let alone touched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+DEMO = ROOT / "scripts" / "demo"
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
+
+
+@pytest.fixture(scope="session")
+def golden(tmp_path_factory) -> Path:
+    """Built once: demo-pc.img (GPT, FAT32 ESP + ext4 with files), new-disk.img (blank, 256 MiB),
+    small.img (blank, 32 MiB: too small), and repo/ holding one verified backup "demo-pc"."""
+    base = tmp_path_factory.mktemp("golden")
+    subprocess.run([str(DEMO), "--make-images", str(base)], check=True, capture_output=True)
+    subprocess.run(["truncate", "-s", "32M", str(base / "small.img")], check=True)
+    from recovery.backup import backup
+    from recovery.repo.repository import Repository
+
+    repo = Repository.init(base / "repo")
+    backup(str(base / "demo-pc.img"), repo)   # named "demo-pc" after the image, as the TUI would
+    repo.close()
+    return base
+
+
+@pytest.fixture
+def machine(golden, tmp_path, monkeypatch) -> Path:
+    """A private copy of the golden images and repository; the test runs inside it, so the
+    app shows short relative paths (demo-pc.img, new-disk.img)."""
+    work = tmp_path / "machine"
+    work.mkdir()
+    for name in ("demo-pc.img", "new-disk.img", "small.img", "repo"):
+        copy_tree(golden / name, work / name)
+    monkeypatch.chdir(work)
+    return work
