@@ -9,6 +9,7 @@ sfdisk 2.38 cannot be told a file's sector size.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -147,7 +148,9 @@ def _run_sfdisk(args: list[str], target: str, stdin: str | None = None) -> None:
 
 
 def _write_gpt_directly(target: str, layout: Layout) -> None:
-    regions = gpt.build_gpt(layout)
+    # the backup header belongs at the end of the file, which may be larger than planned
+    size = os.stat(target).st_size
+    regions = gpt.build_gpt(dataclasses.replace(layout, disk_size=size - size % layout.sector_size))
     log.info("writing %d-byte-sector GPT to image %s directly: %s", layout.sector_size, target,
              [(p.number, p.start, p.size, p.type, p.uuid, p.name, p.attrs) for p in layout.partitions])
     _pwrite_all(target, regions)

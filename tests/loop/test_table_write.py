@@ -98,6 +98,13 @@ def test_4kn_image_round_trip(tmp_path):
     assert got.partitions == layout.partitions
     assert read_at(dst, 96 * MiB - 4096, 8) == b"EFI PART"
     assert_boot_areas_equal(src, dst, areas)
+    # onto a file already larger than planned: the backup still goes to the very end
+    bigger = tmp_path / "bigger.img"
+    bigger.write_bytes(b"")
+    os.truncate(bigger, 128 * MiB)
+    write_layout(str(bigger), layout, areas)
+    assert read_at(bigger, 128 * MiB - 4096, 8) == b"EFI PART"
+    assert read_layout(str(bigger)).partitions == layout.partitions
 
 
 def test_names_with_quotes_survive(tmp_path):
