@@ -149,15 +149,18 @@ def make_vfat(path, size: int, tree_dir=None, garbage: bool = True, fat: int = 3
     return path
 
 
-def make_ntfs(path, size: int, tree_dir=None, garbage: bool = True, label: str = "LifeboatNTFS") -> Path:
-    """An NTFS image (mkntfs -Q), tree copied in through an ntfs-3g mount (root) or, without
-    root, the top-level regular files through ntfscp."""
+def make_ntfs(path, size: int, tree_dir=None, garbage: bool = True, label: str = "LifeboatNTFS",
+              mount: bool | None = None) -> Path:
+    """An NTFS image (mkntfs -Q), tree copied in through an ntfs-3g mount (root; the default
+    when root) or with mount=False the top-level regular files through ntfscp (no root)."""
     path = Path(path)
     _blank(path, size, garbage)
     _run("mkntfs", "-F", "-Q", "-q", "-L", label, path)
     if tree_dir is None:
         return path
-    if os.geteuid() == 0:
+    if mount is None:
+        mount = os.geteuid() == 0
+    if mount:
         with ntfs_mounted(path, read_only=False) as mnt:
             _run("cp", "-a", f"{tree_dir}/.", str(mnt))
     else:
@@ -215,7 +218,8 @@ def _mtools_env() -> dict:
     return env
 
 
-def vfat_tree(image, offset: int = 0) -> dict[str, str]:
+def vfat_tree(image, offset: int = 0, size: int | None = None) -> dict[str, str]:
+    """mtools reads at an offset itself (image@@offset); the size comes from the boot sector."""
     with tempfile.TemporaryDirectory(prefix="lifeboat-mcopy-") as out:
         spec = f"{image}@@{offset}" if offset else str(image)
         listing = _run("mdir", "-i", spec, "-b", "::/", env=_mtools_env()).stdout.split()
@@ -225,9 +229,10 @@ def vfat_tree(image, offset: int = 0) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ntfs_mounted(image, read_only: bool = True, offset: int = 0):
-    """Mount an NTFS image with ntfs-3g (FUSE, root) for the duration of the block."""
-    with region(image, offset) as img, tempfile.TemporaryDirectory(prefix="lifeboat-ntfs-") as mnt:
+def ntfs_mounted(image, read_only: bool = True, offset: int = 0, size: int | None = None):
+    """Mount an NTFS image with ntfs-3g (FUSE, root) for the duration of the block (a region
+    at an offset is mounted from a temporary copy, so writes then do not reach `image`)."""
+    with region(image, offset, size) as img, tempfile.TemporaryDirectory(prefix="lifeboat-ntfs-") as mnt:
         opts = "ro" if read_only else "rw"
         _run("ntfs-3g", "-o", opts, img, mnt)
         try:
@@ -238,8 +243,8 @@ def ntfs_mounted(image, read_only: bool = True, offset: int = 0):
                 _run("umount", mnt, check=False)
 
 
-def ntfs_tree(image, offset: int = 0) -> dict[str, str]:
-    with ntfs_mounted(image, read_only=True, offset=offset) as mnt:
+def ntfs_tree(image, offset: int = 0, size: int | None = None) -> dict[str, str]:
+    with ntfs_mounted(image, read_only=True, offset=offset, size=size) as mnt:
         return tree_hashes(mnt)
 
 
