@@ -115,9 +115,19 @@ def _number_from_node(device: str, node: str) -> int:
     return int(tail)
 
 
+def _read_gpt_here(path: str, sector_size: int, disk_size: int) -> Layout | None:
+    """Our own GPT reader on `path` (DiskError naming the path when damaged or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return gpt.read_gpt(lambda off, n: os.pread(f.fileno(), n, off), sector_size, disk_size)
+    except OSError as exc:
+        raise DiskError(f"cannot read {path}: {exc.strerror}") from exc
+    except DiskError as exc:
+        raise DiskError(f"{path}: {exc.message}") from exc
+
+
 def _read_4kn_image(path: str, sector_size: int, disk_size: int) -> Layout:
-    with open(path, "rb") as f:
-        layout = gpt.read_gpt(lambda off, n: os.pread(f.fileno(), n, off), sector_size, disk_size)
+    layout = _read_gpt_here(path, sector_size, disk_size)
     if layout is None:
         raise DiskError(f"cannot read the 4096-byte-sector GPT of {path}")
     return layout
@@ -125,11 +135,7 @@ def _read_4kn_image(path: str, sector_size: int, disk_size: int) -> Layout:
 
 def _refuse_damaged_gpt(path: str, sector_size: int, disk_size: int) -> None:
     """sfdisk found no table: make sure that is not a GPT it could not read."""
-    with open(path, "rb") as f:
-        try:
-            gpt.read_gpt(lambda off, n: os.pread(f.fileno(), n, off), sector_size, disk_size)
-        except DiskError as exc:
-            raise DiskError(f"{path}: {exc.message}") from exc
+    _read_gpt_here(path, sector_size, disk_size)
 
 
 def _cross_check_with_parted(path: str, layout: Layout) -> None:
