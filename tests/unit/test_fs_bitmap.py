@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from recovery.fs.bitmap import bitmap_ranges, set_bit_runs
+from recovery.fs.bitmap import CHUNK, bitmap_ranges, set_bit_runs
 
 
 def reference_runs(bitmap: bytes, nbits: int) -> list[tuple[int, int]]:
@@ -37,6 +37,20 @@ def test_matches_bit_by_bit_reference(seed):
         assert set_bit_runs(bitmap, nbits) == reference_runs(bitmap, nbits)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_reference_across_whole_chunks(seed):
+    # Stretches longer than the fast path's chunk, starting at odd offsets, so whole zero and
+    # full chunks, chunks cut by a boundary and a short final chunk all occur.
+    rng = random.Random(100 + seed)
+    parts = [rng.randbytes(rng.randrange(0, 5))]
+    for _ in range(12):
+        n = rng.randrange(1, 3 * CHUNK)
+        parts.append(rng.choice((b"\0" * n, b"\xff" * n, rng.randbytes(n))))
+    bitmap = b"".join(parts)
+    for nbits in (len(bitmap) * 8, rng.randrange(1, len(bitmap) * 8)):
+        assert set_bit_runs(bitmap, nbits) == reference_runs(bitmap, nbits)
+
+
 def test_edges_and_clipping():
     assert set_bit_runs(b"") == []
     assert set_bit_runs(b"\x00\x00") == []
@@ -44,6 +58,8 @@ def test_edges_and_clipping():
     assert set_bit_runs(b"\x80\x01") == [(7, 2)]           # a run crossing a byte boundary
     assert set_bit_runs(b"\xff\xff", nbits=11) == [(0, 11)]  # padding bits past the map ignored
     assert set_bit_runs(b"\x00\xf0", nbits=12) == []
+    assert set_bit_runs(bytes(CHUNK) + b"\xff" * CHUNK + b"\x01") == [(CHUNK * 8, CHUNK * 8 + 1)]
+    assert set_bit_runs(bytearray(b"\x0f")) == [(0, 4)]
     assert bitmap_ranges(b"\x06", unit=4096, base=1024) == [(1024 + 4096, 8192)]
 
 
