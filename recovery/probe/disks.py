@@ -23,6 +23,7 @@ log = logging.getLogger("recovery.probe.disks")
 
 SYS = "/sys"
 BY_ID = "/dev/disk/by-id"
+UDEV_CONTROL = "/run/udev/control"
 _DISK_ATTRS = ("size", "removable", "ro", "queue/logical_block_size", "queue/physical_block_size",
                "serial", "device/model", "device/vendor", "device/serial", "loop/backing_file")
 _PART_ATTRS = ("partition", "start", "size")
@@ -51,8 +52,16 @@ def _read_attrs(sysdir: str, names) -> dict:
     return out
 
 
+def udev_running() -> bool:
+    """A udev daemon is answering (its control socket exists)."""
+    return os.path.exists(UDEV_CONTROL)
+
+
 def udev_properties(name: str, context=None) -> dict:
-    """udev's properties for /dev/<name> as a plain dict ({} when pyudev cannot tell)."""
+    """udev's properties for /dev/<name> as a plain dict ({} when pyudev cannot tell, or when
+    no udev daemon runs: a database left behind by a stopped daemon describes old devices)."""
+    if not udev_running():
+        return {}
     try:
         import pyudev
         context = context or pyudev.Context()
