@@ -79,7 +79,8 @@ def layout_from_sfdisk(dump: dict, disk_size: int) -> Layout:
         else:
             ptype = ptype.lower()
             if ptype == "ee":
-                raise DiskError("the GPT partition table is damaged (only its protective MBR is readable)")
+                raise DiskError(f"the GPT partition table of {device} is damaged "
+                                "(only its protective MBR is readable; is the image cut short?)")
             kind = "logical" if number > 4 else "extended" if ptype in EXTENDED_TYPES else "primary"
         parts.append(PartitionEntry(
             number=number,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -120,6 +121,15 @@ def test_4kn_image_with_damaged_headers(tmp_path):
     assert read_layout(str(img)).partitions[0].type == ESP
     _corrupt(img, 32 * MiB - 4096 + 24)
     with pytest.raises(DiskError, match="damaged"):
+        read_layout(str(img))
+
+
+@pytest.mark.parametrize("table,parts", [("gpt", windows_gpt_parts()), ("dos", mbr_logical_parts())])
+def test_truncated_image_is_refused(tmp_path, table, parts):
+    img = tmp_path / "cut.img"
+    make_disk(img, 64 * MiB, table, parts)
+    os.truncate(img, 20 * MiB)
+    with pytest.raises(DiskError, match=f"{img}.*damaged"):
         read_layout(str(img))
 
 
