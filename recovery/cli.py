@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from recovery.logsetup import start_log
 
+    logging.getLogger().addHandler(logging.NullHandler())   # details only ever go to the log file
     log_path = start_log(args.command) if args.command in ("backup", "restore", "verify") else None
     try:
         return COMMANDS[args.command](args)

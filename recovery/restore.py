@@ -261,20 +261,21 @@ def _write_partition(repo, disk, part, entry, ranges, table, chunk_size, meter, 
 
 def _follow_partitions(plan: RestorePlan, manifest: Manifest, sink) -> list[str]:
     """Grow each filesystem whose partition grew; make sure UEFI can boot the disk."""
-    from recovery.apply.efiboot import ensure_boot_entry
-    from recovery.apply.resize import grow_filesystem
-
     notes = []
     old = {p.number: p for p in manifest.partitions}
     for entry in plan.after.data_partitions():
         src = old.get(entry.number)
         if src is None or entry.size == src.size:
             continue
+        from recovery.apply.resize import grow_filesystem
+
         note = grow_filesystem(plan.target.path, entry, src.fs, src.size, src.uuid, src.label)
         if note:
             notes.append(note)
             sink(Warning_(note))
     if not plan.target.is_image:
+        from recovery.apply.efiboot import ensure_boot_entry
+
         note = ensure_boot_entry(plan.target.path, plan.after)
         if note:
             notes.append(note)

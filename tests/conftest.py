@@ -42,10 +42,11 @@ def run(*cmd, **kw) -> subprocess.CompletedProcess:
 
 
 class LoopDevices:
-    """Attaches image files that the test itself made under tmp_path; detaches them all after."""
+    """Attaches image files that this test session made under pytest's temporary folder;
+    detaches them all after."""
 
-    def __init__(self, tmp_path: Path):
-        self.tmp_path = tmp_path.resolve()
+    def __init__(self, base: Path):
+        self.tmp_path = base.resolve()
         self.attached: list[str] = []
 
     def attach(self, image: Path, sector_size: int = 512) -> str:
@@ -69,9 +70,9 @@ class LoopDevices:
 
 
 @pytest.fixture
-def loops(tmp_path):
+def loops(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root for loop devices")
-    devices = LoopDevices(tmp_path)
+    devices = LoopDevices(tmp_path_factory.getbasetemp())
     yield devices
     devices.detach_all()
