@@ -74,9 +74,18 @@ def _is_io_failure(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, LifeboatError))
 
 
+def clipped(read: Reader, size: int) -> Reader:
+    """The reader cut at the partition's end, so no probe ever sees the next partition's bytes."""
+    def read_inside(offset: int, length: int) -> bytes:
+        length = min(length, size - offset)
+        return read(offset, length) if length > 0 and offset >= 0 else b""
+    return read_inside
+
+
 def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | None:
     """(fs, label, uuid) from signatures alone (cheap, for listing disks), or None if unknown.
     fs is named as blkid names it: ext4, vfat, ntfs, swap, crypto_LUKS, BitLocker, ..."""
+    read = clipped(read, size)
     for kind, step in _steps():
         try:
             found = step(read) if kind == "foreign" else step.identify(read, size)
@@ -93,6 +102,7 @@ def probe_partition(read: Reader, size: int) -> FsInfo:
     """The used map of one partition; never raises for bad content. Anything not mapped with
     confidence is imaged whole, with a warning saying why (the caller adds the partition number)."""
     from recovery.fs import foreign
+    read = clipped(read, size)
     for kind, step in _steps():
         if kind == "foreign":
             try:

@@ -117,3 +117,39 @@ def test_probe_never_raises_on_corrupted_metadata(tmp_path):
             if info.whole:
                 assert info.used == ((0, size),) and info.warnings
             identify_file(image)
+
+
+def test_reads_never_leave_the_partition(tmp_path):
+    # A 32 KiB partition followed by a btrfs superblock and a swap signature that belong to
+    # the next partition: a reader that does not clip would let them leak in.
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(128 * 1024)
+    write_at(image, 0x10040, b"_BHRfS_M")
+    write_at(image, 65536 - 10, b"SWAPSPACE2")
+    seen = []
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        raw = pread_reader(fd)
+
+        def spy(offset, length):
+            seen.append((offset, length))
+            return raw(offset, length)
+
+        info = probe_partition(spy, 32 * 1024)
+        assert identify(spy, 32 * 1024) is None
+    finally:
+        os.close(fd)
+    assert info.fs == "unknown" and info.used == ((0, 32 * 1024),)
+    assert seen and all(offset + length <= 32 * 1024 for offset, length in seen)
+
+
+def test_real_exfat_is_imaged_whole_with_its_serial(tmp_path):
+    image = tmp_path / "exfat.img"
+    fsimages.fill_garbage(image, 32 * MiB)
+    subprocess.run(["mkfs.exfat", str(image)], capture_output=True, check=True)
+    info = probe_file(image)
+    uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", str(image)],
+                          capture_output=True, text=True).stdout.strip()
+    assert info.fs == "exfat" and info.whole and info.uuid == uuid
+    assert info.warnings == ("exFAT (no used-block map for it yet); imaged whole (every block copied)",)
