@@ -125,7 +125,7 @@ def mounts_on_disk(disk_path: str, mounts: list[Mount] | None = None, sys_root: 
             if m.major_minor in devices or (m.source.startswith("/dev/") and os.path.realpath(m.source) in nodes)]
 
 
-def _whole_disk_of(numbers: tuple[int, int], sys_root: str) -> str | None:
+def whole_disk_of(numbers: tuple[int, int], sys_root: str) -> str | None:
     """/dev/name of the whole disk under a device number, following device-mapper/md down."""
     sysdir = os.path.realpath(os.path.join(sys_root, "dev", "block", f"{numbers[0]}:{numbers[1]}"))
     if not os.path.isdir(sysdir):
@@ -138,7 +138,7 @@ def _whole_disk_of(numbers: tuple[int, int], sys_root: str) -> str | None:
         slaves = []
     if slaves:
         under = _dev_numbers(_block_sysdir(slaves[0], sys_root))
-        return _whole_disk_of(under, sys_root) if under else None
+        return whole_disk_of(under, sys_root) if under else None
     return f"/dev/{os.path.basename(sysdir)}"
 
 
@@ -151,7 +151,7 @@ def disk_of_path(path: str, mounts: list[Mount] | None = None, sys_root: str = S
         return None
     numbers = (os.major(st.st_dev), os.minor(st.st_dev))
     if numbers[0] != 0:
-        return _whole_disk_of(numbers, sys_root)
+        return whole_disk_of(numbers, sys_root)
     # btrfs, FUSE (ntfs-3g) and overlay report anonymous device numbers: use the mount's source.
     mounts = current_mounts() if mounts is None else mounts
     real = os.path.realpath(path)
@@ -166,4 +166,4 @@ def disk_of_path(path: str, mounts: list[Mount] | None = None, sys_root: str = S
         # a filesystem image mounted through FUSE: its files live on the disk holding the image
         return disk_of_path(best.source, mounts, sys_root) if os.path.realpath(best.source) != real else None
     rdev = os.stat(best.source).st_rdev
-    return _whole_disk_of((os.major(rdev), os.minor(rdev)), sys_root)
+    return whole_disk_of((os.major(rdev), os.minor(rdev)), sys_root)
