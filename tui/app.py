@@ -162,11 +162,13 @@ class LifeboatApp(App[int]):
 
 def create_app(repo: str | None = None, disks: list[str] | None = None, *,
                system_disks: bool | None = None, scan_partitions: bool = True,
-               live: bool | None = None, demo: bool | None = None) -> LifeboatApp:
+               live: bool | None = None, demo: bool | None = None,
+               zstd_level: int | None = None) -> LifeboatApp:
     """The app for ``repo`` (a folder, may be None) and extra disks (image files or devices).
 
     ``system_disks``: also list the machine's own disks (default: yes, unless
-    LIFEBOAT_ONLY_GIVEN_DISKS=1, which the demo and tests set).
+    LIFEBOAT_ONLY_GIVEN_DISKS=1, which the demo and tests set). ``zstd_level``: compression of
+    new backups (default 3, or $LIFEBOAT_ZSTD_LEVEL).
     """
     if system_disks is None:
         system_disks = os.environ.get("LIFEBOAT_ONLY_GIVEN_DISKS") != "1"
@@ -174,6 +176,8 @@ def create_app(repo: str | None = None, disks: list[str] | None = None, *,
         demo = os.environ.get("LIFEBOAT_DEMO") == "1"
     session = Session(repo=repo, disk_paths=[os.path.abspath(d) for d in disks or []],
                       system_disks=system_disks, scan_partitions=scan_partitions, demo=demo)
+    if zstd_level is not None:
+        session.zstd_level = zstd_level
     return LifeboatApp(session, live=live)
 
 

@@ -124,8 +124,8 @@ async def backup(app) -> None:
             try:
                 outcome = await app.push_screen_wait(JobScreen(
                     f"Backing up {display_path(disk.path)} as “{name}”",
-                    lambda on_event, cancel: run_backup(disk.path, repo, name, verify=True,
-                                                        on_event=on_event, cancel=cancel),
+                    lambda on_event, cancel: run_backup(disk.path, repo, name, verify=True, on_event=on_event,
+                                                        cancel=cancel, zstd_level=s.zstd_level),
                     cancel_title=BACKUP_CANCEL[0], cancel_text=BACKUP_CANCEL[1],
                     intro=f"To {place.describe() if place.partition else display_path(str(repo.path))}"))
                 if outcome.cancelled:

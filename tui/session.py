@@ -29,6 +29,7 @@ class Session:
     system_disks: bool = True       # list the machine's disks as well as ``disk_paths``
     scan_partitions: bool = True    # mount partitions read-only to find repositories
     demo: bool = False
+    zstd_level: int = field(default_factory=lambda: int(os.environ.get("LIFEBOAT_ZSTD_LEVEL", "3")))
     disks: list[DiskInfo] = field(default_factory=list)
     places: list[Place] = field(default_factory=list)
     extra_dirs: list[str] = field(default_factory=list)

@@ -47,3 +47,24 @@ def machine(golden, tmp_path, monkeypatch) -> Path:
         copy_tree(golden / name, work / name)
     monkeypatch.chdir(work)
     return work
+
+
+@pytest.fixture
+def slow_pc(machine) -> Path:
+    """slow-pc.img: GPT with one ext4 partition holding ~110 MB of varied text, which zstd at
+    level 19 takes many seconds to compress: a backup long enough to be cancelled by hand."""
+    files = machine / "slow-files"
+    files.mkdir()
+    with open(files / "numbers.txt", "w") as out:
+        subprocess.run(["seq", "1", "15000000"], stdout=out, check=True)
+    part = machine / "slow-part.img"
+    subprocess.run(["truncate", "-s", "200M", str(part)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "slow", "-d", str(files), str(part)], check=True)
+    disk = machine / "slow-pc.img"
+    subprocess.run(["truncate", "-s", "202M", str(disk)], check=True)
+    subprocess.run(["sfdisk", "--quiet", str(disk)], input="label: gpt\nstart=2048, size=409600, type=L\n",
+                   text=True, check=True)
+    subprocess.run(["dd", f"if={part}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"],
+                   check=True)
+    part.unlink()
+    return disk
