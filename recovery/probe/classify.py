@@ -13,8 +13,9 @@ import re
 from recovery.model.disk import DiskInfo, PartInfo
 
 # Mount points that make a disk the running system's (or the live medium it booted from).
-SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/efi", "/usr", "/run/live/medium", "/lib/live/mount/medium",
-                 "/run/initramfs/live", "/cdrom")
+# /run/lifeboat/medium is where Lifeboat's own initramfs keeps its boot medium mounted.
+SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/efi", "/usr", "/run/lifeboat/medium", "/run/live/medium",
+                 "/lib/live/mount/medium", "/run/initramfs/live", "/cdrom")
 
 # Names of block devices that are never disks a person images or restores to.
 _NOT_DISKS = re.compile(r"^(ram\d+|zram\d+|dm-\d+|md\d+|sr\d+|fd\d+|nbd\d+|mtdblock\d+|"

@@ -112,3 +112,9 @@ def test_sata_without_udev():
 def test_scsi_bus_behind_usb_bridge_is_usb():
     record = dict(USB, udev={"ID_BUS": "scsi"})
     assert classify.transport_of(record) == "usb"
+
+
+@pytest.mark.parametrize("target", ["/run/lifeboat/medium", "/run/live/medium", "/lib/live/mount/medium", "/boot"])
+def test_live_media_and_boot_mounts_are_system(target):
+    assert classify.is_system(dict(SATA, all_mountpoints=[target]))
+    assert not classify.is_system(dict(SATA, all_mountpoints=[target + "-not"]))
