@@ -16,8 +16,8 @@ How the restore uses it (the lead's recovery/restore.py)::
 
 Modes:
 - ``keep``: every partition where it was (the target must reach the last partition's end).
-- ``grow``: the last resizable data partition grows (or shrinks, down to what its used
-  blocks need) so the layout fills the disk; the partitions after it (a recovery partition,
+- ``grow``: the last resizable data partition grows (or, ext2/3/4 only, shrinks down to
+  what its used blocks need) so the layout fills the disk; the partitions after it (a recovery partition,
   swap, a small trailing partition) keep their size and move to the end of the disk.
   "Resizable data partition" here means ext2/3/4 or NTFS (FAT too when ``fat_resizable``)
   that is not an ESP, MSR, BIOS boot or recovery partition; a trailing candidate under a
@@ -209,9 +209,14 @@ def _floor(n: int) -> int:
     return (n // MiB) * MiB
 
 
-def _need(p: PartitionEntry, min_size: dict[int, int]) -> int:
+SHRINKABLE = ("ext", "swap")   # ntfsresize refuses an NTFS bigger than its device: NTFS never shrinks
+
+
+def _need(p: PartitionEntry, min_size: dict[int, int], fs: dict | None = None) -> int:
     """The smallest size a resizable partition may take: its size less whole MiB, no smaller
-    than its used end (and 1 MiB)."""
+    than its used end (and 1 MiB); its own size when its filesystem cannot shrink."""
+    if fs is not None and fs_family(fs.get(p.number)) not in SHRINKABLE:
+        return p.size
     used = max(min(min_size.get(p.number, p.size), p.size), MiB)
     if used >= p.size:
         return p.size
@@ -236,12 +241,12 @@ def _share(budget: int, grow: list[PartitionEntry], min_size: dict, parts, fs, s
             deltas[p.number] = d
             given += d
         deltas[active[-1].number] = remaining - given
-        short = [p for p in active if p.size + deltas[p.number] < _need(p, min_size)]
+        short = [p for p in active if p.size + deltas[p.number] < _need(p, min_size, fs)]
         if not short:
             deltas.update(fixed)
             return deltas
         for p in short:
-            fixed[p.number] = _need(p, min_size) - p.size
+            fixed[p.number] = _need(p, min_size, fs) - p.size
             remaining -= fixed[p.number]
             active.remove(p)
         if not active:
@@ -257,11 +262,16 @@ def _refuse_too_small(source, parts, fs, min_size, grow, target_size, usable_end
     prev_end = 0
     for p in parts:
         gap = max(p.start - prev_end, 0)
-        size = _need(p, min_size) if p.number in grow_numbers else p.size
+        size = _need(p, min_size, fs) if p.number in grow_numbers else p.size
         total += gap + size
         prev_end = p.end
         what = fs.get(p.number) or role(p) or "no filesystem"
-        qual = "its used blocks need" if p.number in grow_numbers else "keeps its size:"
+        if p.number not in grow_numbers:
+            qual = "keeps its size:"
+        elif fs_family(fs.get(p.number)) not in SHRINKABLE:
+            qual = "cannot shrink below"
+        else:
+            qual = "its used blocks need"
         needs.append(f"partition {p.number} ({what}) {qual} {human_size(size)}")
     overhead = target_size - usable_end
     raise RefusedError(f"the target disk ({human_size(target_size)}) is too small: "

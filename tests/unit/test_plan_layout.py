@@ -126,23 +126,27 @@ def test_windows_same_size_is_unchanged_in_every_mode():
         assert needs_resize(src, out) == []
 
 
-def test_windows_onto_a_smaller_disk_shrinks_c_to_its_used_blocks():
-    src = windows(8 * GiB)
-    out = plan_layout(src, 4 * GiB, 512, "grow", WIN_FS, {3: 2 * GiB + 12345})
+def test_linux_onto_a_smaller_disk_shrinks_root_to_its_used_blocks():
+    src = linux_uefi(8 * GiB)
+    out = plan_layout(src, 4 * GiB, 512, "grow", LINUX_FS, {2: 2 * GiB + 12345})
     old, new = by_number(src), by_number(out)
     assert_sane(out)
-    assert new[3].size >= 2 * GiB + 12345 and new[3].size < old[3].size
+    assert new[2].size >= 2 * GiB + 12345 and new[2].size < old[2].size
     assert new[4].size == old[4].size and new[4].start < old[4].start
-    assert [(n, o.size, p.size) for n, o, p in needs_resize(src, out)] == [(3, old[3].size, new[3].size)]
+    assert [(n, o.size, p.size) for n, o, p in needs_resize(src, out)] == [(2, old[2].size, new[2].size)]
+    with pytest.raises(RefusedError, match="partition 2 \\(ext4\\) its used blocks need 3.0 GiB"):
+        plan_layout(src, 3 * GiB, 512, "grow", LINUX_FS, {2: 3 * GiB})
 
 
-def test_windows_too_small_says_what_each_partition_needs():
+def test_ntfs_never_shrinks_ntfsresize_cannot_do_it_after_a_restore():
     src = windows(8 * GiB)
     with pytest.raises(RefusedError) as exc:
-        plan_layout(src, 2 * GiB, 512, "grow", WIN_FS, {3: 5 * GiB})
+        plan_layout(src, 6 * GiB, 512, "grow", WIN_FS, {3: GiB})
     msg = str(exc.value)
     assert "too small" in msg and "\n" not in msg
-    assert "partition 3 (ntfs) its used blocks need 5.0 GiB" in msg
+    assert "partition 3 (ntfs) cannot shrink below 7.3 GiB" in msg
+    assert "partition 4 (ntfs) keeps its size: 600.0 MiB" in msg
+    assert "partition 1 (vfat) keeps its size: 100.0 MiB" in msg
     assert "partition 4 (ntfs) keeps its size: 600.0 MiB" in msg
     assert "partition 1 (vfat) keeps its size: 100.0 MiB" in msg
 
