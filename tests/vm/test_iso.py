@@ -1,0 +1,175 @@
+"""The live ISO boots real firmware into the Lifeboat TUI, and restores unattended.
+
+The ISO is built once per session by scripts/build-iso (rebuilt when its sources are newer
+than build/lifeboat.iso); LIFEBOAT_ISO=path tests a given ISO instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm import golden
+from tests.vm.qemu import Cdrom, Disk, Machine
+
+pytestmark = pytest.mark.vm
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+BOOT_TIMEOUT = 300          # plain emulation under load; a quiet 2-core machine needs ~40 s
+BOOT_LINE = r"LIFEBOAT-BOOT firmware=(?P<fw>\w+) secureboot=(?P<sb>\w+) medium=(?P<medium>\S+) uptime=(?P<up>[\d.]+)"
+RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)"
+# Textual switches to the alternate screen, then draws the main menu.
+TUI_DRAWN = r"Power off"
+MIB = 1024 * 1024
+
+
+def _sources_newer_than(path: Path) -> bool:
+    stamp = path.stat().st_mtime
+    for top in ("iso-build", "recovery", "tui", "scripts/build-iso"):
+        p = ROOT / top
+        files = [p] if p.is_file() else p.rglob("*")
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts and f.stat().st_mtime > stamp:
+                return True
+    return False
+
+
+def ensure_iso() -> Path:
+    """build/lifeboat.iso, built (or rebuilt) when missing or older than its sources."""
+    given = os.environ.get("LIFEBOAT_ISO")
+    if given:
+        return Path(given)
+    iso = BUILD / "lifeboat.iso"
+    if not iso.exists() or _sources_newer_than(iso):
+        if os.geteuid() != 0:
+            pytest.skip("building the ISO needs root")
+        log = BUILD / "build-iso.log"
+        BUILD.mkdir(exist_ok=True)
+        with open(log, "w") as out:
+            rc = subprocess.run([str(ROOT / "scripts" / "build-iso")], stdout=out, stderr=subprocess.STDOUT,
+                                timeout=1200).returncode
+        assert rc == 0, f"scripts/build-iso failed; see {log}:\n{log.read_text()[-3000:]}"
+    return iso
+
+
+@pytest.fixture(scope="session")
+def iso() -> Path:
+    return ensure_iso()
+
+
+def blank(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+# ----------------------------------------------------------------------------- boot matrix
+
+
+@pytest.mark.parametrize("firmware,medium", [
+    ("bios", "cd"), ("bios", "usb"),
+    ("uefi", "cd"), ("uefi", "usb"),
+    ("uefi-secure", "cd"), ("uefi-secure", "usb"),
+])
+def test_iso_boots_to_tui(iso, firmware, medium, tmp_path):
+    """Each firmware, from a CD and from a USB stick, with SATA, NVMe and virtio disks
+    attached: the boot line tells how it came up, then the TUI draws on the serial console."""
+    disks = [Disk(blank(tmp_path / f"{bus}.img", 64 * MIB), bus=bus, serial=f"ISO-{bus.upper()}")
+             for bus in ("sata", "nvme", "virtio")]
+    cd = Cdrom(iso, bus="usb" if medium == "usb" else "sata")
+    with Machine(disks, cdrom=cd, firmware=firmware, boot="cdrom", log=tmp_path / "console.log") as vm:
+        m = vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
+        vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
+        seconds = vm.elapsed()
+    assert m["fw"] == ("bios" if firmware == "bios" else "uefi")
+    assert m["sb"] == ("on" if firmware == "uefi-secure" else "off")
+    # The medium is the CD drive, or the USB stick itself (the only usb-storage disk).
+    assert re.fullmatch(r"/dev/sr\d" if medium == "cd" else r"/dev/sd[a-z]", m["medium"]), m["medium"]
+    print(f"ISO {firmware}/{medium}: kernel+initramfs+sysinit {m['up']} s, TUI drawn {seconds:.1f} s after QEMU start")
+
+
+# ----------------------------------------------------------------------------- unattended restore
+
+
+def make_repo_disk(tmp_path: Path, source: Path, label: str) -> tuple[Path, str]:
+    """A disk image whose ext4 filesystem (labelled `label`) holds a repository at
+    /backups/repo with one snapshot of `source`. Returns (image, snapshot id)."""
+    staging = tmp_path / "repo-fs"
+    repo = staging / "backups" / "repo"
+    repo.parent.mkdir(parents=True)
+    env = dict(os.environ, LIFEBOAT_LOG_DIR=str(tmp_path / "logs"))
+    lifeboat = [str(ROOT / ".venv" / "bin" / "python"), "-m", "recovery"]
+
+    def run(*args):
+        out = subprocess.run(lifeboat + list(args), capture_output=True, text=True, cwd=ROOT, env=env)
+        assert out.returncode == 0, f"lifeboat {args} failed: {out.stderr}"
+        return out.stdout
+
+    run("repo", "init", str(repo))
+    result = json.loads(run("backup", str(source), "--repo", str(repo), "--name", "golden", "--json"))
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
+    image = blank(tmp_path / "repo-disk.img", size + 64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-L", label, "-d", str(staging), str(image)], check=True)
+    return image, result["snapshot"]
+
+
+def live_machine(iso, disks, append, log, memory_mb=1024):
+    """The live system booted straight from its kernel with a chosen command line (the
+    ISO is still attached: the initramfs finds its root there)."""
+    return Machine(disks, cdrom=Cdrom(iso, bus="sata"), firmware="bios", boot="cdrom",
+                   kernel=BUILD / "lifeboat-vmlinuz", initrd=BUILD / "lifeboat-initrd.img",
+                   append="console=tty0 console=ttyS0,115200n8 quiet loglevel=3 " + append,
+                   memory_mb=memory_mb, log=log)
+
+
+def test_unattended_restore_onto_blank_disk_boots(iso, tmp_path):
+    """Repository on one disk, blank larger target on another, kernel command line only:
+    LIFEBOAT-RESULT ok, QEMU powers off, and the restored disk boots with every byte."""
+    g = golden.bios_pc()
+    repo_img, snapshot = make_repo_disk(tmp_path, g.path, "LBREPO")
+    target = blank(tmp_path / "target.img", g.path.stat().st_size + 256 * MIB)
+    disks = [Disk(repo_img, bus="virtio", serial="REPO-DISK"),
+             Disk(target, bus="nvme", serial="TARGET-NVME")]
+    append = ("lifeboat.repo=LABEL=LBREPO:/backups/repo lifeboat.snapshot=latest "
+              "lifeboat.target=TARGET-NVME lifeboat.yes=1 lifeboat.then=poweroff")
+    with live_machine(iso, disks, append, tmp_path / "live.log") as vm:
+        m = vm.wait_for(RESULT, 600)
+        assert m["status"] == "ok", m.group(0)
+        assert vm.wait_exit(120) == 0   # lifeboat.then=poweroff
+        out = vm.output
+    fields = dict(kv.split("=", 1) for kv in m["rest"].split())
+    assert fields["snapshot"] == snapshot
+    assert re.fullmatch(r"/dev/nvme0n1", fields["target"]), fields
+    assert int(fields["seconds"]) >= 0
+    assert "Restore snapshot" in out          # the plan was shown before writing
+
+    with Machine([Disk(target, bus="virtio", snapshot=True)], firmware=g.firmware,
+                 log=tmp_path / "restored.log") as vm:
+        booted = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
+    assert booted["root"] == g.fingerprint
+
+
+def test_unattended_restore_refuses_unknown_target_in_plain_words(iso, tmp_path):
+    """A target nobody has: one error line on the console, nothing written, power off
+    (never a reboot loop into the same failing restore)."""
+    g = golden.bios_pc()
+    repo_img, _ = make_repo_disk(tmp_path, g.path, "LBREPO")
+    other = blank(tmp_path / "other.img", 128 * MIB)
+    disks = [Disk(repo_img, bus="virtio", serial="REPO-DISK"), Disk(other, bus="sata", serial="OTHER")]
+    append = ("lifeboat.repo=LABEL=LBREPO:/backups/repo lifeboat.target=NO-SUCH-SERIAL "
+              "lifeboat.yes=1 lifeboat.then=poweroff")
+    with live_machine(iso, disks, append, tmp_path / "live.log") as vm:
+        m = vm.wait_for(RESULT, 600)
+        assert vm.wait_exit(120) == 0
+    assert m["status"] == "error"
+    assert "no disk matches lifeboat.target=NO-SUCH-SERIAL" in m["rest"]
+    assert "Traceback" not in m["rest"]
+    with open(other, "rb") as f:
+        assert f.read(MIB).count(0) == MIB   # untouched
