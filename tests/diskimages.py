@@ -76,7 +76,7 @@ def pattern(seed: bytes, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def plan_entries(size: int, table: str, parts: list[PartSpec], sector_size: int = 512) -> list[PartitionEntry]:
+def plan_entries(size: int, table: str, parts: list[PartSpec]) -> list[PartitionEntry]:
     """Where each spec goes: 1 MiB-aligned, in order; logicals inside one extended container."""
     end_limit = size - (1 * MiB if table == "gpt" else 0)   # leave room for the backup GPT
     entries: list[PartitionEntry] = []
@@ -131,7 +131,7 @@ def make_disk(path, size: int, table: str, parts: list[PartSpec], sector_size: i
     path = Path(path)
     with open(path, "wb") as f:
         f.truncate(size)
-    entries = plan_entries(size, table, parts, sector_size) if table != "none" else []
+    entries = plan_entries(size, table, parts) if table != "none" else []
     if table == "gpt" and sector_size != 512:
         # First usable LBA at 1 MiB, as sfdisk and parted choose on a real 4Kn disk.
         layout = Layout(table="gpt", sector_size=sector_size, disk_size=size, first_lba=MiB // sector_size,

@@ -71,7 +71,7 @@ def test_4kn_gpt_image_file(tmp_path):
     img = tmp_path / "4kn.img"
     layout = make_disk(img, 64 * MiB, "gpt", windows_gpt_parts(), sector_size=4096)
     assert layout.sector_size == 4096 and layout.first_lba == 256
-    planned = plan_entries(64 * MiB, "gpt", windows_gpt_parts(), 4096)
+    planned = plan_entries(64 * MiB, "gpt", windows_gpt_parts())
     assert [(p.number, p.start, p.size, p.type, p.name, p.attrs) for p in layout.partitions] == \
            [(p.number, p.start, p.size, p.type, p.name, p.attrs) for p in planned]
     assert all(p.uuid for p in layout.partitions)
