@@ -300,29 +300,29 @@ class _Volume:
 
     def _root_entries(self):
         """(file reference, name) of each entry in the root directory's index."""
-        root = self.record(ROOT_RECORD)
-        attrs = self.attributes(root, ROOT_RECORD)
         index_block = 4096
-        for attr in attrs:
-            if attr.type == ATTR_INDEX_ROOT and attr.name == "$I30" and not attr.non_resident:
-                value = attr.value
-                index_block = _u32(value, 8) or index_block
-                yield from _index_entries(value, 0x10)
-        for attr in attrs:
-            if attr.type == ATTR_INDEX_ALLOCATION and attr.name == "$I30" and attr.non_resident:
-                if index_block < 512 or index_block > 65536:
-                    raise _Damaged("root index block size")
-                total = min(attr.data_size, 64 * 1024 * 1024)
-                data = self.read_runs(sorted(attr.runs), 0, total - total % index_block, "root directory index")
-                for pos in range(0, len(data), index_block):
-                    block = bytearray(data[pos: pos + index_block])
-                    if block[:4] != b"INDX":
-                        continue
-                    try:
-                        _fixup(block, b"INDX", "root directory index block")
-                    except FsMapError:
-                        continue
-                    yield from _index_entries(bytes(block), 0x18)
+        for attr in self.find(ROOT_RECORD, ATTR_INDEX_ROOT, "$I30"):
+            if not attr.non_resident:
+                index_block = _u32(attr.value, 8) or index_block
+                yield from _index_entries(attr.value, 0x10)
+        pieces = [a for a in self.find(ROOT_RECORD, ATTR_INDEX_ALLOCATION, "$I30") if a.non_resident]
+        if not pieces:
+            return
+        if index_block < 512 or index_block > 65536:
+            raise _Damaged("root index block size")
+        first = min(pieces, key=lambda p: p.lowest_vcn)
+        runs = sorted(r for p in pieces for r in p.runs)
+        total = min(first.data_size, 64 * 1024 * 1024)
+        data = self.read_runs(runs, 0, total - total % index_block, "root directory index")
+        for pos in range(0, len(data), index_block):
+            block = bytearray(data[pos: pos + index_block])
+            if block[:4] != b"INDX":
+                continue
+            try:
+                _fixup(block, b"INDX", "root directory index block")
+            except FsMapError:
+                continue
+            yield from _index_entries(bytes(block), 0x18)
 
     def hibernated(self) -> bool:
         for ref, name in self._root_entries():

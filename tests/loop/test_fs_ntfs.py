@@ -4,6 +4,7 @@ put in and read back through ntfs-3g FUSE mounts (root)."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -53,3 +54,39 @@ def test_ntfs_inside_a_disk_image_at_an_offset(tmp_path):
         f.write(part.read_bytes())
     assert fsimages.fsck_clean("ntfs", disk, offset=MiB, size=40 * MiB)
     assert fsimages.ntfs_tree(disk, offset=MiB, size=40 * MiB) == fsimages.ntfs_tree(part)
+
+
+def test_fragmented_volume_with_attribute_lists(tmp_path):
+    # Fill the volume with 4 KiB files, delete every other one, then write a big file into the
+    # holes: its data runs (and the root index's) overflow into extension records named by an
+    # $ATTRIBUTE_LIST. Named hiberfil.sys with a "HIBR" header, it is also what hibernation
+    # detection must read through those extension records.
+    image = fsimages.make_ntfs(tmp_path / "fs.img", 32 * MiB, None)
+    with fsimages.ntfs_mounted(image, read_only=False) as mnt:
+        count = 0
+        try:
+            while True:
+                (mnt / f"s{count}").write_bytes(os.urandom(4096))
+                count += 1
+        except OSError:
+            pass
+        for i in range(0, count, 2):
+            (mnt / f"s{i}").unlink()
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_bsize
+        (mnt / "hiberfil.sys").write_bytes(b"HIBR" + os.urandom(int(free * 0.8) - 4))
+    listing = subprocess.run(["ntfsinfo", "-F", "hiberfil.sys", str(image)], capture_output=True, text=True).stdout
+    assert "$ATTRIBUTE_LIST" in listing, "the test did not manage to fragment the file"
+
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        info = probe_partition(pread_reader(fd), 32 * MiB)
+    finally:
+        os.close(fd)
+    assert not info.whole
+    assert info.warnings == (
+        "NTFS was not shut down cleanly (Windows Fast Startup or hibernation); "
+        "the image holds the state as Windows left it",)
+    assert_map_agrees_with_ntfs_tools(image, info)
+    copy = fsimages.copy_ranges(image, info.used, tmp_path / "copy.img")
+    assert fsimages.fsck_clean("ntfs", copy)
+    assert fsimages.ntfs_tree(copy) == fsimages.ntfs_tree(image)

@@ -174,3 +174,24 @@ def test_truncated_partition_falls_back_to_whole(tmp_path):
     os.truncate(image, 24 * MiB)
     info = probe_file(image)
     assert info.whole and "larger than its partition" in info.warnings[0]
+
+
+@pytest.mark.parametrize("options", [
+    ("-c", "512"),                   # 1 KiB MFT records span two clusters
+    ("-c", "65536"),                 # a few big clusters
+    ("-s", "4096", "-c", "4096"),    # 4Kn sectors
+])
+def test_other_geometries(tmp_path, tree, options):
+    image = tmp_path / "fs.img"
+    fsimages.fill_garbage(image, 64 * MiB)
+    subprocess.run(["mkntfs", "-F", "-Q", "-q", *options, str(image)], capture_output=True, check=True)
+    for name in ("big.bin", "readme.txt"):
+        subprocess.run(["ntfscp", "-f", str(image), str(tree / name), name], capture_output=True, check=True)
+    info = probe_file(image)
+    assert info.fs == "ntfs" and not info.whole, info.warnings
+    assert info.block_size == int(options[options.index("-c") + 1])
+    assert_map_agrees_with_ntfs_tools(image, info)
+    copy = fsimages.copy_ranges(image, info.used, tmp_path / "copy.img")
+    assert fsimages.fsck_clean("ntfs", copy)
+    got = subprocess.run(["ntfscat", str(copy), "big.bin"], capture_output=True, check=True).stdout
+    assert got == (tree / "big.bin").read_bytes()
