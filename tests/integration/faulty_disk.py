@@ -1,0 +1,104 @@
+"""A disk-image file that fails like real hardware: a FUSE filesystem (the kernel's own FUSE,
+through mfusepy) exposing one file, `disk.img`, backed by a real image, which answers EIO for
+reads of a bad range, or an errno of choice for every write after a number of bytes (a USB
+disk pulled out mid-restore answers ENODEV/ENXIO).
+
+Run as a program: python -m tests.integration.faulty_disk IMAGE MOUNTPOINT [--bad-read START:LEN]
+[--fail-writes-after N --errno NAME]. The test mounts it, uses MOUNTPOINT/disk.img, unmounts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+NAME = "/disk.img"
+
+
+def serve(image: str, mountpoint: str, bad_read: tuple[int, int] | None, fail_after: int | None, fail_errno: int):
+    import mfusepy
+
+    fd = os.open(image, os.O_RDWR)
+    size = os.fstat(fd).st_size
+    written = [0]
+    lock = threading.Lock()
+
+    class Faulty(mfusepy.Operations):
+        def getattr(self, path, fh=None):
+            if path == "/":
+                return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+            if path == NAME:
+                return {"st_mode": stat.S_IFREG | 0o644, "st_nlink": 1, "st_size": size}
+            raise mfusepy.FuseOSError(errno.ENOENT)
+
+        def readdir(self, path, fh):
+            return [".", "..", NAME[1:]]
+
+        def open(self, path, flags):
+            return 0
+
+        def read(self, path, length, offset, fh):
+            if bad_read and offset < bad_read[0] + bad_read[1] and offset + length > bad_read[0]:
+                raise mfusepy.FuseOSError(errno.EIO)
+            return os.pread(fd, length, offset)
+
+        def write(self, path, data, offset, fh):
+            with lock:
+                if fail_after is not None and written[0] + len(data) > fail_after:
+                    raise mfusepy.FuseOSError(fail_errno)
+                written[0] += len(data)
+            return os.pwrite(fd, data, offset)
+
+        def truncate(self, path, length, fh=None):
+            return 0
+
+        def fsync(self, path, datasync, fh):
+            os.fsync(fd)
+            return 0
+
+    mfusepy.FUSE(Faulty(), mountpoint, foreground=True, nothreads=False, direct_io=True)
+
+
+@contextlib.contextmanager
+def faulty_disk(image: Path, mountpoint: Path, *args: str):
+    """Mount the faulty view of `image`; yields the path of the faulty disk-image file."""
+    mountpoint.mkdir(exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.faulty_disk", str(image), str(mountpoint), *args],
+                            cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (mountpoint / NAME[1:]).exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"faulty disk did not mount: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.05)
+        yield mountpoint / NAME[1:]
+    finally:
+        subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("image")
+    p.add_argument("mountpoint")
+    p.add_argument("--bad-read")
+    p.add_argument("--fail-writes-after", type=int)
+    p.add_argument("--errno", default="EIO")
+    a = p.parse_args()
+    bad = tuple(int(x) for x in a.bad_read.split(":")) if a.bad_read else None
+    serve(a.image, a.mountpoint, bad, a.fail_writes_after, getattr(errno, a.errno))
+
+
+if __name__ == "__main__":
+    main()
