@@ -135,7 +135,7 @@ def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | No
         return None
     label = None
     try:
-        entries_bytes = min(bpb.fat_size * bpb.bytes_per_sector, 1 << 20)
+        entries_bytes = min(bpb.fat_size * bpb.bytes_per_sector, 64 * 1024)   # enough for the root chain
         fat = read(bpb.reserved * bpb.bytes_per_sector, entries_bytes)
         label = _root_label(read, bpb, fat)
     except (struct.error, IndexError, ValueError):

@@ -153,3 +153,30 @@ def test_real_exfat_is_imaged_whole_with_its_serial(tmp_path):
                           capture_output=True, text=True).stdout.strip()
     assert info.fs == "exfat" and info.whole and info.uuid == uuid
     assert info.warnings == ("exFAT (no used-block map for it yet); imaged whole (every block copied)",)
+
+
+def test_identify_is_cheap_and_agrees_with_probe(tmp_path):
+    tree = fsimages.make_tree(tmp_path / "tree")
+    images = [
+        fsimages.make_ext4(tmp_path / "e.img", 64 * MiB, tree),
+        fsimages.make_vfat(tmp_path / "f.img", 64 * MiB, tree),
+        fsimages.make_ntfs(tmp_path / "n.img", 64 * MiB, tree, mount=False),
+        fsimages.make_swap(tmp_path / "s.img", 8 * MiB),
+    ]
+    for image in images:
+        read_bytes = []
+        fd = os.open(image, os.O_RDONLY)
+        try:
+            raw = pread_reader(fd)
+
+            def counting(offset, length):
+                data = raw(offset, length)
+                read_bytes.append(len(data))
+                return data
+
+            found = identify(counting, os.path.getsize(image))
+        finally:
+            os.close(fd)
+        info = probe_file(image)
+        assert found == (info.fs, info.label, info.uuid)
+        assert sum(read_bytes) <= 128 * 1024, (image.name, sum(read_bytes))
