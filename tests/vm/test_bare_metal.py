@@ -1,0 +1,155 @@
+"""Bare-metal proof: back up a golden PC with the CLI, restore it onto a blank disk twice the size,
+attach that disk on another bus and boot it: the root fingerprint matches and the root
+filesystem fills the disk. The Windows-shaped disk keeps every GUID and every file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.vm import golden
+from tests.vm.qemu import Disk, Machine
+
+pytestmark = [pytest.mark.vm, pytest.mark.loop]
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOT_TIMEOUT = 300
+
+
+def lifeboat(*args) -> str:
+    res = subprocess.run([sys.executable, "-m", "recovery", *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, f"lifeboat {' '.join(map(str, args))}: {res.stderr}{res.stdout}"
+    return res.stdout
+
+
+def backup_and_restore(g: golden.Golden, tmp_path: Path, factor: int = 2) -> tuple[Path, dict]:
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
+    target = tmp_path / "new-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(factor * g.path.stat().st_size)
+    out = lifeboat("restore", "latest", target, "--repo", repo, "--name", g.name, "--yes", "--layout", "grow",
+                   "--json")
+    return target, json.loads(out)
+
+
+def table(image) -> dict:
+    return json.loads(subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True,
+                                     check=True).stdout)["partitiontable"]
+
+
+def region_sha(image, start: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(image, "rb") as f:
+        f.seek(start)
+        left = size
+        while left:
+            block = f.read(min(left, 1 << 20))
+            assert block, "short read"
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def boot(image: Path, firmware: str, bus: str, log: Path):
+    with Machine([Disk(image, bus=bus)], firmware=firmware, log=log) as vm:
+        m = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
+        seconds = vm.elapsed()
+        assert vm.wait_exit(60) == 0
+    print(f"{image.name} on {bus}/{firmware}: marker after {seconds:.1f} s")
+    return m
+
+
+def test_bios_pc_restored_larger_boots_from_nvme(tmp_path):
+    g = golden.bios_pc()
+    target, result = backup_and_restore(g, tmp_path)
+    assert any("grown" in w for w in result.get("warnings", [])), result
+    old, new = table(g.path), table(target)
+    assert golden.table_identity(target) == golden.table_identity(g.path)
+    assert new["partitions"][0]["start"] == old["partitions"][0]["start"]
+    part_end = (new["partitions"][0]["start"] + new["partitions"][0]["size"]) * 512
+    assert part_end > target.stat().st_size - (1 << 20)
+    # boot code and GRUB's core.img in the post-MBR gap came back byte for byte
+    gap = old["partitions"][0]["start"] * 512
+    assert region_sha(target, 0, 440) == region_sha(g.path, 0, 440)
+    assert region_sha(target, 512, gap - 512) == region_sha(g.path, 512, gap - 512)
+
+    m = boot(target, "bios", "nvme", tmp_path / "console.log")
+    assert m["root"] == g.fingerprint
+    assert m["dev"] == "nvme0n1p1"
+    part_size = new["partitions"][0]["size"] * 512
+    assert int(m["size"]) > 0.95 * part_size
+    assert int(m["size"]) > 1.9 * g.root_fs_size * 0.95
+
+
+def test_uefi_pc_restored_larger_boots_from_sata(tmp_path):
+    g = golden.uefi_pc()
+    target, _ = backup_and_restore(g, tmp_path)
+    old, new = table(g.path), table(target)
+    assert golden.table_identity(target) == golden.table_identity(g.path)
+    assert new["lastlba"] == target.stat().st_size // 512 - 34
+    o = {int(p["node"][-1]): p for p in old["partitions"]}
+    n = {int(p["node"][-1]): p for p in new["partitions"]}
+    # ESP in place and byte-identical; root grew; swap and the trailing partition moved to the end
+    assert (n[1]["start"], n[1]["size"]) == (o[1]["start"], o[1]["size"])
+    assert region_sha(target, n[1]["start"] * 512, n[1]["size"] * 512) == \
+        region_sha(g.path, o[1]["start"] * 512, o[1]["size"] * 512)
+    assert n[2]["start"] == o[2]["start"] and n[2]["size"] > o[2]["size"] + (1 << 30) // 512 - 4096
+    for k in (3, 4):
+        assert n[k]["size"] == o[k]["size"] and n[k]["start"] > o[k]["start"]
+    assert (n[4]["start"] + n[4]["size"]) * 512 > target.stat().st_size - (2 << 20)
+    swap = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(n[3]["start"] * 512), str(target)],
+                          capture_output=True, text=True).stdout
+    assert f"UUID={g.extra['swap_uuid']}" in swap and "TYPE=swap" in swap
+    trail = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(n[4]["start"] * 512), str(target)],
+                           capture_output=True, text=True).stdout
+    assert f"UUID={g.extra['trail_uuid']}" in trail
+
+    m = boot(target, "uefi", "sata", tmp_path / "console.log")
+    assert m["root"] == g.fingerprint
+    assert m["dev"] == "sda2"
+    assert int(m["size"]) > 0.95 * n[2]["size"] * 512
+
+
+def test_windows_shaped_disk_keeps_every_guid_and_file(tmp_path, loops):
+    g = golden.windows_pc()
+    target, result = backup_and_restore(g, tmp_path)
+    assert golden.table_identity(target) == g.extra["identity"]
+    old, new = table(g.path), table(target)
+    assert new["id"] == old["id"]
+    o = {int(p["node"][-1]): p for p in old["partitions"]}
+    n = {int(p["node"][-1]): p for p in new["partitions"]}
+    assert n[4]["attrs"] == "RequiredPartition GUID:63" and n[4]["size"] == o[4]["size"]
+    assert n[3]["size"] > o[3]["size"]
+    for k in (1, 2):
+        assert region_sha(target, n[k]["start"] * 512, n[k]["size"] * 512) == \
+            region_sha(g.path, o[k]["start"] * 512, o[k]["size"] * 512)
+
+    disk = loops.attach(target)
+    for number in (3, 4):
+        dev = f"{disk}p{number}"
+        check = subprocess.run(["ntfsfix", "-n", dev], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        mnt = tmp_path / f"mnt{number}"
+        mnt.mkdir()
+        subprocess.run(["ntfs-3g", "-o", "ro", dev, str(mnt)], check=True)
+        try:
+            found = {}
+            for dirpath, _dirs, files in os.walk(mnt):
+                for name in files:
+                    p = Path(dirpath) / name
+                    found[str(p.relative_to(mnt))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            st = os.statvfs(mnt)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+        assert found == g.files[str(number)]
+        if number == 3:
+            assert st.f_blocks * st.f_frsize > 0.95 * n[3]["size"] * 512
