@@ -201,7 +201,7 @@ def test_restore_flow_with_typed_confirmation(machine):
             await pilot.press("down", "enter")                   # new-disk.img
             plan = await wait_screen(pilot, PlanScreen, timeout=60)
             text = screen_text(app)
-            assert "Now" in text and "After the restore" in text and "destroyed" in text
+            assert "Now" in text and "After" in text and "will be destroyed" in text
             assert plan.plan.target.path.endswith("new-disk.img")
             await pilot.press("enter")                           # Continue
             confirm = await wait_screen(pilot, ConfirmScreen)

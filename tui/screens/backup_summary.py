@@ -45,8 +45,8 @@ class BackupSummaryScreen(Screen[str | None]):
             yield Input(self.name_default, id="name")
             yield Static(NAME_HINT, classes="hint")
             with Horizontal(classes="buttons"):
-                yield Button("Back", id="back")
-                yield Button("Start backup", id="start", variant="success")
+                yield Button("Back", compact=True, id="back")
+                yield Button("Start backup", compact=True, id="start", variant="success")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -55,7 +55,7 @@ class CheckReportScreen(Screen[None]):
             lines.append("A damaged snapshot cannot be restored in full; older or newer intact ones can.")
             yield Static(lines, id="damage")
         with Horizontal(classes="buttons"):
-            yield Button("Done", id="done", variant="primary")
+            yield Button("Done", compact=True, id="done", variant="primary")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -34,7 +34,7 @@ class ConfirmScreen(Screen[bool]):
                         + ") will be replaced by the backup.", "bold")
             yield Static(what)
             yield Static(Text.assemble("To go ahead, type the disk's name: ", (t.name, "bold reverse")))
-            yield Input(placeholder=t.name, id="typed")
+            yield Input(placeholder="type the name here", id="typed")
             yield Static("", id="mismatch", classes="error")
             yield Static("Enter: restore · Esc: back, nothing is written", classes="hint")
         yield Footer()

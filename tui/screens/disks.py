@@ -21,15 +21,15 @@ class DisksScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="")
         yield Static("Disks on this computer", classes="screen-title")
-        yield VerticalScroll(id="maps", can_focus=True)
+        yield VerticalScroll(id="disk-maps", can_focus=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self.watch(self.app, "scan_generation", self._fill)
-        self.query_one("#maps").focus()
+        self.query_one("#disk-maps").focus()
 
     def _fill(self, _gen: int) -> None:
-        maps = self.query_one("#maps", VerticalScroll)
+        maps = self.query_one("#disk-maps", VerticalScroll)
         maps.remove_children()
         if self.app.scanning:
             maps.mount(Static("Looking for disks…"))

@@ -49,7 +49,7 @@ class HomeScreen(Screen[None]):
             yield OptionList(*options, id="menu")
             if self.app.session.demo:
                 yield Static(
-                    "Demo: the disks here are image files in ./demo. To pretend the PC died, quit and\n"
+                    "Demo: the disks here are image files in ./demo. To pretend the PC died, quit and "
                     "run  scripts/demo --crash  then come back and restore it.",
                     id="demo-note",
                 )

@@ -102,7 +102,7 @@ class JobScreen(Screen[JobOutcome]):
             yield Static("", id="detail", markup=False)
             yield Static("", id="warnings", markup=False)
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel", variant="error")
+                yield Button("Cancel", compact=True, id="cancel", variant="error")
         yield Footer()
 
     def on_mount(self) -> None:

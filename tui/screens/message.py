@@ -25,7 +25,7 @@ class MessageDialog(ModalScreen[None]):
             yield Static(self.message, id="message", markup=False)
             if self.log_path:
                 yield Static(f"Details are in {self.log_path}", id="log-path", markup=False)
-            yield Button("OK", id="ok", variant="primary")
+            yield Button("OK", compact=True, id="ok", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#ok", Button).focus()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
@@ -44,33 +46,31 @@ class PlanScreen(Screen[str]):
     def compose(self) -> ComposeResult:
         plan = self.plan
         target = plan.target
+        where = display_path(target.path)
         yield Header(show_clock=False, icon="")
         yield Static("The plan: nothing has been written yet" + (f"  [{self.step}]" if self.step else ""),
                      classes="screen-title")
+        yield Static(
+            f"Restore “{plan.name}” from {humanize.when(plan.created)} (snapshot {plan.snapshot[:8]})\n"
+            f"onto {where}: {humanize.size(target.size)}"
+            + (f", {target.model}" if target.model else "")
+            + (f", serial {target.serial}" if target.serial else ""),
+            id="plan-head", markup=False, classes="-volatile")
+        with Horizontal(id="maps"):
+            now = from_disk(target)
+            yield DiskMap(replace(now, title="Now", details=humanize.size(target.size)), classes="map half")
+            after = from_layout(plan.after, "After", fs_info=self._after_info())
+            yield DiskMap(after, classes="map half")
         with VerticalScroll(id="plan"):
-            yield Static(
-                f"Restore “{plan.name}” from {humanize.when(plan.created)} (snapshot {plan.snapshot[:8]})\n"
-                f"onto {display_path(target.path)}: {humanize.size(target.size)}"
-                + (f", {target.model}" if target.model else "")
-                + (f", serial {target.serial}" if target.serial else ""),
-                id="plan-head", markup=False, classes="-volatile")
-            with Horizontal(id="maps"):
-                with Vertical(classes="half"):
-                    yield Static("Now", classes="label")
-                    yield DiskMap(from_disk(target), classes="map")
-                with Vertical(classes="half"):
-                    yield Static("After the restore", classes="label")
-                    yield DiskMap(from_layout(plan.after, display_path(target.path), fs_info=self._after_info()),
-                                  classes="map")
-            yield Static(f"Layout “{plan.layout_mode}”: {LAYOUT_WORDS.get(plan.layout_mode, '')}. "
+            yield Static(f"Layout “{plan.layout_mode}” (l changes it): {LAYOUT_WORDS.get(plan.layout_mode, '')}. "
                          f"{humanize.size(plan.bytes_to_write)} to write.", markup=False)
             yield Static("\n".join(f"• {a}" for a in plan.actions), id="actions", markup=False)
             lost = Text("Everything now on this disk will be destroyed:\n", "bold red")
             lost.append("\n".join(f"✗ {d}" for d in plan.destroyed), "red")
             yield Static(lost, id="destroyed")
-            with Horizontal(classes="buttons"):
-                yield Button("Back", id="back")
-                yield Button("Continue", id="continue", variant="warning")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", compact=True, id="back")
+            yield Button("Continue", compact=True, id="continue", variant="warning")
         yield Footer()
 
     def on_mount(self) -> None:

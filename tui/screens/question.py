@@ -24,8 +24,8 @@ class QuestionDialog(ModalScreen[bool]):
             yield Static(self.title_text, classes="dialog-title", markup=False)
             yield Static(self.message, id="message", markup=False)
             with Horizontal(classes="buttons"):
-                yield Button(self.no, id="no", variant="primary")
-                yield Button(self.yes, id="yes", variant="error" if self.danger else "default")
+                yield Button(self.no, compact=True, id="no", variant="primary")
+                yield Button(self.yes, compact=True, id="yes", variant="error" if self.danger else "default")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -28,10 +28,10 @@ class ResultScreen(Screen[str]):
             for line in self.lines:
                 yield Static(line, classes="result-line", markup=False)
             for w in self.warnings:
-                yield Static(f"Warning: {w}", classes="warning", markup=False)
+                yield Static(f"Note: {w}", classes="warning", markup=False)
             with Horizontal(classes="buttons"):
                 for i, (key, label) in enumerate(self.choices):
-                    yield Button(label, id=key, variant="primary" if i == 0 else "default")
+                    yield Button(label, compact=True, id=key, variant="primary" if i == 0 else "default")
         yield Footer()
 
     def on_mount(self) -> None:

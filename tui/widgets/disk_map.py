@@ -161,10 +161,9 @@ def _bar(model: MapModel, width: int) -> Text:
             bar.append("·" * cells, FREE_STYLE)
             continue
         style = FS_STYLES.get((seg.fs or "").lower(), OTHER_STYLE)
-        name = f"{seg.number} {seg.fs or '?'}"
-        if seg.label:
-            name += f" {seg.label}"
-        label = name if cells >= len(name) else f"{seg.number}"[:cells]
+        short = f"{seg.number} {seg.fs or '?'}"
+        names = [f"{short} {seg.label}" if seg.label else short, short, f"{seg.number}"]
+        label = next((n for n in names if len(n) <= cells), names[-1][:cells])
         if seg.used is not None and seg.size:
             # Used cells on the colour; free cells in the colour on the plain background,
             # the padding after the label drawn as ░.
