@@ -9,6 +9,15 @@ short reads only at the end). ``size`` is the partition size in bytes. A module 
 None when the signature is not its filesystem, and raises FsMapError when the signature is
 there but the metadata is damaged (the caller then images the partition whole, with a
 warning saying why). The used map may only err towards copying more.
+
+The entry points for the rest of the engine:
+
+    probe_partition(read, size) -> FsInfo   the map, never raising for bad content
+    identify(read, size) -> (fs, label, uuid) | None   signatures only, for listings
+    pread_reader(fd, offset, size) -> Reader            a Reader over a file or device
+
+Modules: ext (ext2/3/4), fat (FAT12/16/32), ntfs, swap, foreign (signatures imaged
+whole: LUKS, BitLocker, LVM, RAID, exFAT, XFS, btrfs, ReFS), bitmap (bits -> runs).
 """
 
 from __future__ import annotations

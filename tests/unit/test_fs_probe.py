@@ -101,15 +101,17 @@ def test_probe_never_raises_on_corrupted_metadata(tmp_path):
     images = {
         "ext4": fsimages.make_ext4(tmp_path / "e.img", 24 * MiB, tree, block_size=1024),
         "vfat": fsimages.make_vfat(tmp_path / "f.img", 24 * MiB, tree, fat=16),
+        "ntfs": fsimages.make_ntfs(tmp_path / "n.img", 24 * MiB, tree, mount=False),
     }
+    # Where parsing happens: boot sector, superblock, descriptors, FATs, the first MFT records.
+    hot = {"ext4": 16384, "vfat": 16384, "ntfs": 32768}
     rng = random.Random(3)
     for name, image in images.items():
         pristine = image.read_bytes()
         for _ in range(40):
             damaged = bytearray(pristine)
-            # Hit the boot sector, superblock and descriptor/FAT area, where parsing happens.
             for _ in range(rng.randrange(1, 40)):
-                damaged[rng.randrange(0, 16384)] = rng.randrange(256)
+                damaged[rng.randrange(0, hot[name])] = rng.randrange(256)
             image.write_bytes(bytes(damaged))
             info = probe_file(image)
             size = len(pristine)
