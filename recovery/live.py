@@ -250,9 +250,11 @@ def progress_printer(say, every: float = 5.0):
     from recovery.units import human_size
 
     last = {"t": 0.0}
+    sink_warnings: list[str] = []
 
     def sink(event) -> None:
         if isinstance(event, Warning_):
+            sink_warnings.append(event.message)
             say(f"lifeboat: warning: {event.message}")
             return
         if not isinstance(event, Progress):
@@ -266,6 +268,7 @@ def progress_printer(say, every: float = 5.0):
         part = f" partition {event.partition}" if event.partition else ""
         say(f"lifeboat: {event.phase}{part}: {pct} ({human_size(event.rate)}/s)")
 
+    sink.warnings = sink_warnings
     return sink
 
 
@@ -295,9 +298,11 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
             answer = ask(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
             if answer.strip() != plan.target.name:
                 raise Cancelled("nothing was written: the name typed does not match the target")
-        result = apply_restore(repo, plan, on_event=progress_printer(say))
+        sink = progress_printer(say)
+        result = apply_restore(repo, plan, on_event=sink)
         for w in result.warnings:
-            say(f"lifeboat: note: {w}")
+            if w not in sink.warnings:
+                say(f"lifeboat: note: {w}")
         return result.snapshot, result.target, result.seconds
     finally:
         subprocess.run(["umount", str(mountpoint)], capture_output=True)

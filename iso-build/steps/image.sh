@@ -43,9 +43,9 @@ image_build() {
     # and for people who look.
     cp "$efi" "$stage/boot/grub/efi.img"
 
-    rm -f "$OUT"
     mkdir -p "$(dirname "$OUT")"
-    xorriso -as mkisofs -quiet -r -J -joliet-long -V LIFEBOAT -o "$OUT" \
+    rm -f "$OUT.tmp"
+    xorriso -as mkisofs -quiet -r -J -joliet-long -V LIFEBOAT -o "$OUT.tmp" \
         --grub2-mbr /usr/lib/grub/i386-pc/boot_hybrid.img \
         -partition_offset 16 \
         -appended_part_as_gpt \
@@ -58,6 +58,10 @@ image_build() {
         "$stage" >&2
     # Kernel and initrd stay beside the ISO: tests boot them directly with a custom
     # command line (unattended restore) while the ISO is the medium.
-    cp "$KERNEL" "$BUILD/lifeboat-vmlinuz"
-    cp "$INITRD" "$BUILD/lifeboat-initrd.img"
+    # Replaced by rename, so a VM still running from the previous build keeps its files.
+    cp "$KERNEL" "$BUILD/lifeboat-vmlinuz.tmp"
+    cp "$INITRD" "$BUILD/lifeboat-initrd.img.tmp"
+    mv "$OUT.tmp" "$OUT"
+    mv "$BUILD/lifeboat-vmlinuz.tmp" "$BUILD/lifeboat-vmlinuz"
+    mv "$BUILD/lifeboat-initrd.img.tmp" "$BUILD/lifeboat-initrd.img"
 }
