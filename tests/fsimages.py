@@ -133,7 +133,7 @@ def make_ext4(path, size: int, tree_dir=None, garbage: bool = True, block_size: 
 
 
 def make_vfat(path, size: int, tree_dir=None, garbage: bool = True, fat: int = 32,
-              label: str = "LIFEBOAT", cluster_sectors: int | None = None) -> Path:
+              label: str = "LIFEBOAT", cluster_sectors: int | None = None, sector_size: int = 512) -> Path:
     """A FAT12/16/32 image (mkfs.vfat), tree copied in with mcopy; symlinks are followed
     (FAT has none) and hard links become two files."""
     path = Path(path)
@@ -141,6 +141,8 @@ def make_vfat(path, size: int, tree_dir=None, garbage: bool = True, fat: int = 3
     cmd = ["mkfs.vfat", "-F", str(fat), "-n", label]
     if cluster_sectors:
         cmd += ["-s", str(cluster_sectors)]
+    if sector_size != 512:
+        cmd += ["-S", str(sector_size)]
     _run(*cmd, path)
     if tree_dir is not None:
         entries = sorted(Path(tree_dir).iterdir())

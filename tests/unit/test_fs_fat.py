@@ -50,19 +50,22 @@ def geometry(image) -> tuple[int, int, int]:
     return start, start + bpb.cluster_count * bpb.cluster_bytes, bpb.cluster_bytes
 
 
-@pytest.mark.parametrize("bits,size_mib,cluster_sectors,use_small", [
-    (32, 64, None, False),
-    (32, 300, 8, False),     # 4 KiB clusters
-    (16, 32, None, False),
-    (16, 64, 16, False),     # 8 KiB clusters
-    (12, 8, None, True),
+@pytest.mark.parametrize("bits,size_mib,cluster_sectors,sector,use_small", [
+    (32, 64, None, 512, False),
+    (32, 300, 8, 512, False),     # 4 KiB clusters
+    (16, 32, None, 512, False),
+    (16, 64, 16, 512, False),     # 8 KiB clusters
+    (16, 64, 1, 4096, False),     # 4Kn sectors
+    (12, 8, None, 512, True),
 ])
-def test_map_matches_the_fat_and_copy_is_identical(tmp_path, tree, small_tree, bits, size_mib, cluster_sectors, use_small):
+def test_map_matches_the_fat_and_copy_is_identical(tmp_path, tree, small_tree, bits, size_mib, cluster_sectors,
+                                                   sector, use_small):
     content = small_tree if use_small else tree
     image = fsimages.make_vfat(tmp_path / "fs.img", size_mib * MiB, content, fat=bits,
-                               cluster_sectors=cluster_sectors)
+                               cluster_sectors=cluster_sectors, sector_size=sector)
     info = probe_file(image)
     assert info.fs == "vfat" and not info.whole and info.warnings == ()
+    assert info.block_size == sector
     data_offset, data_end, cluster = geometry(image)
     # Everything before the data area, then exactly the clusters fsck.vfat counts as used.
     assert info.used[0][0] == 0 and info.used[0][1] >= data_offset
