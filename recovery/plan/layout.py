@@ -353,7 +353,7 @@ def describe_plan(before: Layout | None, after: Layout, fs: dict[int, str | None
                 s += "; its filesystem is resized to match"
             lines.append(s + ".")
         elif moved:
-            at_end = p.start > o.start and usable_end - last_end < MiB and all(
+            at_end = usable_end - last_end < MiB and all(
                 q.start - old[q.number].start == p.start - o.start for q in parts
                 if q.start >= p.start and q.number in old)
             where = "to the end of the disk " if at_end else ""

@@ -12,7 +12,8 @@ changes it; ``Golden.fingerprint`` is the same value computed on the host while 
 Builders (each returns a ``Golden``; images live under ``<cache>/golden`` and must be treated
 as read-only: boot them with ``Disk(..., snapshot=True)``):
 
-- ``bios_pc()``: MBR, GRUB i386-pc boot.img + core.img in the post-MBR gap, ext4 root.
+- ``bios_pc()``: MBR, GRUB i386-pc boot.img + core.img in the post-MBR gap, ext4 root, swap
+  in a logical partition.
 - ``uefi_pc()``: GPT, FAT32 ESP with GRUB EFI at \\EFI\\BOOT\\BOOTX64.EFI, ext4 root, swap,
   a small trailing ext4 partition after them.
 - ``windows_pc()``: GPT shaped like Windows: ESP, MSR, NTFS "C:" with files, NTFS recovery
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from tests.vm.qemu import cache_dir
 
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 MIB = 1024 * 1024
 MARKER = r"GOLDEN-PC ok root=(?P<root>[0-9a-f]{64}) size=(?P<size>\d+) dev=(?P<dev>\S+)"
 
@@ -337,7 +338,8 @@ def _finish(golden: Golden, tmp_img: Path, img: Path, meta: Path) -> Golden:
 
 
 def bios_pc() -> Golden:
-    """1 GiB MBR disk: GRUB i386-pc (boot.img + core.img in the gap), ext4 root in partition 1."""
+    """1 GiB MBR disk: GRUB i386-pc (boot.img + core.img in the gap), ext4 root in partition 1,
+    an extended partition 2 holding swap as logical partition 5."""
     img, meta, cached = _cached("bios-pc")
     if cached:
         return cached
@@ -347,14 +349,27 @@ def bios_pc() -> Golden:
             return cached
         t = Path(tmp)
         disk_size = 1024 * MIB
-        root_uuid = str(uuidlib.uuid4())
+        root_uuid, swap_uuid = str(uuidlib.uuid4()), str(uuidlib.uuid4())
         staging = t / "root"
-        fp = _root_tree(staging, 1, root_uuid, f"UUID={root_uuid} / ext4 defaults 0 1\n")
+        fp = _root_tree(staging, 1, root_uuid, f"UUID={root_uuid} / ext4 defaults 0 1\n"
+                                               f"UUID={swap_uuid} none swap sw 0 0\n")
         work = t / "disk.img"
         with open(work, "wb") as f:
             f.truncate(disk_size)
-        _sfdisk(work, "label: dos\nlabel-id: 0x1eb0a7c1\nstart=2048, type=83, bootable\n")
-        part = _sfdisk_json(work)["partitions"][0]
+        # root, then an extended partition holding swap as a logical partition (its EBR 1 MiB before)
+        _sfdisk(work, "label: dos\nlabel-id: 0x1eb0a7c1\n"
+                      "start=2048, size=1835008, type=83, bootable\n"
+                      "type=5\n"
+                      "size=131072, type=82\n")
+        parts = _sfdisk_json(work)["partitions"]
+        part = parts[0]
+        swap_part = next(p for p in parts if p["node"].endswith("5"))
+        swap = t / "swap"
+        with open(swap, "wb") as f:
+            f.truncate(swap_part["size"] * 512)
+        _run("mkswap", "-U", swap_uuid, "-L", "golden-swap", swap)
+        copy_into(swap, work, swap_part["start"] * 512)
+        swap.unlink()
         rootfs = t / "root.ext4"
         _mkfs_ext4(rootfs, part["size"] * 512, root_uuid, "golden-root", staging)
         copy_into(rootfs, work, part["start"] * 512)
@@ -379,7 +394,7 @@ def bios_pc() -> Golden:
             f.write(core_bytes)
         size = _statfs_size_ext4(work, part["start"] * 512)
         golden = Golden("bios-pc", img, "bios", fp, root_uuid, 1, size,
-                        extra={"core_img_bytes": len(core_bytes)})
+                        extra={"core_img_bytes": len(core_bytes), "swap_uuid": swap_uuid})
         return _finish(golden, work, img, meta)
 
 

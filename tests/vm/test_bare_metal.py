@@ -29,13 +29,21 @@ def lifeboat(*args) -> str:
     return res.stdout
 
 
-def backup_and_restore(g: golden.Golden, tmp_path: Path, factor: int = 2) -> tuple[Path, dict]:
+def backup_and_restore(g: golden.Golden, tmp_path: Path, factor: int = 2,
+                       dry_run_check: bool = False) -> tuple[Path, dict]:
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
     lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
     target = tmp_path / "new-disk.img"
     with open(target, "wb") as f:
         f.truncate(factor * g.path.stat().st_size)
+    if dry_run_check:
+        plan = lifeboat("restore", "latest", target, "--repo", repo, "--name", g.name, "--dry-run")
+        assert "Partition 2 (ext4) grows from 832.0 MiB to 1.8 GiB; its filesystem is resized to match." in plan
+        assert "Partition 4 (ext4) moves to the end of the disk" in plan
+        assert "Partition 3 (swap) moves to the end of the disk" in plan
+        assert "Partition 1 (vfat, EFI system) stays as it is" in plan
+        assert target.read_bytes()[:1 << 20] == bytes(1 << 20), "--dry-run wrote to the target"
     out = lifeboat("restore", "latest", target, "--repo", repo, "--name", g.name, "--yes", "--layout", "grow",
                    "--json")
     return target, json.loads(out)
@@ -74,9 +82,17 @@ def test_bios_pc_restored_larger_boots_from_nvme(tmp_path):
     assert any("grown" in w for w in result.get("warnings", [])), result
     old, new = table(g.path), table(target)
     assert golden.table_identity(target) == golden.table_identity(g.path)
-    assert new["partitions"][0]["start"] == old["partitions"][0]["start"]
-    part_end = (new["partitions"][0]["start"] + new["partitions"][0]["size"]) * 512
-    assert part_end > target.stat().st_size - (1 << 20)
+    o = {int(p["node"][-1]): p for p in old["partitions"]}
+    n = {int(p["node"][-1]): p for p in new["partitions"]}
+    # root grew by the disk's growth; the extended partition with swap moved to the end, the
+    # logical's EBR spacing kept; swap kept its UUID
+    assert n[1]["start"] == o[1]["start"] and n[1]["size"] == o[1]["size"] + g.path.stat().st_size // 512
+    assert n[2]["start"] - o[2]["start"] == n[5]["start"] - o[5]["start"] == g.path.stat().st_size // 512
+    assert n[5]["start"] - n[2]["start"] == o[5]["start"] - o[2]["start"]
+    assert n[5]["size"] == o[5]["size"] and (n[2]["start"] + n[2]["size"]) * 512 == target.stat().st_size
+    swap = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(n[5]["start"] * 512), str(target)],
+                          capture_output=True, text=True).stdout
+    assert f"UUID={g.extra['swap_uuid']}" in swap and "TYPE=swap" in swap
     # boot code and GRUB's core.img in the post-MBR gap came back byte for byte
     gap = old["partitions"][0]["start"] * 512
     assert region_sha(target, 0, 440) == region_sha(g.path, 0, 440)
@@ -85,14 +101,14 @@ def test_bios_pc_restored_larger_boots_from_nvme(tmp_path):
     m = boot(target, "bios", "nvme", tmp_path / "console.log")
     assert m["root"] == g.fingerprint
     assert m["dev"] == "nvme0n1p1"
-    part_size = new["partitions"][0]["size"] * 512
+    part_size = n[1]["size"] * 512
     assert int(m["size"]) > 0.95 * part_size
     assert int(m["size"]) > 1.9 * g.root_fs_size * 0.95
 
 
 def test_uefi_pc_restored_larger_boots_from_sata(tmp_path):
     g = golden.uefi_pc()
-    target, _ = backup_and_restore(g, tmp_path)
+    target, _ = backup_and_restore(g, tmp_path, dry_run_check=True)
     old, new = table(g.path), table(target)
     assert golden.table_identity(target) == golden.table_identity(g.path)
     assert new["lastlba"] == target.stat().st_size // 512 - 34
@@ -153,3 +169,25 @@ def test_windows_shaped_disk_keeps_every_guid_and_file(tmp_path, loops):
         assert found == g.files[str(number)]
         if number == 3:
             assert st.f_blocks * st.f_frsize > 0.95 * n[3]["size"] * 512
+
+
+def test_bios_pc_restored_smaller_shrinks_root_and_boots_from_sata(tmp_path):
+    """A smaller disk works when every used block fits: the ext4 root shrinks, the rest moves."""
+    g = golden.bios_pc()
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
+    target = tmp_path / "small-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(900 << 20)
+    out = json.loads(lifeboat("restore", "latest", target, "--repo", repo, "--name", g.name, "--yes",
+                              "--layout", "grow", "--json"))
+    assert any("shrunk" in w for w in out.get("warnings", [])), out
+    n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
+    assert (n[2]["start"] + n[2]["size"]) * 512 == 900 << 20
+    assert subprocess.run(["e2fsck", "-f", "-n", f"{target}?offset={n[1]['start'] * 512}"],
+                          capture_output=True).returncode == 0
+    m = boot(target, "bios", "sata", tmp_path / "console.log")
+    assert m["root"] == g.fingerprint
+    assert m["dev"] == "sda1"
+    assert 0.95 * n[1]["size"] * 512 < int(m["size"]) < g.root_fs_size
