@@ -6,8 +6,6 @@ import logging
 import os
 import re
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from recovery import __version__
@@ -25,6 +23,7 @@ from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
 from recovery.repo.repository import Repository, compress, now_iso
 from recovery.units import human_size
+from recovery.workers import ordered_map
 
 log = logging.getLogger(__name__)
 META_PIECE = 1024 * 1024
@@ -51,10 +50,6 @@ def default_name(disk) -> str:
     else:
         base = "-".join(x for x in (disk.model, disk.serial) if x) or disk.name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "disk"
-
-
-def worker_count() -> int:
-    return max(2, min(os.cpu_count() or 2, 8))
 
 
 def check_source(disk, repo: Repository) -> None:
@@ -178,40 +173,27 @@ def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) ->
     what = f"partition {part.number}" if part.number else "disk"
     has = session.has
 
-    def hash_and_pack(buf):
+    def windows():
+        """Read each window's used bytes (main thread); unused bytes stay zero."""
+        for w, subs in used_windows(fsinfo.used, size, chunk):
+            buf = bytearray(window_length(w, size, chunk))
+            base = part.start + w * chunk
+            for off, n in subs:
+                disk.read_into(memoryview(buf)[off : off + n], base + off, what)
+            yield w, buf, sum(n for _, n in subs)
+
+    def hash_and_pack(item):
+        w, buf, used_here = item
         bid = blob_id(buf)
         if has(bid):
-            return bid, None, 0
+            return w, len(buf), used_here, bid, None, 0
         stored, codec = compress(buf, level)
-        return bid, stored, codec
+        return w, len(buf), used_here, bid, stored, codec
 
-    pending: deque = deque()
-
-    def drain_one():
-        w, length, fut = pending.popleft()
-        bid, stored, codec = fut.result()
+    for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, windows(), cancel):
         new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
         table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
-        return new
-
-    with ThreadPoolExecutor(worker_count()) as pool:
-        try:
-            for w, subs in used_windows(fsinfo.used, size, chunk):
-                cancel.check()
-                length = window_length(w, size, chunk)
-                buf = bytearray(length)
-                base = part.start + w * chunk
-                for off, n in subs:
-                    disk.read_into(memoryview(buf)[off : off + n], base + off, what)
-                pending.append((w, length, pool.submit(hash_and_pack, buf)))
-                used_here = sum(n for _, n in subs)
-                new = drain_one() if len(pending) > 2 * worker_count() + 2 else 0
-                meter.add(used_here, new)
-            while pending:
-                meter.add(0, drain_one())
-        finally:
-            for _, _, fut in pending:
-                fut.cancel()
+        meter.add(used_here, new)
 
     return PartitionImage(
         number=part.number,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from recovery.chunking import used_windows
@@ -23,6 +21,7 @@ from recovery.repo.manifest import Manifest
 from recovery.repo.repository import Repository
 from recovery.units import human_size
 from recovery.verify import chunk_table, used_ranges
+from recovery.workers import ordered_map
 
 log = logging.getLogger(__name__)
 LAYOUT_MODES = ("keep", "grow", "proportional")
@@ -237,25 +236,10 @@ def _write_partition(repo, disk, part, entry, ranges, table, chunk_size, meter, 
             disk.write(view[off : off + n], base + w * chunk_size + off, f"partition {part.number}")
         return sum(n for _, n in subs)
 
-    workers = max(2, min(os.cpu_count() or 2, 8))
-    pending: deque = deque()
     written = 0
-    with ThreadPoolExecutor(workers) as pool:
-        try:
-            for w, subs in used_windows(ranges, part.size, chunk_size):
-                cancel.check()
-                pending.append(pool.submit(put, w, subs))
-                if len(pending) > 2 * workers + 2:
-                    n = pending.popleft().result()
-                    written += n
-                    meter.add(n)
-            while pending:
-                n = pending.popleft().result()
-                written += n
-                meter.add(n)
-        finally:
-            for fut in pending:
-                fut.cancel()
+    for n in ordered_map(lambda item: put(*item), used_windows(ranges, part.size, chunk_size), cancel):
+        written += n
+        meter.add(n)
     return written
 
 

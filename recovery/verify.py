@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from recovery.errors import DamageError
@@ -13,6 +12,7 @@ from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import pack_path, read_footer
 from recovery.repo.repository import Repository
+from recovery.workers import ordered_map
 
 
 @dataclass(frozen=True)
@@ -130,13 +130,9 @@ def verify(
             total += loc.stored_len
     meter = Meter("verify", total, sink)
     bad: set[bytes] = set(missing)
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(_check_pack, repo, p, wanted) for p, wanted in by_pack.items()]
-        for fut in futures:
-            cancel.check()
-            damaged, nbytes = fut.result()
-            bad |= damaged
-            meter.add(nbytes)
+    for damaged, nbytes in ordered_map(lambda item: _check_pack(repo, *item), by_pack.items(), cancel):
+        bad |= damaged
+        meter.add(nbytes)
     meter.finish()
     report.bytes_checked = meter.done
 
