@@ -63,6 +63,22 @@ def merge_ranges(ranges, limit: int) -> tuple[tuple[int, int], ...]:
 
 WHOLE = "imaged whole (every block copied)"
 
+# Space after a filesystem's end worth telling the user about (it is copied as it is).
+LARGE_TAIL = 64 * 1024 * 1024
+
+
+def tail_after(fs: str, fs_end: int, size: int) -> tuple[list[tuple[int, int]], list[str]]:
+    """The partition's bytes past the filesystem's end, kept because they are not the
+    filesystem's to judge, and a warning when they are many (a shrunk filesystem)."""
+    if fs_end >= size:
+        return [], []
+    tail = size - fs_end
+    warnings = []
+    if tail >= LARGE_TAIL:
+        warnings.append(f"{fs} ends {tail // (1024 * 1024)} MiB before its partition does; "
+                        "that space is copied as it is")
+    return [(fs_end, tail)], warnings
+
 
 def whole(fs: str, size: int, reason: str, label: str | None = None, uuid: str | None = None) -> FsInfo:
     """The map of a partition copied block for block; `reason` says why, in plain words."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import uuid as uuidlib
 
-from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges
+from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges, tail_after
 from recovery.fs.bitmap import set_bit_runs
 
 SUPERBLOCK_OFFSET = 1024
@@ -285,11 +285,9 @@ def probe(read: Reader, size: int) -> FsInfo | None:
     # The boot block and superblock are outside the bitmap when blocks are 1 KiB.
     ranges.append((0, max(2048, bs)))
     # Whatever follows the filesystem inside the partition is not ours to judge: keep it.
-    fs_end = geo.blocks_count * bs
-    if fs_end < size:
-        ranges.append((fs_end, size - fs_end))
+    tail, warnings = tail_after(kind, geo.blocks_count * bs, size)
+    ranges += tail
 
-    warnings = []
     state = _u16(sb, 0x3A)
     if geo.incompat & INCOMPAT_RECOVER or not state & 1:
         warnings.append(f"{kind} was not unmounted cleanly (its journal needs recovery); "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import struct
 
-from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges
+from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges, tail_after
 
 # Cluster counts below these make FAT12 and FAT16 (the rule from Microsoft's specification).
 FAT12_MAX_CLUSTERS = 4085
@@ -175,10 +175,9 @@ def probe(read: Reader, size: int) -> FsInfo | None:
         ranges.append((data_offset + (match.start() - 2) * bpb.cluster_bytes,
                        (match.end() - match.start()) * bpb.cluster_bytes))
     # Sectors after the last whole cluster, and anything past the volume, are kept as they are.
-    data_end = data_offset + bpb.cluster_count * bpb.cluster_bytes
-    if data_end < size:
-        ranges.append((data_end, size - data_end))
+    tail, warnings = tail_after(bpb.name, data_offset + bpb.cluster_count * bpb.cluster_bytes, size)
+    ranges += tail
 
     label = _root_label(read, bpb, first_fat) or _label_text(bpb.boot_label)
     return FsInfo(fs="vfat", label=label, uuid=_serial_text(bpb.serial), block_size=bps,
-                  used=merge_ranges(ranges, size))
+                  used=merge_ranges(ranges, size), warnings=tuple(warnings))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges
+from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges, tail_after
 from recovery.fs.bitmap import set_bit_runs
 
 OEM_ID = b"NTFS    "
@@ -273,7 +273,7 @@ class _Volume:
 
     # ------------------------------------------------------------ what the map needs
 
-    def used_ranges(self) -> list[tuple[int, int]]:
+    def used_ranges(self) -> tuple[list[tuple[int, int]], list[str]]:
         b = self.boot
         needed = -(-b.total_clusters // 8)
         bitmap, data_size, initialized = self.stream(BITMAP_RECORD, what="$Bitmap")
@@ -285,9 +285,8 @@ class _Volume:
         ranges = [(start * b.cluster, count * b.cluster) for start, count in set_bit_runs(bitmap, b.total_clusters)]
         ranges.append((0, b.cluster))            # $Boot (already in the bitmap, but never optional)
         # Sectors after the last whole cluster: the backup boot sector and any partition slack.
-        clusters_end = b.total_clusters * b.cluster
-        ranges.append((clusters_end, self.size - clusters_end))
-        return ranges
+        tail, warnings = tail_after("NTFS", b.total_clusters * b.cluster, self.size)
+        return ranges + tail, warnings
 
     def label_and_flags(self) -> tuple[str | None, int]:
         label, flags = None, 0
@@ -375,7 +374,7 @@ def probe(read: Reader, size: int) -> FsInfo | None:
         return None
     volume = _Volume(read, size)
     label, flags = volume.label_and_flags()
-    warnings = []
+    used, warnings = volume.used_ranges()
     try:
         hibernated = volume.hibernated()
     except FsMapError:
@@ -385,4 +384,4 @@ def probe(read: Reader, size: int) -> FsInfo | None:
     elif flags & VOLUME_DIRTY:
         warnings.append(DIRTY_WARNING)
     return FsInfo(fs="ntfs", label=label, uuid=f"{volume.boot.serial:016X}", block_size=volume.boot.cluster,
-                  used=merge_ranges(volume.used_ranges(), size), warnings=tuple(warnings))
+                  used=merge_ranges(used, size), warnings=tuple(warnings))

@@ -140,6 +140,15 @@ def test_filesystem_smaller_than_partition_keeps_the_tail(tmp_path, tree):
     last_start, last_length = info.used[-1]
     assert last_start <= 40 * MiB and last_start + last_length == 48 * MiB
     assert info.used_bytes < 30 * MiB
+    assert info.warnings == ()
+
+
+def test_far_smaller_filesystem_warns_about_the_copied_tail(tmp_path, tree):
+    image = fsimages.make_ext4(tmp_path / "fs.img", 32 * MiB, tree)
+    os.truncate(image, 132 * MiB)
+    info = probe_file(image)
+    assert info.used[-1] == (32 * MiB, 100 * MiB)
+    assert info.warnings == ("ext4 ends 100 MiB before its partition does; that space is copied as it is",)
 
 
 def test_damaged_superblock_falls_back_to_whole(tmp_path, tree):
