@@ -204,7 +204,12 @@ def _find_device(loc: RepoLocator) -> str | None:
 
 def mount_readonly(device: str, mountpoint: Path) -> None:
     mountpoint.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["mount", "-o", "ro", device, str(mountpoint)], capture_output=True, text=True)
+    # ext3/4 first with noload: a read-only look must not replay the journal either. Other
+    # filesystems refuse that option, so they get plain ro.
+    for opts in ("ro,noload", "ro"):
+        out = subprocess.run(["mount", "-o", opts, device, str(mountpoint)], capture_output=True, text=True)
+        if out.returncode == 0:
+            return
     if out.returncode != 0:
         msg = out.stderr.strip().splitlines()[-1:] or ["unknown error"]
         raise RefusedError(f"cannot mount {device} read-only: {msg[0]}")

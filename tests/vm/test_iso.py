@@ -98,12 +98,12 @@ def test_iso_boots_to_tui(iso, firmware, medium, tmp_path):
 # ----------------------------------------------------------------------------- unattended restore
 
 
-def make_repo_disk(tmp_path: Path, source: Path, label: str) -> tuple[Path, str]:
-    """A disk image whose ext4 filesystem (labelled `label`) holds a repository at
-    /backups/repo with one snapshot of `source`. Returns (image, snapshot id)."""
+def make_repo_disk(tmp_path: Path, source: Path, label: str, where: str = "backups/repo") -> tuple[Path, str]:
+    """A disk image whose ext4 filesystem (labelled `label`) holds a repository in folder
+    `where` with one snapshot of `source`. Returns (image, snapshot id)."""
     staging = tmp_path / "repo-fs"
-    repo = staging / "backups" / "repo"
-    repo.parent.mkdir(parents=True)
+    repo = staging / where
+    repo.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, LIFEBOAT_LOG_DIR=str(tmp_path / "logs"))
     lifeboat = [str(ROOT / ".venv" / "bin" / "python"), "-m", "recovery"]
 
@@ -173,3 +173,63 @@ def test_unattended_restore_refuses_unknown_target_in_plain_words(iso, tmp_path)
     assert "Traceback" not in m["rest"]
     with open(other, "rb") as f:
         assert f.read(MIB).count(0) == MIB   # untouched
+
+
+# ----------------------------------------------------------------------------- the TUI, by keyboard
+
+DOWN, UP, END, ENTER = "\x1b[B", "\x1b[A", "\x1b[F", "\r"
+
+
+def keys(vm, *seq, pause=1.0):
+    """Type keys one by one: under emulation the app needs a moment for each."""
+    for k in seq:
+        vm.send(k)
+        time.sleep(pause)
+
+
+def test_tui_restore_shell_and_power_off(iso, tmp_path):
+    """On the serial console, as a person would: Restore → the repository found on the USB
+    disk → latest snapshot → the blank disk → plan → type its name → done. Then the Shell
+    entry (memory in use is measured there), back, and Power off. The restored disk boots."""
+    g = golden.bios_pc()
+    repo_img, snapshot = make_repo_disk(tmp_path, g.path, "LBTUI", where="lifeboat")
+    target = blank(tmp_path / "target.img", g.path.stat().st_size + 128 * MIB)
+    disks = [Disk(target, bus="sata", serial="TUI-TARGET"), Disk(repo_img, bus="usb", serial="TUI-REPO")]
+    cd = Cdrom(iso, bus="sata")
+    with Machine(disks, cdrom=cd, firmware="bios", boot="cdrom", log=tmp_path / "console.log") as vm:
+        vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
+        vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
+        drawn = vm.elapsed()
+        time.sleep(5)
+        keys(vm, "r")
+        vm.wait_for(r"Which backups\?", 300)
+        vm.wait_for(r"lifeboat", 120)            # the repository's folder on the USB disk
+        keys(vm, ENTER)
+        vm.wait_for(r"Backups of", 300)
+        keys(vm, ENTER)
+        vm.wait_for(r"Restore onto which disk\?", 300)
+        keys(vm, ENTER)
+        vm.wait_for(r"Continue", 300)
+        keys(vm, ENTER)
+        vm.wait_for(r"type the disk's name", 300)
+        keys(vm, *"sda", ENTER, pause=0.5)
+        vm.wait_for(r"Restore finished", 900)
+        keys(vm, ENTER)                             # Done: back home
+        vm.wait_for(TUI_DRAWN, 120)
+        keys(vm, END, UP, UP, UP, ENTER)            # Quit → Power off → Reboot → Shell
+        vm.wait_for(r"Lifeboat shell", 120)
+        time.sleep(2)
+        keys(vm, "echo MEM-USED-MB $(free -m | awk '/^Mem:/ {print $3}')" + ENTER)
+        used = int(vm.wait_for(r"MEM-USED-MB (\d+)", 60)[1])
+        keys(vm, "exit" + ENTER)
+        vm.wait_for(TUI_DRAWN, 120)
+        time.sleep(3)
+        keys(vm, END, UP, ENTER)                    # Power off
+        assert vm.wait_exit(180) == 0
+    print(f"TUI drawn {drawn:.1f} s after QEMU start; memory used with the TUI running: {used} MiB")
+    assert used <= 300
+
+    with Machine([Disk(target, bus="virtio", snapshot=True)], firmware=g.firmware,
+                 log=tmp_path / "restored.log") as vm:
+        booted = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
+    assert booted["root"] == g.fingerprint
