@@ -100,6 +100,7 @@ class LifeboatApp(App[int]):
     async def show_error(self, exc: BaseException, context: str) -> None:
         """A dialog with the engine's plain message; the traceback goes to the log."""
         from tui.screens.message import MessageDialog
+        from tui.widgets.disk_map import display_path
 
         path = errlog.record(exc, context)
         if isinstance(exc, LifeboatError):
@@ -107,7 +108,7 @@ class LifeboatApp(App[int]):
         else:
             message = f"Something unexpected went wrong: {type(exc).__name__}: {exc}"
         await self.push_screen_wait(
-            MessageDialog(f"Could not {context}", message, log_path=str(path) if path else None)
+            MessageDialog(f"Could not {context}", message, log_path=display_path(str(path)) if path else None)
         )
 
     async def show_message(self, title: str, message: str) -> None:

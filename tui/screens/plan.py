@@ -64,9 +64,10 @@ class PlanScreen(Screen[str]):
         with VerticalScroll(id="plan"):
             yield Static(f"Layout “{plan.layout_mode}” (l changes it): {LAYOUT_WORDS.get(plan.layout_mode, '')}. "
                          f"{humanize.size(plan.bytes_to_write)} to write.", markup=False)
-            yield Static("\n".join(f"• {a}" for a in plan.actions), id="actions", markup=False)
+            yield Static("\n".join(f"• {a}".replace(target.path, where) for a in plan.actions),
+                         id="actions", markup=False)
             lost = Text("Everything now on this disk will be destroyed:\n", "bold red")
-            lost.append("\n".join(f"✗ {d}" for d in plan.destroyed), "red")
+            lost.append("\n".join(f"✗ {d}".replace(target.path, where) for d in plan.destroyed), "red")
             yield Static(lost, id="destroyed")
         with Horizontal(classes="buttons"):
             yield Button("Back", compact=True, id="back")

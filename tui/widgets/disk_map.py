@@ -163,7 +163,7 @@ def _bar(model: MapModel, width: int) -> Text:
         style = FS_STYLES.get((seg.fs or "").lower(), OTHER_STYLE)
         short = f"{seg.number} {seg.fs or '?'}"
         names = [f"{short} {seg.label}" if seg.label else short, short, f"{seg.number}"]
-        label = next((n for n in names if len(n) <= cells), names[-1][:cells])
+        label = next((n for n in names if len(n) < cells), names[-1][:cells])   # keep a cell free
         if seg.used is not None and seg.size:
             # Used cells on the colour; free cells in the colour on the plain background,
             # the padding after the label drawn as ░.

@@ -1,0 +1,154 @@
+"""Snapshots of the main screens at 80x25 (pytest-textual-snapshot; `--snapshot-update` to accept).
+
+The app runs on the real engine and real disk images. What would vary between runs is frozen:
+free space on the test's filesystem (fixed at 8 GiB), and in widgets marked ``-volatile`` the
+snapshot ids and dates (content hashes and clock times) are replaced by fixed ones.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.tui.helpers import make_app, ready, wait_screen
+
+pytestmark = pytest.mark.tui
+SIZE = (80, 25)
+
+
+@pytest.fixture(autouse=True)
+def frozen(machine, monkeypatch):
+    from recovery import discover
+
+    monkeypatch.setattr(discover, "_free_bytes", lambda _path: 8 * 1024**3)
+    monkeypatch.setenv("LIFEBOAT_LOG_DIR", str(machine / "logs"))    # shown as logs/...
+
+
+def freeze_volatile(app) -> None:
+    for widget in app.screen.query(".-volatile"):
+        text = str(widget.content)
+        text = re.sub(r"\b[0-9a-f]{8}\b", "0123abcd", text)
+        text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d", "2026-01-01 12:00", text)
+        widget.update(text)
+
+
+def test_home(machine, snap_compare):
+    async def before(pilot):
+        await ready(pilot)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_home_live_system(machine, snap_compare):
+    async def before(pilot):
+        await ready(pilot)
+
+    assert snap_compare(make_app(machine, live=True), terminal_size=SIZE, run_before=before)
+
+
+def test_help(machine, snap_compare):
+    from tui.screens.help import HelpScreen
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_screen(pilot, HelpScreen)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_disks(machine, snap_compare):
+    from tui.screens.disks import DisksScreen
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("d")
+        await wait_screen(pilot, DisksScreen)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_backup_destination(machine, snap_compare):
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("b")
+        await wait_screen(pilot, DiskPickerScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, PlacePickerScreen)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_backup_summary(machine, snap_compare):
+    from tui.screens.backup_summary import BackupSummaryScreen
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("b")
+        await wait_screen(pilot, DiskPickerScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, PlacePickerScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, BackupSummaryScreen)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+async def _to_target_picker(pilot):
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    await ready(pilot)
+    await pilot.press("r")
+    await wait_screen(pilot, PlacePickerScreen)
+    await pilot.press("enter")
+    await wait_screen(pilot, SnapshotPickerScreen)
+    await pilot.press("enter")
+    await wait_screen(pilot, DiskPickerScreen)
+
+
+def test_restore_plan(machine, snap_compare):
+    from tui.screens.plan import PlanScreen
+
+    async def before(pilot):
+        await _to_target_picker(pilot)
+        await pilot.press("down", "enter")
+        await wait_screen(pilot, PlanScreen, timeout=60)
+        freeze_volatile(pilot.app)
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_restore_confirm(machine, snap_compare):
+    from tui.screens.confirm import ConfirmScreen
+    from tui.screens.plan import PlanScreen
+
+    async def before(pilot):
+        await _to_target_picker(pilot)
+        await pilot.press("down", "enter")
+        await wait_screen(pilot, PlanScreen, timeout=60)
+        await pilot.press("enter")
+        await wait_screen(pilot, ConfirmScreen)
+        await pilot.press(*"new-disk")
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_refusal_dialog(machine, snap_compare):
+    from tui.screens.message import MessageDialog
+
+    async def before(pilot):
+        await _to_target_picker(pilot)
+        await pilot.press("down", "enter")
+        await wait_screen(pilot, MessageDialog, timeout=60)
+
+    app = make_app(machine, disks=("demo-pc.img", "small.img"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
