@@ -1,0 +1,102 @@
+"""The real `python -m recovery tui` in a real terminal: tmux at 80x25 with TERM=linux (the
+Linux console: 16 colours), keys sent as a person types them, the screen read back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from recovery.repo.repository import Repository
+from tests.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.tui,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
+]
+
+
+class Terminal:
+    """A tmux server of our own (its own socket), one 80x25 window."""
+
+    def __init__(self, cwd, command: str):
+        self.socket = f"lifeboat-test-{uuid.uuid4().hex[:8]}"
+        self.tmux("new-session", "-d", "-x", "80", "-y", "25", "-c", str(cwd), command)
+
+    def tmux(self, *args) -> str:
+        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True)
+        return out.stdout
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            self.tmux("send-keys", "-t", "0", key)
+            time.sleep(0.3)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "0")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; the screen shows:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+def test_real_tui_in_tmux_linux_console(machine):
+    env = {
+        "TERM": "linux",
+        "LIFEBOAT_ONLY_GIVEN_DISKS": "1",
+        "LIFEBOAT_LOG_DIR": str(machine / "logs"),
+        "PYTHONPATH": str(ROOT),
+    }
+    envs = " ".join(f"{k}={v}" for k, v in env.items())
+    command = (f"env -u COLORTERM {envs} {sys.executable} -m recovery tui --repo repo "
+               f"--disk demo-pc.img --disk new-disk.img; echo LIFEBOAT-EXIT=$?; sleep 60")
+    term = Terminal(machine, command)
+    try:
+        screen = term.wait_for("1 backup repository (1 snapshot)")
+        assert "Back up a disk" in screen and "Restore a backup" in screen
+        lines = screen.splitlines()
+        assert len(lines) <= 25 and all(len(line) <= 80 for line in lines)
+
+        term.keys("d")                                   # the disks, drawn as maps
+        screen = term.wait_for("new-disk.img")
+        assert "demo-pc.img" in screen and "DEMO-ESP" in screen and "demo-root" in screen
+
+        term.keys("Escape", "b")                         # back up demo-pc.img
+        term.wait_for("Which disk do you want to back up?")
+        term.keys("Enter")
+        screen = term.wait_for("Where should the backup go?")
+        assert "(suggested)" in screen
+        term.keys("Enter")
+        term.wait_for("Ready to back up")
+        term.keys("Enter")                               # "Start backup" has the focus
+        screen = term.wait_for("Backup finished", timeout=120)
+        assert "demo-pc" in screen
+        term.keys("Enter")
+        term.wait_for("1 backup repository (2 snapshots)")
+
+        term.keys("F1")                                  # help
+        term.wait_for("Keys")
+        term.keys("Escape", "q")
+        term.wait_for("LIFEBOAT-EXIT=0")
+    finally:
+        term.close()
+
+    repo = Repository.open(machine / "repo")
+    try:
+        assert [s.name for s in repo.snapshots()] == ["demo-pc", "demo-pc"]
+    finally:
+        repo.close()
+    assert not os.path.exists(machine / "logs" / "lifeboat-tui.log")     # no error was logged
