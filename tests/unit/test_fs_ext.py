@@ -90,8 +90,11 @@ def assert_copy_is_identical(tmp_path, image, info):
     ("ext4", 4096, ("-O", "^64bit,^flex_bg")),            # 32-byte descriptors, metadata in each group
     ("ext4", 1024, ("-O", "meta_bg,^resize_inode")),      # descriptors spread into meta groups
     ("ext4", 4096, ("-O", "bigalloc", "-C", "16384")),    # bitmaps count 16 KiB clusters
+    ("ext4", 1024, ("-O", "sparse_super2")),              # only two superblock backups, where it says
+    ("ext4", 4096, ("-O", "^has_journal", "-I", "128")),
     ("ext3", 1024, ()),
     ("ext2", 2048, ()),
+    ("ext2", 1024, ("-O", "^sparse_super,^resize_inode")),  # a superblock backup in every group
 ])
 def test_map_covers_dumpe2fs_and_copy_is_identical(tmp_path, tree, fs, block_size, extra):
     image = fsimages.make_ext4(tmp_path / "fs.img", 96 * MiB, tree, block_size=block_size, fs=fs, extra=extra)
