@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path

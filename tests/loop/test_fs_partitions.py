@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from recovery.fs import identify, pread_reader, probe_partition
+from recovery.fs import identify, probe_partition
 from tests import fsimages
 
 MiB = fsimages.MiB
