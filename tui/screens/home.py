@@ -17,6 +17,16 @@ INTRO = (
 )
 
 
+DEMO_NOTE = (
+    "Demo: the disks here are image files in ./demo. To pretend the PC died, quit and "
+    "run  scripts/demo --crash  then come back and restore it."
+)
+DEMO_CRASHED = (
+    "Demo: the demo PC's disk ({name}) is blank: it has “crashed”. "
+    "Choose Restore a backup to bring it back."
+)
+
+
 class HomeScreen(Screen[None]):
     BINDINGS = [
         Binding("b", "choose('backup')", "Back up", show=False),
@@ -48,16 +58,19 @@ class HomeScreen(Screen[None]):
             options += [None, Option("Quit", id="quit")]
             yield OptionList(*options, id="menu")
             if self.app.session.demo:
-                yield Static(
-                    "Demo: the disks here are image files in ./demo. To pretend the PC died, quit and "
-                    "run  scripts/demo --crash  then come back and restore it.",
-                    id="demo-note",
-                )
+                yield Static(DEMO_NOTE, id="demo-note")
         yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#menu", OptionList).focus()
+        if self.app.session.demo:
+            self.watch(self.app, "scan_generation", self._demo_note)
+
+    def _demo_note(self, _generation: int) -> None:
+        blank = [d for d in self.app.session.disks if d.name.startswith("demo-pc") and not d.partitions]
+        note = DEMO_CRASHED.format(name=blank[0].name) if blank else DEMO_NOTE
+        self.query_one("#demo-note", Static).update(note)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
