@@ -191,3 +191,25 @@ def test_bios_pc_restored_smaller_shrinks_root_and_boots_from_sata(tmp_path):
     assert m["root"] == g.fingerprint
     assert m["dev"] == "sda1"
     assert 0.95 * n[1]["size"] * 512 < int(m["size"]) < g.root_fs_size
+
+
+def test_uefi_pc_restored_onto_a_4kn_disk_boots(tmp_path, loops):
+    """A 512-byte-sector layout restored onto a 4096-byte-sector disk: the table is converted
+    and OVMF boots it from a 4Kn virtio disk."""
+    g = golden.uefi_pc()
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
+    target = tmp_path / "disk-4kn.img"
+    with open(target, "wb") as f:
+        f.truncate(2 * g.path.stat().st_size)
+    dev = loops.attach(target, sector_size=4096)
+    lifeboat("restore", "latest", dev, "--repo", repo, "--name", g.name, "--yes", "--layout", "grow")
+    t = table(dev)
+    assert t["sectorsize"] == 4096 and t["lastlba"] == target.stat().st_size // 4096 - 6
+    assert golden.table_identity(dev)["partitions"] == golden.table_identity(g.path)["partitions"]
+    loops.detach_all()
+    with Machine([Disk(target, bus="virtio", sector_size=4096)], firmware="uefi", log=tmp_path / "console.log") as vm:
+        m = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
+        print(f"4Kn restore on virtio/uefi: marker after {vm.elapsed():.1f} s")
+    assert m["root"] == g.fingerprint and m["dev"] == "vda2"
