@@ -330,6 +330,10 @@ def describe_plan(before: Layout | None, after: Layout, fs: dict[int, str | None
         lines.append(f"Write {article} {table} partition table for the {human_size(after.disk_size)} disk{extra}.")
     if before is not None and before.sector_size != after.sector_size:
         lines.append(f"The table is converted from {before.sector_size}-byte to {after.sector_size}-byte sectors.")
+        ntfs = [str(p.number) for p in after.data_partitions() if fs_family(fs.get(p.number)) == "ntfs"]
+        if ntfs:
+            lines.append(f"Warning: the NTFS in partition {', '.join(ntfs)} keeps its {before.sector_size}-byte "
+                         f"sector geometry; Linux reads it, but Windows may not start from this disk.")
     old = {p.number: p for p in before.partitions} if before else {}
     usable_end, _, _ = usable_area(after.table, after.disk_size, after.sector_size)
     parts = sorted(after.partitions, key=lambda p: p.start)

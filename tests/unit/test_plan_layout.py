@@ -322,6 +322,8 @@ def test_512_layout_onto_4kn_disk_is_converted():
     assert by_number(out)[1].start == MiB
     lines = describe_plan(src, out, WIN_FS)
     assert "The table is converted from 512-byte to 4096-byte sectors." in lines
+    assert ("Warning: the NTFS in partition 3, 4 keeps its 512-byte sector geometry; Linux reads it, "
+            "but Windows may not start from this disk.") in lines
 
 
 def test_unaligned_layout_onto_4kn_disk_is_refused():
