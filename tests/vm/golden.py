@@ -317,11 +317,13 @@ def _boot_cfg(root_uuid: str) -> str:
 
 
 def _cached(name: str):
-    """Decorator-free cache lookup: returns (image path, meta path, Golden|None)."""
+    """Cache lookup: (image path, meta path, the cached Golden or None)."""
     d = cache_dir() / "golden"
     d.mkdir(parents=True, exist_ok=True)
-    img = d / f"{name}-v{BUILD_VERSION}.img"
-    meta = d / f"{name}-v{BUILD_VERSION}.json"
+    # any change to this recipe (or a version bump) builds fresh images under a new name
+    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    img = d / f"{name}-v{BUILD_VERSION}-{recipe}.img"
+    meta = img.with_suffix(".json")
     if img.exists() and meta.exists():
         return img, meta, Golden.from_json(json.loads(meta.read_text()))
     return img, meta, None
@@ -331,6 +333,9 @@ def _finish(golden: Golden, tmp_img: Path, img: Path, meta: Path) -> Golden:
     golden.path = img
     tmp_img.rename(img)
     meta.write_text(json.dumps(golden.to_json(), indent=1))
+    for old in img.parent.glob(f"{golden.name}-v*"):      # images of older recipes
+        if old not in (img, meta):
+            old.unlink(missing_ok=True)
     return golden
 
 
