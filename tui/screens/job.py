@@ -72,10 +72,12 @@ def describe(event: Progress) -> tuple[str, str]:
         bits.append(humanize.rate(event.rate))
     if event.eta is not None:
         bits.append(f"{humanize.duration(event.eta)} left")
+    detail = " · ".join(bits)
     if event.phase == "backup" and event.done:
         saved = max(0.0, 1 - event.stored_new / event.done)
-        bits.append(f"stored {humanize.size(event.stored_new)} new ({saved:.0%} saved)")
-    return head, " · ".join(bits)
+        detail += (f"\nNewly stored: {humanize.size(event.stored_new)} "
+                   f"({saved:.0%} saved by compression and deduplication)")
+    return head, detail
 
 
 class JobScreen(Screen[JobOutcome]):

@@ -204,12 +204,12 @@ class DiskMapRenderable:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = max(options.max_width, 10)
         m = self.model
-        head = Text(no_wrap=True, overflow="ellipsis")
+        head = Text()
         head.append(m.title, "bold")
-        head.append("  " + m.details)
-        for mark in m.marks:
-            head.append("  ")
+        for mark in m.marks:          # marks first: they must never be cut off
+            head.append(" ")
             head.append(f" {mark} ", MARK_STYLE)
+        head.append("  " + m.details)
         yield head
         yield _bar(m, width) if m.segments else Text("(no partitions)" if m.size else "", FREE_STYLE)
         line = Text()
