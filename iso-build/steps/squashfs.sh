@@ -17,7 +17,7 @@ squashfs_build() {
     # the real util-linux and e2fsprogs tools).
     ln -sf /bin/busybox "$root/sbin/init"
     for a in poweroff reboot halt; do ln -sf /bin/busybox "$root/sbin/$a"; done
-    for a in udhcpc ping wget vi; do
+    for a in udhcpc ping wget vi free ps top uptime pgrep pkill watch; do
         [ -e "$root/usr/bin/$a" ] || [ -e "$root/usr/sbin/$a" ] || ln -s /bin/busybox "$root/usr/bin/$a"
     done
     mkdir -p "$root/usr/share/udhcpc"
