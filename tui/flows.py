@@ -20,6 +20,7 @@ from tui.screens.name_picker import NamePickerScreen
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.place_picker import TYPE_PATH, PlacePickerScreen
 from tui.screens.plan import PlanScreen
+from tui.screens.question import QuestionDialog
 from tui.screens.result import ResultScreen
 from tui.screens.snapshot_picker import ALL, SnapshotPickerScreen
 from tui.session import default_name
@@ -294,15 +295,28 @@ async def disks(app) -> None:
     await app.push_screen_wait(DisksScreen())
 
 
+POWER_WORDS = {
+    "reboot": ("Restart the computer?", "Remove the Lifeboat stick first if the computer should start "
+               "from its own disk.", "Restart"),
+    "poweroff": ("Switch the computer off?", "Everything Lifeboat mounted is unmounted first.", "Power off"),
+}
+
+
 async def system_action(app, what: str) -> None:
-    """Shell, reboot, power off: only on the live system, through the engine's system module."""
+    """Shell, reboot, power off: the live system's actions (recovery.system refuses elsewhere)."""
+    from recovery import system
+
+    if what in POWER_WORDS:
+        title, text, yes = POWER_WORDS[what]
+        if not await app.push_screen_wait(QuestionDialog(title, text, yes=yes, no="Cancel")):
+            return
+        app.session.close()
     try:
-        from recovery import system  # provided by the live-system work; absent elsewhere
-    except ImportError:
-        await app.show_message("Not available", f"“{what}” is only available on the Lifeboat live system.")
-        return
-    if what == "shell":
-        with app.suspend():
-            system.shell()
-    else:
-        getattr(system, what)()
+        if what == "shell":
+            with app.suspend():
+                system.shell()
+        else:
+            getattr(system, what)()
+    except LifeboatError as exc:
+        await app.show_error(exc, {"shell": "open a shell", "reboot": "restart",
+                                   "poweroff": "power off"}.get(what, what))

@@ -342,3 +342,32 @@ def test_damaged_repository_is_shown_in_red(machine):
             assert title.has_class("-bad")
 
     run(scenario())
+
+
+def test_power_actions_ask_first_and_are_refused_off_the_live_system(machine, monkeypatch):
+    """The live menu's Reboot asks, then recovery.system refuses: this is not the live system
+    (LIFEBOAT_LIVE is unset here, so nothing can switch the test machine off)."""
+    from tui.screens.home import HomeScreen
+    from tui.screens.message import MessageDialog
+    from tui.screens.question import QuestionDialog
+
+    monkeypatch.delenv("LIFEBOAT_LIVE", raising=False)
+
+    async def scenario():
+        app = make_app(machine, live=True)          # the menu of the live system, on a test machine
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            menu = app.screen.query_one(OptionList)
+            menu.highlighted = menu.get_option_index("reboot")
+            await pilot.press("enter")
+            await wait_screen(pilot, QuestionDialog)
+            assert "Restart the computer?" in screen_text(app)
+            await pilot.press("escape")                  # Cancel: nothing happens
+            await wait_screen(pilot, HomeScreen)
+            await pilot.press("enter")
+            await wait_screen(pilot, QuestionDialog)
+            await pilot.press("tab", "enter")            # "Restart"
+            await wait_screen(pilot, MessageDialog)
+            assert "only available on the Lifeboat live system" in screen_text(app)
+
+    run(scenario())
