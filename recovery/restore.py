@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from recovery.apply.table import write_layout
 from recovery.chunking import used_windows
 from recovery.diskio import INCOMPLETE, Disk
 from recovery.errors import DamageError, DiskError, RefusedError
@@ -197,13 +198,10 @@ def apply_restore(
 
     warnings: list[str] = []
     meter = Meter("restore", plan.bytes_to_write, sink)
+    # The table first (for a whole-disk filesystem: old tables wiped, so no stale backup GPT
+    # at the end of a larger disk confuses anyone), then every used block.
+    write_layout(plan.target.path, plan.after, boot)
     with Disk(plan.target.path, writable=True) as disk:
-        if manifest.layout.table != "none":
-            from recovery.apply.table import write_layout
-
-            disk.close()   # the table writer opens the disk itself and asks the kernel to re-read it
-            write_layout(plan.target.path, plan.after, boot)
-            disk.__init__(plan.target.path, writable=True)
         written = 0
         for part in manifest.partitions:
             entry = _target_entry(plan.after, part.number, disk.size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests import diskimages as di
@@ -134,3 +136,20 @@ def test_4096_byte_sector_disk_round_trip(tmp_path, tree, loops):
     assert got["sectorsize"] == 4096
     assert identity(sfdisk_json(source)) == identity(got)
     assert_restored(pc, target_file)
+
+
+def test_disk_without_partition_table_round_trip(tmp_path, tree, gpt_pc):
+    whole = fi.make_ext4(tmp_path / "whole.img", 40 * MiB, tree, label="no-table")
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    snap = lifeboat("snapshots", "--repo", repo, "--json", json_out=True)   # empty is fine
+    assert snap.data["snapshots"] == []
+    lifeboat("backup", whole, "--repo", repo)
+    # The target held a GPT disk before: its old tables must not survive around the filesystem.
+    target = tmp_path / "old-gpt-disk.img"
+    target.write_bytes(gpt_pc.disk.read_bytes())
+    lifeboat("restore", "latest", target, "--repo", repo, "--yes")
+    probe = subprocess.run(["blkid", "-p", "-o", "export", target], capture_output=True, text=True).stdout
+    assert "TYPE=ext4" in probe and "PTTYPE" not in probe
+    assert fi.fsck_clean("ext4", target, 0, whole.stat().st_size)
+    assert fi.ext_tree(target, 0, whole.stat().st_size) == fi.ext_tree(whole)
