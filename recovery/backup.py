@@ -160,7 +160,7 @@ def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
     has_history = any(s.name == name for s in repo.snapshots())
     estimate = bytes_used // 10 if has_history else bytes_used // 2
     free = repo.free_space()
-    if free < estimate:
+    if free is not None and free < estimate:
         raise NoSpaceError(
             f"the backup destination has {human_size(free)} free but this backup needs about "
             f"{human_size(estimate)}; free some space or use a larger drive"

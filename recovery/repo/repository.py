@@ -284,8 +284,12 @@ class Repository:
     def writer(self, zstd_level: int = 3) -> "WriteSession":
         return WriteSession(self, zstd_level)
 
-    def free_space(self) -> int:
+    def free_space(self) -> int | None:
+        """Bytes free on the repository's filesystem; None when it does not say (some FUSE
+        drivers report zero blocks in all)."""
         st = os.statvfs(self.path)
+        if st.f_blocks == 0:
+            return None
         return st.f_bavail * st.f_frsize
 
 
