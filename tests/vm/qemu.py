@@ -20,7 +20,8 @@ API
   cpus=1, kernel=None, initrd=None, append=None, extra_args=(), log=None,
   boot="disk"|"cdrom")``; ``start()``/``stop()`` or a ``with`` block.
   Firmware ``bios`` is SeaBIOS, ``uefi`` OVMF (with a private copy of the variable store),
-  ``uefi-secure`` OVMF with Microsoft keys and Secure Boot on.
+  ``uefi-secure`` OVMF with Microsoft keys and Secure Boot on. ``vars_file=path`` keeps the
+  UEFI variable store (boot entries) in that file across machines (made on first use).
 - ``vm.wait_for(pattern, timeout) -> re.Match``: waits for a regular expression in the serial
   output after the previous match; raises ``ConsoleTimeout`` (with the console's tail) on
   timeout or when QEMU exits first.
@@ -136,7 +137,8 @@ def accelerator() -> str:
 class Machine:
     def __init__(self, disks=(), cdrom: Cdrom | None = None, firmware: str = "bios",
                  memory_mb: int = 1024, cpus: int = 1, kernel=None, initrd=None,
-                 append: str | None = None, extra_args=(), log=None, boot: str | None = None):
+                 append: str | None = None, extra_args=(), log=None, boot: str | None = None,
+                 vars_file=None):
         if firmware not in ("bios", "uefi", "uefi-secure"):
             raise ValueError(f"unknown firmware {firmware!r}")
         self.disks = list(disks)
@@ -148,6 +150,7 @@ class Machine:
         self.extra_args = list(extra_args)
         self.log_path = Path(log) if log else None
         self.boot = boot or ("cdrom" if cdrom and not disks else "disk")
+        self.vars_file = Path(vars_file) if vars_file else None
         self._proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._buf: list[str] = []
@@ -202,8 +205,9 @@ class Machine:
         else:
             code, vars_ = OVMF_DIR / "OVMF_CODE_4M.ms.fd", OVMF_DIR / "OVMF_VARS_4M.ms.fd"
             extra = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-        own_vars = workdir / "OVMF_VARS.fd"
-        shutil.copyfile(vars_, own_vars)
+        own_vars = self.vars_file or workdir / "OVMF_VARS.fd"
+        if not own_vars.exists():
+            shutil.copyfile(vars_, own_vars)
         return extra + [
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={own_vars}",
