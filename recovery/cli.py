@@ -10,7 +10,7 @@ import sys
 from contextlib import contextmanager
 
 from recovery import __version__
-from recovery.errors import Cancelled, LifeboatError, RefusedError, UsageError
+from recovery.errors import Cancelled, DiskError, LifeboatError, RefusedError, UsageError
 from recovery.events import CancelToken, Progress, Warning_
 from recovery.units import human_duration, human_size
 
@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rs.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     rs.add_argument("--json", action="store_true")
+
+    w = sub.add_parser("write-usb", help="write the Lifeboat ISO to a USB stick (and keep backups on it)")
+    w.add_argument("iso", nargs="?", help="the ISO image (default build/lifeboat.iso)")
+    w.add_argument("device", nargs="?", help="the stick, e.g. /dev/sdb (default: pick from a list)")
+    w.add_argument("--data", choices=["exfat", "ext4"], help="after the image, a partition for backups")
+    w.add_argument("--force", action="store_true", help="allow a disk that is not a removable USB stick")
+    w.add_argument("--yes", action="store_true", help="do not ask for the device's name")
+    w.add_argument("--json", action="store_true")
 
     t = sub.add_parser("tui", help="the full-screen recovery interface")
     repo_arg(t, required=False)
@@ -206,6 +214,64 @@ def cmd_restore(args) -> int:
     return 0
 
 
+def cmd_write_usb(args) -> int:
+    from recovery import usbstick as us
+    from recovery.probe.disks import describe
+
+    iso, device = args.iso, args.device
+    if iso and not device and (iso.startswith("/dev/") or os.path.exists(iso) and not os.path.isfile(iso)):
+        iso, device = None, iso                      # only a device was given
+    iso = iso or us.default_image()
+    us.check_image(iso)
+    terminal = sys.stdin.isatty()
+
+    def ask(prompt: str) -> str:
+        print(prompt, end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            raise Cancelled("nothing was written: no answer was typed")
+        return answer.strip()
+
+    if not device:
+        sticks = us.candidates()
+        lines = [f"{i}) {us.describe_line(d)}" for i, d in enumerate(sticks, 1)]
+        if not sticks:
+            raise DiskError("no removable USB stick is plugged in (plug one in, or name the device)")
+        if not terminal or args.json:
+            emit(args, {"sticks": [d.to_json() for d in sticks]}, ["removable USB disks:", *lines])
+            raise UsageError("name the stick to write: lifeboat write-usb ISO DEVICE")
+        print("Removable USB disks:", *lines, sep="\n", file=sys.stderr)
+        pick = ask(f"Which one (1-{len(sticks)})? ")
+        if not pick.isdigit() or not 1 <= int(pick) <= len(sticks):
+            raise Cancelled("nothing was written: no stick was picked")
+        device = sticks[int(pick) - 1].path
+    disk = describe(device)
+    try:
+        plan = us.plan_stick(iso, device, data=args.data, force=args.force, disk=disk)
+    except RefusedError as exc:
+        if not (terminal and not args.yes and exc.message == us.mounted_refusal(disk)):
+            raise
+        print(exc.message, file=sys.stderr)
+        if ask(f"Unmount now ({us.unmount_command(disk)})? [y/N] ").lower() not in ("y", "yes"):
+            raise Cancelled("nothing was written: the stick is still mounted") from None
+        us.unmount(disk)
+        plan = us.plan_stick(iso, device, data=args.data, force=args.force)
+    for line in plan.lines():
+        print(line, file=sys.stderr)
+    if not args.yes and ask(f"Type the device's name ({plan.name}) to erase it: ") != plan.name:
+        raise Cancelled("nothing was written: the name typed does not match the device")
+    if plan.override and ask(f"{plan.override}. Type '{plan.override_phrase}' to write it anyway: ") \
+            != plan.override_phrase:
+        raise Cancelled("nothing was written: the confirmation typed does not match")
+    try:
+        with progress_display(sys.stderr.isatty() and not args.json) as sink:
+            result = us.write_stick(plan, on_event=sink, override_confirmed=bool(plan.override))
+    except KeyboardInterrupt:
+        raise Cancelled(f"cancelled: {plan.target.path} is incomplete and will not boot; write it again") from None
+    emit(args, result.to_json(), us.done_lines(result, plan.target.is_image))
+    return 0
+
+
 def cmd_tui(args) -> int:
     from tui.app import main as tui_main
 
@@ -214,7 +280,7 @@ def cmd_tui(args) -> int:
 
 COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
-    "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui,
+    "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
 }
 
 
