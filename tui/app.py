@@ -52,6 +52,8 @@ class LifeboatApp(App[int]):
         try:
             self.session.refresh()
             error = None
+            for problem in self.session.problems:
+                errlog.write(f"looking for disks: {problem}")
         except Exception as exc:  # shown in the status line and logged, never a traceback
             path = errlog.record(exc, "looking for disks and backups")
             error = getattr(exc, "message", None) or str(exc)
@@ -83,6 +85,8 @@ class LifeboatApp(App[int]):
         disks = f"{len(s.disks)} disk" + ("" if len(s.disks) == 1 else "s")
         rep = f"{len(repos)} backup repositor" + ("y" if len(repos) == 1 else "ies")
         text = f"{disks} · {rep} ({snaps} snapshot{'' if snaps == 1 else 's'})"
+        if s.problems:
+            text += f" · {len(s.problems)} unreadable: {s.problems[0]}"
         if self.live:
             text += " · live system"
         return text

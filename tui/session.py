@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from recovery import discover
 from recovery.discover import Place
+from recovery.errors import LifeboatError
 from recovery.model.disk import DiskInfo
 
 
@@ -33,6 +34,7 @@ class Session:
     disks: list[DiskInfo] = field(default_factory=list)
     places: list[Place] = field(default_factory=list)
     extra_dirs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # disks that could not be read, and why
     mounts: discover.Mounts = field(default_factory=discover.Mounts)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -41,11 +43,19 @@ class Session:
         from recovery.probe import disks as probe
 
         found: list[DiskInfo] = []
+        problems: list[str] = []
         if self.system_disks:
-            found.extend(probe.list_disks())
+            try:
+                found.extend(probe.list_disks())
+            except LifeboatError as exc:
+                problems.append(f"listing the disks: {exc.message}")
         known = {d.path for d in found}
         for path in self.disk_paths:
-            info = probe.describe(path)
+            try:
+                info = probe.describe(path)
+            except LifeboatError as exc:
+                problems.append(exc.message)
+                continue
             if info.path not in known:
                 found.append(info)
                 known.add(info.path)
@@ -54,7 +64,7 @@ class Session:
         holding = discover.disks_holding_repositories(places)
         found = [replace(d, holds_repository=True) if d.path in holding else d for d in found]
         with self._lock:
-            self.disks, self.places = found, places
+            self.disks, self.places, self.problems = found, places, problems
 
     def add_directory(self, path: str) -> Place:
         place = discover.check_directory(path)

@@ -68,3 +68,11 @@ def slow_pc(machine) -> Path:
                    check=True)
     part.unlink()
     return disk
+
+
+@pytest.fixture(autouse=True)
+def sbin_on_path(monkeypatch):
+    """mkfs.*, sfdisk and debugfs live in /usr/sbin, which a normal user's PATH lacks."""
+    import os
+
+    monkeypatch.setenv("PATH", os.environ.get("PATH", "") + ":/usr/sbin:/sbin")

@@ -371,3 +371,14 @@ def test_power_actions_ask_first_and_are_refused_off_the_live_system(machine, mo
             assert "only available on the Lifeboat live system" in screen_text(app)
 
     run(scenario())
+
+
+def test_an_unreadable_disk_is_named_not_fatal(machine):
+    async def scenario():
+        app = make_app(machine, disks=("demo-pc.img", "gone.img"))
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            text = screen_text(app)
+            assert "1 disk · 1 backup repository" in text and "1 unreadable" in text
+
+    run(scenario())
