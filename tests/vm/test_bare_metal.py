@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.vm import golden
-from tests.vm.qemu import Disk, Machine
+from tests.vm.qemu import Cdrom, Disk, Machine
 
 pytestmark = [pytest.mark.vm, pytest.mark.loop]
 
@@ -213,3 +214,58 @@ def test_uefi_pc_restored_onto_a_4kn_disk_boots(tmp_path, loops):
         m = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
         print(f"4Kn restore on virtio/uefi: marker after {vm.elapsed():.1f} s")
     assert m["root"] == g.fingerprint and m["dev"] == "vda2"
+
+
+# ----------------------------------------------------------------------------- UEFI boot entry, from the live system
+
+LIVE_RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)"
+
+
+def repo_disk(tmp_path: Path, g: golden.Golden, label: str) -> Path:
+    """An ext4 disk image (labelled `label`) holding a repository with one snapshot of `g`."""
+    staging = tmp_path / "repo-fs"
+    repo = staging / "backups" / "repo"
+    repo.parent.mkdir(parents=True)
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) + (64 << 20)
+    image = tmp_path / "repo-disk.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-L", label, "-d", str(staging), str(image)], check=True)
+    return image
+
+
+def test_live_restore_on_uefi_adds_the_boot_entry_the_firmware_then_uses(tmp_path):
+    """The live system restores the UEFI PC under OVMF and adds a boot entry for the restored
+    ESP; with the same NVRAM the firmware then starts the restored disk through that entry."""
+    from tests.vm.test_iso import BUILD, ensure_iso
+
+    iso = ensure_iso()
+    g = golden.uefi_pc()
+    repo_img = repo_disk(tmp_path, g, "LBREPO")
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(2 * g.path.stat().st_size)
+    nvram = tmp_path / "OVMF_VARS.fd"
+    append = ("console=ttyS0,115200n8 quiet loglevel=3 lifeboat.repo=LABEL=LBREPO:/backups/repo "
+              "lifeboat.snapshot=latest lifeboat.target=TARGET-NVME lifeboat.yes=1 lifeboat.then=poweroff")
+    disks = [Disk(repo_img, bus="virtio", serial="REPO-DISK"), Disk(target, bus="nvme", serial="TARGET-NVME")]
+    with Machine(disks, cdrom=Cdrom(iso, bus="sata"), firmware="uefi", boot="cdrom", vars_file=nvram,
+                 kernel=BUILD / "lifeboat-vmlinuz", initrd=BUILD / "lifeboat-initrd.img", append=append,
+                 log=tmp_path / "live.log") as vm:
+        m = vm.wait_for(LIVE_RESULT, 900)
+        assert m["status"] == "ok", m.group(0)
+        vm.wait_exit(120)
+        out = vm.output
+    added = re.search(r'Added the UEFI boot entry Boot(?P<num>[0-9A-F]{4}) "UEFI OS" for '
+                      r'\\EFI\\BOOT\\BOOTX64\.EFI on partition 1', out)
+    assert added, out[-3000:]
+
+    # the restored disk alone, on another bus, with the NVRAM the live system wrote to
+    with Machine([Disk(target, bus="sata")], firmware="uefi", vars_file=nvram,
+                 log=tmp_path / "restored.log") as vm:
+        booted = vm.wait_for(golden.MARKER, BOOT_TIMEOUT)
+        console = vm.output
+    assert booted["root"] == g.fingerprint
+    assert re.search(rf'BdsDxe: starting Boot{added["num"]} "UEFI OS"', console), console[-3000:]
