@@ -362,3 +362,11 @@ def test_whole_disk_filesystem_grows():
 def test_describe_without_before_lists_partitions():
     lines = describe_plan(None, windows(), WIN_FS)
     assert "Partition 1 (vfat, EFI system): 100.0 MiB at 1.0 MiB." in lines
+
+
+@pytest.mark.parametrize("make,fs", [(linux_uefi, LINUX_FS), (mbr_logicals, MBR_FS)])
+def test_linux_and_mbr_same_size_are_unchanged(make, fs):
+    src = make()
+    for mode in ("keep", "grow", "proportional"):
+        out = plan_layout(src, src.disk_size, 512, mode, fs, {})
+        assert out.partitions == src.partitions, mode
