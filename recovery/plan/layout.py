@@ -25,6 +25,9 @@ Modes:
 - ``proportional``: every resizable partition (swap included, which is re-created) takes its
   share of the difference in proportion to its size, as Clonezilla's ``-k1``; ESP, MSR,
   BIOS boot, recovery and partitions without a resizable filesystem keep their size.
+- Smaller targets: only ext2/3/4 and swap shrink, never below their used end (``min_size``);
+  NTFS never shrinks (ntfsresize refuses a volume bigger than its device, which is what a
+  restore into a smaller partition would leave). The refusal lists every partition's need.
 
 Rules: sizes change in whole MiB, so 1 MiB-aligned starts stay aligned; the gap before each
 partition is kept (an MBR logical partition's EBR lives there); GUIDs, types, names and
