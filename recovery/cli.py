@@ -228,6 +228,8 @@ def cmd_write_usb(args) -> int:
     def ask(prompt: str) -> str:
         print(prompt, end="", file=sys.stderr, flush=True)
         answer = sys.stdin.readline()
+        if not terminal:
+            print(file=sys.stderr)                   # the answer was not echoed: end the line
         if not answer:
             raise Cancelled("nothing was written: no answer was typed")
         return answer.strip()
