@@ -59,6 +59,7 @@ BLOCK = 4 * MIB                 # bytes per write and per read-back
 SYNC_EVERY = 64 * MIB           # flush this often while writing
 ALIGN = MIB                     # the data partition starts on a MiB boundary
 MIN_DATA = 64 * MIB             # smallest data partition worth making
+GPT_TAIL = 128 * 1024           # kept free at the end for the backup GPT
 TAIL_WIPE = MIB                 # zeroed at the stick's end: an old backup GPT must not linger
 
 DATA_PARTLABEL = "LIFEBOAT-DATA"
@@ -106,7 +107,8 @@ def hard_refusal(disk: DiskInfo, image_size: int, data: str | None = None,
     if disk.size < need:
         what = f"the image ({human_size(image_size)}) and a data partition of at least {human_size(MIN_DATA)}" \
             if data else f"the image ({human_size(image_size)})"
-        return f"{disk.path} is too small: {human_size(disk.size)}, but {what} need {human_size(need)}"
+        return (f"{disk.path} is too small: {human_size(disk.size)}, but {what} "
+                f"{'need' if data else 'needs'} {human_size(need)}")
     return None
 
 
@@ -148,7 +150,7 @@ def _quote(text: str) -> str:
 def needed_size(image_size: int, data: str | None) -> int:
     if not data:
         return image_size
-    return data_start(image_size) + MIN_DATA
+    return data_start(image_size) + MIN_DATA + ALIGN      # + the backup GPT, rounded to a MiB
 
 
 def data_start(image_size: int) -> int:
@@ -306,8 +308,11 @@ def plan_stick(image: str, device: str, data: str | None = None, force: bool = F
     if reason:
         raise RefusedError(reason)
     start = data_start(size) if data else 0
-    # keep the last MiB free: the backup GPT lives in the last 33 sectors, and alignment
-    end = (target.size - 34 * target.logical_sector) // ALIGN * ALIGN if data else 0
+    if data and target.logical_sector != 512:
+        raise RefusedError(f"{target.path} has {target.logical_sector}-byte sectors: the ISO's partition table "
+                           "is made for 512-byte ones, so no data partition can be added (write it without --data)")
+    # The backup GPT (up to 63 sectors for xorriso's 248 entries) stays after the data partition.
+    end = (target.size - GPT_TAIL) // ALIGN * ALIGN if data else 0
     return StickPlan(image=os.path.abspath(image), image_size=size, target=target, data_fs=data,
                      data_offset=start, data_size=max(end - start, 0), override=override)
 
