@@ -7,6 +7,7 @@ Every disk a test shows the app is an image file under its own tmp_path; the app
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import ROOT
 
 DEMO = ROOT / "scripts" / "demo"
+SBIN = ":/usr/sbin:/sbin"
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -31,9 +33,11 @@ def golden(tmp_path_factory) -> Path:
     from recovery.backup import backup
     from recovery.repo.repository import Repository
 
-    repo = Repository.init(base / "repo")
-    backup(str(base / "demo-pc.img"), repo)   # named "demo-pc" after the image, as the TUI would
-    repo.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", os.environ.get("PATH", "") + SBIN)
+        repo = Repository.init(base / "repo")
+        backup(str(base / "demo-pc.img"), repo)   # named "demo-pc" after the image, as the TUI would
+        repo.close()
     return base
 
 
@@ -73,6 +77,4 @@ def slow_pc(machine) -> Path:
 @pytest.fixture(autouse=True)
 def sbin_on_path(monkeypatch):
     """mkfs.*, sfdisk and debugfs live in /usr/sbin, which a normal user's PATH lacks."""
-    import os
-
-    monkeypatch.setenv("PATH", os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    monkeypatch.setenv("PATH", os.environ.get("PATH", "") + SBIN)

@@ -29,7 +29,9 @@ class Terminal:
         self.tmux("new-session", "-d", "-x", "80", "-y", "25", "-c", str(cwd), command)
 
     def tmux(self, *args) -> str:
-        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True)
+        # tmux runs the command with $SHELL (a service user's login shell may be nologin).
+        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, SHELL="/bin/sh"))
         return out.stdout
 
     def keys(self, *keys: str) -> None:
