@@ -35,6 +35,9 @@ SYSTEM_TYPES = {
     "EF",
 }
 NEW_REPO_FOLDER = "lifeboat"
+# Labels of the data partition `lifeboat write-usb --data` adds to the Lifeboat stick (exFAT
+# labels hold 11 characters): its repository is listed before any other.
+STICK_DATA_LABELS = {"LIFEBOAT-DATA", "LIFEBOATDAT"}
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,8 @@ def scan(disks: Iterable[DiskInfo], directories: Iterable[str] = (), *,
          mount_partitions: bool = True) -> list[Place]:
     """Repositories (and homes for new ones) on ``disks`` and in ``directories``.
 
-    Repositories first, then the rest; each group by free space, largest first.
+    Repositories first (the Lifeboat stick's LIFEBOAT-DATA one before the others), then the
+    rest; each group by free space, largest first.
     """
     places: list[Place] = []
     for d in directories:
@@ -218,8 +222,14 @@ def scan(disks: Iterable[DiskInfo], directories: Iterable[str] = (), *,
     for disk in disks:
         for part in disk.partitions:
             places.extend(_partition_places(disk, part, mount_partitions))
-    places.sort(key=lambda p: (not p.is_repository, -p.free))
+    places.sort(key=_rank)
     return places
+
+
+def _rank(place: Place) -> tuple:
+    """Repositories first, the Lifeboat stick's own data partition first among them; then by
+    free space, largest first."""
+    return (not place.is_repository, place.label not in STICK_DATA_LABELS, -place.free)
 
 
 def default_destination(places: Iterable[Place], source: DiskInfo | None) -> Place | None:

@@ -311,3 +311,24 @@ def test_not_an_iso_refused(tmp_path):
     out = lifeboat(bogus, "/dev/null", tmp_path=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip() == f"lifeboat: {bogus} is not an ISO image (no ISO 9660 volume in it)"
+
+
+def test_discovery_lists_the_sticks_repository_first(loops, hybrid_iso, tmp_path):
+    """Another disk with a repository and more free space is plugged in too: the stick's
+    LIFEBOAT-DATA repository still comes first."""
+    dev = loops.attach(old_stick(tmp_path / "stick.img", 96 * MIB))
+    out = lifeboat(hybrid_iso, dev, "--data", "ext4", "--force", "--yes", stdin=f"erase {name(dev)}\n",
+                   tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    other, part = partitioned_stick(tmp_path / "other.img", 256 * MIB, loops)
+    mnt = tmp_path / "other"
+    mnt.mkdir()
+    run("mount", part, mnt)
+    try:
+        Repository.init(mnt / "backups")
+    finally:
+        run("umount", mnt)
+    places = [p for p in discover.scan([describe(other), describe(dev)]) if p.is_repository]
+    assert [(p.partition, p.label, p.subpath) for p in places] == [
+        (f"{dev}p4", "LIFEBOAT-DATA", "lifeboat"), (part, "OLDSTICK", "backups")]
+    assert places[0].free < places[1].free

@@ -160,8 +160,9 @@ def test_data_labels_fit_their_filesystems():
     assert len(usbstick.DATA_LABELS["exfat"]) <= 11          # exFAT's limit
     assert len(usbstick.DATA_LABELS["ext4"]) <= 16
     assert usbstick.DATA_PARTLABEL == usbstick.DATA_LABELS["ext4"] == "LIFEBOAT-DATA"
-    from recovery.discover import NEW_REPO_FOLDER
+    from recovery.discover import NEW_REPO_FOLDER, STICK_DATA_LABELS
     assert usbstick.REPO_FOLDER == NEW_REPO_FOLDER
+    assert set(usbstick.DATA_LABELS.values()) == STICK_DATA_LABELS
 
 
 def test_image_checks(tmp_path):
