@@ -15,6 +15,9 @@ from tui import errlog
 from tui.session import Session, live_system
 
 
+CONSOLE_TERMS = {"linux", "vt100", "vt102", "vt220", "ansi", "dumb"}
+
+
 class LifeboatApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "Lifeboat"
@@ -27,8 +30,10 @@ class LifeboatApp(App[int]):
 
     scan_generation: reactive[int] = reactive(0)
 
-    def __init__(self, session: Session, *, live: bool | None = None):
+    def __init__(self, session: Session, *, live: bool | None = None, theme: str | None = None):
         super().__init__()
+        if theme:
+            self.theme = theme
         self.session = session
         self.live = live_system() if live is None else live
         self.scanning = False
@@ -168,7 +173,7 @@ class LifeboatApp(App[int]):
 def create_app(repo: str | None = None, disks: list[str] | None = None, *,
                system_disks: bool | None = None, scan_partitions: bool = True,
                live: bool | None = None, demo: bool | None = None,
-               zstd_level: int | None = None) -> LifeboatApp:
+               zstd_level: int | None = None, theme: str | None = None) -> LifeboatApp:
     """The app for ``repo`` (a folder, may be None) and extra disks (image files or devices).
 
     ``system_disks``: also list the machine's own disks (default: yes, unless
@@ -183,11 +188,13 @@ def create_app(repo: str | None = None, disks: list[str] | None = None, *,
                       system_disks=system_disks, scan_partitions=scan_partitions, demo=demo)
     if zstd_level is not None:
         session.zstd_level = zstd_level
-    return LifeboatApp(session, live=live)
+    return LifeboatApp(session, live=live, theme=theme)
 
 
 def main(repo: str | None = None, disks: list[str] | None = None) -> int:
     """Entry point for ``lifeboat tui``: runs the app, returns the exit status."""
-    app = create_app(repo, disks)
+    # The Linux console and serial terminals have 8 or 16 colours: use the terminal's own.
+    theme = "ansi-dark" if os.environ.get("TERM", "") in CONSOLE_TERMS else None
+    app = create_app(repo, disks, theme=theme)
     result = app.run()
     return result if isinstance(result, int) else 0

@@ -4,6 +4,7 @@ Linux console: 16 colours), keys sent as a person types them, the screen read ba
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,14 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "0")
 
+    def colours(self) -> set[str]:
+        """The SGR colour codes on screen now (from capture-pane -e)."""
+        raw = self.tmux("capture-pane", "-p", "-e", "-t", "0")
+        codes = set()
+        for sgr in re.findall(r"\x1b\[([0-9;]*)m", raw):
+            codes.update(sgr.split(";"))
+        return codes
+
     def wait_for(self, text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -71,6 +80,11 @@ def test_real_tui_in_tmux_linux_console(machine):
         assert "Back up a disk" in screen and "Restore a backup" in screen
         lines = screen.splitlines()
         assert len(lines) <= 25 and all(len(line) <= 80 for line in lines)
+
+        # The Linux console has 8 colours (+ bold): the terminal's own ANSI colours are used, with
+        # no 256-colour or true-colour codes (38/48) and no bright backgrounds (100-107).
+        codes = {int(c) for c in term.colours() if c.isdigit()}
+        assert not codes & {38, 48} and not any(c >= 90 for c in codes), sorted(codes)
 
         term.keys("d")                                   # the disks, drawn as maps
         screen = term.wait_for("new-disk.img")
