@@ -98,9 +98,11 @@ def test_iso_boots_to_tui(iso, firmware, medium, tmp_path):
 # ----------------------------------------------------------------------------- unattended restore
 
 
-def make_repo_disk(tmp_path: Path, source: Path, label: str, where: str = "backups/repo") -> tuple[Path, str]:
-    """A disk image whose ext4 filesystem (labelled `label`) holds a repository in folder
-    `where` with one snapshot of `source`. Returns (image, snapshot id)."""
+def make_repo_disk(tmp_path: Path, source: Path, label: str, where: str = "backups/repo",
+                   partitioned: bool = False) -> tuple[Path, str]:
+    """A disk image whose ext4 filesystem (labelled `label`; the whole disk, or its one GPT
+    partition) holds a repository in folder `where` with one snapshot of `source`.
+    Returns (image, snapshot id)."""
     staging = tmp_path / "repo-fs"
     repo = staging / where
     repo.parent.mkdir(parents=True, exist_ok=True)
@@ -114,9 +116,16 @@ def make_repo_disk(tmp_path: Path, source: Path, label: str, where: str = "backu
 
     run("repo", "init", str(repo))
     result = json.loads(run("backup", str(source), "--repo", str(repo), "--name", "golden", "--json"))
-    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
-    image = blank(tmp_path / "repo-disk.img", size + 64 * MIB)
-    subprocess.run(["mkfs.ext4", "-q", "-L", label, "-d", str(staging), str(image)], check=True)
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) + 64 * MIB
+    fs = blank(tmp_path / "repo-fs.img", size)
+    subprocess.run(["mkfs.ext4", "-q", "-L", label, "-d", str(staging), str(fs)], check=True)
+    if not partitioned:
+        return fs, result["snapshot"]
+    image = blank(tmp_path / "repo-disk.img", size + 2 * MIB)
+    subprocess.run(["sfdisk", "-q", str(image)], input=f"label: gpt\nstart=2048, size={size // 512}\n",
+                   text=True, check=True)
+    golden.copy_into(fs, image, 2048 * 512)
+    fs.unlink()
     return image, result["snapshot"]
 
 
@@ -192,7 +201,7 @@ def test_tui_restore_shell_and_power_off(iso, tmp_path):
     disk → latest snapshot → the blank disk → plan → type its name → done. Then the Shell
     entry (memory in use is measured there), back, and Power off. The restored disk boots."""
     g = golden.bios_pc()
-    repo_img, snapshot = make_repo_disk(tmp_path, g.path, "LBTUI", where="lifeboat")
+    repo_img, snapshot = make_repo_disk(tmp_path, g.path, "LBTUI", where="lifeboat", partitioned=True)
     target = blank(tmp_path / "target.img", g.path.stat().st_size + 128 * MIB)
     disks = [Disk(target, bus="sata", serial="TUI-TARGET"), Disk(repo_img, bus="usb", serial="TUI-REPO")]
     cd = Cdrom(iso, bus="sata")
@@ -224,7 +233,9 @@ def test_tui_restore_shell_and_power_off(iso, tmp_path):
         keys(vm, "exit" + ENTER)
         vm.wait_for(TUI_DRAWN, 120)
         time.sleep(3)
-        keys(vm, END, UP, ENTER)                    # Power off
+        keys(vm, END, UP, ENTER)                    # Power off, then confirm it
+        vm.wait_for(r"Switch the computer off\?", 120)
+        keys(vm, "\t", ENTER)
         assert vm.wait_exit(180) == 0
     print(f"TUI drawn {drawn:.1f} s after QEMU start; memory used with the TUI running: {used} MiB")
     assert used <= 300
