@@ -152,3 +152,12 @@ def test_refusal_dialog(machine, snap_compare):
 
     app = make_app(machine, disks=("demo-pc.img", "small.img"))
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_home_console_colours(machine, snap_compare):
+    """What the Linux console shows: the ansi-dark theme main() picks for TERM=linux."""
+    async def before(pilot):
+        await ready(pilot)
+
+    app = make_app(machine, theme="ansi-dark")
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
