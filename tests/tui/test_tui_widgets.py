@@ -78,3 +78,34 @@ def test_humanize():
     assert humanize.duration(None) == "--"
     assert humanize.when(None) == "never"
     assert humanize.percent(1, 4) == "25%"
+
+
+def test_disk_picker_starts_on_the_first_disk_that_may_be_chosen():
+    import asyncio
+
+    from textual.app import App
+    from textual.widgets import OptionList
+
+    from tui.screens.disk_picker import DiskPickerScreen
+
+    disks = [disk(path="/dev/sdy", is_system=True), disk(path="/dev/sdz")]
+
+    chosen = []
+
+    class Probe(App):
+        def on_mount(self):
+            self.push_screen(DiskPickerScreen("Pick", "", disks, {"/dev/sdy": "the system runs from this disk"}),
+                             chosen.append)
+
+    async def scenario():
+        app = Probe()
+        async with app.run_test(size=(80, 25)) as pilot:
+            await pilot.pause()
+            options = app.screen.query_one(OptionList)
+            assert options.get_option_at_index(0).disabled
+            assert options.highlighted == 1               # index 1: the separator is not an option
+            await pilot.press("up", "enter")             # the system disk cannot be reached
+            await pilot.pause()
+
+    asyncio.run(scenario())
+    assert [d.path for d in chosen] == ["/dev/sdz"]

@@ -47,7 +47,10 @@ class DiskPickerScreen(Screen[DiskInfo | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#disks", OptionList).focus()
+        options = self.query_one("#disks", OptionList)
+        options.focus()
+        choosable = [i for i in range(options.option_count) if not options.get_option_at_index(i).disabled]
+        options.highlighted = choosable[0] if choosable else None
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
