@@ -139,8 +139,7 @@ def plan_restore(
         actions = [f"Write the whole-disk filesystem ({fs.get(0, 'unknown')}) as it was"]
     else:
         after = plan_layout(source, info.size, info.logical_sector, layout_mode, fs, _min_sizes(repo, manifest))
-        actions = ["Write a new partition table with the original disk and partition IDs"]
-        actions += describe_plan(source, after, fs)
+        actions = describe_plan(source, after, fs)
     try:
         before = read_layout(target)
     except DiskError:
