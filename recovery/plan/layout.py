@@ -330,7 +330,8 @@ def describe_plan(before: Layout | None, after: Layout, fs: dict[int, str | None
     if table:
         extra = " (its backup copy at the end of the disk)" if after.table == "gpt" else ""
         article = "an" if table == "MBR" else "a"
-        lines.append(f"Write {article} {table} partition table for the {human_size(after.disk_size)} disk{extra}.")
+        lines.append(f"Write {article} {table} partition table for the {human_size(after.disk_size)} disk{extra}, "
+                     "keeping the original disk and partition IDs.")
     if before is not None and before.sector_size != after.sector_size:
         lines.append(f"The table is converted from {before.sector_size}-byte to {after.sector_size}-byte sectors.")
         ntfs = [str(p.number) for p in after.data_partitions() if fs_family(fs.get(p.number)) == "ntfs"]

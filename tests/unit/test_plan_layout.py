@@ -177,7 +177,8 @@ def test_describe_windows_grow():
                for line in lines), lines
     assert "Partition 1 (vfat, EFI system) stays as it is (100.0 MiB at 1.0 MiB)." in lines
     assert "Partition 2 (Microsoft reserved) stays as it is (16.0 MiB at 101.0 MiB)." in lines
-    assert lines[0] == "Write a GPT partition table for the 16.0 GiB disk (its backup copy at the end of the disk)."
+    assert lines[0] == ("Write a GPT partition table for the 16.0 GiB disk (its backup copy at the end of the disk), "
+                        "keeping the original disk and partition IDs.")
 
 
 def human(n):
