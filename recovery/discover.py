@@ -268,3 +268,24 @@ class Mounts:
         for root, _ in self.mounted.values():
             unmount(root)
         self.mounted.clear()
+
+
+def usage(disk: DiskInfo) -> dict[int, int]:
+    """Bytes in use per partition number, from each filesystem's own metadata (the same maps a
+    backup uses). Partitions imaged whole (unknown, encrypted, damaged) are left out: their use
+    is not known. Reads the disk only; DiskError when it cannot be opened."""
+    from recovery.diskio import Disk
+    from recovery.fs import probe_partition
+
+    out: dict[int, int] = {}
+    with Disk(disk.path) as d:
+        for part in disk.partitions:
+            if not part.fs or part.fs == "swap":
+                continue
+            try:
+                info = probe_partition(lambda off, n, base=part.start: d.read(base + off, n), part.size)
+            except (LifeboatError, OSError):
+                continue
+            if not info.whole:
+                out[part.number] = info.used_bytes
+    return out

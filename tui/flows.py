@@ -98,7 +98,8 @@ async def backup(app) -> None:
         if step == 0:
             disk = await app.push_screen_wait(DiskPickerScreen(
                 "Which disk do you want to back up?",
-                "Every partition of the disk is saved: Windows, Linux, boot areas.", s.disks, step="1/3"))
+                "Every partition of the disk is saved: Windows, Linux, boot areas.", s.disks, step="1/3",
+                usage=s.usage))
             if disk is None:
                 return
             step = 1
@@ -197,7 +198,7 @@ async def restore(app) -> None:
                 target = await app.push_screen_wait(DiskPickerScreen(
                     "Restore onto which disk?",
                     f"The disk will be erased and will hold “{name}” as it was on {humanize.when(snap.created)}.",
-                    s.disks, refusals, step="3/5"))
+                    s.disks, refusals, step="3/5", usage=s.usage))
                 step = 1 if target is None else 3
             elif step == 3:
                 try:

@@ -35,6 +35,7 @@ class Session:
     places: list[Place] = field(default_factory=list)
     extra_dirs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # disks that could not be read, and why
+    usage: dict[str, dict[int, int]] = field(default_factory=dict)   # disk path -> bytes used per partition
     mounts: discover.Mounts = field(default_factory=discover.Mounts)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,11 +61,17 @@ class Session:
                 found.append(info)
                 known.add(info.path)
         dirs = ([self.repo] if self.repo else []) + self.extra_dirs
+        used: dict[str, dict[int, int]] = {}
+        for d in found:
+            try:
+                used[d.path] = discover.usage(d)
+            except (LifeboatError, OSError):
+                pass                      # shown without use percentages
         places = discover.scan(found, dirs, mount_partitions=self.scan_partitions)
         holding = discover.disks_holding_repositories(places)
         found = [replace(d, holds_repository=True) if d.path in holding else d for d in found]
         with self._lock:
-            self.disks, self.places, self.problems = found, places, problems
+            self.disks, self.places, self.problems, self.usage = found, places, problems, used
 
     def add_directory(self, path: str) -> Place:
         place = discover.check_directory(path)

@@ -34,7 +34,7 @@ class BackupSummaryScreen(Screen[str | None]):
         yield Static("Ready to back up" + (f"  [{self.step}]" if self.step else ""), classes="screen-title")
         with Vertical(id="summary"):
             yield Static("This disk:", classes="label")
-            yield DiskMap(from_disk(self.disk), classes="map")
+            yield DiskMap(from_disk(self.disk, used=self.app.session.usage.get(self.disk.path)), classes="map")
             yield Static("will be copied to:", classes="label")
             yield Static(place_prompt(self.place), id="destination")
             size = sum(p.size for p in self.disk.partitions)

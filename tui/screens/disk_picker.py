@@ -21,9 +21,12 @@ class DiskPickerScreen(Screen[DiskInfo | None]):
     ]
 
     def __init__(self, title: str, hint: str, disks: list[DiskInfo],
-                 refusals: dict[str, str] | None = None, step: str = ""):
-        """``refusals`` maps a disk's path to why it cannot be chosen."""
+                 refusals: dict[str, str] | None = None, step: str = "",
+                 usage: dict[str, dict[int, int]] | None = None):
+        """``refusals`` maps a disk's path to why it cannot be chosen; ``usage`` a disk's path
+        to the bytes used per partition."""
         super().__init__()
+        self.usage = usage or {}
         self.title_text, self.hint, self.disks = title, hint, disks
         self.refusals = refusals or {}
         self.step = step
@@ -36,7 +39,7 @@ class DiskPickerScreen(Screen[DiskInfo | None]):
         options = []
         for i, disk in enumerate(self.disks):
             why = self.refusals.get(disk.path)
-            parts = [DiskMapRenderable(from_disk(disk))]
+            parts = [DiskMapRenderable(from_disk(disk, used=self.usage.get(disk.path)))]
             if why:
                 parts.append(Text(f"Cannot be chosen: {why}.", "italic"))
             options.append(Option(Group(*parts), id=str(i), disabled=bool(why)))

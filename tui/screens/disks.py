@@ -37,7 +37,7 @@ class DisksScreen(Screen[None]):
         disks = self.app.session.disks
         if not disks:
             maps.mount(Static("No disks found."))
-        maps.mount_all(DiskMap(from_disk(d), classes="map") for d in disks)
+        maps.mount_all(DiskMap(from_disk(d, used=self.app.session.usage.get(d.path)), classes="map") for d in disks)
 
     def action_back(self) -> None:
         self.dismiss(None)

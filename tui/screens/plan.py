@@ -57,7 +57,7 @@ class PlanScreen(Screen[str]):
             + (f", serial {target.serial}" if target.serial else ""),
             id="plan-head", markup=False, classes="-volatile")
         with Horizontal(id="maps"):
-            now = from_disk(target)
+            now = from_disk(target, used=self.app.session.usage.get(target.path))
             yield DiskMap(replace(now, title="Now", details=humanize.size(target.size)), classes="map half")
             after = from_layout(plan.after, "After", fs_info=self._after_info())
             yield DiskMap(after, classes="map half")
