@@ -86,7 +86,7 @@ def test_disks_screen_draws_each_disk(machine):
             text = screen_text(app)
             assert "demo-pc.img" in text and "new-disk.img" in text
             assert "vfat" in text and "DEMO-ESP" in text and "ext4" in text and "demo-root" in text
-            assert "blank" in text
+            assert "no partition table" in text
 
     run(scenario())
 

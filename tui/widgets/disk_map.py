@@ -96,7 +96,7 @@ def from_disk(disk, *, marks: tuple[str, ...] = (), used: dict[int, int] | None 
     if disk.table:
         bits.append(disk.table.upper() if disk.table == "gpt" else "MBR" if disk.table == "dos" else disk.table)
     elif not disk.partitions:
-        bits.append("blank")
+        bits.append("no partition table")
     all_marks = list(marks)
     if disk.is_system and "SYSTEM DISK" not in all_marks:
         all_marks.insert(0, "SYSTEM DISK")
