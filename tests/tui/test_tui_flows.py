@@ -418,3 +418,34 @@ def test_restore_from_a_damaged_repository_is_a_plain_error(machine):
 
     message = run(scenario())
     assert "damaged" in message and "incomplete" in message
+
+
+def test_restore_asks_which_computer_when_a_repository_holds_several(machine):
+    from recovery.backup import backup
+    from tui.screens.name_picker import NamePickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    repo = Repository.open(machine / "repo")
+    backup(str(machine / "demo-pc.img"), repo, "office-pc")
+    repo.close()
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            await wait_screen(pilot, PlacePickerScreen)
+            assert "2 snapshots of demo-pc, office-pc" in screen_text(app)
+            await pilot.press("enter")
+            await wait_screen(pilot, NamePickerScreen)
+            text = screen_text(app)
+            assert "demo-pc" in text and "office-pc" in text
+            await pilot.press("down", "enter")
+            history = await wait_screen(pilot, SnapshotPickerScreen)
+            assert "Backups of “office-pc”" in screen_text(app)
+            assert [s.name for s in history.snapshots] == ["office-pc"]
+            await pilot.press("escape")                      # back to the computers
+            await wait_screen(pilot, NamePickerScreen)
+
+    run(scenario())

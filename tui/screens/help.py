@@ -10,11 +10,12 @@ from textual.widgets import Static
 
 HELP = """\
 [b]Keys[/b]
-  Up / Down        move            Enter      choose / go on
-  Tab / Shift+Tab  next / previous Esc        back (a job: ask to cancel)
-  F1 or ?          this help       F5         look for disks again (Home)
-  b r c d          Home: Back up, Restore, Check, Disks
-  q                quit (Home)     Ctrl+Q     quit from anywhere
+  Up/Down  move                Enter   choose, go on
+  Tab      next field, button  Esc     back (a job: asks to cancel)
+  F1, ?    this help           F5      look for disks again (Home)
+  b r c d  Home: Back up, Restore, Check backups, Disks
+  t        type a folder       l       restore plan: another layout
+  q        quit (Home)         Ctrl+Q  quit from anywhere
 
 [b]What happens[/b]
   Back up: pick the disk, where to keep it, a name. Only the blocks the
@@ -22,8 +23,7 @@ HELP = """\
   Restore: pick a backup and a target disk. You see the plan first, and
   nothing is written until you type the target's name.
   Check: re-reads every piece of a backup and names anything damaged.
-
-  A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.
+  A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.\
 """
 
 
