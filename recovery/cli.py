@@ -286,7 +286,17 @@ COMMANDS = {
 }
 
 
+def tools_on_path() -> None:
+    """Debian keeps sfdisk, mkfs.* and resize2fs in /usr/sbin and /sbin, which a normal
+    user's PATH lacks: image files work without root, so their tools must be found too."""
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    extra = [d for d in ("/usr/sbin", "/sbin") if d not in path]
+    if extra:
+        os.environ["PATH"] = os.pathsep.join(path + extra)
+
+
 def main(argv: list[str] | None = None) -> int:
+    tools_on_path()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
