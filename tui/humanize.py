@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
+from recovery.units import human_duration, human_size
 
 def size(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in _UNITS:
-        if abs(n) < 1024 or unit == _UNITS[-1]:
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
+    return "?" if n is None else human_size(n)
 
 
 def rate(bytes_per_second: float) -> str:
@@ -23,16 +15,7 @@ def rate(bytes_per_second: float) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return "--" if seconds is None else human_duration(seconds)
 
 
 def when(iso: str | None) -> str:
