@@ -173,24 +173,22 @@ def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) ->
     what = f"partition {part.number}" if part.number else "disk"
     has = session.has
 
-    def windows():
-        """Read each window's used bytes (main thread); unused bytes stay zero."""
-        for w, subs in used_windows(fsinfo.used, size, chunk):
-            buf = bytearray(window_length(w, size, chunk))
-            base = part.start + w * chunk
-            for off, n in subs:
-                disk.read_into(memoryview(buf)[off : off + n], base + off, what)
-            yield w, buf, sum(n for _, n in subs)
-
     def hash_and_pack(item):
-        w, buf, used_here = item
+        """In a worker: read the window's used bytes (unused ones stay zero), hash, and
+        compress unless the repository already holds that content."""
+        w, subs = item
+        buf = bytearray(window_length(w, size, chunk))
+        base = part.start + w * chunk
+        for off, n in subs:
+            disk.read_into(memoryview(buf)[off : off + n], base + off, what)
+        used_here = sum(n for _, n in subs)
         bid = blob_id(buf)
         if has(bid):
             return w, len(buf), used_here, bid, None, 0
         stored, codec = compress(buf, level)
         return w, len(buf), used_here, bid, stored, codec
 
-    for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, windows(), cancel):
+    for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, used_windows(fsinfo.used, size, chunk), cancel):
         new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
         table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
         meter.add(used_here, new)

@@ -35,6 +35,8 @@ class Disk:
                 raise DiskError(f"{path} is in use (mounted or opened by another program)") from None
             raise DiskError(f"{path} cannot be opened: {exc.strerror}") from exc
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        if not writable:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead
 
     def read_into(self, buf, offset: int, what: str) -> None:
         view = memoryview(buf)

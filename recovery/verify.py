@@ -160,9 +160,8 @@ def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToke
     """After a backup: read back every pack it wrote and make sure every chunk it references
     is in the repository. Raises DamageError before the snapshot becomes visible."""
     meter = Meter("check", 0, sink)
-    for pack_id in new_packs:
-        cancel.check()
-        bad, nbytes = _check_pack(repo, pack_id, None)
+    checked = ordered_map(lambda pack_id: (pack_id, *_check_pack(repo, pack_id, None)), new_packs, cancel)
+    for pack_id, bad, nbytes in checked:
         if bad:
             raise DamageError(
                 f"the backup did not read back correctly from {pack_path(repo.path, pack_id)}; "
