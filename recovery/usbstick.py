@@ -262,7 +262,7 @@ class StickPlan:
             out.append("Everything on it will be destroyed (no partitions were found on it).")
         out.append(f"Write {os.path.basename(self.image)} ({human_size(self.image_size)}), then read it back to check it.")
         if self.data_fs:
-            out.append(f"Then add a {self.data_fs} partition {DATA_LABELS[self.data_fs]} of "
+            out.append(f"Then add an {self.data_fs} partition {DATA_LABELS[self.data_fs]} of "
                        f"{human_size(self.data_size)} holding an empty Lifeboat repository in {REPO_FOLDER}/.")
         else:
             out.append(f"The rest of the stick ({human_size(max(t.size - self.image_size, 0))}) stays unused.")

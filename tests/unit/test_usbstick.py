@@ -150,7 +150,7 @@ def test_plan_lists_what_will_be_destroyed_and_the_data_partition(stick, fake_is
         "Everything on it will be destroyed:",
         '  #1 14.9 GiB vfat "KINGSTON"',
         "Write lifeboat.iso (3.0 MiB), then read it back to check it.",
-        f"Then add a exfat partition LIFEBOATDAT of {usbstick.human_size(plan.data_size)} holding an empty "
+        f"Then add an exfat partition LIFEBOATDAT of {usbstick.human_size(plan.data_size)} holding an empty "
         "Lifeboat repository in lifeboat/.",
     ]
     json.dumps(plan.to_json())
