@@ -258,6 +258,10 @@ class StickPlan:
         if t.partitions:
             out.append("Everything on it will be destroyed:")
             out += [f"  {part_words(p)}" for p in t.partitions]
+            for p in t.partitions:
+                if p.label in DATA_LABELS.values():
+                    out.append(f"WARNING: partition {p.number} ({p.label}) is a Lifeboat data partition: "
+                               "the backups on it will be lost. Copy them elsewhere first.")
         else:
             out.append("Everything on it will be destroyed (no partitions were found on it).")
         out.append(f"Write {os.path.basename(self.image)} ({human_size(self.image_size)}), then read it back to check it.")

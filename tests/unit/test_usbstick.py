@@ -176,3 +176,11 @@ def test_image_checks(tmp_path):
         usbstick.check_image(str(odd))
     with pytest.raises(UsageError, match="is not an image file"):
         usbstick.check_image(str(tmp_path))
+
+
+def test_plan_warns_when_lifeboat_backups_would_be_lost(stick, fake_iso):
+    part = replace(stick.partitions[0], number=4, fs="exfat", label="LIFEBOATDAT")
+    old_lifeboat = replace(stick, partitions=(part,))
+    lines = usbstick.plan_stick(str(fake_iso), stick.path, disk=old_lifeboat).lines()
+    assert ("WARNING: partition 4 (LIFEBOATDAT) is a Lifeboat data partition: the backups on it will be lost. "
+            "Copy them elsewhere first.") in lines
