@@ -22,9 +22,11 @@ pytestmark = pytest.mark.vm
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
-BOOT_TIMEOUT = 300          # plain emulation under load; a quiet 2-core machine needs ~40 s
-BOOT_LINE = r"LIFEBOAT-BOOT firmware=(?P<fw>\w+) secureboot=(?P<sb>\w+) medium=(?P<medium>\S+) uptime=(?P<up>[\d.]+)"
-RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)"
+BOOT_TIMEOUT = 480          # plain emulation on a loaded 2-core machine; a quiet one needs ~40 s
+# Each pattern ends at the newline: the console arrives in pieces, and a match on half a
+# line would cut the last field short.
+BOOT_LINE = r"LIFEBOAT-BOOT firmware=(?P<fw>\w+) secureboot=(?P<sb>\w+) medium=(?P<medium>\S+) uptime=(?P<up>[\d.]+)\n"
+RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)\n"
 # Textual switches to the alternate screen, then draws the main menu.
 TUI_DRAWN = r"Power off"
 MIB = 1024 * 1024
@@ -229,7 +231,7 @@ def test_tui_restore_shell_and_power_off(iso, tmp_path):
         vm.wait_for(r"Lifeboat shell", 120)
         time.sleep(2)
         keys(vm, "echo MEM-USED-MB $(free -m | awk '/^Mem:/ {print $3}')" + ENTER)
-        used = int(vm.wait_for(r"MEM-USED-MB (\d+)", 60)[1])
+        used = int(vm.wait_for(r"MEM-USED-MB (\d+)\s", 60)[1])
         keys(vm, "exit" + ENTER)
         vm.wait_for(TUI_DRAWN, 120)
         time.sleep(3)
