@@ -156,10 +156,43 @@ def mount(device: str, fs: str | None, writable: bool = False) -> Path:
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
+        region = _region_of_mounted_disk(device)
+        if region is not None:
+            # The whole disk is mounted (the Lifeboat stick, mounted whole as the live medium):
+            # the kernel lets none of its partitions be mounted, a loop device over the bytes can.
+            disk, start, size = region
+            options = _mount_options(fs, writable)
+            options[-1] += f",loop,offset={start},sizelimit={size}"
+            proc = subprocess.run(["mount", *options, disk, str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
         where.rmdir()
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "mount failed"
         raise DiskError(f"cannot mount {device}: {reason}")
     return where
+
+
+def _region_of_mounted_disk(device: str) -> tuple[str, int, int] | None:
+    """(whole disk, byte offset, byte size) of partition ``device`` when its whole disk is itself
+    mounted; None otherwise."""
+    from recovery.probe import blockdev
+    from recovery.probe.mounts import current_mounts
+
+    try:
+        if not blockdev.is_partition(device):
+            return None
+        disk = blockdev.parent_disk(device)
+        sysdir = blockdev.sysfs_dir(device)
+        with open(os.path.join(sysdir, "start")) as f:
+            start = int(f.read()) * 512
+        with open(os.path.join(sysdir, "size")) as f:
+            size = int(f.read()) * 512
+        rdev = os.stat(disk).st_rdev
+    except (OSError, ValueError, LifeboatError):
+        return None
+    numbers = (os.major(rdev), os.minor(rdev))
+    if any(m.major_minor == numbers or m.source == disk for m in current_mounts()):
+        return disk, start, size
+    return None
 
 
 def unmount(where: Path) -> None:

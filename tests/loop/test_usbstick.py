@@ -17,6 +17,7 @@ import pytest
 from recovery import discover, usbstick
 from recovery.errors import RefusedError
 from recovery.probe.disks import describe
+from recovery.probe.mounts import loops_backed_by
 from recovery.repo.repository import Repository
 from recovery.units import human_size
 from tests.conftest import ROOT, run
@@ -332,3 +333,37 @@ def test_discovery_lists_the_sticks_repository_first(loops, hybrid_iso, tmp_path
     assert [(p.partition, p.label, p.subpath) for p in places] == [
         (f"{dev}p4", "LIFEBOAT-DATA", "lifeboat"), (part, "OLDSTICK", "backups")]
     assert places[0].free < places[1].free
+
+
+def test_partition_of_a_mounted_whole_disk_is_found(loops, tmp_path):
+    """The live medium is the stick mounted whole (ISO 9660 at offset 0), and then the kernel
+    refuses to mount any partition of it. Stand-in: an ext4 filesystem on the whole disk
+    (mounted) and an MBR partition beyond its end holding the data partition's filesystem."""
+    image = tmp_path / "stick.img"
+    with open(image, "wb") as f:
+        f.truncate(128 * MIB)
+    run("mkfs.ext4", "-q", "-L", "WHOLE", image, "32M")
+    data = tmp_path / "data.img"
+    with open(data, "wb") as f:
+        f.truncate(64 * MIB)
+    run("mkfs.ext4", "-q", "-L", "LIFEBOAT-DATA", data)
+    run("dd", f"if={data}", f"of={image}", "bs=1M", "seek=64", "conv=notrunc", "status=none")
+    run("sfdisk", "--quiet", "--wipe", "never", image, input="label: dos\nstart=131072, size=131072, type=83\n")
+    dev = loops.attach(image)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    run("mount", "-o", "ro", dev, whole)
+    try:
+        busy = subprocess.run(["mount", "-o", "ro", f"{dev}p1", str(tmp_path)], capture_output=True, text=True)
+        assert busy.returncode != 0          # what the kernel does: the reason for the fallback
+        where = discover.mount(f"{dev}p1", "ext4")
+        try:
+            assert (where / "lost+found").is_dir()
+            found = run("findmnt", "-n", "-o", "SOURCE", where).stdout.strip()
+            assert found.startswith("/dev/loop") and found != dev
+        finally:
+            discover.unmount(where)
+        assert not where.exists()
+        assert loops_backed_by(dev) == []          # the loop device went away with the mount
+    finally:
+        run("umount", whole)
