@@ -39,9 +39,6 @@ image_build() {
     mcopy -i "$efi" /usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed ::/EFI/BOOT/grubx64.efi
     mcopy -i "$efi" /usr/lib/shim/mmx64.efi.signed ::/EFI/BOOT/mmx64.efi
     mcopy -i "$efi" "$WORK/efi-debian.cfg" ::/EFI/debian/grub.cfg
-    # The ISO filesystem carries a copy too, for firmware that boots El Torito's EFI entry
-    # and for people who look.
-    cp "$efi" "$stage/boot/grub/efi.img"
 
     mkdir -p "$(dirname "$OUT")"
     rm -f "$OUT.tmp"
