@@ -95,6 +95,8 @@ def test_live_system_lists_usb_sticks_and_refuses_other_disks(written_stick, tmp
         sata = re.search(r"^(/dev/sd[a-z])\s.*\bsata\b", disks_out, re.M)
         virtio = re.search(r"^(/dev/vd[a-z])\s", disks_out, re.M)
         assert sata and virtio, disks_out
+        # The boot stick is the system's: never offered as a restore or write-usb target.
+        assert re.search(rf"^{medium}\s.*\busb\b.*\[system\] \[removable\]", disks_out, re.M), disks_out
 
         listing = shell("lifeboat write-usb /tmp/head.iso < /dev/null; echo RC=$?", "LIST")
         sticks = [ln for ln in listing.splitlines() if re.match(r"\d+\) ", ln)]
