@@ -239,6 +239,22 @@ def _partition_places(disk: DiskInfo, part: PartInfo, mount_partitions: bool) ->
             unmount(root)
 
 
+def _whole_disk_filesystem(disk: DiskInfo) -> tuple[PartInfo, ...]:
+    """A USB drive formatted without a partition table holds its filesystem on the disk
+    itself; it is searched like a partition numbered 0."""
+    if disk.is_image or disk.table or disk.partitions:
+        return ()
+    from recovery.probe.disks import blkid_probe
+    from recovery.probe.mounts import mounts_on_disk
+
+    found = blkid_probe(disk.path)
+    if not found.get("TYPE"):
+        return ()
+    targets = tuple(m.target for m in mounts_on_disk(disk.path) if m.source == disk.path)
+    return (PartInfo(number=0, path=disk.path, start=0, size=disk.size, type="", fs=found["TYPE"],
+                     label=found.get("LABEL"), uuid=found.get("UUID"), mountpoints=targets),)
+
+
 def scan(disks: Iterable[DiskInfo], directories: Iterable[str] = (), *,
          mount_partitions: bool = True) -> list[Place]:
     """Repositories (and homes for new ones) on ``disks`` and in ``directories``.
@@ -253,7 +269,7 @@ def scan(disks: Iterable[DiskInfo], directories: Iterable[str] = (), *,
         except RepositoryError:
             continue
     for disk in disks:
-        for part in disk.partitions:
+        for part in disk.partitions or _whole_disk_filesystem(disk):
             places.extend(_partition_places(disk, part, mount_partitions))
     places.sort(key=_rank)
     return places

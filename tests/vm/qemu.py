@@ -38,6 +38,7 @@ module starts is stopped by ``stop()`` (also on exceptions in a ``with`` block).
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shutil
@@ -283,11 +284,13 @@ class Machine:
     def _read(self) -> None:
         assert self._proc and self._proc.stdout
         fd = self._proc.stdout.fileno()
+        # A character split across two reads (the TUI's box drawing) must not turn into U+FFFD.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
             data = os.read(fd, 65536)
             if not data:
                 break
-            text = data.decode("utf-8", errors="replace").replace("\r", "")
+            text = decoder.decode(data).replace("\r", "")
             with self._cond:
                 self._text += text
                 if self._logf:
