@@ -17,10 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def lifeboat(*args, check=True, json_out=False, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a person would."""
+    """Run the real CLI in a subprocess, as a person would. LIFEBOAT_CLI names another
+    program to run instead (the frozen bundle: build/freeze/dist/lifeboat/lifeboat), so the
+    same tests prove the binary that ships on the ISO."""
     env = dict(os.environ)
     env.pop("COLUMNS", None)
-    proc = subprocess.run([sys.executable, "-m", "recovery", *map(str, args)], capture_output=True,
+    program = [os.environ["LIFEBOAT_CLI"]] if os.environ.get("LIFEBOAT_CLI") else [sys.executable, "-m", "recovery"]
+    proc = subprocess.run([*program, *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env=env, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"lifeboat {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stderr}")
