@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -22,12 +24,19 @@ pytestmark = pytest.mark.vm
 MIB = 1024 * 1024
 
 
+class Stick(NamedTuple):
+    path: Path
+    image_size: int
+    iso: Path           # the ISO it was written from (build/lifeboat.iso may be rebuilt meanwhile)
+
+
 @pytest.fixture(scope="module")
-def written_stick(tmp_path_factory) -> Path:
+def written_stick(tmp_path_factory) -> Stick:
     """build/lifeboat.iso written with write-usb onto a 512 MiB image file, data partition
     exFAT; attached read-only by the tests, so every boot sees the same stick."""
-    iso = ensure_iso()
     where = tmp_path_factory.mktemp("stick")
+    iso = where / "lifeboat.iso"
+    shutil.copyfile(ensure_iso(), iso)
     stick = blank(where / "stick.img", 512 * MIB)
     env = dict(os.environ, LIFEBOAT_LOG_DIR=str(where / "logs"))
     out = subprocess.run([sys.executable, "-m", "recovery", "write-usb", str(iso), str(stick),
@@ -38,7 +47,7 @@ def written_stick(tmp_path_factory) -> Path:
     assert result["verified"]
     print(f"write-usb onto an image file: {result['image_size'] / MIB:.0f} MiB written at "
           f"{result['write_rate'] / MIB:.0f} MiB/s, read back at {result['verify_rate'] / MIB:.0f} MiB/s")
-    return stick
+    return Stick(stick, result["image_size"], iso)
 
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
@@ -46,7 +55,7 @@ def test_written_stick_boots_and_finds_its_repository(written_stick, firmware, t
     """Booted by the firmware from the USB stick alone (a blank SATA disk beside it); the TUI's
     restore flow lists the repository on the stick's LIFEBOAT-DATA partition."""
     disks = [Disk(blank(tmp_path / "sata.img", 64 * MIB), bus="sata", serial="SPARE-SATA")]
-    with Machine(disks, cdrom=Cdrom(written_stick, bus="usb"), firmware=firmware, boot="cdrom",
+    with Machine(disks, cdrom=Cdrom(written_stick.path, bus="usb"), firmware=firmware, boot="cdrom",
                  log=tmp_path / "console.log") as vm:
         m = vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
         vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
@@ -65,7 +74,14 @@ def test_live_system_lists_usb_sticks_and_refuses_other_disks(written_stick, tmp
     """The live system from the written stick, with a shell on the serial line: a second,
     removable usb-storage stick is listed; virtio, SATA and the boot stick are refused."""
     spare = blank(tmp_path / "spare.img", 256 * MIB)
-    disks = [Disk(blank(tmp_path / "virtio.img", 256 * MIB), bus="virtio", serial="SPARE-VIRTIO"),
+    # The virtio disk carries the ISO as a file in ext4 (as a disk, its medium id would make it
+    # a boot medium candidate): the live system copies it from there onto the spare stick.
+    carrier = tmp_path / "carrier"
+    carrier.mkdir()
+    shutil.copyfile(written_stick.iso, carrier / "lifeboat.iso")
+    virtio_img = blank(tmp_path / "virtio.img", written_stick.image_size + 64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(carrier), str(virtio_img)], check=True)
+    disks = [Disk(virtio_img, bus="virtio", serial="SPARE-VIRTIO"),
              Disk(blank(tmp_path / "sata.img", 256 * MIB), bus="sata", serial="SPARE-SATA")]
     extra = ["-drive", f"file={spare},if=none,id=spare,format=raw",
              "-device", "usb-storage,drive=spare,bus=xhci0.0,removable=on,serial=SPARE-STICK"]
@@ -74,10 +90,10 @@ def test_live_system_lists_usb_sticks_and_refuses_other_disks(written_stick, tmp
     # initramfs looks for another medium id.
     boot = tmp_path / "boot"
     boot.mkdir()
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(written_stick),
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(written_stick.path),
                     "-extract", "/live/vmlinuz", str(boot / "vmlinuz"),
                     "-extract", "/live/initrd.img", str(boot / "initrd.img")], check=True, capture_output=True)
-    with Machine(disks, cdrom=Cdrom(written_stick, bus="usb"), boot="cdrom", firmware="bios",
+    with Machine(disks, cdrom=Cdrom(written_stick.path, bus="usb"), boot="cdrom", firmware="bios",
                  kernel=boot / "vmlinuz", initrd=boot / "initrd.img", append=append,
                  extra_args=extra, log=tmp_path / "console.log") as vm:
         medium = vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)["medium"]
@@ -113,4 +129,25 @@ def test_live_system_lists_usb_sticks_and_refuses_other_disks(written_stick, tmp
         out = shell(f"lifeboat write-usb /tmp/head.iso {medium} --force --yes < /dev/null; echo RC=$?", "SELF")
         assert f"lifeboat: {medium} holds the running system (or the medium it started from)" in out
         assert "RC=4" in out
+
+        # On the serial terminal, as a person would: pick the stick by number, type its name;
+        # the whole ISO (copied off the boot stick) is written with an exFAT data partition.
+        shell(f"mkdir -p /mnt/c && mount -o ro {virtio[1]} /mnt/c && cp /mnt/c/lifeboat.iso /tmp/full.iso "
+              "&& umount /mnt/c; ls -l /tmp/full.iso", "FULL")
+        vm.send("lifeboat write-usb /tmp/full.iso --data exfat; echo WRITE-RC=$?\r")
+        vm.wait_for(r"Which one \(1-1\)\? ", 120)
+        vm.send("1\r")
+        target = vm.wait_for(r"Type the device's name \((sd[a-z])\) to erase it: ", 120)[1]
+        vm.send(f"{target}\r")
+        done = vm.wait_for(r"(Done: .*pull the stick out now\.|lifeboat: .*)\r?\n", 900)[1]
+        vm.wait_for(r"WRITE-RC=0", 60)
+        assert done == f"Done: /dev/{target} is written, checked and flushed. It is safe to pull the stick out now."
+        after = shell("lifeboat disks", "AFTER")
+        assert re.search(r"^\s+4\s.*exfat\s+LIFEBOATDAT", after, re.M), after
         vm.send("poweroff -f\r")
+    # The stick written inside the live system holds the ISO byte for byte, then the repository.
+    with open(spare, "rb") as f, open(written_stick.iso, "rb") as g:
+        size = written_stick.image_size
+        assert f.read(64 * 512)[:440] == g.read(64 * 512)[:440]         # BIOS boot code
+        f.seek(64 * 512), g.seek(64 * 512)
+        assert f.read(size - 2 * MIB) == g.read(size - 2 * MIB)        # the ISO's partitions
