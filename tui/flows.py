@@ -79,6 +79,23 @@ async def open_repo(app, place: Place, writable: bool = False):
         return None
 
 
+async def repo_with_snapshots(app, step: str):
+    """Pick a repository and open it; (place, repo, snapshots), or None when the person went back,
+    it failed to open (the dialog was shown) or it holds nothing yet (said so)."""
+    place = await pick_place(app, for_backup=False, step=step)
+    if place is None:
+        return None
+    repo = await open_repo(app, place)
+    if repo is None:
+        return None
+    snaps = await app.blocking(repo.snapshots)
+    if not snaps:
+        repo.close()
+        await app.show_message("No backups", "This repository holds no snapshot yet.")
+        return None
+    return place, repo, snaps
+
+
 async def rescan(app) -> None:
     app.action_rescan()
     await app.ready()
@@ -164,17 +181,11 @@ async def restore(app) -> None:
 
     await app.ready()
     s = app.session
-    place = await pick_place(app, for_backup=False, step="1/5")
-    if place is None:
+    opened = await repo_with_snapshots(app, "1/5")
+    if opened is None:
         return
-    repo = await open_repo(app, place)
-    if repo is None:
-        return
+    place, repo, snaps = opened
     try:
-        snaps = await app.blocking(repo.snapshots)
-        if not snaps:
-            await app.show_message("No backups", "This repository holds no snapshot yet.")
-            return
         names = sorted({x.name for x in snaps})
         step, name, snap, target, plan, mode = (0 if len(names) > 1 else 1), names[0], None, None, None, "grow"
         while True:
@@ -271,17 +282,11 @@ async def run_check(app, repo, ids: list[str] | None) -> None:
 
 async def check(app) -> None:
     await app.ready()
-    place = await pick_place(app, for_backup=False, step="1/2")
-    if place is None:
+    opened = await repo_with_snapshots(app, "1/2")
+    if opened is None:
         return
-    repo = await open_repo(app, place)
-    if repo is None:
-        return
+    _, repo, snaps = opened
     try:
-        snaps = await app.blocking(repo.snapshots)
-        if not snaps:
-            await app.show_message("No backups", "This repository holds no snapshot yet.")
-            return
         choice = await app.push_screen_wait(SnapshotPickerScreen(
             "Check which backups?", "Check all, or pick one snapshot.", snaps, offer_all=True, step="2/2"))
         if choice is None:
