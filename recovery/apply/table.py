@@ -263,13 +263,23 @@ def reread_partitions(disk: str, layout: Layout, timeout: float = NODE_TIMEOUT) 
 
 
 def _partx_refresh(disk: str, add: bool) -> None:
-    subprocess.run(["partx", "--delete", disk], capture_output=True)  # fails harmlessly when none exist
-    if not add:
-        return
-    try:
-        run_tool(["partx", "--add", disk])
-    except subprocess.CalledProcessError as exc:
-        raise DiskError(f"the kernel could not re-read the partitions of {disk}: {first_line(exc.stderr)}") from exc
+    # A running udev daemon probes the partitions it was just told about and briefly keeps
+    # them open, so the kernel may refuse to drop or add them: settle and try again.
+    last = None
+    for _ in range(4):
+        _settle_udev(NODE_TIMEOUT)
+        subprocess.run(["partx", "--delete", disk], capture_output=True)  # fails harmlessly when none exist
+        if not add:
+            return
+        _settle_udev(NODE_TIMEOUT)
+        try:
+            run_tool(["partx", "--add", disk])
+            return
+        except subprocess.CalledProcessError as exc:
+            last = exc
+            if not os.path.exists("/run/udev/control"):
+                break    # nobody else holds the nodes: trying again would not change anything
+    raise DiskError(f"the kernel could not re-read the partitions of {disk}: {first_line(last.stderr)}") from last
 
 
 def _settle_udev(timeout: float) -> None:
