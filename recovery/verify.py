@@ -66,8 +66,9 @@ def _check_pack(repo: Repository, pack_id: str, wanted: set[bytes] | None) -> tu
     try:
         entries = read_footer(path)
     except DamageError:
-        loc_ids = wanted if wanted is not None else set()
-        return set(loc_ids), 0
+        if wanted is None:
+            raise       # checking a whole pack: an unreadable footer is the damage itself
+        return set(wanted), 0
     total = 0
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()

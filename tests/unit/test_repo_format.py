@@ -108,3 +108,17 @@ def test_used_windows_cut_ranges_at_window_edges():
         (5, [(0, 5)]),
     ]
     assert list(used_windows([(39_990, 100)], 40_000, 4096)) == [(9, [(3126, 10)])]
+
+
+def test_read_back_check_after_backup_rejects_a_pack_with_a_damaged_footer(tmp_path):
+    from recovery.events import CancelToken, ignore
+    from recovery.verify import check_new_packs
+
+    repo = Repository.init(tmp_path / "r")
+    store(repo, [os.urandom(5000)])
+    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[-60] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    with pytest.raises(DamageError, match="damaged footer"):
+        check_new_packs(Repository.open(tmp_path / "r"), [pack.stem], [], ignore, CancelToken())
