@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from recovery import __version__
 from recovery.errors import Cancelled, DiskError, LifeboatError, RefusedError, UsageError
-from recovery.events import CancelToken, Progress, Warning_
+from recovery.events import Progress, Warning_
 from recovery.units import human_duration, human_size
 
 log = logging.getLogger("recovery.cli")
