@@ -23,6 +23,7 @@ from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
 from recovery.repo.repository import Repository, compress, now_iso
 from recovery.units import human_size
+from recovery.windowread import WindowReader
 from recovery.workers import ordered_map
 
 log = logging.getLogger(__name__)
@@ -173,25 +174,25 @@ def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) ->
     what = f"partition {part.number}" if part.number else "disk"
     has = session.has
 
-    def hash_and_pack(item):
-        """In a worker: read the window's used bytes (unused ones stay zero), hash, and
-        compress unless the repository already holds that content."""
-        w, subs = item
-        buf = bytearray(window_length(w, size, chunk))
-        base = part.start + w * chunk
-        for off, n in subs:
-            disk.read_into(memoryview(buf)[off : off + n], base + off, what)
-        used_here = sum(n for _, n in subs)
-        bid = blob_id(buf)
-        if has(bid):
-            return w, len(buf), used_here, bid, None, 0
-        stored, codec = compress(buf, level)
-        return w, len(buf), used_here, bid, stored, codec
+    with WindowReader(disk, chunk) as reader:
 
-    for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, used_windows(fsinfo.used, size, chunk), cancel):
-        new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
-        table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
-        meter.add(used_here, new)
+        def hash_and_pack(item):
+            """In a worker: read the window (unused bytes zero), hash, and compress unless
+            the repository already holds that content."""
+            w, subs = item
+            view = reader.read(part.start + w * chunk, window_length(w, size, chunk), subs, what)
+            used_here = sum(n for _, n in subs)
+            bid = blob_id(view)
+            if has(bid):
+                return w, len(view), used_here, bid, None, 0
+            stored, codec = compress(view, level)
+            return w, len(view), used_here, bid, stored, codec
+
+        windows = used_windows(fsinfo.used, size, chunk)
+        for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, windows, cancel, io_bound=True):
+            new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
+            table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
+            meter.add(used_here, new)
 
     return PartitionImage(
         number=part.number,

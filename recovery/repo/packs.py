@@ -4,8 +4,10 @@ then renamed into packs/XX/ so a pack is either whole or absent."""
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from recovery.errors import DamageError, NoSpaceError, RepositoryError
 from recovery.repo.format import (
@@ -19,6 +21,14 @@ from recovery.repo.format import (
 )
 
 import blake3
+
+
+class WrittenPack(NamedTuple):
+    """A pack a write session sealed, with what is needed to check it was kept."""
+
+    id: str
+    digest: bytes      # BLAKE3 of every byte written to it
+    size: int
 
 
 def pack_path(root: Path, pack_id: str) -> Path:
@@ -50,6 +60,8 @@ class PackWriter:
         self.tmp_path = root / "tmp" / tmp_name
         self.entries: list[BlobEntry] = []
         self.size = 0
+        self.digest = b""                 # BLAKE3 of every byte written, set by finish()
+        self._hasher = blake3.blake3()
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._write(PACK_MAGIC)
 
@@ -66,6 +78,7 @@ class PackWriter:
                         "earlier snapshot is intact — free some space or use a larger drive"
                     ) from exc
                 raise RepositoryError(f"cannot write to the repository: {exc.strerror}") from exc
+            self._hasher.update(view[:n])
             view = view[n:]
             self.size += n
 
@@ -87,6 +100,7 @@ class PackWriter:
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(self._fd)
         self._fd = -1
+        self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
         final = pack_path(self.root, pack_id)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -124,3 +138,37 @@ def read_footer(path: Path) -> list[BlobEntry]:
     if blake3.blake3(body).digest() != digest:
         raise DamageError(f"pack {path.name} has a damaged footer")
     return BlobEntry.unpack_all(body)
+
+
+READ_PIECE = 4 * 1024 * 1024
+
+
+def file_digest(path: Path) -> bytes:
+    """BLAKE3 of a file's bytes as the medium returns them: read with O_DIRECT where the
+    filesystem allows it (no page-cache copy, no stale cached page), buffered elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        direct = True
+    except OSError:
+        fd, direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+    hasher = blake3.blake3()
+    buf = memoryview(mmap.mmap(-1, READ_PIECE))     # page-aligned, as O_DIRECT needs
+    pos = 0
+    try:
+        while True:
+            try:
+                n = os.preadv(fd, [buf], pos)
+            except OSError as exc:
+                if not (direct and exc.errno == errno.EINVAL):
+                    raise
+                os.close(fd)                        # the filesystem refused O_DIRECT reads
+                fd, direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                continue
+            if n <= 0:
+                break
+            hasher.update(buf[:n])
+            pos += n
+    finally:
+        os.close(fd)
+        buf.release()
+    return hasher.digest()

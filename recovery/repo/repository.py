@@ -6,6 +6,8 @@ import json
 import os
 import threading
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from recovery.errors import DamageError, RepositoryError
+from recovery.errors import DamageError, LifeboatError, RepositoryError
 from recovery.repo.format import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -26,7 +28,7 @@ from recovery.repo.format import (
 from recovery.repo.index import Index, write_index_file
 from recovery.repo.lock import WriterLock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
-from recovery.repo.packs import PackWriter, fsync_dir, pack_path
+from recovery.repo.packs import PackWriter, WrittenPack, fsync_dir, pack_path
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
@@ -294,9 +296,13 @@ class Repository:
 
 
 class WriteSession:
-    """Holds the lock; appends blobs to packs; writes index files; never touches old files."""
+    """Holds the lock; appends blobs to packs; writes index files; never touches old files.
+
+    A full pack is sealed (footer, fsync, rename) on a background thread while the next one
+    fills: fsync waits on the drive, and the backup's workers need not wait with it."""
 
     INDEX_EVERY = 16   # packs between index files, so a killed backup leaves most indexed
+    SEALS_IN_FLIGHT = 2
 
     def __init__(self, repo: Repository, zstd_level: int):
         self.repo = repo
@@ -305,8 +311,10 @@ class WriteSession:
         self.lock = WriterLock(repo.path)
         self._pack: PackWriter | None = None
         self._pending_ids: set[bytes] = set()
+        self._sealing: deque[tuple[Future, PackWriter]] = deque()
+        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="seal")
         self._unindexed: list = []
-        self.new_packs: list[str] = []
+        self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
 
     def __enter__(self) -> "WriteSession":
@@ -319,16 +327,27 @@ class WriteSession:
         try:
             if exc_type is None:
                 self.flush()
-            elif self._pack is not None:
-                self._pack.abort()
-                self._pack = None
-                if self._unindexed:
-                    try:
-                        write_index_file(self.repo.path, self._unindexed)
-                    except OSError:
-                        pass   # the packs are still found through their footers
+            else:
+                self._abandon()
         finally:
+            self._sealer.shutdown(wait=True)
             self.lock.release()
+
+    def _abandon(self) -> None:
+        """After a failure: drop the open pack, keep the packs already sealed findable."""
+        if self._pack is not None:
+            self._pack.abort()
+            self._pack = None
+        while self._sealing:
+            try:
+                self._collect(keep=0)
+            except (LifeboatError, OSError):
+                pass             # a pack whose seal failed was removed by its writer
+        if self._unindexed:
+            try:
+                write_index_file(self.repo.path, self._unindexed)
+            except OSError:
+                pass   # the packs are still found through their footers
 
     def _clean_tmp(self) -> None:
         for p in (self.repo.path / "tmp").iterdir():
@@ -361,14 +380,26 @@ class WriteSession:
         return bid.hex()
 
     def _seal(self) -> None:
-        pack_id, entries = self._pack.finish()
-        self._pack = None
-        self.repo.index.add_pack(pack_id, entries)
-        self._pending_ids.difference_update(e.id for e in entries)
-        self.new_packs.append(pack_id)
-        self._unindexed.append((pack_id, entries))
-        if len(self._unindexed) >= self.INDEX_EVERY:
-            self._write_index()
+        writer, self._pack = self._pack, None
+        self._sealing.append((self._sealer.submit(writer.finish), writer))
+        self._collect(keep=self.SEALS_IN_FLIGHT)
+
+    def _collect(self, keep: int | None = None) -> None:
+        """Index the packs whose seal has finished, oldest first, waiting for more until at
+        most `keep` are in flight (None: never wait). An id joins the index before it leaves
+        the pending set, so `has` never misses it."""
+        while self._sealing:
+            future, writer = self._sealing[0]
+            if not future.done() and (keep is None or len(self._sealing) <= keep):
+                return
+            self._sealing.popleft()
+            pack_id, entries = future.result()      # a failed seal raises its plain error
+            self.repo.index.add_pack(pack_id, entries)
+            self._pending_ids.difference_update(e.id for e in entries)
+            self.new_packs.append(WrittenPack(pack_id, writer.digest, writer.size))
+            self._unindexed.append((pack_id, entries))
+            if len(self._unindexed) >= self.INDEX_EVERY:
+                self._write_index()
 
     def _write_index(self) -> None:
         if self._unindexed:
@@ -382,4 +413,5 @@ class WriteSession:
         elif self._pack is not None:
             self._pack.abort()
             self._pack = None
+        self._collect(keep=0)
         self._write_index()

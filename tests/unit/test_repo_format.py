@@ -110,15 +110,43 @@ def test_used_windows_cut_ranges_at_window_edges():
     assert list(used_windows([(39_990, 100)], 40_000, 4096)) == [(9, [(3126, 10)])]
 
 
-def test_read_back_check_after_backup_rejects_a_pack_with_a_damaged_footer(tmp_path):
+def _damage_after_writing(tmp_path, where):
+    """Write a pack through a session, then alter one byte of it on disk (`where` counts
+    from the end when negative), as a failing drive would; returns the session's pack list."""
+    repo = Repository.init(tmp_path / "r")
+    with repo.writer() as session:
+        for raw in (os.urandom(5000), b"text " * 3000):
+            stored, codec = compress(raw, 3)
+            session.add(blob_id(raw), stored, len(raw), KIND_DATA, codec)
+    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[where] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    return Repository.open(tmp_path / "r"), session.new_packs
+
+
+@pytest.mark.parametrize("where", [100, 5010, -60], ids=["first blob", "second blob", "footer"])
+def test_read_back_check_after_backup_rejects_any_altered_byte(tmp_path, where):
     from recovery.events import CancelToken, ignore
     from recovery.verify import check_new_packs
 
-    repo = Repository.init(tmp_path / "r")
-    store(repo, [os.urandom(5000)])
-    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    repo, new_packs = _damage_after_writing(tmp_path, where)
+    assert len(new_packs) == 1 and len(new_packs[0][1]) == 32
+    with pytest.raises(DamageError, match="did not read back correctly"):
+        check_new_packs(repo, new_packs, [], ignore, CancelToken())
+
+
+def test_read_back_check_passes_an_intact_pack_and_names_a_vanished_one(tmp_path):
+    from recovery.events import CancelToken, ignore
+    from recovery.repo.packs import pack_path
+    from recovery.verify import check_new_packs
+
+    repo, new_packs = _damage_after_writing(tmp_path, 100)
+    pack = pack_path(repo.path, new_packs[0][0])
     data = bytearray(pack.read_bytes())
-    data[-60] ^= 0xFF
+    data[100] ^= 0xFF                                     # undo the damage
     pack.write_bytes(bytes(data))
-    with pytest.raises(DamageError, match="damaged footer"):
-        check_new_packs(Repository.open(tmp_path / "r"), [pack.stem], [], ignore, CancelToken())
+    check_new_packs(repo, new_packs, [], ignore, CancelToken())
+    pack.unlink()
+    with pytest.raises(DamageError, match="cannot be read back"):
+        check_new_packs(repo, new_packs, [], ignore, CancelToken())
