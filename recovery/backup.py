@@ -17,7 +17,7 @@ from recovery.fs import FsInfo, probe_partition
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.probe.bootarea import read_boot_areas
 from recovery.probe.disks import describe
-from recovery.probe.mounts import disk_of_path, mounts_on_disk
+from recovery.probe.mounts import is_on_disk, mounts_on_disk
 from recovery.probe.table import read_layout
 from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
@@ -61,8 +61,7 @@ def check_source(disk, repo: Repository) -> None:
             f"{m.source} is mounted read-write at {m.target}; unmount it first "
             f"(umount {m.target}) or remount it read-only, so the image is consistent"
         )
-    repo_disk = disk_of_path(str(repo.path))
-    if repo_disk and os.path.realpath(repo_disk) == os.path.realpath(disk.path):
+    if is_on_disk(str(repo.path), disk.path):
         raise RefusedError(
             f"the repository {repo.path} is on {disk.path}, the disk being backed up; "
             "keep backups on another drive"

@@ -15,7 +15,7 @@ from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
 from recovery.model.disk import DiskInfo
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.probe.disks import describe
-from recovery.probe.mounts import disk_of_path, mounts_on_disk
+from recovery.probe.mounts import is_on_disk, mounts_on_disk
 from recovery.probe.table import read_layout
 from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest
@@ -91,8 +91,7 @@ def check_target(target: DiskInfo, repo: Repository) -> None:
     if mounted:
         m = mounted[0]
         raise RefusedError(f"{m.source} on the target is mounted at {m.target}; unmount it first")
-    repo_disk = disk_of_path(str(repo.path))
-    if repo_disk and os.path.realpath(repo_disk) == os.path.realpath(target.path):
+    if is_on_disk(str(repo.path), target.path):
         raise RefusedError(f"{target.path} holds the repository being restored from; choose another disk")
     if target.is_image and os.path.realpath(target.path).startswith(os.path.realpath(repo.path) + os.sep):
         raise RefusedError(f"{target.path} lies inside the repository; choose another target")

@@ -167,3 +167,9 @@ def disk_of_path(path: str, mounts: list[Mount] | None = None, sys_root: str = S
         return disk_of_path(best.source, mounts, sys_root) if os.path.realpath(best.source) != real else None
     rdev = os.stat(best.source).st_rdev
     return whole_disk_of((os.major(rdev), os.minor(rdev)), sys_root)
+
+
+def is_on_disk(path: str, disk: str) -> bool:
+    """True when `path` lives on a filesystem of the whole disk `disk` (any spelling of it)."""
+    holder = disk_of_path(path)
+    return holder is not None and os.path.realpath(holder) == os.path.realpath(disk)
