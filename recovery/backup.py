@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from recovery import __version__
 from recovery.chunking import split, used_windows, window_count, window_length
 from recovery.diskio import Disk
-from recovery.errors import NoSpaceError, RefusedError
+from recovery.errors import NoSpaceError, RefusedError, UsageError
 from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
 from recovery.fs import FsInfo, probe_partition
 from recovery.model.layout import Layout, PartitionEntry
@@ -21,7 +21,7 @@ from recovery.probe.mounts import is_on_disk, mounts_on_disk
 from recovery.probe.table import read_layout
 from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
-from recovery.repo.repository import Repository, compress, now_iso
+from recovery.repo.repository import Repository, now_iso
 from recovery.units import human_size
 from recovery.windowread import WindowReader
 from recovery.workers import ordered_map
@@ -83,9 +83,12 @@ def backup(
     on_event: EventSink | None = None,
     cancel: CancelToken | None = None,
     zstd_level: int = 3,
+    threads: int | None = None,
 ) -> BackupResult:
     sink = on_event or ignore
     cancel = cancel or CancelToken()
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be 1 or more, not {threads}")
     started = time.monotonic()
     info = describe(source)
     check_source(info, repo)
@@ -107,7 +110,7 @@ def backup(
         _check_room(repo, name, bytes_used)
 
         meter = Meter("backup", bytes_used, sink)
-        with repo.writer(zstd_level) as session:
+        with repo.writer(zstd_level, threads) as session:
             boot = [
                 BootArea(off, len(data), session.add_meta(data))
                 for off, data in read_boot_areas(source, layout)
@@ -115,7 +118,7 @@ def backup(
             images = []
             for part, fsinfo in maps:
                 meter.partition = part.number
-                images.append(_image_partition(disk, part, fsinfo, repo, session, meter, cancel, zstd_level))
+                images.append(_image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads))
             session.flush()
             meter.finish()
             if verify:
@@ -167,11 +170,11 @@ def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
         )
 
 
-def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) -> PartitionImage:
+def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads) -> PartitionImage:
     size, chunk = part.size, repo.chunk_size
     table = bytearray(window_count(size, chunk) * ID_SIZE)   # zero = NO_DATA
     what = f"partition {part.number}" if part.number else "disk"
-    has = session.has
+    has, compress = session.has, session.compressor.compress
 
     with WindowReader(disk, chunk) as reader:
 
@@ -184,11 +187,12 @@ def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, level) ->
             bid = blob_id(view)
             if has(bid):
                 return w, len(view), used_here, bid, None, 0
-            stored, codec = compress(view, level)
+            stored, codec = compress(view)
             return w, len(view), used_here, bid, stored, codec
 
         windows = used_windows(fsinfo.used, size, chunk)
-        for w, length, used_here, bid, stored, codec in ordered_map(hash_and_pack, windows, cancel, io_bound=True):
+        results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads)
+        for w, length, used_here, bid, stored, codec in results:
             new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
             table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
             meter.add(used_here, new)

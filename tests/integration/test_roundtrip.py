@@ -71,6 +71,18 @@ def test_snapshots_and_verify_report_in_json(tmp_path, gpt_pc):
     assert report["ok"] is True and report["checked"] == [sid] and report["damaged"] == []
 
 
+def test_thread_count_does_not_change_what_is_stored(tmp_path, gpt_pc):
+    stored = {}
+    for threads in ("1", "3"):
+        repo = tmp_path / f"repo-{threads}"
+        lifeboat("repo", "init", repo)
+        made = lifeboat("backup", gpt_pc.disk, "--repo", repo, "--threads", threads, "--json", json_out=True).data
+        stored[threads] = made["bytes_stored_new"]
+        report = lifeboat("verify", "--repo", repo, "--json", json_out=True).data
+        assert report["ok"] is True
+    assert stored["1"] == stored["3"] > 0
+
+
 def test_mbr_with_logical_partitions_round_trip(tmp_path, tree):
     ext = fi.make_ext4(tmp_path / "a.img", 16 * MiB, tree, label="mbr-root")
     fat16 = fi.make_vfat(tmp_path / "b.img", 20 * MiB, tree, fat=16, label="MBRFAT")

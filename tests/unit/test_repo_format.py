@@ -6,15 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import zstandard
 
 from recovery.chunking import used_windows
 from recovery.errors import DamageError, RepositoryError
 from recovery.repo.format import KIND_DATA, blob_id
 from recovery.repo.index import Index
 from recovery.repo.packs import read_footer
-from recovery.repo.repository import Repository, compress
+from recovery.repo.repository import Compressor, Repository
 
 
 def store(repo: Repository, blobs: list[bytes]) -> list[bytes]:
@@ -22,7 +24,7 @@ def store(repo: Repository, blobs: list[bytes]) -> list[bytes]:
     with repo.writer() as session:
         for raw in blobs:
             bid = blob_id(raw)
-            stored, codec = compress(raw, 3)
+            stored, codec = session.compressor.compress(raw)
             session.add(bid, stored, len(raw), KIND_DATA, codec)
             ids.append(bid)
     return ids
@@ -116,7 +118,7 @@ def _damage_after_writing(tmp_path, where):
     repo = Repository.init(tmp_path / "r")
     with repo.writer() as session:
         for raw in (os.urandom(5000), b"text " * 3000):
-            stored, codec = compress(raw, 3)
+            stored, codec = session.compressor.compress(raw)
             session.add(blob_id(raw), stored, len(raw), KIND_DATA, codec)
     pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
     data = bytearray(pack.read_bytes())
@@ -150,3 +152,15 @@ def test_read_back_check_passes_an_intact_pack_and_names_a_vanished_one(tmp_path
     pack.unlink()
     with pytest.raises(DamageError, match="cannot be read back"):
         check_new_packs(repo, new_packs, [], ignore, CancelToken())
+
+
+def test_compressor_runs_on_at_most_its_threads_and_keeps_raw_what_does_not_shrink():
+    comp = Compressor(3, threads=2)
+    text = [f"line {i} of a log file\n".encode() * 20_000 for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:             # eight workers ask at once
+        results = list(pool.map(comp.compress, text))
+    assert len(comp._idle) <= 2                     # no more contexts than threads were made
+    for raw, (stored, codec) in zip(text, results):
+        assert codec == 1 and zstandard.ZstdDecompressor().decompress(stored) == raw
+    noise = os.urandom(100_000)
+    assert comp.compress(noise) == (noise, 0)
