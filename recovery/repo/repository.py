@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import uuid
 from collections import deque
@@ -65,21 +66,18 @@ class Compressor:
     CPU time with one context per worker). Each context is reused, warm, for the next chunk."""
 
     def __init__(self, level: int, threads: int | None = None):
-        self.level = level
-        self._slots = threading.Semaphore(worker_count(cores=threads))
-        self._lock = threading.Lock()
-        self._idle: list[zstandard.ZstdCompressor] = []
+        # The queue holds the contexts not in use: taking one waits while all are busy.
+        self._idle: queue.SimpleQueue[zstandard.ZstdCompressor] = queue.SimpleQueue()
+        for _ in range(worker_count(cores=threads)):
+            self._idle.put(zstandard.ZstdCompressor(level=level))
 
     def compress(self, raw) -> tuple[bytes, int]:
         """The stored form and its codec: raw bytes when compression does not pay (< 1/64 saved)."""
-        with self._slots:
-            with self._lock:
-                cctx = self._idle.pop() if self._idle else zstandard.ZstdCompressor(level=self.level)
-            try:
-                packed = cctx.compress(raw)
-            finally:
-                with self._lock:
-                    self._idle.append(cctx)
+        cctx = self._idle.get()
+        try:
+            packed = cctx.compress(raw)
+        finally:
+            self._idle.put(cctx)
         if len(packed) >= len(raw) - len(raw) // 64:
             return bytes(raw), CODEC_RAW
         return packed, CODEC_ZSTD

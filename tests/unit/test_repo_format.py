@@ -154,12 +154,14 @@ def test_read_back_check_passes_an_intact_pack_and_names_a_vanished_one(tmp_path
         check_new_packs(repo, new_packs, [], ignore, CancelToken())
 
 
-def test_compressor_runs_on_at_most_its_threads_and_keeps_raw_what_does_not_shrink():
+def test_compressor_shares_its_contexts_and_keeps_raw_what_does_not_shrink():
     comp = Compressor(3, threads=2)
     text = [f"line {i} of a log file\n".encode() * 20_000 for i in range(16)]
     with ThreadPoolExecutor(8) as pool:             # eight workers ask at once
         results = list(pool.map(comp.compress, text))
-    assert len(comp._idle) <= 2                     # no more contexts than threads were made
+    with pytest.raises(TypeError):
+        comp.compress(12345)                        # a failed call still gives its context back
+    assert comp._idle.qsize() == 2                  # both contexts are back, none lost
     for raw, (stored, codec) in zip(text, results):
         assert codec == 1 and zstandard.ZstdDecompressor().decompress(stored) == raw
     noise = os.urandom(100_000)
