@@ -16,7 +16,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from recovery.errors import DamageError, LifeboatError, RepositoryError
+from recovery.errors import DamageError, LifeboatError, RepositoryError, UsageError
 from recovery.repo.format import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -66,6 +66,9 @@ class Compressor:
     CPU time with one context per worker). Each context is reused, warm, for the next chunk."""
 
     def __init__(self, level: int, threads: int | None = None):
+        highest = zstandard.MAX_COMPRESSION_LEVEL
+        if level > highest:
+            raise UsageError(f"zstd level {level} is out of range: the highest is {highest}")
         # The queue holds the contexts not in use: taking one waits while all are busy.
         self._idle: queue.SimpleQueue[zstandard.ZstdCompressor] = queue.SimpleQueue()
         for _ in range(worker_count(cores=threads)):

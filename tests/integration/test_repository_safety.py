@@ -137,6 +137,8 @@ def test_plain_errors(tmp_path):
     assert "does not exist" in one_line_error(lifeboat("backup", tmp_path / "nope.img", "--repo", repo, check=False))
     assert "--threads must be 1 or more" in one_line_error(
         lifeboat("backup", disk, "--repo", repo, "--threads", "0", check=False))
+    assert "zstd level 99 is out of range" in one_line_error(
+        lifeboat("backup", disk, "--repo", repo, "--zstd-level", "99", check=False))
     assert "no repository" in one_line_error(lifeboat("snapshots", "--repo", tmp_path / "missing", check=False))
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x").write_text("x")
