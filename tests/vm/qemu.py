@@ -6,7 +6,7 @@ Usage::
 
     disks = [Disk("golden.img", bus="nvme", snapshot=True)]
     with Machine(disks, firmware="uefi", log=tmp_path / "console.log") as vm:
-        m = vm.wait_for(r"GOLDEN-PC ok root=(\\w+)", timeout=300)
+        m = vm.wait_for(r"GOLDEN-PC ok root=(\\w+) ", timeout=300)
         vm.wait_exit(timeout=60)
 
 API
@@ -24,7 +24,8 @@ API
   UEFI variable store (boot entries) in that file across machines (made on first use).
 - ``vm.wait_for(pattern, timeout) -> re.Match``: waits for a regular expression in the serial
   output after the previous match; raises ``ConsoleTimeout`` (with the console's tail) on
-  timeout or when QEMU exits first.
+  timeout or when QEMU exits first. The output arrives in pieces, so a pattern whose last
+  field is open-ended (``\\S+``) must end with ``\\n`` or it may match half a line.
 - ``vm.send(text)``: types on the serial console. ``vm.output``: everything read so far
   (``\\r`` removed). ``vm.wait_exit(timeout) -> int``: QEMU's exit status (the guest powered
   off or rebooted: ``-no-reboot`` is always set).
