@@ -42,7 +42,7 @@ from tests.vm.qemu import cache_dir
 
 BUILD_VERSION = 5
 MIB = 1024 * 1024
-MARKER = r"GOLDEN-PC ok root=(?P<root>[0-9a-f]{64}) size=(?P<size>\d+) dev=(?P<dev>\S+)\r?\n"
+MARKER = r"GOLDEN-PC ok root=(?P<root>[0-9a-f]{64}) size=(?P<size>\d+) dev=(?P<dev>\S+)\n"
 
 # Storage drivers for every bus tests/vm/qemu.py offers, plus ext4 and its checksum.
 INITRD_MODULES = [

@@ -218,7 +218,7 @@ def test_uefi_pc_restored_onto_a_4kn_disk_boots(tmp_path, loops):
 
 # ----------------------------------------------------------------------------- UEFI boot entry, from the live system
 
-LIVE_RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\r\n]*)\r?\n"
+LIVE_RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)\n"
 
 
 def repo_disk(tmp_path: Path, g: golden.Golden, label: str) -> Path:

@@ -26,7 +26,7 @@ BOOT_TIMEOUT = 480          # plain emulation on a loaded 2-core machine; a quie
 # Each pattern ends at the newline: the console arrives in pieces, and a match on half a
 # line would cut the last field short.
 BOOT_LINE = r"LIFEBOAT-BOOT firmware=(?P<fw>\w+) secureboot=(?P<sb>\w+) medium=(?P<medium>\S+) uptime=(?P<up>[\d.]+)\n"
-RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\r\n]*)\r?\n"
+RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)\n"
 # Textual switches to the alternate screen, then draws the main menu.
 TUI_DRAWN = r"Power off"
 MIB = 1024 * 1024
