@@ -5,6 +5,9 @@ A technician (or a test) boots the ISO with, for example::
     lifeboat.repo=LABEL=BACKUPS:/lifeboat lifeboat.snapshot=latest
     lifeboat.target=SERIAL123 lifeboat.yes=1 lifeboat.then=poweroff
 
+(``lifeboat.name=PC`` picks the computer when the repository keeps several; ``latest`` is
+otherwise the newest snapshot of the target disk's own serial, or of the only computer.)
+
 The live system's init runs ``lifeboat live``: it finds and mounts (read-only) the filesystem
 holding the repository, restores through the engine API, and prints one line on every
 console::
@@ -56,6 +59,7 @@ class LiveRequest:
     layout: str = "grow"
     yes: bool = False
     then: str = "shell"
+    name: str | None = None      # the computer whose backups to use (needed when several are kept)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -141,7 +145,8 @@ def parse_request(cmdline: str) -> LiveRequest | None:
     then = p.get("then", "shell").strip().lower() or "shell"
     if then not in THEN_CHOICES:
         raise UsageError(f"lifeboat.then={then} is not one of {', '.join(THEN_CHOICES)}")
-    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then)
+    name = p.get("name", "").strip() or None
+    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then, name)
 
 
 def then_after_error(cmdline: str) -> str:
@@ -282,9 +287,9 @@ def progress_printer(say, every: float = 5.0):
 
 def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
     """Do the restore. Returns (snapshot id, target device, seconds)."""
+    from recovery.jobs import RestoreJob, run_job
     from recovery.probe.disks import list_disks
     from recovery.repo.repository import Repository
-    from recovery.restore import apply_restore, plan_restore
 
     say(f"lifeboat: unattended restore from {req.repo.describe()}")
     device = locate_device(req.repo)
@@ -294,17 +299,22 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
         repo_path = mountpoint / req.repo.path.lstrip("/")
         repo = Repository.open(str(repo_path))
         target = resolve_target(req.target, list_disks())
-        plan = plan_restore(repo, req.snapshot, target, layout_mode=req.layout)
-        for line in plan.lines():
-            say(f"lifeboat: {line}")
-        if not req.yes:
+        job = RestoreJob(repo, req.snapshot, target, name=req.name, layout=req.layout)
+
+        def confirm(plan) -> bool:
+            for line in plan.lines():
+                say(f"lifeboat: {line}")
+            if req.yes:
+                return True
             if ask is None:
                 raise RefusedError("lifeboat.yes=1 is not set and no one can confirm here; nothing was written")
             answer = ask(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
             if answer.strip() != plan.target.name:
                 raise Cancelled("nothing was written: the name typed does not match the target")
+            return True
+
         sink = progress_printer(say)
-        result = apply_restore(repo, plan, on_event=sink)
+        result = run_job(job, confirm=confirm, on_event=sink).result
         for w in result.warnings:
             if w not in sink.warnings:
                 say(f"lifeboat: note: {w}")

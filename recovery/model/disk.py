@@ -34,6 +34,7 @@ class DiskInfo:
     is_system: bool = False      # the running system (or live medium) lives here
     holds_repository: bool = False
     table: str | None = None     # "gpt", "dos" or None
+    incomplete_restore: str | None = None   # "incomplete restore of <name> <date>": a restore's mark is on it
     partitions: tuple[PartInfo, ...] = field(default_factory=tuple)
 
     @property

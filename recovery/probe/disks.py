@@ -16,6 +16,7 @@ from recovery.errors import DiskError
 from recovery.model.disk import DiskInfo, PartInfo
 from recovery.probe import blockdev, classify
 from recovery.probe.mounts import Mount, current_mounts, devices_of_disk, loops_backed_by
+from recovery.probe.restore_mark import read_mark
 from recovery.probe.table import read_layout
 from recovery.probe.tools import run_tool
 
@@ -152,8 +153,17 @@ def _block_names(context=None) -> list[str]:
 
 
 def _without_extended(info: DiskInfo) -> DiskInfo:
-    """The kernel shows an MBR extended container as a 1 KiB partition; a person never needs it."""
-    return replace(info, partitions=tuple(p for p in info.partitions if p.type not in EXTENDED_TYPES))
+    """The kernel shows an MBR extended container as a 1 KiB partition; a person never needs it.
+    A disk a restore was interrupted on says so (its mark in sector 0)."""
+    return _with_restore_mark(
+        replace(info, partitions=tuple(p for p in info.partitions if p.type not in EXTENDED_TYPES)))
+
+
+def _with_restore_mark(info: DiskInfo) -> DiskInfo:
+    if info.table:
+        return info
+    mark = read_mark(info.path)
+    return replace(info, incomplete_restore=mark.describe()) if mark else info
 
 
 def list_disks() -> list[DiskInfo]:
@@ -208,11 +218,11 @@ def _describe_image(path: str) -> DiskInfo:
     all_targets = {m.target for m in mounts if m.source == path}
     for loop in loops:
         all_targets |= set(_mount_targets(devices_of_disk(os.path.basename(loop)), mounts))
-    return DiskInfo(
+    return _with_restore_mark(DiskInfo(
         path=path, size=layout.disk_size, logical_sector=layout.sector_size, physical_sector=layout.sector_size,
         transport="file", read_only=not os.access(path, os.W_OK), is_image=True,
         is_system=any(t in classify.SYSTEM_MOUNTS for t in all_targets),
-        table=layout.table if layout.table != "none" else None, partitions=tuple(parts))
+        table=layout.table if layout.table != "none" else None, partitions=tuple(parts)))
 
 
 def record_profile(name: str) -> dict:

@@ -1,0 +1,188 @@
+"""Restore you can trust: proof before writing, the plan as typed actions, the incomplete-restore
+mark, kill -9 at random points and resume — on real filesystems in real image files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recovery.probe.disks import describe
+from recovery.probe.restore_mark import read_mark
+from recovery.probe.table import read_layout
+from recovery.repo.packs import pack_path
+from recovery.repo.repository import Repository
+from recovery.verify import chunk_table, table_ids
+from tests import fsimages as fi
+from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
+from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damage_chunk(repo_dir: Path, sid: str, partition: int, window: int | None = None) -> int:
+    """Overwrite 4 bytes inside the stored form of one data chunk of `partition` (the middle one,
+    or `window`); returns the window's number."""
+    repo = Repository.open(repo_dir)
+    part = next(p for p in repo.load_manifest(sid).partitions if p.number == partition)
+    ids = list(table_ids(chunk_table(repo, part)))
+    w, bid = ids[len(ids) // 2] if window is None else next(x for x in ids if x[0] == window)
+    loc = repo.index.get(bid)
+    with open(pack_path(repo.path, loc.pack_id), "r+b") as f:
+        f.seek(loc.offset + loc.stored_len // 2)
+        f.write(b"\xde\xad\xbe\xef")
+    repo.close()
+    return w
+
+
+def test_damaged_pack_is_refused_before_anything_is_written(tmp_path):
+    tree = data_tree(tmp_path / "tree", 6, MiB)
+    disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "r.img", 16 * MiB, tree), 24 * MiB)
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    sid = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
+    w = damage_chunk(repo, sid, 1)
+
+    # The target holds another PC's disk: it must come out byte for byte unchanged.
+    target = tmp_path / "target.img"
+    (tmp_path / "other").mkdir()
+    build = build_gpt_pc(tmp_path / "other", _small_tree(tmp_path / "other-tree"))
+    os.replace(build.disk, target)
+    before = sha256(target)
+    proc = lifeboat("restore", "latest", target, "--repo", repo, "--yes", check=False)
+    line = one_line_error(proc)
+    assert proc.returncode == 6
+    assert f"snapshot {sid[:8]}" in line and "partition 1" in line
+    assert f"bytes {w * MiB}-{(w + 1) * MiB - 1}" in line and "nothing was written" in line
+    assert sha256(target) == before
+
+
+def _small_tree(root: Path) -> Path:
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "letter.txt").write_text("Dear Ann,\n" * 200)
+    (root / "photo.jpg").write_bytes(random.Random(5).randbytes(300_000))
+    return root
+
+
+def test_dry_run_json_lists_the_actions_apply_runs_in_order(tmp_path):
+    pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", pc.disk, "--repo", repo, "--name", "pc")
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, 160 * MiB)
+    plan = lifeboat("restore", "latest", target, "--repo", repo, "--dry-run", "--json", json_out=True).data["plan"]
+    kinds = [a["action"] for a in plan["actions"]]
+    assert kinds[:2] == ["prove", "prepare"]
+    assert kinds.count("write-partition") == 4
+    assert kinds[-1] == "write-table"           # an image file gets no UEFI boot entry
+    assert kinds.index("resize-filesystem") < kinds.index("write-table")
+    assert all(a["text"] and str(target) not in a["text"] for a in plan["actions"])
+    grow = next(a for a in plan["actions"] if a["action"] == "resize-filesystem")
+    assert grow["new_size"] > grow["old_size"]
+    assert target.stat().st_size == 160 * MiB and sha256(target) == sha256_of_zeros(160 * MiB)
+
+    human = lifeboat("restore", "latest", target, "--repo", repo, "--dry-run").stdout
+    for a in plan["actions"]:
+        assert a["text"] in human
+
+
+def sha256_of_zeros(n: int) -> str:
+    h = hashlib.sha256()
+    block = bytes(MiB)
+    for _ in range(n // MiB):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _restore_cmd(repo, target) -> list[str]:
+    return [sys.executable, "-m", "recovery", "restore", "latest", str(target), "--repo", str(repo), "--yes",
+            "--json"]
+
+
+def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
+    """kill -9 at random points: each time the target is either marked as an incomplete restore
+    (no partition table at all) or completely restored; the next run resumes and finishes."""
+    tree = data_tree(tmp_path / "tree", 40, 4 * MiB, seed=11)       # 160 MiB of incompressible files
+    root = fi.make_ext4(tmp_path / "root.img", 200 * MiB, tree)
+    disk, _ = one_partition_disk(tmp_path, "pc", root, 220 * MiB)
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", disk, "--repo", repo, "--name", "pc")
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, 220 * MiB)
+
+    started = time.monotonic()
+    lifeboat("restore", "latest", target, "--repo", repo, "--yes")
+    full = time.monotonic() - started
+    expected = fi.ext_tree(target, *_part(target))
+
+    untouched = sha256_of_zeros(220 * MiB)
+    rng = random.Random(20261130)
+    skipped_any = False
+    for attempt in range(5):
+        os.truncate(target, 0)            # a fresh disk each round: nothing of the last round helps
+        os.truncate(target, 220 * MiB)
+        kills = 0
+        for _ in range(3):                 # kill it up to three times in a row, then let it finish
+            proc = subprocess.Popen(_restore_cmd(repo, target), cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(rng.uniform(0.05, full))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            mark = read_mark(str(target))
+            layout = read_layout(str(target))
+            if mark is not None:
+                assert layout.table == "none", "a marked disk must carry no partition table"
+                assert describe(str(target)).incomplete_restore.startswith("incomplete restore of pc")
+            elif layout.table == "none":
+                assert sha256(target) == untouched, "killed before the mark, yet something was written"
+            else:
+                # Killed only after the table went on: then everything else was already in place.
+                assert layout.table == "gpt"
+                assert fi.ext_tree(target, *_part(target)) == expected
+        proc = subprocess.run(_restore_cmd(repo, target), cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        import json
+        skipped_any |= kills > 0 and json.loads(proc.stdout)["bytes_skipped"] > 0
+        assert read_mark(str(target)) is None
+        start, size = _part(target)
+        assert fi.fsck_clean("ext4", target, start, size)
+        assert fi.ext_tree(target, start, size) == expected
+    assert skipped_any, "no re-run resumed anything: every kill landed before the data"
+
+
+def _part(target: Path) -> tuple[int, int]:
+    p = read_layout(str(target)).partitions[0]
+    return p.start, p.size
+
+
+def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
+    pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", pc.disk, "--repo", repo, "--name", "pc")
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, pc.disk.stat().st_size)
+    result = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--layout", "keep", "--json",
+                      json_out=True).data
+    assert result["status"] == "ok" and result["bytes_skipped"] == 0
+    assert_restored(pc, target)
+    assert read_mark(str(target)) is None
