@@ -35,6 +35,7 @@ class DiskInfo:
     holds_repository: bool = False
     table: str | None = None     # "gpt", "dos" or None
     incomplete_restore: str | None = None   # "incomplete restore of <name> <date>": a restore's mark is on it
+    incomplete_snapshot: str | None = None  # the id of the snapshot that restore was writing
     partitions: tuple[PartInfo, ...] = field(default_factory=tuple)
 
     @property

@@ -163,7 +163,9 @@ def _with_restore_mark(info: DiskInfo) -> DiskInfo:
     if info.table:
         return info
     mark = read_mark(info.path)
-    return replace(info, incomplete_restore=mark.describe()) if mark else info
+    if mark is None:
+        return info
+    return replace(info, incomplete_restore=mark.describe(), incomplete_snapshot=mark.snapshot)
 
 
 def list_disks() -> list[DiskInfo]:
