@@ -13,13 +13,12 @@ makes a found place usable (mounting it again, read-write for a backup) and clea
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from recovery.errors import DiskError, LifeboatError, RepositoryError
+from recovery.host import mounts as host_mounts
 from recovery.model.disk import DiskInfo, PartInfo
 from recovery.repo.format import CONFIG_FILE
 
@@ -137,38 +136,18 @@ def check_directory(path: str | os.PathLike) -> Place:
     return Place(None, None, "", str(p), _free_bytes(p), facts[0], names=facts[1], writable=writable)
 
 
-def _mount_options(fs: str | None, writable: bool) -> list[str]:
-    if fs == "ntfs":
-        return ["-t", "ntfs-3g", "-o", "rw" if writable else "ro"]
-    opts = "rw" if writable else "ro"
-    if not writable and fs in ("ext3", "ext4"):
-        opts += ",noload"          # never replay a journal on a disk we only look at
-    if not writable and fs == "xfs":
-        opts += ",norecovery"
-    return ["-o", opts]
-
-
 def mount(device: str, fs: str | None, writable: bool = False) -> Path:
     """Mount ``device`` in a new temporary directory; DiskError when it cannot be mounted."""
-    where = Path(tempfile.mkdtemp(prefix="lifeboat-mnt-"))
-    proc = subprocess.run(
-        ["mount", *_mount_options(fs, writable), device, str(where)],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
+    try:
+        return host_mounts.temporary(device, fs, writable)
+    except DiskError:
         region = _region_of_mounted_disk(device)
-        if region is not None:
-            # The whole disk is mounted (the Lifeboat stick, mounted whole as the live medium):
-            # the kernel lets none of its partitions be mounted, a loop device over the bytes can.
-            disk, start, size = region
-            options = _mount_options(fs, writable)
-            options[-1] += f",loop,offset={start},sizelimit={size}"
-            proc = subprocess.run(["mount", *options, disk, str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        where.rmdir()
-        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "mount failed"
-        raise DiskError(f"cannot mount {device}: {reason}")
-    return where
+        if region is None:
+            raise
+    # The whole disk is mounted (the Lifeboat stick, mounted whole as the live medium): the
+    # kernel lets none of its partitions be mounted, a loop device over the bytes can.
+    disk, start, size = region
+    return host_mounts.temporary(disk, fs, writable, offset=start, size=size)
 
 
 def _region_of_mounted_disk(device: str) -> tuple[str, int, int] | None:
@@ -196,11 +175,7 @@ def _region_of_mounted_disk(device: str) -> tuple[str, int, int] | None:
 
 
 def unmount(where: Path) -> None:
-    subprocess.run(["umount", str(where)], capture_output=True)
-    try:
-        where.rmdir()
-    except OSError:
-        pass
+    host_mounts.release(where)
 
 
 def _partition_places(disk: DiskInfo, part: PartInfo, mount_partitions: bool) -> list[Place]:

@@ -21,14 +21,14 @@ then powers off, reboots or leaves the consoles to a shell, as ``lifeboat.then``
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.errors import Cancelled, LifeboatError, RefusedError, UsageError
+from recovery.errors import Cancelled, DiskError, LifeboatError, RefusedError, UsageError
+from recovery.host import mounts as host_mounts, tools
 
 THEN_CHOICES = ("poweroff", "reboot", "shell")
 LAYOUT_CHOICES = ("keep", "grow", "proportional")
@@ -192,7 +192,7 @@ def locate_device(loc: RepoLocator, wait: float = DEVICE_WAIT_SECONDS) -> str:
         if time.monotonic() >= deadline:
             raise RefusedError(f"cannot find {loc.describe()}: is the backup disk plugged in?")
         time.sleep(1)
-        subprocess.run(["udevadm", "settle", "--timeout=5"], capture_output=True)
+        tools.quiet(["udevadm", "settle", "--timeout=5"])
 
 
 def _find_device(loc: RepoLocator) -> str | None:
@@ -202,22 +202,16 @@ def _find_device(loc: RepoLocator) -> str | None:
     if link.exists():
         return os.path.realpath(link)
     flag = "-L" if loc.kind == "label" else "-U"
-    out = subprocess.run(["blkid", flag, loc.value], capture_output=True, text=True)
+    out = tools.run(["blkid", flag, loc.value], check=False)
     dev = out.stdout.strip().splitlines()
     return dev[0] if out.returncode == 0 and dev else None
 
 
 def mount_readonly(device: str, mountpoint: Path) -> None:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    # ext3/4 first with noload: a read-only look must not replay the journal either. Other
-    # filesystems refuse that option, so they get plain ro.
-    for opts in ("ro,noload", "ro"):
-        out = subprocess.run(["mount", "-o", opts, device, str(mountpoint)], capture_output=True, text=True)
-        if out.returncode == 0:
-            return
-    if out.returncode != 0:
-        msg = out.stderr.strip().splitlines()[-1:] or ["unknown error"]
-        raise RefusedError(f"cannot mount {device} read-only: {msg[0]}")
+    try:
+        host_mounts.mount(device, mountpoint)
+    except DiskError as exc:
+        raise RefusedError(exc.message) from exc
 
 
 # ----------------------------------------------------------------------------- consoles
@@ -320,7 +314,7 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
                 say(f"lifeboat: note: {w}")
         return result.snapshot, result.target, result.seconds
     finally:
-        subprocess.run(["umount", str(mountpoint)], capture_output=True)
+        host_mounts.unmount(mountpoint)
 
 
 def run_then(then: str, say) -> None:
@@ -332,7 +326,7 @@ def run_then(then: str, say) -> None:
     say(f"lifeboat: {then} now")
     os.sync()
     # busybox's poweroff/reboot signal init, which unmounts and then switches off.
-    subprocess.run([then], check=False)
+    tools.interactive([then])
 
 
 def console_ask(prompt: str) -> str:

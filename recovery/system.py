@@ -7,9 +7,8 @@ would shut down a developer's own machine.
 from __future__ import annotations
 
 import os
-import subprocess
-
 from recovery.errors import RefusedError
+from recovery.host import tools
 
 
 def is_live() -> bool:
@@ -25,7 +24,7 @@ def shell() -> int:
     """An interactive root shell on the current terminal; returns when it exits."""
     _require_live("the shell")
     print("\nLifeboat shell. Type 'exit' to go back to Lifeboat.\n", flush=True)
-    return subprocess.run([os.environ.get("SHELL", "/bin/bash"), "-l"], check=False).returncode
+    return tools.interactive([os.environ.get("SHELL", "/bin/bash"), "-l"])
 
 
 def _power(command: str) -> None:
@@ -33,7 +32,7 @@ def _power(command: str) -> None:
     os.sync()
     # busybox's poweroff/reboot signal init, which runs the shutdown script (unmounts)
     # before switching off.
-    subprocess.run([command], check=False)
+    tools.interactive([command])
 
 
 def reboot() -> None:

@@ -34,14 +34,8 @@ GPT partition name is LIFEBOAT-DATA either way.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import mmap
 import os
-import shutil
 import stat
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +45,8 @@ import blake3
 from recovery.diskio import Disk
 from recovery.errors import DiskError, RefusedError, ToolError, UsageError
 from recovery.events import CancelToken, EventSink, Meter, ignore
+from recovery.host import direct, loops, tools
+from recovery.host import mounts as host_mounts
 from recovery.model.disk import DiskInfo
 from recovery.units import human_size
 
@@ -69,7 +65,6 @@ DATA_TYPES = {"exfat": "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",   # Microsoft bas
 REPO_FOLDER = "lifeboat"        # recovery.discover.NEW_REPO_FOLDER: found one level down
 DEFAULT_ISO = "build/lifeboat.iso"
 
-BLKFLSBUF = 0x1261              # flush and drop a block device's buffer cache
 ISO_MAGIC_AT = 32769            # "CD001" of the ISO 9660 primary volume descriptor
 
 
@@ -136,9 +131,9 @@ def unmount_command(disk: DiskInfo) -> str:
 def unmount(disk: DiskInfo) -> None:
     """Unmount every mounted partition of ``disk`` (deepest mount point first)."""
     for target in sorted({mp for _, mp in mounted_partitions(disk)}, key=len, reverse=True):
-        proc = subprocess.run(["umount", target], capture_output=True, text=True)
+        proc = tools.run(["umount", target], check=False)
         if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ["umount failed"])[-1]
+            reason = tools.last_line(proc.stderr)
             raise RefusedError(f"cannot unmount {target}: {reason}; close what uses it and try again")
 
 
@@ -376,7 +371,7 @@ def write_stick(plan: StickPlan, on_event: EventSink = ignore, cancel: CancelTok
     if not plan.target.is_image:
         # The kernel still knows the old partitions: tell it the new ones (best effort; no udev
         # is needed), then flush once more before saying the stick may be pulled.
-        subprocess.run(["partx", "-u", plan.target.path], capture_output=True)
+        tools.quiet(["partx", "-u", plan.target.path])
         os.sync()
     return result
 
@@ -409,31 +404,9 @@ def _write_image(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> t
                 since_sync = 0
             meter.add(want)
         dst.sync()
-        _drop_cache(dst.fd, dst.is_block)
+        direct.drop_cache(dst.fd, dst.is_block)
     meter.finish()
     return hasher.hexdigest(), time.monotonic() - started
-
-
-def _drop_cache(fd: int, is_block: bool) -> None:
-    """Forget cached pages so the read-back comes from the stick, not from memory."""
-    if is_block:
-        try:
-            fcntl.ioctl(fd, BLKFLSBUF, 0)
-        except OSError:
-            pass
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
-
-
-def _open_direct(path: str) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:      # the filesystem (tmpfs) or driver has no direct I/O
-            return None
-        raise DiskError(f"cannot open {path} to read it back: {exc.strerror}") from exc
 
 
 def _read_back(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> tuple[str, float]:
@@ -443,22 +416,21 @@ def _read_back(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> tup
     started = time.monotonic()
     sector = max(plan.target.logical_sector, 512)
     aligned = plan.image_size // sector * sector
-    direct = _open_direct(path)
-    buf = mmap.mmap(-1, BLOCK)             # page-aligned, as O_DIRECT wants
-    whole = memoryview(buf)
+    direct_fd = direct.open_direct(path)
+    whole = direct.aligned_buffer(BLOCK)
     try:
         plain = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise DiskError(f"cannot open {path} to read it back: {exc.strerror}") from exc
     try:
-        if direct is None:
-            _drop_cache(plain, not plan.target.is_image)
+        if direct_fd is None:
+            direct.drop_cache(plain, not plan.target.is_image)
         offset = 0
         while offset < plan.image_size:
             cancel.check()
             want = min(BLOCK, plan.image_size - offset)
-            use_direct = direct is not None and offset + want <= aligned and want % sector == 0
-            fd = direct if use_direct else plain
+            use_direct = direct_fd is not None and offset + want <= aligned and want % sector == 0
+            fd = direct_fd if use_direct else plain
             if use_direct:
                 view = whole[:want]
             else:
@@ -466,12 +438,12 @@ def _read_back(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> tup
             try:
                 _pread_full(fd, view, offset, path)
             except OSError as exc:              # the driver refused direct I/O after all
-                if not (use_direct and exc.errno == errno.EINVAL):
+                if not (use_direct and direct.refused(exc)):
                     raise DiskError(f"cannot read {path} back at byte {offset}: {exc.strerror}; "
                                     "the stick may be failing") from exc
-                _drop_cache(plain, not plan.target.is_image)
-                os.close(direct)
-                direct = None
+                direct.drop_cache(plain, not plan.target.is_image)
+                os.close(direct_fd)
+                direct_fd = None
                 view.release()
                 view = memoryview(bytearray(want))
                 try:
@@ -485,10 +457,9 @@ def _read_back(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> tup
             meter.add(want)
     finally:
         os.close(plain)
-        if direct is not None:
-            os.close(direct)
+        if direct_fd is not None:
+            os.close(direct_fd)
         whole.release()
-        buf.close()
     meter.finish()
     return hasher.hexdigest(), time.monotonic() - started
 
@@ -505,71 +476,42 @@ def _pread_full(fd: int, view: memoryview, offset: int, path: str) -> None:
 # ----------------------------------------------------------------------------- data partition
 
 
-def _tool(args: list[str], what: str, stdin: str | None = None) -> str:
-    if shutil.which(args[0]) is None:
-        raise ToolError(f"the tool {args[0]} is missing ({what}); install it and try again")
-    proc = subprocess.run(args, input=stdin, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        raise ToolError(f"{what} failed: {args[0]}: {lines[-1].strip() if lines else 'no message'}")
-    return proc.stdout
-
-
 def _add_data_partition(plan: StickPlan, result: StickResult) -> None:
     path, fs = plan.target.path, plan.data_fs
     assert fs is not None
     sector = plan.target.logical_sector or 512
     # The ISO's GPT describes an image-sized disk: move its backup copy to the real end first.
-    _tool(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--relocate", "gpt-bak-std", path],
+    tools.output(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--relocate", "gpt-bak-std", path],
           "moving the backup partition table to the end of the stick")
     line = (f"start={plan.data_offset // sector}, size={plan.data_size // sector}, "
             f"type={DATA_TYPES[fs]}, name=\"{DATA_PARTLABEL}\"\n")
-    _tool(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--append", path],
+    tools.output(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--append", path],
           "adding the data partition", stdin=line)
-    loop = _tool(["losetup", "--find", "--show", "--offset", str(plan.data_offset),
-                  "--sizelimit", str(plan.data_size), path], "attaching the data partition").strip()
+    loop = loops.attach(path, plan.data_offset, plan.data_size)
     try:
         label = DATA_LABELS[fs]
         if fs == "ext4":
-            _tool(["mkfs.ext4", "-q", "-F", "-L", label, "-m", "0", loop], "making the ext4 filesystem")
+            tools.output(["mkfs.ext4", "-q", "-F", "-L", label, "-m", "0", loop], "making the ext4 filesystem")
         else:
-            _tool(["mkfs.exfat", "-L", label, loop], "making the exFAT filesystem")
-        where = Path(tempfile.mkdtemp(prefix="lifeboat-stick-"))
+            tools.output(["mkfs.exfat", "-L", label, loop], "making the exFAT filesystem")
         try:
-            _mount(loop, fs, where)
-            try:
-                from recovery.repo.repository import Repository
-                Repository.init(where / REPO_FOLDER)
-                (where / "README.txt").write_text(
-                    "This partition holds Lifeboat backups (the folder lifeboat/).\r\n"
-                    "Lifeboat finds them when it starts from this stick. Do not edit them by hand.\r\n")
-                os.sync()
-            finally:
-                subprocess.run(["umount", str(where)], capture_output=True)
+            where = host_mounts.temporary(loop, fs, writable=True, prefix="lifeboat-stick-")
+        except DiskError as exc:
+            hint = " (install exfat-fuse, or use --data ext4)" if fs == "exfat" else ""
+            raise ToolError(f"cannot mount the new {fs} data partition: {exc.message}{hint}") from exc
+        try:
+            from recovery.repo.repository import Repository
+            Repository.init(where / REPO_FOLDER)
+            (where / "README.txt").write_text(
+                "This partition holds Lifeboat backups (the folder lifeboat/).\r\n"
+                "Lifeboat finds them when it starts from this stick. Do not edit them by hand.\r\n")
+            os.sync()
         finally:
-            try:
-                where.rmdir()
-            except OSError:
-                pass
+            host_mounts.release(where)
     finally:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        loops.detach(loop)
     result.data_partition = f"partition 4, {fs} {DATA_LABELS[fs]}, {human_size(plan.data_size)}"
     result.repository = REPO_FOLDER
-
-
-def _mount(device: str, fs: str, where: Path) -> None:
-    proc = subprocess.run(["mount", "-t", fs, device, str(where)], capture_output=True, text=True)
-    if proc.returncode == 0:
-        return
-    # This kernel may have no exFAT driver: the FUSE one (package exfat-fuse) does the job.
-    if fs == "exfat" and shutil.which("mount.exfat-fuse"):
-        fuse = subprocess.run(["mount.exfat-fuse", device, str(where)], capture_output=True, text=True)
-        if fuse.returncode == 0:
-            return
-        proc = fuse
-    reason = ([ln for ln in proc.stderr.splitlines() if ln.strip()] or ["mount failed"])[-1].strip()
-    hint = " (install exfat-fuse, or use --data ext4)" if fs == "exfat" else ""
-    raise ToolError(f"cannot mount the new {fs} data partition: {reason}{hint}")
 
 
 def done_lines(result: StickResult, is_image: bool = False) -> list[str]:

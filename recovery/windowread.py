@@ -11,12 +11,11 @@ the failing byte offset.
 
 from __future__ import annotations
 
-import errno
-import mmap
 import os
 import threading
 
 from recovery.diskio import Disk
+from recovery.host import direct
 
 ALIGN = 4096                  # covers 512-byte and 4096-byte logical sectors
 MERGE_GAP = 256 * 1024        # read across unused gaps up to this size rather than split
@@ -42,10 +41,8 @@ class WindowReader:
         self.chunk_size = chunk_size
         self._zeros = memoryview(bytes(chunk_size))
         self._local = threading.local()
-        try:
-            self._direct_fd = os.open(disk.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-        except OSError:
-            self._direct_fd = -1
+        fd = direct.open_direct(disk.path)
+        self._direct_fd = -1 if fd is None else fd
         self._direct_works = True      # cleared (never closed: other threads read) on EINVAL
 
     @property
@@ -67,7 +64,7 @@ class WindowReader:
         """This thread's page-aligned buffer: a window plus alignment slack at both ends."""
         buf = getattr(self._local, "buf", None)
         if buf is None:
-            buf = self._local.buf = memoryview(mmap.mmap(-1, self.chunk_size + 2 * ALIGN))
+            buf = self._local.buf = direct.aligned_buffer(self.chunk_size + 2 * ALIGN)
         return buf
 
     def read(self, base: int, length: int, subs, what: str) -> memoryview:
@@ -104,7 +101,7 @@ class WindowReader:
                     break
                 got += n
         except OSError as exc:
-            if exc.errno == errno.EINVAL:     # this file takes no O_DIRECT after all
+            if direct.refused(exc):      # this file takes no O_DIRECT after all
                 self._direct_works = False
             return False                       # the buffered path reports the failing offset
         return got >= end                      # short only at the very end of the disk

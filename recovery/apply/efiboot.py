@@ -15,12 +15,12 @@ import logging
 import os
 import re
 import stat
-import subprocess
 
 from recovery.errors import ToolError
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.plan.layout import role
-from recovery.probe.tools import first_line, run_tool
+from recovery.host import tools
+from recovery.host.tools import first_line
 
 log = logging.getLogger("recovery.apply.efiboot")
 
@@ -60,9 +60,9 @@ def ensure_boot_entry(disk: str, layout: Layout, efivars: str = EFIVARS) -> str 
     return f"Added the UEFI boot entry {where}\"{label}\" for {path} on partition {esp.number}."
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str]):
     log.info("run %s", " ".join(args))
-    return run_tool(args, check=False)
+    return tools.run(args, check=False)
 
 
 def _is_block(path: str) -> bool:
@@ -95,7 +95,7 @@ def esp_files(disk: str, esp: PartitionEntry) -> set[str]:
 
 
 def _mdir(image: str, folder: str, env: dict) -> list[str]:
-    res = subprocess.run(["mdir", "-b", "-i", image, folder], capture_output=True, text=True, env=env)
+    res = tools.run(["mdir", "-b", "-i", image, folder], check=False, env=env)
     if res.returncode != 0:
         return []
     names = []

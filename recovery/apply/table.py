@@ -20,7 +20,8 @@ from recovery.errors import DiskError
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.probe import blockdev, bootarea, gpt
 from recovery.probe.table import read_layout
-from recovery.probe.tools import first_line, run_tool
+from recovery.host import tools
+from recovery.host.tools import first_line
 
 log = logging.getLogger("recovery.apply.table")
 
@@ -142,7 +143,7 @@ def _apply_sfdisk(target: str, layout: Layout) -> None:
 
 def _run_sfdisk(args: list[str], target: str, stdin: str | None = None) -> None:
     try:
-        run_tool(args, stdin=stdin)
+        tools.run(args, stdin=stdin)
     except subprocess.CalledProcessError as exc:
         raise DiskError(f"sfdisk could not write the partition table of {target}: {first_line(exc.stderr)}") from exc
 
@@ -161,7 +162,7 @@ def _wipe_tables(target: str) -> None:
     log.info("removing partition-table signatures from %s", target)
     try:
         # --force: wipefs otherwise leaves tables in image files alone ("non-whole disk device").
-        run_tool(["wipefs", "--all", "--force", "--types", "gpt,PMBR,dos", target])
+        tools.run(["wipefs", "--all", "--force", "--types", "gpt,PMBR,dos", target])
     except subprocess.CalledProcessError as exc:
         raise DiskError(f"cannot remove the old partition table of {target}: {first_line(exc.stderr)}") from exc
 
@@ -268,12 +269,12 @@ def _partx_refresh(disk: str, add: bool) -> None:
     last = None
     for _ in range(4):
         _settle_udev(NODE_TIMEOUT)
-        subprocess.run(["partx", "--delete", disk], capture_output=True)  # fails harmlessly when none exist
+        tools.quiet(["partx", "--delete", disk])  # fails harmlessly when none exist
         if not add:
             return
         _settle_udev(NODE_TIMEOUT)
         try:
-            run_tool(["partx", "--add", disk])
+            tools.run(["partx", "--add", disk])
             return
         except subprocess.CalledProcessError as exc:
             last = exc
@@ -285,4 +286,4 @@ def _partx_refresh(disk: str, add: bool) -> None:
 def _settle_udev(timeout: float) -> None:
     """With a udev daemon running, wait for it to finish making nodes and links."""
     if os.path.exists("/run/udev/control"):
-        subprocess.run(["udevadm", "settle", f"--timeout={int(timeout)}"], capture_output=True)
+        tools.quiet(["udevadm", "settle", f"--timeout={int(timeout)}"])

@@ -4,12 +4,12 @@ then renamed into packs/XX/ so a pack is either whole or absent."""
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 from recovery.errors import DamageError, NoSpaceError, RepositoryError
+from recovery.host import direct
 from recovery.repo.format import (
     ENTRY,
     PACK_END_MAGIC,
@@ -146,23 +146,22 @@ READ_PIECE = 4 * 1024 * 1024
 def file_digest(path: Path) -> bytes:
     """BLAKE3 of a file's bytes as the medium returns them: read with O_DIRECT where the
     filesystem allows it (no page-cache copy, no stale cached page), buffered elsewhere."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-        direct = True
-    except OSError:
-        fd, direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+    fd = direct.open_direct(str(path))
+    is_direct = fd is not None
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     hasher = blake3.blake3()
-    buf = memoryview(mmap.mmap(-1, READ_PIECE))     # page-aligned, as O_DIRECT needs
+    buf = direct.aligned_buffer(READ_PIECE)
     pos = 0
     try:
         while True:
             try:
                 n = os.preadv(fd, [buf], pos)
             except OSError as exc:
-                if not (direct and exc.errno == errno.EINVAL):
+                if not (is_direct and direct.refused(exc)):
                     raise
-                os.close(fd)                        # the filesystem refused O_DIRECT reads
-                fd, direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                os.close(fd)
+                fd, is_direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
                 continue
             if n <= 0:
                 break

@@ -1,0 +1,69 @@
+"""Running external tools (sfdisk, mkfs.*, resize2fs, ntfs-3g, debugfs, ...) with plain errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+
+from recovery.errors import ToolError
+
+log = logging.getLogger("recovery.host.tools")
+
+
+def require(tool: str, hint: str = "") -> None:
+    if shutil.which(tool) is None:
+        raise ToolError(f"the tool {tool} is missing{f' ({hint})' if hint else ''}; install it and try again")
+
+
+def run(args: list[str], stdin: str | None = None, check: bool = True, env: dict | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a tool with text I/O. A missing tool is a ToolError; a failing one raises
+    CalledProcessError when `check` (callers turn that into the domain error that says what
+    was being done)."""
+    require(args[0])
+    log.debug("run %s", " ".join(args))
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, check=check,
+                          env={**os.environ, **env} if env else None, timeout=timeout)
+
+
+def run_bytes(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """Like run, for tools whose output is binary (ntfscat, mtype)."""
+    require(args[0])
+    log.debug("run %s", " ".join(args))
+    return subprocess.run(args, capture_output=True, check=check)
+
+
+def output(args: list[str], what: str, stdin: str | None = None) -> str:
+    """A tool's standard output; ToolError saying `what` failed, with the tool's last words."""
+    require(args[0], what)
+    proc = run(args, stdin=stdin, check=False)
+    if proc.returncode != 0:
+        raise ToolError(f"{what} failed: {args[0]}: {last_line(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+def quiet(args: list[str]) -> int:
+    """Run a clean-up step whose failure changes nothing (umount, losetup -d, partx -d)."""
+    if shutil.which(args[0]) is None:
+        return 127
+    return subprocess.run(args, capture_output=True).returncode
+
+
+def interactive(args: list[str]) -> int:
+    """A program that owns the terminal (a shell) or ends the system (poweroff)."""
+    return subprocess.run(args, check=False).returncode
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a tool's stderr: enough for a one-line error message."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return "no message"
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
