@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from recovery.errors import DamageError
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
-from recovery.repo.packs import WrittenPack, file_digest, pack_path, read_footer
+from recovery.repo.packs import WrittenPack, file_digest, pack_path
 from recovery.repo.repository import Repository
 from recovery.workers import ordered_map
 
@@ -58,30 +60,114 @@ def table_ids(table: bytes):
             yield w, bid
 
 
-def _check_pack(repo: Repository, pack_id: str, wanted: set[bytes] | None) -> tuple[set[bytes], int]:
-    """Read a pack once; return the ids in it that failed their check, and bytes read.
-    `wanted` None checks every blob in it."""
-    bad: set[bytes] = set()
-    path = pack_path(repo.path, pack_id)
-    try:
-        entries = read_footer(path)
-    except DamageError:
-        if wanted is None:
-            raise       # checking a whole pack: an unreadable footer is the damage itself
-        return set(wanted), 0
+# A read covers the wanted blobs of one pack from the first to the last, unless a gap of
+# unwanted bytes between two of them is larger than GAP (then it starts a new read), or the
+# read would pass REGION (then too): a few reads per pack, each in memory once.
+GAP = 256 * 1024
+REGION = 8 * 1024 * 1024
+_buffers = threading.local()
+
+
+def _regions(index, ids: Iterable[bytes]) -> tuple[list[tuple[str, int, int, list]], set[bytes], int]:
+    """Group the wanted blobs into reads: (pack id, offset, length, [(id, location)]) sorted by
+    pack and offset; also the ids the index does not know, and the stored bytes to read."""
+    by_pack: dict[str, list] = defaultdict(list)
+    missing: set[bytes] = set()
     total = 0
-    with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        for e in entries:
-            if wanted is not None and e.id not in wanted:
-                continue
-            try:
-                stored = os.pread(fd, e.stored_len, e.offset)
-                repo.decode(e.id, stored, e.raw_len, e.codec)
-            except (OSError, DamageError):
-                bad.add(e.id)
-            total += e.stored_len
-    return bad, total
+    for bid in set(ids):
+        loc = index.get(bid)
+        if loc is None:
+            missing.add(bid)
+        else:
+            by_pack[loc.pack_id].append((loc.offset, bid, loc))
+            total += loc.stored_len
+    regions = []
+    for pack_id in sorted(by_pack):
+        blobs = sorted(by_pack[pack_id], key=lambda b: b[0])
+        start = end = -1
+        members: list = []
+        for offset, bid, loc in blobs:
+            stop = offset + loc.stored_len
+            if members and (offset - end > GAP or stop - start > REGION):
+                regions.append((pack_id, start, end - start, members))
+                members = []
+            if not members:
+                start = offset
+                end = stop
+            end = max(end, stop)
+            members.append((bid, loc))
+        if members:
+            regions.append((pack_id, start, end - start, members))
+    return regions, missing, total
+
+
+def _buffer(size: int) -> memoryview:
+    """This thread's read buffer, at least `size` bytes; reused so no read faults in fresh pages."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = memoryview(bytearray(max(size, REGION)))
+    return buf[:size]
+
+
+def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
+    """One read of a pack region, then decode and hash each wanted blob in it (slices of the
+    buffer, no copies). Returns the ids that fail and the stored bytes they cover."""
+    pack_id, start, length, members = region
+    bad: set[bytes] = set()
+    nbytes = sum(loc.stored_len for _, loc in members)
+    view = _buffer(length)
+    try:
+        fd = os.open(pack_path(repo.path, pack_id), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return {bid for bid, _ in members}, nbytes
+    got = 0
+    try:
+        while got < length:
+            n = os.preadv(fd, [view[got:]], start + got)
+            if n <= 0:
+                break                     # the pack is shorter than the index says
+            got += n
+    except OSError:
+        pass                              # what was read before the error is still proven
+    finally:
+        os.close(fd)
+    for bid, loc in members:
+        lo = loc.offset - start
+        hi = lo + loc.stored_len
+        if hi > got:
+            bad.add(bid)
+            continue
+        try:
+            repo.decode(bid, view[lo:hi], loc.raw_len, loc.codec)
+        except DamageError:
+            bad.add(bid)
+    return bad, nbytes
+
+
+def prove_blobs(
+    repo: Repository,
+    ids: Iterable[bytes],
+    *,
+    on_event: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    phase: str = "proof",
+) -> set[bytes]:
+    """Read every pack holding one of `ids` once, decode and hash each wanted blob, on every
+    core; return the ids that are missing or damaged. Emits Progress(phase, ...) events
+    (done/total: stored bytes proven / to prove). Only the byte spans of the wanted blobs
+    are read, in a few reads per pack; locations come from the repository's index, as
+    every reader (restore) finds them."""
+    sink = on_event or ignore
+    cancel = cancel or CancelToken()
+    regions, bad, total = _regions(repo.index, ids)
+    meter = Meter(phase, total, sink)
+    meter.add(0, force=True)
+    for damaged, nbytes in ordered_map(lambda region: _prove_region(repo, region), regions, cancel,
+                                       io_bound=True):
+        bad |= damaged
+        meter.add(nbytes)
+    meter.finish()
+    return bad
 
 
 def verify(
@@ -119,23 +205,8 @@ def verify(
             for w, bid in table_ids(table):
                 needed[bid].append((sid, part.number, w))
 
-    by_pack: dict[str, set[bytes]] = defaultdict(set)
-    missing: set[bytes] = set()
-    total = 0
-    for bid in needed:
-        loc = index.get(bid)
-        if loc is None:
-            missing.add(bid)
-        else:
-            by_pack[loc.pack_id].add(bid)
-            total += loc.stored_len
-    meter = Meter("verify", total, sink)
-    bad: set[bytes] = set(missing)
-    for damaged, nbytes in ordered_map(lambda item: _check_pack(repo, *item), by_pack.items(), cancel):
-        bad |= damaged
-        meter.add(nbytes)
-    meter.finish()
-    report.bytes_checked = meter.done
+    report.bytes_checked = sum(loc.stored_len for loc in map(index.get, needed) if loc is not None)
+    bad = prove_blobs(repo, needed, on_event=sink, cancel=cancel, phase="verify")
 
     # One line per damaged partition: how many chunks, and where the first one sits.
     per_part: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -150,9 +221,15 @@ def verify(
                    f"{what}: {len(windows)} chunk(s) damaged or missing (first at byte {first})")
         )
     report.ok = not report.damaged
-    damaged_ids = {d.snapshot for d in report.damaged}
+    # Marks: a damaged snapshot says so (and stops showing as verified); a clean one is
+    # marked verified, which clears an earlier damaged mark.
+    found: dict[str, list[str]] = defaultdict(list)
+    for d in report.damaged:
+        found[d.snapshot].append(d.message)
     for sid in report.checked:
-        if sid not in damaged_ids:
+        if sid in found:
+            repo.mark_damaged(sid, found[sid])
+        else:
             repo.mark_verified(sid)
     return report
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from recovery.errors import DamageError, LifeboatError, RepositoryError, UsageError
+from recovery.errors import DamageError, LifeboatError, RefusedError, RepositoryError, UsageError
 from recovery.repo.format import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -29,11 +29,14 @@ from recovery.repo.format import (
 from recovery.repo.index import Index, write_index_file
 from recovery.repo.lock import WriterLock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
-from recovery.repo.packs import PackWriter, WrittenPack, fsync_dir, pack_path
+from recovery.repo.packs import PackWriter, WrittenPack, fsync_dir, pack_path, read_footer
 from recovery.workers import worker_count
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
+# Packs written by backups that have not made their snapshot yet, one pack id a line
+# (informative: a backup that resumes counts what it finds there as resumed, not deduplicated).
+UNFINISHED_FILE = "unfinished-packs"
 SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
 
 
@@ -50,6 +53,7 @@ class SnapshotInfo:
     bytes_stored_new: int
     partitions: list[dict] = field(default_factory=list)
     verified: str | None = None
+    damaged: list[str] | None = None    # what the last verify found damaged; None when nothing
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -86,6 +90,30 @@ class Compressor:
         return packed, CODEC_ZSTD
 
 
+def placement_problem(path) -> str | None:
+    """Why a new repository at `path` (an existing folder, or a new one in an existing folder)
+    would not keep backups: its filesystem is read-only, or held in memory. None when fine or
+    unknown."""
+    where = Path(path)
+    if not where.exists():
+        where = where.parent
+    try:
+        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if read_only:
+        return f"{where} is on a read-only filesystem"
+    from recovery.probe.mounts import ram_backed
+
+    try:
+        ram = ram_backed(str(where))
+    except OSError:
+        return None
+    if ram:
+        return f"{where} is in memory ({ram}): everything there is lost at power-off"
+    return None
+
+
 class Repository:
     def __init__(self, path: Path, config: dict):
         self.path = path
@@ -98,7 +126,10 @@ class Repository:
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "Repository":
+    def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE, *, force: bool = False) -> "Repository":
+        """Make a repository in the empty folder `path`, or in a new folder there (only that
+        one: a missing parent is more often a typing mistake or an unplugged drive). A place
+        on a read-only or RAM-backed filesystem is refused unless `force`."""
         path = Path(path).absolute()
         if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 64 * 1024 * 1024:
             raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
@@ -108,6 +139,17 @@ class Repository:
             raise RepositoryError(f"{path} exists and is not a folder")
         if path.exists() and any(path.iterdir()):
             raise RepositoryError(f"{path} is not empty; choose an empty or new folder")
+        if not path.exists():
+            parent = path.parent
+            if not parent.exists():
+                raise RepositoryError(f"cannot create {path}: the folder {parent} does not exist "
+                                      "(Lifeboat creates only the last folder; check the path, or create it first)")
+            if not parent.is_dir():
+                raise RepositoryError(f"cannot create {path}: {parent} is not a folder")
+        problem = None if force else placement_problem(path)
+        if problem:
+            raise RefusedError(f"not creating a repository at {path}: {problem}; "
+                               "choose a folder on a disk, or add --force to create it there anyway")
         config = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -118,7 +160,7 @@ class Repository:
             "compression": "zstd",
         }
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(exist_ok=True)
             for sub in SUBDIRS:
                 (path / sub).mkdir(exist_ok=True)
             tmp = path / "tmp" / CONFIG_FILE
@@ -188,8 +230,9 @@ class Repository:
         for sid in self.snapshot_ids():
             try:
                 m = self.load_manifest(sid)
-            except DamageError:
-                out.append(SnapshotInfo(sid, sid[:8], "(damaged)", "", 0, None, None, 0, 0))
+            except DamageError as exc:
+                out.append(SnapshotInfo(sid, sid[:8], "(damaged)", "", 0, None, None, 0, 0,
+                                        damaged=[exc.message]))
                 continue
             if name is not None and m.name != name:
                 continue
@@ -212,13 +255,30 @@ class Repository:
                 {"number": p.number, "fs": p.fs, "label": p.label, "size": p.size, "used": p.used_bytes}
                 for p in m.partitions
             ],
-            verified=self.verified_at(m.id),
+            **self._marks(m.id),
         )
 
-    def resolve(self, ref: str, name: str | None = None) -> str:
+    def _marks(self, snapshot_id: str) -> dict:
+        """verified/damaged for SnapshotInfo: a damaged mark wins over a verified one."""
+        damaged = self.damage_marked(snapshot_id)
+        return {"verified": None if damaged else self.verified_at(snapshot_id), "damaged": damaged}
+
+    def resolve(self, ref: str, name: str | None = None, serial: str | None = None) -> str:
+        """A snapshot id from an id, a unique prefix of one, or "latest". "latest" is the newest
+        snapshot of machine `name`; without a name, the newest of the disk with serial `serial`
+        when the repository holds one; else the newest of the only machine in it. A snapshot
+        whose manifest is damaged is never "latest"."""
         ids = self.snapshot_ids()
         if ref == "latest":
-            snaps = [s for s in self.snapshots(name) if s.name != "(damaged)"]
+            snaps = [s for s in self.snapshots(name) if s.name != "(damaged)" or s.created]
+            if name is None:
+                same_disk = [s for s in snaps if serial and s.disk_serial == serial]
+                names = sorted({s.name for s in snaps})
+                if same_disk:
+                    snaps = same_disk
+                elif len(names) > 1:
+                    raise RepositoryError(f"the repository holds backups of several computers "
+                                          f"({', '.join(names)}); choose one with --name")
             if not snaps:
                 where = f" named {name!r}" if name else ""
                 raise RepositoryError(f"the repository holds no snapshot{where}")
@@ -251,10 +311,36 @@ class Repository:
             return None
 
     def mark_verified(self, snapshot_id: str) -> None:
+        """Record a clean check; clears a damaged mark (written first, removed second, so a
+        crash in between leaves the damaged mark, which wins)."""
         tmp = self.path / "tmp" / f"verified-{snapshot_id}.json"
         try:
             tmp.write_text(json.dumps({"time": now_iso()}) + "\n")
             os.replace(tmp, self.path / "verified" / f"{snapshot_id}.json")
+            (self.path / "damaged" / f"{snapshot_id}.json").unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only repository (live restore) simply keeps no mark
+
+    def damage_marked(self, snapshot_id: str) -> list[str] | None:
+        """What the last check found damaged in a snapshot (one line each), or None."""
+        try:
+            damage = json.loads((self.path / "damaged" / f"{snapshot_id}.json").read_text())["damage"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return ["its damage mark is unreadable: run verify again"]
+        return [str(line) for line in damage] or ["damaged"]
+
+    def mark_damaged(self, snapshot_id: str, damage: list[str]) -> None:
+        """Record what a check found damaged; removes the verified mark. damaged/ is made on
+        first use (repositories made before it existed stay valid)."""
+        folder = self.path / "damaged"
+        tmp = self.path / "tmp" / f"damaged-{snapshot_id}.json"
+        try:
+            folder.mkdir(exist_ok=True)
+            tmp.write_text(json.dumps({"time": now_iso(), "damage": list(damage)}) + "\n")
+            os.replace(tmp, folder / f"{snapshot_id}.json")
+            (self.path / "verified" / f"{snapshot_id}.json").unlink(missing_ok=True)
         except OSError:
             pass  # a read-only repository (live restore) simply keeps no mark
 
@@ -333,11 +419,14 @@ class WriteSession:
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
+        self.bytes_resumed = 0     # stored bytes reused from packs of an unfinished backup
+        self._resumable: set[bytes] = set()
 
     def __enter__(self) -> "WriteSession":
         self.lock.acquire()
         self._clean_tmp()
         self.repo.reload_index()   # packs a killed backup left behind become usable again
+        self._resumable = self._unfinished_blobs()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -376,6 +465,51 @@ class WriteSession:
     def has(self, bid: bytes) -> bool:
         return bid in self._pending_ids or bid in self.repo.index
 
+    # -- resuming: what an interrupted backup stored is reused, and counted apart ----------
+    def _unfinished_blobs(self) -> set[bytes]:
+        """Ids of the blobs in packs written by backups that never made their snapshot."""
+        try:
+            listed = (self.repo.path / UNFINISHED_FILE).read_text().split()
+        except OSError:
+            return set()
+        found: set[bytes] = set()
+        for pack_id in dict.fromkeys(listed):
+            try:
+                found.update(e.id for e in read_footer(pack_path(self.repo.path, pack_id)))
+            except (OSError, ValueError, LifeboatError):
+                continue     # gone or damaged: its blobs are not in the index either
+        return found
+
+    def _note_unfinished(self, pack_id: str) -> None:
+        try:
+            with open(self.repo.path / UNFINISHED_FILE, "a") as f:
+                f.write(pack_id + "\n")
+        except OSError:
+            pass             # only the resumed/deduplicated split of a later backup suffers
+
+    def reused(self, bid: bytes) -> int:
+        """Call for a blob found already stored: its stored bytes when an interrupted backup
+        stored it (counted once, into bytes_resumed), else 0 (true deduplication)."""
+        if bid not in self._resumable:
+            return 0
+        self._resumable.discard(bid)
+        where = self.repo.index.get(bid)
+        n = where.stored_len if where else 0
+        self.bytes_resumed += n
+        return n
+
+    def snapshot_written(self) -> None:
+        """The snapshot that uses this session's packs (and the resumed ones) now exists."""
+        try:
+            (self.repo.path / UNFINISHED_FILE).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _finish_pack(self, writer: PackWriter):
+        pack_id, entries = writer.finish()
+        self._note_unfinished(pack_id)
+        return pack_id, entries
+
     def add(self, bid: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> int:
         """Store a blob unless present; returns the bytes newly written."""
         if self.has(bid):
@@ -394,11 +528,13 @@ class WriteSession:
         if not self.has(bid):
             stored, codec = self.compressor.compress(raw)
             self.add(bid, stored, len(raw), KIND_META, codec)
+        else:
+            self.reused(bid)
         return bid.hex()
 
     def _seal(self) -> None:
         writer, self._pack = self._pack, None
-        self._sealing.append((self._sealer.submit(writer.finish), writer))
+        self._sealing.append((self._sealer.submit(self._finish_pack, writer), writer))
         self._collect(keep=self.SEALS_IN_FLIGHT)
 
     def _collect(self, keep: int | None = None) -> None:

@@ -127,9 +127,12 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
                  layout_mode: str = "grow", salvage: bool = False) -> RestorePlan:
     if layout_mode not in LAYOUT_MODES:
         raise RefusedError(f"unknown layout {layout_mode!r}; choose keep, grow or proportional")
+    # A snapshot named by id is looked up first; "latest" needs the target's serial to know
+    # which computer is being restored.
+    sid = None if snapshot_ref == "latest" else repo.resolve(snapshot_ref, name)
     info = describe(target)
     check_target(info, str(repo.path))
-    sid = repo.resolve(snapshot_ref, name, serial=info.serial)
+    sid = sid or repo.resolve(snapshot_ref, name, serial=info.serial)
     manifest = repo.load_manifest(sid)
     tables, unreadable = load_tables(repo, manifest, salvage)
     fs = {p.number: p.fs for p in manifest.partitions}

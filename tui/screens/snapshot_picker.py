@@ -39,10 +39,18 @@ class SnapshotPickerScreen(Screen["object | None"]):
         if self.offer_all:
             table.add_row(Text("All snapshots", "bold"), "", "", "", "", "", key=ALL)
         for i, s in enumerate(self.snapshots):
+            cells = [humanize.when(s.created), s.name, s.short_id, humanize.size(s.bytes_used),
+                     humanize.size(s.bytes_stored_new)]
+            if getattr(s, "damaged", None):
+                # A damaged snapshot in red, whatever an earlier check said.
+                table.add_row(*(Text(c, "bold red") for c in cells), Text("DAMAGED", "bold red"), key=str(i))
+                continue
             checked = Text(humanize.when(s.verified), "green") if s.verified else Text("not yet", "yellow")
-            table.add_row(humanize.when(s.created), s.name, s.short_id, humanize.size(s.bytes_used),
-                          humanize.size(s.bytes_stored_new), checked, key=str(i))
+            table.add_row(*cells, checked, key=str(i))
         yield table
+        damage = Static("", id="damage-detail", classes="error", markup=False)
+        damage.display = False
+        yield damage
         yield Static("Inside:", classes="label")
         yield DiskMap(id="inside", classes="map")
         yield Footer()
@@ -53,10 +61,16 @@ class SnapshotPickerScreen(Screen["object | None"]):
 
     def _show(self, index: int | None) -> None:
         inside = self.query_one("#inside", DiskMap)
+        detail = self.query_one("#damage-detail", Static)
         if index is None or not self.snapshots:
             inside.model = None
+            detail.display = False
         else:
             inside.model = from_snapshot(self.snapshots[index])
+            damaged = getattr(self.snapshots[index], "damaged", None)
+            detail.display = bool(damaged)
+            if damaged:
+                detail.update("DAMAGED — the last check found: " + "; ".join(damaged))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
