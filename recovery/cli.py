@@ -15,6 +15,7 @@ from recovery.events import Progress, Warning_
 from recovery.units import human_duration, human_size
 
 log = logging.getLogger("recovery.cli")
+PARTIAL_EXIT = 9     # restore --salvage finished, but damaged ranges were written as zeros
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ri = rsub.add_parser("init", help="create a new repository")
     ri.add_argument("path")
     ri.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per chunk (default 1 MiB)")
+    ri.add_argument("--force", action="store_true",
+                    help="create it even on a read-only or in-memory (tmpfs) filesystem")
     ri.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backup", help="back up a whole disk or disk-image file")
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--layout", choices=["keep", "grow", "proportional"], default="grow")
     rs.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rs.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    rs.add_argument("--salvage", action="store_true",
+                    help="restore a damaged snapshot anyway: damaged ranges become zeros, the files hit are listed")
     rs.add_argument("--json", action="store_true")
 
     w = sub.add_parser("write-usb", help="write the Lifeboat ISO to a USB stick (and keep backups on it)")
@@ -124,6 +129,8 @@ def cmd_disks(args) -> int:
         marks = [m for m, on in (("system", d.is_system), ("removable", d.removable), ("read-only", d.read_only)) if on]
         lines.append(f"{d.path:<16} {human_size(d.size):>10}  {d.transport or '-':<7} "
                      f"{(d.model or '-')[:28]:<28} {d.serial or ''} {' '.join(f'[{m}]' for m in marks)}")
+        if d.incomplete_restore:
+            lines.append(f"      {d.incomplete_restore}: NOT USABLE; run that restore again to resume it")
         for p in d.partitions:
             mp = ",".join(p.mountpoints)
             lines.append(f"  {p.number:>3} {human_size(p.size):>10}  {p.fs or '-':<6} {p.label or '':<16} {mp}")
@@ -136,7 +143,7 @@ def cmd_repo(args) -> int:
 
     if args.repo_command != "init":
         raise UsageError("usage: lifeboat repo init PATH")
-    repo = Repository.init(args.path, chunk_size=args.chunk_size)
+    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force)
     emit(args, {"repository": str(repo.path), "id": repo.config["id"]}, [f"created repository {repo.path}"])
     return 0
 
@@ -146,17 +153,31 @@ def cmd_backup(args) -> int:
     from recovery.repo.repository import Repository
 
     repo = Repository.open(args.repo)
-    with progress_display(sys.stderr.isatty() and not args.json) as sink:
-        result = backup(args.disk, repo, args.name, verify=not args.no_verify, on_event=sink,
-                        zstd_level=args.zstd_level, threads=args.threads)
-    saved = result.bytes_used - result.bytes_stored_new
+    try:
+        with progress_display(sys.stderr.isatty() and not args.json) as sink:
+            result = backup(args.disk, repo, args.name, verify=not args.no_verify, on_event=sink,
+                            zstd_level=args.zstd_level, threads=args.threads)
+    except (KeyboardInterrupt, Cancelled):
+        raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
+                        "run the same backup again to resume (what was stored is reused)") from None
+    # What this run found stored by an interrupted run is neither new nor a saving.
+    saved = result.bytes_used - result.bytes_stored_new - result.bytes_resumed
+    resumed = (f", reused from the interrupted backup {human_size(result.bytes_resumed)}"
+               if result.bytes_resumed else "")
     emit(args, result.to_json(), [
         f"snapshot {result.snapshot[:8]} of {result.name} saved in {human_duration(result.seconds)}",
-        f"used data {human_size(result.bytes_used)}, newly stored {human_size(result.bytes_stored_new)} "
+        f"used data {human_size(result.bytes_used)}, newly stored {human_size(result.bytes_stored_new)}{resumed} "
         f"({human_size(max(saved, 0))} saved by compression and deduplication)",
         *[f"warning: {w}" for w in result.warnings],
     ])
     return 0
+
+
+def _check_mark(s) -> str:
+    """What the last check said: a damaged mark wins over a verified one."""
+    if s.damaged:
+        return f"  DAMAGED: {s.damaged[0]}"
+    return "  verified" if s.verified else ""
 
 
 def cmd_snapshots(args) -> int:
@@ -166,7 +187,7 @@ def cmd_snapshots(args) -> int:
     snaps = repo.snapshots(args.name)
     lines = [f"{s.short_id}  {s.created}  {s.name:<24} {human_size(s.disk_size):>10}  "
              f"used {human_size(s.bytes_used):>10}  new {human_size(s.bytes_stored_new):>10}"
-             f"{'  verified' if s.verified else ''}" for s in snaps]
+             f"{_check_mark(s)}" for s in snaps]
     emit(args, {"snapshots": [s.to_json() for s in snaps]}, lines or ["no snapshots"])
     return 0
 
@@ -189,15 +210,15 @@ def cmd_verify(args) -> int:
 
 
 def cmd_restore(args) -> int:
+    from recovery.jobs import RestoreJob, run_job
     from recovery.repo.repository import Repository
-    from recovery.restore import apply_restore, plan_restore
 
     repo = Repository.open(args.repo)
-    plan = plan_restore(repo, args.snapshot, args.target, name=args.name, layout_mode=args.layout)
-    if args.dry_run:
-        emit(args, {"plan": plan.to_json(), "dry_run": True}, plan.lines() + ["(dry run: nothing written)"])
-        return 0
-    if not args.yes:
+    job = RestoreJob(repo, args.snapshot, args.target, name=args.name, layout=args.layout, salvage=args.salvage)
+
+    def confirm(plan) -> bool:
+        if args.yes:
+            return True
         if not sys.stdin.isatty():
             raise RefusedError("restore needs confirmation: run it on a terminal, or add --yes")
         for line in plan.lines():
@@ -205,18 +226,26 @@ def cmd_restore(args) -> int:
         answer = input(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
         if answer.strip() != plan.target.name:
             raise Cancelled("nothing was written: the name typed does not match the target")
-    with progress_display(sys.stderr.isatty() and not args.json) as sink:
-        result = apply_restore(repo, plan, on_event=sink)
-    emit(args, result.to_json(), [
-        f"restored snapshot {result.snapshot[:8]} onto {result.target}: "
-        f"{human_size(result.bytes_written)} in {human_duration(result.seconds)}",
-        *[f"note: {w}" for w in result.warnings],
-    ])
-    return 0
+        return True
+
+    try:
+        with progress_display(sys.stderr.isatty() and not args.json) as sink:
+            outcome = run_job(job, confirm=confirm, on_event=sink, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        raise Cancelled("cancelled: the target is marked as an incomplete restore and will not start; "
+                        "run the same restore again to resume") from None
+    if args.dry_run:
+        emit(args, {"plan": outcome.plan.to_json(), "dry_run": True},
+             outcome.plan.lines() + ["(dry run: nothing written)"])
+        return 0
+    result = outcome.result
+    emit(args, result.to_json(), result.lines())
+    return PARTIAL_EXIT if result.partial else 0
 
 
 def cmd_write_usb(args) -> int:
     from recovery import usbstick as us
+    from recovery.jobs import WriteUsbJob, run_job
     from recovery.probe.disks import describe
 
     iso, device = args.iso, args.device
@@ -249,8 +278,9 @@ def cmd_write_usb(args) -> int:
             raise Cancelled("nothing was written: no stick was picked")
         device = sticks[int(pick) - 1].path
     disk = describe(device)
+    job = WriteUsbJob(iso, device, data=args.data, force=args.force)
     try:
-        plan = us.plan_stick(iso, device, data=args.data, force=args.force, disk=disk)
+        job.plan()
     except RefusedError as exc:
         if not (terminal and not args.yes and exc.message == us.mounted_refusal(disk)):
             raise
@@ -258,19 +288,24 @@ def cmd_write_usb(args) -> int:
         if ask(f"Unmount now ({us.unmount_command(disk)})? [y/N] ").lower() not in ("y", "yes"):
             raise Cancelled("nothing was written: the stick is still mounted") from None
         us.unmount(disk)
-        plan = us.plan_stick(iso, device, data=args.data, force=args.force)
-    for line in plan.lines():
-        print(line, file=sys.stderr)
-    if not args.yes and ask(f"Type the device's name ({plan.name}) to erase it: ") != plan.name:
-        raise Cancelled("nothing was written: the name typed does not match the device")
-    if plan.override and ask(f"{plan.override}. Type '{plan.override_phrase}' to write it anyway: ") \
-            != plan.override_phrase:
-        raise Cancelled("nothing was written: the confirmation typed does not match")
+
+    def confirm(plan) -> bool:
+        for line in plan.lines():
+            print(line, file=sys.stderr)
+        if not args.yes and ask(f"Type the device's name ({plan.name}) to erase it: ") != plan.name:
+            raise Cancelled("nothing was written: the name typed does not match the device")
+        if plan.override and ask(f"{plan.override}. Type '{plan.override_phrase}' to write it anyway: ") \
+                != plan.override_phrase:
+            raise Cancelled("nothing was written: the confirmation typed does not match")
+        job.override_confirmed = bool(plan.override)
+        return True
+
     try:
         with progress_display(sys.stderr.isatty() and not args.json) as sink:
-            result = us.write_stick(plan, on_event=sink, override_confirmed=bool(plan.override))
+            outcome = run_job(job, confirm=confirm, on_event=sink)
+        result, plan = outcome.result, outcome.plan
     except KeyboardInterrupt:
-        raise Cancelled(f"cancelled: {plan.target.path} is incomplete and will not boot; write it again") from None
+        raise Cancelled(f"cancelled: {disk.path} is incomplete and will not boot; write it again") from None
     emit(args, result.to_json(), us.done_lines(result, plan.target.is_image))
     return 0
 
@@ -311,13 +346,18 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except LifeboatError as exc:
         log.error("%s", exc.message, exc_info=True)
-        print(f"lifeboat: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+        return report_error(args, exc.message, exc.exit_code)
     except KeyboardInterrupt:
-        print("lifeboat: cancelled", file=sys.stderr)
-        return 130
+        return report_error(args, "cancelled", 130)
     except Exception as exc:   # a bug: keep the traceback for the log, one line for the person
         log.exception("internal error")
         where = f" (details in {log_path})" if log_path else ""
-        print(f"lifeboat: internal error: {exc}{where}", file=sys.stderr)
-        return 1
+        return report_error(args, f"internal error: {exc}{where}", 1)
+
+
+def report_error(args, message: str, code: int) -> int:
+    """The one line on stderr; with --json also {"error", "code"} on stdout, for programs."""
+    print(f"lifeboat: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "code": code}))
+    return code

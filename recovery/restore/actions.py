@@ -433,7 +433,8 @@ class NameDamagedFiles(Action):
             entry = ctx.entry(number)
             if number in ctx.unreadable:
                 ctx.hits[number] = {"files": [], "metadata": ["the partition's chunk list is damaged: none of it "
-                                                             "could be restored"], "unknown": [[0, part.size]]}
+                                                             "could be restored"],
+                                  "unknown": [{"offset": 0, "length": part.size}]}
                 continue
             merged = _merge(ranges)
             ctx.hits[number] = files_hit(ctx.target, entry.start, min(entry.size, part.size), part.fs,

@@ -186,3 +186,48 @@ def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
     assert result["status"] == "ok" and result["bytes_skipped"] == 0
     assert_restored(pc, target)
     assert read_mark(str(target)) is None
+
+
+def test_salvage_restores_what_is_readable_and_names_the_files_hit(tmp_path):
+    tree = data_tree(tmp_path / "tree", 6, MiB)
+    root = fi.make_ext4(tmp_path / "r.img", 16 * MiB, tree)
+    disk, start = one_partition_disk(tmp_path, "pc", root, 24 * MiB)
+    # Where each file's data lies, asked of the filesystem's own tool; damage the window in the
+    # middle of f002.bin, which neighbouring files may share.
+    def windows_of(name: str) -> set[int]:
+        out = subprocess.run(["debugfs", "-R", f"blocks /{name}", str(root)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return {int(b) * 4096 // MiB for b in out}
+    blocks = subprocess.run(["debugfs", "-R", "blocks /f002.bin", str(root)], capture_output=True, text=True,
+                            check=True).stdout.split()
+    window = int(blocks[len(blocks) // 2]) * 4096 // MiB
+    hit_names = {name for name in fi.tree_hashes(tree) if window in windows_of(name)}
+    assert "f002.bin" in hit_names
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    sid = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
+    damage_chunk(repo, sid, 1, window)
+
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, 24 * MiB)
+    refused = lifeboat("restore", "latest", target, "--repo", repo, "--yes", check=False)
+    assert refused.returncode == 6 and "--salvage" in refused.stderr
+    proc = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--salvage", "--json", check=False)
+    assert proc.returncode == 9, proc.stderr
+    import json
+    result = json.loads(proc.stdout)
+    assert result["status"] == "partial"
+    hit = result["damaged"]["1"]
+    assert sorted(hit["files"]) == sorted(f"/{n}" for n in hit_names)
+    assert hit["ranges"] and all(window * MiB <= o < (window + 1) * MiB for o, _ in hit["ranges"])
+    # Every other file came back whole; the filesystem itself is intact.
+    p = read_layout(str(target)).partitions[0]
+    restored = fi.ext_tree(target, p.start, p.size)
+    expected = fi.tree_hashes(tree)
+    assert {k: v for k, v in restored.items() if k not in hit_names} == \
+        {k: v for k, v in expected.items() if k not in hit_names}
+    assert all(restored[n] != expected[n] for n in hit_names)
+    assert fi.fsck_clean("ext4", target, p.start, p.size)
+    human = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--salvage", check=False)
+    assert "damaged file /f002.bin" in human.stdout and human.returncode == 9
