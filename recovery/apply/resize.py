@@ -1,4 +1,4 @@
-"""A restored filesystem follows its partition's new size: ext2/3/4, NTFS, swap; FAT left as is.
+"""A restored filesystem grows with its partition: ext2/3/4, NTFS, swap; FAT left as is.
 
     grow_filesystem(target, entry, fs, old_size, uuid, label) -> note
 
@@ -9,12 +9,14 @@ range when the node is missing) or a disk-image file (root: a loop device over
 old size and the note says so). ``entry`` is the partition as planned on the target (start
 and size in bytes), ``old_size`` its size in the backup.
 
-ext2/3/4: e2fsck -fy, resize2fs, e2fsck -fn. When the partition is smaller than the saved
-filesystem (a smaller disk, every used block below the new end) the first check is skipped
-(e2fsck refuses a filesystem bigger than its device) and resize2fs -f shrinks it.
+ext2/3/4: e2fsck -fy, resize2fs, e2fsck -fn.
 NTFS: ntfsresize -ff (no questions; it marks the volume for a check by Windows, as it always
-does), then ntfsfix -n. Swap: mkswap with the same UUID and label. FAT: left as is (no
-maintained tool resizes it), with a note.
+does), then ntfsfix -n. Swap (larger or smaller): mkswap with the same UUID and label. FAT:
+left as is (no maintained tool resizes it), with a note.
+
+Shrinking ext2/3/4 and NTFS is not done here: it needs the data that lay beyond the new end,
+which only the backup holds, so the restore calls recovery.apply.shrink.shrink_filesystem
+before it writes the table; this module refuses a smaller partition for them.
 
 A failing tool raises ToolError saying what state the partition is in.
 """
@@ -37,8 +39,11 @@ log = logging.getLogger("recovery.apply.resize")
 
 
 def grow_filesystem(device_or_image: str, entry: PartitionEntry, fs: str | None, old_size: int,
-                    uuid: str | None, label: str | None) -> str:
-    """Make the filesystem in `entry` fill it; returns one line saying what was done."""
+                    uuid: str | None, label: str | None, *, table_written: bool = True) -> str:
+    """Make the filesystem in `entry` fill it; returns one line saying what was done.
+    `table_written=False`: the disk's partition table is not written yet (a restore writes it
+    last), so the partition is reached through a loop device over its byte range, never
+    through a partition node the kernel may still keep from the old table."""
     family = fs_family(fs)
     name = f"partition {entry.number} ({fs or 'no filesystem'})"
     if family is None:
@@ -50,7 +55,10 @@ def grow_filesystem(device_or_image: str, entry: PartitionEntry, fs: str | None,
                 f"in the {human_size(entry.size)} partition (no maintained tool resizes FAT).")
     if entry.size == old_size and family != "swap":
         return f"{name.capitalize()}: unchanged."
-    with _partition_device(device_or_image, entry) as dev:
+    if entry.size < old_size and family in ("ext", "ntfs"):
+        raise ToolError(f"{name} is smaller than its saved filesystem, which only the restore's shrink step "
+                        f"can fit into it (recovery.apply.shrink); its filesystem was left as it is")
+    with _partition_device(device_or_image, entry, table_written) as dev:
         if dev is None:
             return (f"{name.capitalize()}: the filesystem was left at its old size of {human_size(old_size)} "
                     f"(growing it inside a disk-image file needs root).")
@@ -77,12 +85,12 @@ def _is_partition(path: str) -> bool:
 
 
 @contextmanager
-def _partition_device(target: str, entry: PartitionEntry):
+def _partition_device(target: str, entry: PartitionEntry, table_written: bool = True):
     """Yield a block device holding exactly the partition, or None when that needs root."""
     if _is_block(target) and (_is_partition(target) or entry.number == 0):
         yield target
         return
-    if _is_block(target):
+    if _is_block(target) and table_written:
         from recovery.apply.table import partition_path   # the lead's naming rule
         node = partition_path(target, entry.number)
         if node and _is_block(node) and _size_of(node) == entry.size:
@@ -130,23 +138,19 @@ def _why(result: subprocess.CompletedProcess) -> str:
 
 
 def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
-    shrink = entry.size < old_size
-    if not shrink:
-        pre = _run(["e2fsck", "-f", "-y", dev])
-        if pre.returncode >= 4:
-            raise ToolError(f"e2fsck could not repair the restored {name} on {dev} ({_why(pre)}); "
-                            f"it is at its old size of {human_size(old_size)}: check it by hand before using it")
-    grow = _run(["resize2fs", "-f", dev] if shrink else ["resize2fs", dev])
+    pre = _run(["e2fsck", "-f", "-y", dev])
+    if pre.returncode >= 4:
+        raise ToolError(f"e2fsck could not repair the restored {name} on {dev} ({_why(pre)}); "
+                        f"it is at its old size of {human_size(old_size)}: check it by hand before using it")
+    grow = _run(["resize2fs", dev])
     if grow.returncode != 0:
-        state = ("holds a filesystem bigger than the partition: it is not usable until "
-                 "resize2fs succeeds") if shrink else f"holds the restored filesystem at its old size of {human_size(old_size)}, intact"
-        raise ToolError(f"resize2fs failed on {name} ({dev}): {_why(grow)}; the partition {state}")
+        raise ToolError(f"resize2fs failed on {name} ({dev}): {_why(grow)}; the partition holds the restored "
+                        f"filesystem at its old size of {human_size(old_size)}, intact")
     post = _run(["e2fsck", "-f", "-n", dev])
     if post.returncode != 0:
         raise ToolError(f"after resizing, e2fsck reports problems on {name} ({dev}): {_why(post)}; "
                         f"run e2fsck -f {dev} before using it")
-    verb = "shrunk" if shrink else "grown"
-    return (f"{name.capitalize()}: filesystem {verb} from {human_size(old_size)} to {human_size(entry.size)}, "
+    return (f"{name.capitalize()}: filesystem grown from {human_size(old_size)} to {human_size(entry.size)}, "
             f"checked clean.")
 
 
@@ -154,9 +158,6 @@ def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
 
 
 def _ntfs(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
-    if entry.size < old_size:
-        raise ToolError(f"cannot shrink the NTFS in {name} after restoring it into a smaller partition; "
-                        f"the partition is not usable: restore onto a disk of at least the old size")
     res = _run(["ntfsresize", "--force", "--force", "--no-progress-bar", dev])
     if res.returncode != 0:
         raise ToolError(f"ntfsresize failed on {name} ({dev}): {_why(res)}; the partition holds the restored "

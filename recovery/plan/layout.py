@@ -5,29 +5,35 @@ How the restore uses it (the lead's recovery/restore.py)::
     from recovery.plan.layout import plan_layout, describe_plan, needs_resize
 
     fs = {n: info.fs for n, info in manifest_fs.items()}        # "ext4", "ntfs", "vfat", "swap", None
-    min_size = {n: end_of_last_used_block(info) for n, info in ...}  # bytes from the partition start
+    min_size = {n: shrink.min_size(fs[n], reader.read, part.size, part.used_bytes)
+                for ext/NTFS partitions}                          # recovery.apply.shrink
     target = plan_layout(source_layout, target_disk.size, target_disk.logical_sector,
                          mode=args.layout, fs=fs, min_size=min_size)   # may raise RefusedError
     plan.actions += describe_plan(source_layout, target, fs)      # sentences for the person
-    write_layout(target_disk.path, target)                          # recovery.apply.table
-    ... write each partition's used blocks at target's start for that number ...
+    ... write each partition's used blocks (below its new end) at target's start for that number ...
     for n, old, new in needs_resize(source_layout, target):         # partitions whose size changed
-        note = grow_filesystem(target_disk.path, new, fs[n], old.size, uuid, label)  # recovery.apply.resize
+        if new.size < old.size: shrink_filesystem(...)              # recovery.apply.shrink
+    write_layout(target_disk.path, target)                          # recovery.apply.table
+    ... grow_filesystem(...) for the partitions that grew         # recovery.apply.resize
+
+``min_size[n]`` is the smallest size the filesystem in partition n can shrink to (bytes from
+the partition start); a partition missing from it cannot shrink, except swap, which is
+re-created and may shrink to 1 MiB.
 
 Modes:
 - ``keep``: every partition where it was (the target must reach the last partition's end).
-- ``grow``: the last resizable data partition grows (or, ext2/3/4 only, shrinks down to
-  what its used blocks need) so the layout fills the disk; the partitions after it (a recovery partition,
-  swap, a small trailing partition) keep their size and move to the end of the disk.
-  "Resizable data partition" here means ext2/3/4 or NTFS (FAT too when ``fat_resizable``)
-  that is not an ESP, MSR, BIOS boot or recovery partition; a trailing candidate under a
-  quarter of the largest candidate's size counts as a small trailing partition and moves.
+- ``grow``: the OS partition, i.e. the largest resizable data partition (ties: the later
+  one), grows (or shrinks, down to its ``min_size``) so the layout fills the disk; every
+  partition after it, whatever its type (a recovery partition, swap, a small ext4 tools
+  partition), keeps its size and moves to the end of the disk. "Resizable data partition"
+  here means ext2/3/4 or NTFS (FAT too when ``fat_resizable``) that is not an ESP, MSR,
+  BIOS boot or recovery partition.
 - ``proportional``: every resizable partition (swap included, which is re-created) takes its
   share of the difference in proportion to its size, as Clonezilla's ``-k1``; ESP, MSR,
   BIOS boot, recovery and partitions without a resizable filesystem keep their size.
-- Smaller targets: only ext2/3/4 and swap shrink, never below their used end (``min_size``);
-  NTFS never shrinks (ntfsresize refuses a volume bigger than its device, which is what a
-  restore into a smaller partition would leave). The refusal lists every partition's need.
+- Smaller targets: ext2/3/4, NTFS and swap shrink, never below ``min_size`` (the restore
+  then relocates what lay beyond the new end, recovery/apply/shrink.py); FAT and unknown
+  filesystems keep their size. The refusal lists every partition's need in one line.
 
 Rules: sizes change in whole MiB, so 1 MiB-aligned starts stay aligned; the gap before each
 partition is kept (an MBR logical partition's EBR lives there); GUIDs, types, names and
@@ -105,11 +111,9 @@ def _grow_target(parts: list[PartitionEntry], fs: dict, fat_resizable: bool) -> 
              and fs_family(fs.get(p.number)) != "swap"]
     if not cands:
         return None
-    largest = max(p.size for p in cands)
-    for p in reversed(cands):
-        if p.size * 4 >= largest:
-            return p
-    return cands[-1]
+    # The OS partition is the largest; a tools or data partition after it, however big
+    # relative to it, keeps its size and moves to the end.
+    return max(cands, key=lambda p: (p.size, p.start))
 
 
 # ----------------------------------------------------------------------------- planning
@@ -212,15 +216,20 @@ def _floor(n: int) -> int:
     return (n // MiB) * MiB
 
 
-SHRINKABLE = ("ext", "swap")   # ntfsresize refuses an NTFS bigger than its device: NTFS never shrinks
+# The restore shrinks these (recovery/apply/shrink.py relocates ext and NTFS data; swap is
+# re-created); FAT has no maintained tool that shrinks it.
+SHRINKABLE = ("ext", "ntfs", "swap")
 
 
 def _need(p: PartitionEntry, min_size: dict[int, int], fs: dict | None = None) -> int:
     """The smallest size a resizable partition may take: its size less whole MiB, no smaller
-    than its used end (and 1 MiB); its own size when its filesystem cannot shrink."""
-    if fs is not None and fs_family(fs.get(p.number)) not in SHRINKABLE:
+    than what its filesystem can shrink to (and 1 MiB); its own size when its filesystem
+    cannot shrink or nobody said how far it can."""
+    family = fs_family(fs.get(p.number)) if fs is not None else None
+    if fs is not None and family not in SHRINKABLE:
         return p.size
-    used = max(min(min_size.get(p.number, p.size), p.size), MiB)
+    default = MiB if family == "swap" else p.size
+    used = max(min(min_size.get(p.number, default), p.size), MiB)
     if used >= p.size:
         return p.size
     return p.size - _floor(p.size - used)
@@ -229,7 +238,7 @@ def _need(p: PartitionEntry, min_size: dict[int, int], fs: dict | None = None) -
 def _share(budget: int, grow: list[PartitionEntry], min_size: dict, parts, fs, source, target_size,
            usable_end) -> dict[int, int]:
     """Split `budget` bytes (whole MiB, may be negative) among the resizable partitions in
-    proportion to their sizes; none goes below what its used blocks need."""
+    proportion to their sizes; none goes below what its filesystem can shrink to."""
     if not grow:
         return {}
     active = list(grow)
@@ -271,10 +280,8 @@ def _refuse_too_small(source, parts, fs, min_size, grow, target_size, usable_end
         what = fs.get(p.number) or role(p) or "no filesystem"
         if p.number not in grow_numbers:
             qual = "keeps its size:"
-        elif fs_family(fs.get(p.number)) not in SHRINKABLE:
-            qual = "cannot shrink below"
         else:
-            qual = "its used blocks need"
+            qual = "cannot shrink below"
         needs.append(f"partition {p.number} ({what}) {qual} {human_size(size)}")
     overhead = target_size - usable_end
     raise RefusedError(f"the target disk ({human_size(target_size)}) is too small: "
@@ -351,13 +358,18 @@ def describe_plan(before: Layout | None, after: Layout, fs: dict[int, str | None
             continue
         moved = p.start != o.start
         if p.size != o.size:
-            verb = "grows" if p.size > o.size else "shrinks"
-            s = f"{name} {verb} from {human_size(o.size)} to {human_size(p.size)}"
+            shrinks = p.size < o.size
+            s = f"{name} {'shrinks' if shrinks else 'grows'} from {human_size(o.size)} to {human_size(p.size)}"
+            if shrinks:
+                s += f" ({human_size(o.size - p.size)} less)"
             if moved:
                 s += f" and moves from {human_size(o.start)} to {human_size(p.start)}"
+            fam = fs_family(fs.get(p.number))
             if swap:
                 s += " (re-created with the same UUID and label)"
-            elif p.kind != "extended" and fs_family(fs.get(p.number)) in ("ext", "ntfs", "fat"):
+            elif p.kind != "extended" and shrinks and fam in ("ext", "ntfs"):
+                s += "; its filesystem is resized to match, moving data that lay beyond the new end"
+            elif p.kind != "extended" and fam in ("ext", "ntfs", "fat"):
                 s += "; its filesystem is resized to match"
             lines.append(s + ".")
         elif moved:

@@ -4,12 +4,12 @@ written. Pure reading: the repository's metadata, the target's table and its res
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from recovery.probe.restore_mark import IncompleteRestore, read_mark
 from recovery.errors import DamageError, DiskError, RefusedError
 from recovery.model.disk import DiskInfo
-from recovery.model.layout import Layout
+from recovery.model.layout import Layout, PartitionEntry
 from recovery.plan.layout import fs_family
 from recovery.probe.disks import describe
 from recovery.probe.table import read_layout
@@ -146,11 +146,17 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
         usable_end = usable_area(source.table, info.size, info.logical_sector)[0]
         must_shrink = usable_end < max((p.end for p in source.partitions), default=0)
     min_sizes = _min_sizes(repo, manifest, tables, must_shrink)
+    if source.table == "none":
+        # The saved layout of a whole-disk filesystem lists no partition: plan its one
+        # filesystem (number 0) so it can grow or shrink with the disk.
+        whole = next(p for p in manifest.partitions if p.number == 0)
+        source = replace(source, partitions=(PartitionEntry(number=0, start=0, size=whole.size, type=""),))
     after = plan_layout(source, info.size, info.logical_sector, layout_mode, fs, min_sizes)
     changes = [] if source.table == "none" else describe_plan(source, after, fs)
-    if source.table == "none" and after.partitions and after.partitions[0].size != source.disk_size:
-        p = after.partitions[0]
-        changes.append(f"The whole-disk filesystem goes from {human_size(source.disk_size)} to {human_size(p.size)}.")
+    if source.table == "none" and after.partitions[0].size != source.partitions[0].size:
+        old, new = source.partitions[0].size, after.partitions[0].size
+        verb = "grows" if new > old else "shrinks"
+        changes.append(f"The whole-disk filesystem {verb} from {human_size(old)} to {human_size(new)}.")
     try:
         before = read_layout(target)
     except DiskError:
@@ -159,7 +165,7 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
     resume = mark is not None and mark.snapshot == sid
     return RestorePlan(
         snapshot=sid, name=manifest.name, created=manifest.created, target=info, before=before, after=after,
-        source=source, layout_mode=layout_mode, layout_changes=changes,
+        source=manifest.layout, layout_mode=layout_mode, layout_changes=changes,
         actions=build_actions(repo, manifest, tables, after, info, resume, salvage),
         destroyed=_destroyed(info, mark), bytes_to_write=sum(p.used_bytes for p in manifest.partitions),
         resume=resume, salvage=salvage, fs=fs)
@@ -186,8 +192,10 @@ def build_actions(repo: Repository, manifest: Manifest, tables: dict, after: Lay
             follow.append(ResizeFilesystem(part.number, part.fs, part.size, size, part.uuid, part.label))
     if salvage:
         actions.append(NameDamagedFiles())
-    actions += follow
-    actions.append(WriteTable(after.table, after.disk_size, len(after.partitions), len(manifest.boot_areas)))
+    table = WriteTable(after.table, after.disk_size, len(after.partitions), len(manifest.boot_areas))
+    # A whole-disk filesystem's first bytes (its superblock) come last of the data; only
+    # then can its tools resize it.
+    actions += [table] + follow if after.table == "none" else follow + [table]
     if after.table != "none" and not target.is_image:
         actions.append(SetBootEntry())
     return actions

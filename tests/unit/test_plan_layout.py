@@ -126,7 +126,7 @@ def test_windows_same_size_is_unchanged_in_every_mode():
         assert needs_resize(src, out) == []
 
 
-def test_linux_onto_a_smaller_disk_shrinks_root_to_its_used_blocks():
+def test_linux_onto_a_smaller_disk_shrinks_root_down_to_its_minimum():
     src = linux_uefi(8 * GiB)
     out = plan_layout(src, 4 * GiB, 512, "grow", LINUX_FS, {2: 2 * GiB + 12345})
     old, new = by_number(src), by_number(out)
@@ -134,21 +134,63 @@ def test_linux_onto_a_smaller_disk_shrinks_root_to_its_used_blocks():
     assert new[2].size >= 2 * GiB + 12345 and new[2].size < old[2].size
     assert new[4].size == old[4].size and new[4].start < old[4].start
     assert [(n, o.size, p.size) for n, o, p in needs_resize(src, out)] == [(2, old[2].size, new[2].size)]
-    with pytest.raises(RefusedError, match="partition 2 \\(ext4\\) its used blocks need 3.0 GiB"):
+    with pytest.raises(RefusedError, match="partition 2 \\(ext4\\) cannot shrink below 3.0 GiB"):
         plan_layout(src, 3 * GiB, 512, "grow", LINUX_FS, {2: 3 * GiB})
 
 
-def test_ntfs_never_shrinks_ntfsresize_cannot_do_it_after_a_restore():
+def test_a_partition_without_a_minimum_does_not_shrink():
+    src = linux_uefi(8 * GiB)
+    with pytest.raises(RefusedError, match="partition 2 \\(ext4\\) cannot shrink below 6.4 GiB"):
+        plan_layout(src, 4 * GiB, 512, "grow", LINUX_FS, {})
+
+
+def test_ntfs_shrinks_onto_a_smaller_disk_down_to_its_minimum():
+    src = windows(8 * GiB)
+    out = plan_layout(src, 6 * GiB, 512, "grow", WIN_FS, {3: 3 * GiB})
+    old, new = by_number(src), by_number(out)
+    assert_sane(out)
+    assert identities(out) == identities(src)
+    assert new[3].start == old[3].start and new[3].size == old[3].size - 2 * GiB
+    assert new[4].size == old[4].size and new[4].start == old[4].start - 2 * GiB
+    assert [n for n, _, _ in needs_resize(src, out)] == [3]
+    lines = describe_plan(src, out, WIN_FS)
+    assert (f"Partition 3 (ntfs) shrinks from {human(old[3].size)} to {human(new[3].size)} (2.0 GiB less); "
+            "its filesystem is resized to match, moving data that lay beyond the new end.") in lines
+
+
+def test_ntfs_too_full_for_the_smaller_disk_is_refused_with_every_need():
     src = windows(8 * GiB)
     with pytest.raises(RefusedError) as exc:
-        plan_layout(src, 6 * GiB, 512, "grow", WIN_FS, {3: GiB})
+        plan_layout(src, 6 * GiB, 512, "grow", WIN_FS, {3: 7 * GiB})
     msg = str(exc.value)
     assert "too small" in msg and "\n" not in msg
-    assert "partition 3 (ntfs) cannot shrink below 7.3 GiB" in msg
+    assert "partition 3 (ntfs) cannot shrink below 7.0 GiB" in msg
     assert "partition 4 (ntfs) keeps its size: 600.0 MiB" in msg
     assert "partition 1 (vfat) keeps its size: 100.0 MiB" in msg
-    assert "partition 4 (ntfs) keeps its size: 600.0 MiB" in msg
-    assert "partition 1 (vfat) keeps its size: 100.0 MiB" in msg
+    assert "partition 2 (Microsoft reserved) keeps its size: 16.0 MiB" in msg
+    assert "with gaps and table that is at least 7.7 GiB" in msg
+
+
+def test_proportional_shrinks_ntfs_and_ext_each_to_its_share():
+    # a dual-boot disk: Windows and Linux side by side, onto a disk half the size
+    disk = 64 * GiB
+    end = usable_area("gpt", disk, S)[0]
+    src = gpt(disk, [
+        part(1, 1, 100 * MiB, ESP),
+        part(2, 101, 40 * GiB, DATA),
+        P(3, 101 * MiB + 40 * GiB, _floor(end) - 101 * MiB - 40 * GiB, LINUX, uuid="l"),
+    ])
+    fs = {1: "vfat", 2: "ntfs", 3: "ext4"}
+    out = plan_layout(src, 32 * GiB, 512, "proportional", fs, {2: 10 * GiB, 3: 5 * GiB})
+    old, new = by_number(src), by_number(out)
+    assert_sane(out)
+    assert new[1] == old[1]
+    assert 10 * GiB <= new[2].size < old[2].size and 5 * GiB <= new[3].size < old[3].size
+    ratio2, ratio3 = new[2].size / old[2].size, new[3].size / old[3].size
+    assert abs(ratio2 - ratio3) < 0.01
+    lines = describe_plan(src, out, fs)
+    assert any(line.startswith("Partition 3 (ext4) shrinks from") and "GiB less) and moves from" in line
+               and line.endswith("moving data that lay beyond the new end.") for line in lines), lines
 
 
 def test_keep_refuses_a_smaller_disk_and_suggests_grow():
@@ -213,6 +255,52 @@ def test_linux_grow_picks_a_large_last_partition():
     new = by_number(out)
     assert new[2].size == GiB and new[3].size == 256 * MiB
     assert new[4].size > 6 * GiB
+
+
+def test_grow_picks_the_os_partition_not_a_trailing_tools_partition():
+    # root 2 GiB, then a 1 GiB ext4 data partition: the old "quarter of the largest" rule
+    # grew the trailing one; the OS partition grows and the trailing one moves to the end
+    src = gpt(4 * GiB, [
+        part(1, 1, 256 * MiB, ESP),
+        part(2, 257, 2 * GiB, LINUX, name="root"),
+        part(3, 257 + 2048, GiB, LINUX, name="tools"),
+    ])
+    fs = {1: "vfat", 2: "ext4", 3: "ext4"}
+    for size in (8 * GiB, 3 * GiB + 512 * MiB):
+        out = plan_layout(src, size, 512, "grow", fs, {2: GiB, 3: 512 * MiB})
+        old, new = by_number(src), by_number(out)
+        assert_sane(out)
+        assert new[3].size == old[3].size
+        assert 0 <= usable_area("gpt", size, S)[0] - new[3].end < MiB
+        assert new[2].start == old[2].start and new[2].end == new[3].start
+        assert [n for n, _, _ in needs_resize(src, out)] == [2]
+
+
+def test_grow_with_a_256_mib_partition_after_root_moves_it_to_the_end():
+    src = gpt(8 * GiB, [
+        part(1, 1, 512 * MiB, ESP),
+        part(2, 513, 7 * GiB, LINUX, name="root"),
+        part(3, 513 + 7 * 1024, 256 * MiB, LINUX, name="tools"),
+    ])
+    fs = {1: "vfat", 2: "ext4", 3: "ext4"}
+    out = plan_layout(src, 6 * GiB, 512, "grow", fs, {2: 3 * GiB, 3: 100 * MiB})
+    old, new = by_number(src), by_number(out)
+    assert_sane(out)
+    assert new[3].size == 256 * MiB and new[3].start < old[3].start
+    assert 0 <= usable_area("gpt", 6 * GiB, S)[0] - new[3].end < MiB
+    assert new[2].end == new[3].start and new[2].size < old[2].size
+    lines = describe_plan(src, out, fs)
+    assert any(line.startswith("Partition 3 (ext4) moves to the end of the disk") for line in lines), lines
+
+
+def test_grow_ties_go_to_the_later_partition():
+    src = gpt(4 * GiB, [
+        part(1, 1, GiB, LINUX),
+        part(2, 1025, GiB, LINUX),
+    ])
+    out = plan_layout(src, 8 * GiB, 512, "grow", {1: "ext4", 2: "ntfs"}, {})
+    new = by_number(out)
+    assert new[1].size == GiB and new[2].size > 6 * GiB
 
 
 def test_linux_proportional_scales_data_and_swap_but_not_the_esp():

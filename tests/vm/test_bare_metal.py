@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -269,3 +270,82 @@ def test_live_restore_on_uefi_adds_the_boot_entry_the_firmware_then_uses(tmp_pat
         console = vm.output
     assert booted["root"] == g.fingerprint
     assert re.search(rf'BdsDxe: starting Boot{added["num"]} "UEFI OS"', console), console[-3000:]
+
+
+def spread_root(g: golden.Golden, tmp_path: Path, loops, number: int) -> tuple[Path, str]:
+    """A copy of the golden PC whose root filesystem was filled and two thirds emptied again,
+    so files (and ext4's inode tables, as always) lie all over it, up to its end; returns the
+    copy and its new root fingerprint."""
+    img = tmp_path / f"{g.name}-spread.img"
+    subprocess.run(["cp", "--sparse=always", str(g.path), str(img)], check=True)
+    dev = loops.attach(img)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", f"{dev}p{number}", str(mnt)], check=True)
+    try:
+        filler = mnt / "spread"
+        filler.mkdir()
+        rng = random.Random(7)
+        i = 0
+        while True:
+            st = os.statvfs(mnt)
+            if st.f_bavail * st.f_frsize < 0.15 * st.f_blocks * st.f_frsize:
+                break
+            (filler / f"f{i:04d}.bin").write_bytes(rng.randbytes(4 << 20))
+            i += 1
+        os.sync()
+        for j in range(i):
+            if j % 3:
+                (filler / f"f{j:04d}.bin").unlink()
+        fingerprint = golden.tree_fingerprint(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    return img, fingerprint
+
+
+def restore_smaller(image: Path, name: str, tmp_path: Path, size: int) -> tuple[Path, dict, dict]:
+    from recovery.repo.repository import Repository
+    from recovery.verify import used_ranges
+
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", image, "--repo", repo, "--name", name)
+    target = tmp_path / "small-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(size)
+    plan = json.loads(lifeboat("restore", "latest", target, "--repo", repo, "--dry-run", "--json"))["plan"]
+    shrink = next(a for a in plan["actions"] if a["action"] == "shrink-filesystem")
+    r = Repository.open(repo)
+    part = next(p for p in r.load_manifest(plan["snapshot"]).partitions if p.number == shrink["number"])
+    last_used = max(o + n for o, n in used_ranges(r, part))
+    assert last_used > shrink["new_size"], "no used block lies beyond the new end: the test proves nothing"
+    out = json.loads(lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--json"))
+    return target, out, shrink
+
+
+def test_bios_pc_with_data_to_its_end_restored_onto_a_smaller_disk_boots(tmp_path, loops):
+    """Used blocks beyond the new end: the ext4 root is shrunk by relocating them."""
+    g = golden.bios_pc()
+    image, fingerprint = spread_root(g, tmp_path, loops, 1)
+    target, out, shrink = restore_smaller(image, g.name, tmp_path, 640 << 20)
+    assert out["status"] == "ok"
+    n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
+    assert n[1]["size"] * 512 == shrink["new_size"]
+    assert subprocess.run(["e2fsck", "-f", "-n", f"{target}?offset={n[1]['start'] * 512}"],
+                          capture_output=True).returncode == 0
+    m = boot(target, "bios", "sata", tmp_path / "console.log")
+    assert m["root"] == fingerprint
+    assert m["dev"] == "sda1"
+
+
+def test_uefi_pc_with_data_to_its_end_restored_onto_a_smaller_disk_boots(tmp_path, loops):
+    g = golden.uefi_pc()
+    image, fingerprint = spread_root(g, tmp_path, loops, 2)
+    target, out, shrink = restore_smaller(image, g.name, tmp_path, 640 << 20)
+    assert out["status"] == "ok" and shrink["number"] == 2
+    n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
+    assert golden.table_identity(target) == golden.table_identity(image)
+    assert (n[4]["start"] + n[4]["size"]) * 512 > target.stat().st_size - (2 << 20)   # moved to the end
+    m = boot(target, "uefi", "sata", tmp_path / "console.log")
+    assert m["root"] == fingerprint
+    assert m["dev"] == "sda2"

@@ -1,0 +1,104 @@
+"""Random access to one saved partition: its bytes as they were, read from the repository.
+
+    reader = PartitionReader(repo, part, manifest.chunk_size)
+    reader.size                      # the partition's size in bytes
+    reader.read(offset, length)      # bytes; zeros where nothing was stored
+
+Windows with no used byte (NO_DATA in the chunk table) read as zeros, and inside a stored
+window unused bytes are already zero (recovery/chunking.py), so the chunk table alone gives
+every byte: the used ranges are loaded only when someone asks for them (`used_ranges()`).
+Chunks are fetched with ``repo.read_blob`` (hash-checked: damage raises DamageError) and
+kept decoded in a small LRU cache bounded in bytes, not in proportion to the partition.
+Safe to call from several threads at once (a FUSE server, a browser's workers).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from recovery.chunking import window_count, window_length
+from recovery.errors import DamageError
+from recovery.repo.format import ID_SIZE, NO_DATA
+from recovery.repo.manifest import PartitionImage
+from recovery.repo.repository import Repository
+from recovery.verify import chunk_table, used_ranges
+
+DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
+
+
+class PartitionReader:
+    def __init__(self, repo: Repository, part: PartitionImage, chunk_size: int,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.repo = repo
+        self.part = part
+        self.size = part.size
+        self.chunk_size = chunk_size
+        self._table = chunk_table(repo, part)
+        if len(self._table) < window_count(part.size, chunk_size) * ID_SIZE:
+            raise DamageError(f"partition {part.number}: its chunk table is shorter than the partition")
+        self._ranges: list[tuple[int, int]] | None = None
+        # At least two windows, so a read straddling a window boundary never evicts its own half.
+        self._cache_limit = max(cache_bytes // chunk_size, 2)
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def used_ranges(self) -> list[tuple[int, int]]:
+        """(offset, length) of every used byte range, sorted (loaded on first use)."""
+        if self._ranges is None:
+            self._ranges = used_ranges(self.repo, self.part)
+        return self._ranges
+
+    def window_stored(self, w: int) -> bool:
+        return self._table[w * ID_SIZE : (w + 1) * ID_SIZE] != NO_DATA
+
+    def _window(self, w: int) -> bytes | None:
+        """The decoded bytes of window `w`, or None when it holds nothing (all zero)."""
+        bid = bytes(self._table[w * ID_SIZE : (w + 1) * ID_SIZE])
+        if bid == NO_DATA:
+            return None
+        with self._lock:
+            data = self._cache.get(w)
+            if data is not None:
+                self._cache.move_to_end(w)
+                return data
+        # Decoding happens outside the lock: two threads asking for the same window at the
+        # same moment each decode it once, which costs less than serialising every reader.
+        try:
+            data = self.repo.read_blob(bid)
+        except DamageError as exc:
+            raise DamageError(f"partition {self.part.number}: the chunk at byte {w * self.chunk_size} "
+                              f"is damaged ({exc.message})") from exc
+        want = window_length(w, self.size, self.chunk_size)
+        if len(data) != want:
+            raise DamageError(f"partition {self.part.number}: the chunk at byte {w * self.chunk_size} "
+                              f"holds {len(data)} bytes instead of {want}")
+        with self._lock:
+            self._cache[w] = data
+            self._cache.move_to_end(w)
+            while len(self._cache) > self._cache_limit:
+                self._cache.popitem(last=False)
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes at `offset` of the saved partition (fewer only past its end)."""
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        cs = self.chunk_size
+        first, last = offset // cs, (end - 1) // cs
+        if first == last:
+            data = self._window(first)
+            lo = offset - first * cs
+            return bytes(end - offset) if data is None else data[lo : lo + end - offset]
+        out = bytearray(end - offset)
+        for w in range(first, last + 1):
+            data = self._window(w)
+            if data is None:
+                continue
+            w_start = w * cs
+            lo, hi = max(offset, w_start), min(end, w_start + len(data))
+            out[lo - offset : hi - offset] = data[lo - w_start : hi - w_start]
+        return bytes(out)
