@@ -38,6 +38,9 @@ class BackupResult:
     bytes_stored_new: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # Stored bytes this run found in packs an interrupted run of a backup had written (a
+    # resumed backup): neither newly stored now nor saved by deduplication.
+    bytes_resumed: int = 0
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -146,14 +149,17 @@ def backup(
                 stats={
                     "bytes_used": bytes_used,
                     "bytes_stored_new": session.bytes_stored_new,
+                    "bytes_resumed": session.bytes_resumed,
                     "seconds": round(seconds, 3),
                     "warnings": warnings,
                 },
             )
             sid = repo.write_manifest(manifest)
+            session.snapshot_written()
             if verify:
                 repo.mark_verified(sid)
-    return BackupResult(sid, name, bytes_used, session.bytes_stored_new, round(seconds, 3), warnings)
+    return BackupResult(sid, name, bytes_used, session.bytes_stored_new, round(seconds, 3), warnings,
+                        bytes_resumed=session.bytes_resumed)
 
 
 def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
@@ -193,7 +199,11 @@ def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads) 
         windows = used_windows(fsinfo.used, size, chunk)
         results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads)
         for w, length, used_here, bid, stored, codec in results:
-            new = session.add(bid, stored, length, KIND_DATA, codec) if stored is not None else 0
+            if stored is not None:
+                new = session.add(bid, stored, length, KIND_DATA, codec)
+            else:
+                new = 0
+                session.reused(bid)
             table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
             meter.add(used_here, new)
 

@@ -123,6 +123,23 @@ def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | No
     return None
 
 
+def boot_sector_filesystem(read: Reader, size: int) -> str | None:
+    """"vfat" or "ntfs" when sector 0 is that filesystem's boot sector (a sane FAT BPB, or the
+    "NTFS    " OEM id with sane geometry) for a filesystem that fits in `size` bytes: such a
+    sector also ends in 0x55AA, so partition-table readers take it for an MBR."""
+    from recovery.fs import fat, ntfs
+    for name, module in (("ntfs", ntfs), ("vfat", fat)):
+        try:
+            fs_size = module.boot_sector_size(read)
+        except Exception as exc:  # noqa: BLE001 - bad content is simply "not this filesystem"
+            if _is_io_failure(exc):
+                raise
+            continue
+        if fs_size and fs_size <= size:
+            return name
+    return None
+
+
 def probe_partition(read: Reader, size: int) -> FsInfo:
     """The used map of one partition; never raises for bad content. Anything not mapped with
     confidence is imaged whole, with a warning saying why (the caller adds the partition number)."""

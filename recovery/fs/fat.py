@@ -129,6 +129,12 @@ def _root_label(read: Reader, bpb: _Bpb, fat: bytes) -> str | None:
     return None
 
 
+def boot_sector_size(read: Reader) -> int | None:
+    """The filesystem's size in bytes when sector 0 is a sane FAT boot sector, else None."""
+    bpb = _bpb(read)
+    return None if bpb is None else bpb.total_sectors * bpb.bytes_per_sector
+
+
 def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | None:
     bpb = _bpb(read)
     if bpb is None:

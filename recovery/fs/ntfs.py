@@ -353,6 +353,16 @@ def _boot(read: Reader) -> _Boot | None:
     return _Boot(head)
 
 
+def boot_sector_size(read: Reader) -> int | None:
+    """The volume's size in bytes (its backup boot sector follows) when sector 0 is an NTFS
+    boot sector with sane geometry, else None."""
+    try:
+        boot = _boot(read)
+    except FsMapError:
+        return None
+    return None if boot is None else boot.total_sectors * boot.bytes_per_sector
+
+
 def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | None:
     try:
         boot = _boot(read)

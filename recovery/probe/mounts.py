@@ -21,6 +21,7 @@ class Mount:
     fstype: str                     # "ext4", "fuseblk", "vfat", ...
     read_only: bool
     major_minor: tuple[int, int]    # st_dev of the mounted filesystem (0:N for FUSE, tmpfs, btrfs)
+    options: tuple[str, ...] = ()   # per-mount then superblock options ("ro", "upperdir=...", ...)
 
 
 def _unescape(field: str) -> str:
@@ -42,7 +43,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
         super_options = fields[sep + 3].split(",") if len(fields) > sep + 3 else []
         options = fields[5].split(",") + super_options      # per-mount, then superblock options
         mounts.append(Mount(source=_unescape(fields[sep + 2]), target=_unescape(fields[4]),
-                            fstype=fields[sep + 1], read_only="ro" in options, major_minor=(major, minor)))
+                            fstype=fields[sep + 1], read_only="ro" in options, major_minor=(major, minor),
+                            options=tuple(_unescape(o) for o in options)))
     return mounts
 
 
@@ -167,6 +169,69 @@ def disk_of_path(path: str, mounts: list[Mount] | None = None, sys_root: str = S
         return disk_of_path(best.source, mounts, sys_root) if os.path.realpath(best.source) != real else None
     rdev = os.stat(best.source).st_rdev
     return whole_disk_of((os.major(rdev), os.minor(rdev)), sys_root)
+
+
+RAM_FILESYSTEMS = ("tmpfs", "ramfs", "devtmpfs")
+_RAM_DISK = re.compile(r"/dev/(zram|ram)\d+$")
+
+
+def mount_holding(path: str, mounts: list[Mount] | None = None) -> Mount | None:
+    """The mount whose filesystem holds `path` (which must exist): the one with the same
+    device number (the deepest, when bind mounts repeat it), else the deepest mount point
+    above the path (btrfs subvolumes report other device numbers)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    mounts = current_mounts() if mounts is None else mounts
+    real = os.path.realpath(path)
+
+    def above(m: Mount) -> bool:
+        return real == m.target or real.startswith(m.target.rstrip("/") + "/")
+
+    numbers = (os.major(st.st_dev), os.minor(st.st_dev))
+    same = [m for m in mounts if m.major_minor == numbers]
+    candidates = [m for m in same if above(m)] or same or [m for m in mounts if above(m)]
+    best = None
+    for m in candidates:   # later lines of mountinfo hide earlier ones at the same place
+        if best is None or (above(m) and len(m.target) >= len(best.target)):
+            best = m
+    return best
+
+
+def ram_backed(path: str, mounts: list[Mount] | None = None, _depth: int = 0) -> str | None:
+    """How the filesystem holding `path` lives in memory (everything in it is lost at
+    power-off), in a few words such as "tmpfs at /dev/shm"; None when it is not known to.
+    tmpfs, ramfs, devtmpfs, a RAM disk (zram, brd), and an overlay whose upper layer is one
+    of those (the live system's root)."""
+    mounts = current_mounts() if mounts is None else mounts
+    m = mount_holding(path, mounts)
+    if m is None:
+        return None
+    if m.fstype in RAM_FILESYSTEMS:
+        return f"{m.fstype} at {m.target}"
+    if _RAM_DISK.match(m.source):
+        return f"the RAM disk {m.source} at {m.target}"
+    if m.fstype == "overlay" and _depth < 4:
+        return overlay_in_memory(m, mounts, _depth)
+    return None
+
+
+def overlay_in_memory(m: Mount, mounts: list[Mount], _depth: int = 0) -> str | None:
+    """ram_backed for an overlay mount: where its upper layer (what is written) is kept."""
+    upper = next((o.split("=", 1)[1] for o in m.options if o.startswith("upperdir=")), None)
+    if not upper:
+        return None
+    if os.path.exists(upper):
+        under = ram_backed(upper, mounts, _depth + 1)
+    else:
+        # The overlay's options keep the path its upper layer had when it was mounted; the
+        # live system then moves that tmpfs (/rw becomes /run/lifeboat/rw).
+        parent = os.path.dirname(upper.rstrip("/"))
+        under = next((f"{r.fstype} at {r.target}" for r in mounts if r.fstype in RAM_FILESYSTEMS
+                      and parent not in ("", "/")
+                      and (r.target == parent or r.target.endswith("/" + parent.lstrip("/")))), None)
+    return f"an overlay at {m.target} kept on {under}" if under else None
 
 
 def is_on_disk(path: str, disk: str) -> bool:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 
 import parted
 
 from recovery.errors import DiskError
+from recovery.fs import boot_sector_filesystem
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.probe import blockdev, gpt
 from recovery.probe.tools import first_line, run_tool
@@ -39,11 +41,51 @@ def read_layout(path: str) -> Layout:
     if dump is None:
         _refuse_damaged_gpt(path, sector_size, disk_size)
         return Layout(table="none", sector_size=sector_size, disk_size=disk_size)
+    if dump.get("label") == "dos" and whole_disk_filesystem(path, sector_size, disk_size):
+        # FAT or NTFS written straight onto the disk (or a dd image of one partition): its
+        # boot sector ends in 0x55AA like an MBR, and sfdisk reads it as one.
+        return Layout(table="none", sector_size=sector_size, disk_size=disk_size)
     layout = layout_from_sfdisk(dump, disk_size)
     if layout.sector_size != sector_size:
         raise DiskError(f"sfdisk sees {layout.sector_size}-byte sectors on {path}, the kernel {sector_size}")
     _cross_check_with_parted(path, layout)
     return layout
+
+
+def whole_disk_filesystem(path: str, sector_size: int, disk_size: int) -> str | None:
+    """"vfat" or "ntfs" when sector 0 of `path` is that filesystem's boot sector rather than
+    an MBR: the filesystem's own checks pass (recovery.fs) and the four MBR entries do not
+    describe a partition table (a real MBR always does, even one whose boot code kept an old
+    BPB, as GRUB's does)."""
+    try:
+        with open(path, "rb") as f:
+            head = os.pread(f.fileno(), max(512, sector_size), 0)
+    except OSError as exc:
+        raise DiskError(f"cannot read {path}: {exc.strerror}") from exc
+    fs = boot_sector_filesystem(lambda off, n: head[off:off + n], disk_size)
+    if fs is None or mbr_entries_valid(head, sector_size, disk_size):
+        return None
+    return fs
+
+
+def mbr_entries_valid(sector: bytes, sector_size: int, disk_size: int) -> bool:
+    """True when the four primary entries of an MBR sector are a plausible table: every boot
+    flag 0 or 0x80, at least one partition, each with a type, inside the disk, none
+    overlapping another (pure)."""
+    spans = []
+    for i in range(4):
+        entry = sector[446 + 16 * i: 462 + 16 * i]
+        boot, ptype = entry[0], entry[4]
+        start, count = struct.unpack_from("<II", entry, 8)
+        if boot not in (0, 0x80):
+            return False
+        if ptype == 0 and count == 0:
+            continue
+        if ptype == 0 or start == 0 or count == 0 or (start + count) * sector_size > disk_size:
+            return False
+        spans.append((start, start + count))
+    spans.sort()
+    return bool(spans) and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
 
 def _sfdisk_dump(path: str) -> dict | None:

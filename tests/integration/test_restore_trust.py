@@ -137,10 +137,18 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
         os.truncate(target, 0)            # a fresh disk each round: nothing of the last round helps
         os.truncate(target, 220 * MiB)
         kills = 0
-        for _ in range(3):                 # kill it up to three times in a row, then let it finish
+        for k in range(3):                 # kill it up to three times in a row, then let it finish
             proc = subprocess.Popen(_restore_cmd(repo, target), cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
-            time.sleep(rng.uniform(0.05, full))
+            if (attempt + k) % 2:
+                # Half the kills land while data is being written: after the mark appears,
+                # whatever the machine's load did to the time before it.
+                deadline = time.monotonic() + 60
+                while read_mark(str(target)) is None and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0, full / 2))
+            else:
+                time.sleep(rng.uniform(0.05, full))
             if proc.poll() is not None:
                 break
             proc.send_signal(signal.SIGKILL)

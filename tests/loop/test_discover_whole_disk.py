@@ -16,6 +16,7 @@ pytestmark = pytest.mark.loop
 
 def test_repository_on_a_disk_without_partition_table_is_found(tmp_path, loops):
     content = tmp_path / "content"
+    content.mkdir()
     Repository.init(content / "lifeboat")
     image = tmp_path / "stick.img"
     with open(image, "wb") as f:
