@@ -1,8 +1,10 @@
 """The wizards: each is a coroutine run in a Textual worker, walking a person through screens.
 
-A screen dismissed with None (Esc) goes back one step. Engine calls that block run in thread
-workers (``app.blocking`` for short ones, ``JobScreen`` for long ones with progress); engine
-errors become dialogs.
+A screen dismissed with None (Esc) goes back one step. Backup, restore and check go through
+the engine's job layer (``recovery.jobs``): the job's ``plan()`` runs in ``app.blocking``, its
+``run(plan, on_event, cancel)`` in a ``JobScreen`` with progress and Cancel. Engine errors
+become dialogs. A job's result (or error, or the word that it was stopped) is shown before the
+disks are looked at again.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from tui.screens.question import QuestionDialog
 from tui.screens.result import ResultScreen
 from tui.screens.snapshot_picker import ALL, SnapshotPickerScreen
 from tui.session import default_name
-from tui.widgets.disk_map import display_path
+from tui.widgets.disk_map import display_path, incomplete_words
 
 BACKUP_CANCEL = (
     "Stop the backup?",
-    "Nothing of this backup will be kept. The repository and every earlier backup in it stay intact.",
+    "No snapshot is made. The repository and every earlier backup in it stay intact; running the same "
+    "backup again reuses what was already stored.",
 )
 RESTORE_CANCEL = (
     "Stop the restore?",
-    "The target disk is then INCOMPLETE and will not start. You can run the restore again later.",
+    "The target disk then stays marked as an incomplete restore and will not start. Running the same "
+    "restore again resumes it, keeping what is already written.",
 )
 CHECK_CANCEL = ("Stop the check?", "Nothing is changed by a check; it can be run again at any time.")
 
@@ -103,7 +107,7 @@ async def rescan(app) -> None:
 
 # -- back up ------------------------------------------------------------------------------------
 async def backup(app) -> None:
-    from recovery.backup import backup as run_backup
+    from recovery.jobs import BackupJob
 
     await app.ready()
     s = app.session
@@ -141,34 +145,35 @@ async def backup(app) -> None:
             if repo is None:
                 continue
             try:
+                job = BackupJob(disk.path, repo, name, verify=True, zstd_level=s.zstd_level)
+                plan = await app.blocking(job.plan)
                 outcome = await app.push_screen_wait(JobScreen(
                     f"Backing up {display_path(disk.path)} as “{name}”",
-                    lambda on_event, cancel: run_backup(disk.path, repo, name, verify=True, on_event=on_event,
-                                                        cancel=cancel, zstd_level=s.zstd_level),
+                    lambda on_event, cancel: job.run(plan, on_event, cancel),
                     cancel_title=BACKUP_CANCEL[0], cancel_text=BACKUP_CANCEL[1],
                     intro=f"To {place.describe() if place.partition else display_path(str(repo.path))}"))
                 if outcome.cancelled:
-                    await app.show_message("Backup stopped", "The backup was stopped and nothing of it was "
-                                           "kept. The repository and its earlier backups are intact.")
-                    await rescan(app)
-                    return
-                if outcome.error is not None:
+                    await app.show_message("Backup stopped", "The backup was stopped: no snapshot was made. "
+                                           "The repository and its earlier backups are intact; running the "
+                                           "same backup again reuses what was already stored.")
+                elif outcome.error is not None:
                     await app.show_error(outcome.error, "back up the disk")
-                    await rescan(app)
-                    return
-                r = outcome.result
-                saved = 1 - r.bytes_stored_new / r.bytes_used if r.bytes_used else 0
-                lines = [
-                    f"Snapshot {r.snapshot[:8]} of “{r.name}” is saved and was read back to check it.",
-                    f"Data in use: {humanize.size(r.bytes_used)}; newly stored: "
-                    f"{humanize.size(r.bytes_stored_new)} ({saved:.0%} saved by compression and dedup).",
-                    f"Time: {humanize.duration(r.seconds)}.",
-                ]
-                choice = await app.push_screen_wait(ResultScreen(
-                    "Backup finished", lines, [("done", "Done"), ("verify", "Check it fully now")],
-                    warnings=r.warnings))
-                if choice == "verify":
-                    await run_check(app, repo, [r.snapshot])
+                else:
+                    r = outcome.result
+                    resumed = getattr(r, "bytes_resumed", 0) or 0
+                    saved = (r.bytes_used - r.bytes_stored_new - resumed) / r.bytes_used if r.bytes_used else 0
+                    lines = [
+                        f"Snapshot {r.snapshot[:8]} of “{r.name}” is saved and was read back to check it.",
+                        f"Data in use: {humanize.size(r.bytes_used)}; newly stored: "
+                        f"{humanize.size(r.bytes_stored_new)} ({max(saved, 0):.0%} saved by compression and dedup)."
+                        + (f" Reused from the interrupted backup: {humanize.size(resumed)}." if resumed else ""),
+                        f"Time: {humanize.duration(r.seconds)}.",
+                    ]
+                    choice = await app.push_screen_wait(ResultScreen(
+                        "Backup finished", lines, [("done", "Done"), ("verify", "Check it fully now")],
+                        warnings=r.warnings))
+                    if choice == "verify":
+                        await run_check(app, repo, [r.snapshot])
             finally:
                 repo.close()
             await rescan(app)
@@ -176,8 +181,65 @@ async def backup(app) -> None:
 
 
 # -- restore ------------------------------------------------------------------------------------
+def without_cli_hint(message: str) -> str:
+    """An engine message without its advice for the command line (`lifeboat ...`): the TUI
+    offers that choice as a button instead. Unchanged when there is none."""
+    cut = message.find("`lifeboat ")
+    if cut <= 0:
+        return message
+    return message[:cut].rstrip(" .;,") + "."
+
+
+def damage_lines(damaged: dict) -> list[str]:
+    """What a salvaged restore could not bring back, one line each (RestoreResult.damaged)."""
+    out = []
+    for number, hit in sorted(damaged.items(), key=lambda kv: int(kv[0])):
+        where = "Whole-disk filesystem" if int(number) == 0 else f"Partition {number}"
+        out += [f"{where}, filesystem metadata: {m}" for m in hit.get("metadata") or []]
+        out += [f"{where}: {f}" for f in hit.get("files") or []]
+        unknown = hit.get("unknown") or []
+        if unknown:
+            out.append(f"{where}: {len(unknown)} damaged place(s) Lifeboat could not tie to a file")
+    return out or ["No file was hit: the damaged pieces held no file Lifeboat could name."]
+
+
+async def ask_salvage(app, damage: str) -> bool:
+    """The snapshot is damaged (``damage`` says how): restore what is readable (True), or go
+    back (False)."""
+    damage = without_cli_hint(damage)
+    return await app.push_screen_wait(QuestionDialog(
+        "This backup is damaged",
+        f"{damage[:1].upper()}{damage[1:]}\n\nLifeboat can restore everything that is readable: the damaged "
+        "pieces are written as zeros, and afterwards it lists the files they hit.",
+        yes="Restore what is readable (salvage)", no="Back", danger=True))
+
+
+def check_found(snap, damaged: list[str]) -> str:
+    return (f"the last check of snapshot {snap.id[:8]} (“{snap.name}”, {humanize.when(snap.created)}) found: "
+            + "; ".join(damaged) + ".")
+
+
+async def offer_resume(app, place, repo, snaps):
+    """(snapshot, disk) of an interrupted restore from this repository that the person wants to
+    resume, or None."""
+    s = app.session
+    by_id = {x.id: x for x in snaps}
+    for disk in s.disks:
+        snap = by_id.get(disk.incomplete_snapshot or "")
+        if snap is None or await app.blocking(s.restore_refusal, disk, place, str(repo.path)):
+            continue
+        if await app.push_screen_wait(QuestionDialog(
+                "An interrupted restore",
+                f"{display_path(disk.path)} holds an incomplete restore of “{snap.name}” from "
+                f"{humanize.when(snap.created)}. Resume it?\n\nWhat is already on the disk and intact is kept.",
+                yes="Resume", no="No")):
+            return snap, disk
+    return None
+
+
 async def restore(app) -> None:
-    from recovery.restore import apply_restore, plan_restore
+    from recovery.errors import DamageError
+    from recovery.jobs import RestoreJob
 
     await app.ready()
     s = app.session
@@ -187,7 +249,12 @@ async def restore(app) -> None:
     place, repo, snaps = opened
     try:
         names = sorted({x.name for x in snaps})
-        step, name, snap, target, plan, mode = (0 if len(names) > 1 else 1), names[0], None, None, None, "grow"
+        step, name, snap, target, mode, salvage = (0 if len(names) > 1 else 1), names[0], None, None, "grow", False
+        job = plan = None
+        resume = await offer_resume(app, place, repo, snaps)
+        if resume is not None:
+            snap, target = resume
+            name, step = snap.name, 3
         while True:
             if step == 0:
                 name = await app.push_screen_wait(NamePickerScreen(snaps, step="2/5"))
@@ -198,22 +265,39 @@ async def restore(app) -> None:
                 mine = [x for x in snaps if x.name == name]
                 snap = await app.push_screen_wait(SnapshotPickerScreen(
                     f"Backups of “{name}”", "Newest first. Enter picks the one to restore.", mine, step="2/5"))
+                salvage = False
                 if snap is None:
                     if len(names) > 1:
                         step = 0
                         continue
                     return
+                damaged = getattr(snap, "damaged", None)
+                if damaged:
+                    if not await ask_salvage(app, check_found(snap, damaged)):
+                        continue
+                    salvage = True
                 step = 2
             elif step == 2:
-                refusals = {d.path: why for d in s.disks if (why := s.restore_refusal(d, place))}
+                refusals = await app.blocking(
+                    lambda: {d.path: why for d in s.disks if (why := s.restore_refusal(d, place, str(repo.path)))})
                 target = await app.push_screen_wait(DiskPickerScreen(
                     "Restore onto which disk?",
                     f"The disk will be erased and will hold “{name}” as it was on {humanize.when(snap.created)}.",
                     s.disks, refusals, step="3/5", usage=s.usage))
                 step = 1 if target is None else 3
             elif step == 3:
+                job = RestoreJob(repo, snap.id, target.path, name=name, layout=mode, salvage=salvage)
                 try:
-                    plan = await app.blocking(plan_restore, repo, snap.id, target.path, name=name, layout_mode=mode)
+                    plan = await app.blocking(job.plan)
+                except DamageError as exc:     # a chunk list is unreadable: the snapshot is damaged
+                    if salvage:
+                        await app.show_error(exc, f"restore onto {display_path(target.path)}")
+                        step = 1
+                    elif await ask_salvage(app, exc.message):
+                        salvage = True
+                    else:
+                        step = 1
+                    continue
                 except LifeboatError as exc:
                     await app.show_error(exc, f"restore onto {display_path(target.path)}")
                     step = 2
@@ -224,50 +308,86 @@ async def restore(app) -> None:
                     continue
                 step = 2 if choice == "back" else 4
             elif step == 4:
-                ok = await app.push_screen_wait(ConfirmScreen(plan.target, step="5/5"))
+                ok = await app.push_screen_wait(ConfirmScreen(plan.target, step="5/5", name=job.confirm_name(plan)))
                 if not ok:
                     step = 3
                     continue
                 outcome = await app.push_screen_wait(JobScreen(
                     f"Restoring “{name}” onto {display_path(plan.target.path)}",
-                    lambda on_event, cancel: apply_restore(repo, plan, on_event=on_event, cancel=cancel),
+                    lambda on_event, cancel, job=job, plan=plan: job.run(plan, on_event, cancel),
                     cancel_title=RESTORE_CANCEL[0], cancel_text=RESTORE_CANCEL[1],
-                    intro="Do not switch the computer off. Each piece is checked as it is read."))
-                await rescan(app)
-                if outcome.cancelled:
-                    await app.show_message(
-                        "Restore stopped",
-                        f"{display_path(plan.target.path)} is now incomplete and will not start. "
-                        "Run the restore again before using it.")
-                    return
-                if outcome.error is not None:
-                    await app.show_error(outcome.error, "finish the restore")
-                    return
-                r = outcome.result
-                lines = [
-                    f"“{name}” from {humanize.when(snap.created)} is back on {display_path(r.target)}.",
-                    f"Written: {humanize.size(r.bytes_written)} in {humanize.duration(r.seconds)}; "
-                    "every piece was checked against its hash as it was read.",
-                    "Next: remove the Lifeboat stick and restart the computer." if app.live else
-                    "Next: start the computer from the restored disk.",
-                ]
-                choices = [("done", "Done")] + ([("reboot", "Restart now")] if app.live else [])
-                choice = await app.push_screen_wait(ResultScreen("Restore finished", lines, choices,
-                                                                 warnings=r.warnings))
-                if choice == "reboot":
-                    await system_action(app, "reboot")
+                    intro="Do not switch the computer off. Every piece of the backup is checked before "
+                          "anything is written."))
+                if isinstance(outcome.error, DamageError) and not outcome.cancelled and not salvage:
+                    chosen = await ask_salvage(app, outcome.error.message)
+                    await rescan(app)        # a disk may carry the restore's mark now
+                    if chosen:
+                        salvage, step = True, 3
+                    else:
+                        step = 1
+                    continue
+                await restore_finished(app, outcome, name, snap, plan)
                 return
     finally:
         repo.close()
 
 
+async def restore_finished(app, outcome, name: str, snap, plan) -> None:
+    """Say how the restore ended (stopped, failed, done, done in part), then look at the disks again."""
+    from recovery.probe.restore_mark import read_mark
+
+    where = display_path(plan.target.path)
+    if outcome.cancelled or outcome.error is not None:
+        if outcome.cancelled:
+            mark = await app.blocking(read_mark, plan.target.path)
+            if mark is not None:
+                await app.show_message(
+                    "Restore stopped",
+                    f"{where} is marked as an {incomplete_words(mark.describe())} and will not start. "
+                    "Running the same restore again resumes it: what is already written and intact is kept.")
+            else:
+                await app.show_message("Restore stopped",
+                                       f"The restore was stopped before anything was written: {where} is unchanged.")
+        else:
+            await app.show_error(outcome.error, "finish the restore")
+        await rescan(app)
+        return
+    r = outcome.result
+    partial = bool(getattr(r, "partial", False))
+    back = f"“{name}” from {humanize.when(snap.created)} is back on {where}"
+    lines = [
+        back + (", except what was damaged in the backup: those pieces were written as zeros." if partial else "."),
+        f"Written: {humanize.size(r.bytes_written)} in {humanize.duration(r.seconds)}"
+        + (f"; {humanize.size(r.bytes_skipped)} was already there from the interrupted restore and was kept"
+           if getattr(r, "bytes_skipped", 0) else "")
+        + "; every piece was checked against its hash before it was written.",
+        "Next: remove the Lifeboat stick and restart the computer." if app.live else
+        "Next: start the computer from the restored disk.",
+    ]
+    damaged = None
+    if partial:
+        lines.append("The damage hit these files and filesystem parts: check them, or take them from "
+                     "another backup.")
+        damaged = damage_lines(getattr(r, "damaged", {}) or {})
+    choices = [("done", "Done")] + ([("reboot", "Restart now")] if app.live else [])
+    choice = await app.push_screen_wait(ResultScreen(
+        "Restore finished, in part" if partial else "Restore finished", lines, choices, ok=not partial,
+        warnings=r.warnings, damaged=damaged))
+    if choice == "reboot":
+        await system_action(app, "reboot")
+        return
+    await rescan(app)
+
+
 # -- check ----------------------------------------------------------------------------------------
 async def run_check(app, repo, ids: list[str] | None) -> None:
-    from recovery.verify import verify
+    from recovery.jobs import VerifyJob
 
+    job = VerifyJob(repo, ids)
+    plan = await app.blocking(job.plan)
     outcome = await app.push_screen_wait(JobScreen(
         "Checking backups" if ids is None else f"Checking snapshot {ids[0][:8]}",
-        lambda on_event, cancel: verify(repo, ids, on_event=on_event, cancel=cancel),
+        lambda on_event, cancel: job.run(plan, on_event, cancel),
         cancel_title=CHECK_CANCEL[0], cancel_text=CHECK_CANCEL[1],
         intro="Every piece is read back and its hash compared."))
     if outcome.cancelled:

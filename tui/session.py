@@ -94,24 +94,31 @@ class Session:
         path = self.mounts.path_of(place, writable=writable)
         if place.is_repository:
             return Repository.open(path)
-        return Repository.init(path)
+        if place.partition is None:
+            # A folder the person typed: the engine's rule, worded for the TUI (no --force here).
+            from recovery.errors import RefusedError
+            from recovery.repo.repository import placement_problem
+
+            problem = placement_problem(path)
+            if problem:
+                raise RefusedError(f"not creating a repository at {path}: {problem}; choose a folder on a disk")
+        # A partition found on a disk (mounted by the scan) is a disk by construction.
+        return Repository.init(path, force=True)
 
     def close(self) -> None:
         self.mounts.close()
 
-    # -- rules the UI applies before the engine's own checks ---------------------------------
-    def restore_refusal(self, disk: DiskInfo, repo_place: Place | None = None) -> str | None:
-        """Why ``disk`` cannot be a restore target, or None."""
-        if disk.is_system:
-            return "the system runs from this disk"
-        if disk.holds_repository or (repo_place is not None and repo_place.disk == disk.path):
-            return "it holds backups"
-        if disk.read_only:
-            return "it is read-only"
-        if any(p.mountpoints for p in disk.partitions):
-            return "a partition on it is in use (mounted)"
-        return None
+    # -- the engine's rules, asked before a person picks a disk ---------------------------------
+    def restore_refusal(self, disk: DiskInfo, repo_place: Place | None = None,
+                        repo_path: str | None = None) -> str | None:
+        """Why ``disk`` cannot be a restore target, or None: the engine's one set of target
+        rules (``recovery.restore.target_refusal``, worded to complete "cannot be chosen: ..."),
+        plus the disk the chosen repository was found on, which holds backups."""
+        from recovery.restore import target_refusal
 
+        if repo_place is not None and repo_place.disk == disk.path:
+            return "it holds backups"
+        return target_refusal(disk, repo_path, check_mounts=False)
 
 def default_name(disk: DiskInfo, repo=None) -> str:
     """The machine name a backup of ``disk`` is filed under, unless the user types another:

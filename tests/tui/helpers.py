@@ -70,3 +70,51 @@ def screen_text(app) -> str:
     return console.export_text()
 
 
+
+
+def damage_chunk(repo_dir: Path, partition: int) -> str:
+    """Overwrite 4 bytes inside the stored form of the middle data chunk of ``partition`` in the
+    newest snapshot (real damage, as a failing stick does); returns the snapshot's id."""
+    from recovery.repo.packs import pack_path
+    from recovery.repo.repository import Repository
+    from recovery.verify import chunk_table, table_ids
+
+    repo = Repository.open(repo_dir)
+    try:
+        sid = repo.resolve("latest")
+        part = next(p for p in repo.load_manifest(sid).partitions if p.number == partition)
+        ids = list(table_ids(chunk_table(repo, part)))
+        _, bid = ids[len(ids) // 2]
+        loc = repo.index.get(bid)
+        with open(pack_path(repo.path, loc.pack_id), "r+b") as f:
+            f.seek(loc.offset + loc.stored_len // 2)
+            f.write(b"\xde\xad\xbe\xef")
+        return sid
+    finally:
+        repo.close()
+
+
+def interrupted_restore(repo_dir: Path, target: Path) -> None:
+    """A real restore of the newest snapshot onto ``target``, stopped with its CancelToken as
+    soon as the first data is written: the disk keeps the "incomplete restore" mark."""
+    import pytest
+
+    from recovery.errors import Cancelled
+    from recovery.events import CancelToken, Progress
+    from recovery.jobs import RestoreJob
+    from recovery.repo.repository import Repository
+
+    repo = Repository.open(repo_dir)
+    try:
+        job = RestoreJob(repo, "latest", str(target))
+        plan = job.plan()
+        token = CancelToken()
+
+        def on_event(event) -> None:
+            if isinstance(event, Progress) and event.phase == "restore" and event.done > 0:
+                token.cancel()
+
+        with pytest.raises(Cancelled):
+            job.run(plan, on_event, token)
+    finally:
+        repo.close()

@@ -138,6 +138,7 @@ def test_backup_to_a_typed_new_folder(machine):
     from tui.screens.result import ResultScreen
 
     target = machine / "usb" / "backups"
+    target.parent.mkdir()          # a stick's folder; Lifeboat makes only the last folder of a typed path
 
     async def scenario():
         app = make_app(machine)
@@ -382,42 +383,6 @@ def test_an_unreadable_disk_is_named_not_fatal(machine):
             assert "1 disk · 1 backup repository" in text and "1 unreadable" in text
 
     run(scenario())
-
-
-def test_restore_from_a_damaged_repository_is_a_plain_error(machine):
-    from tui.screens.confirm import ConfirmScreen
-    from tui.screens.disk_picker import DiskPickerScreen
-    from tui.screens.message import MessageDialog
-    from tui.screens.place_picker import PlacePickerScreen
-    from tui.screens.plan import PlanScreen
-    from tui.screens.snapshot_picker import SnapshotPickerScreen
-
-    _damage_repository(machine / "repo")
-
-    async def scenario():
-        app = make_app(machine)
-        async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("r")
-            await wait_screen(pilot, PlacePickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, SnapshotPickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("down", "enter")
-            await wait_screen(pilot, PlanScreen, timeout=60)
-            await pilot.press("enter")
-            confirm = await wait_screen(pilot, ConfirmScreen)
-            confirm.query_one(Input).value = "new-disk.img"
-            await pilot.press("enter")
-            dialog = await wait_screen(pilot, MessageDialog, timeout=120)
-            text = screen_text(app)
-            assert dialog.title_text == "Could not finish the restore"
-            assert "partition" in dialog.message and "Traceback" not in text
-            return dialog.message
-
-    message = run(scenario())
-    assert "damaged" in message and "incomplete" in message
 
 
 def test_restore_asks_which_computer_when_a_repository_holds_several(machine):

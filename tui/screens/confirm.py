@@ -16,9 +16,11 @@ from tui.widgets.disk_map import display_path
 class ConfirmScreen(Screen[bool]):
     BINDINGS = [Binding("escape", "back", "Back")]
 
-    def __init__(self, target, step: str = ""):
+    def __init__(self, target, step: str = "", name: str | None = None):
+        """``name``: what must be typed (the job's ``confirm_name``); the target's name by default."""
         super().__init__()
         self.target, self.step = target, step
+        self.name_to_type = name or target.name
 
     def compose(self) -> ComposeResult:
         t = self.target
@@ -33,7 +35,7 @@ class ConfirmScreen(Screen[bool]):
                         + (f", {t.model}" if t.model else "") + (f", serial {t.serial}" if t.serial else "")
                         + ") will be replaced by the backup.", "bold")
             yield Static(what)
-            yield Static(Text.assemble("To go ahead, type the disk's name: ", (t.name, "bold reverse")))
+            yield Static(Text.assemble("To go ahead, type the disk's name: ", (self.name_to_type, "bold reverse")))
             yield Input(placeholder="type the name here", id="typed")
             yield Static("", id="mismatch", classes="error")
             yield Static("Enter: restore · Esc: back, nothing is written", classes="hint")
@@ -44,11 +46,11 @@ class ConfirmScreen(Screen[bool]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if event.value.strip() == self.target.name:
+        if event.value.strip() == self.name_to_type:
             self.dismiss(True)
         else:
             self.query_one("#mismatch", Static).update(
-                f"That is not the name. Type {self.target.name} exactly, or press Esc.")
+                f"That is not the name. Type {self.name_to_type} exactly, or press Esc.")
 
     def action_back(self) -> None:
         self.dismiss(False)

@@ -21,7 +21,8 @@ HELP = """\
   Back up: pick the disk, where to keep it, a name. Only the blocks the
   files use are stored, compressed; a second backup stores only changes.
   Restore: pick a backup and a target disk. You see the plan first, and
-  nothing is written until you type the target's name.
+  nothing is written until you type the target's name. A stopped
+  restore leaves the disk marked "incomplete"; running it again resumes.
   Check: re-reads every piece of a backup and names anything damaged.
   A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.\
 """

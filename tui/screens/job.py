@@ -1,6 +1,7 @@
 """A long job (backup, restore, check) running in a thread worker, with progress and Cancel.
 
-The job is a callable ``job(on_event, cancel_token) -> result`` that calls the engine. Progress
+The job is a callable ``job(on_event, cancel_token) -> result`` that calls the engine (a
+``recovery.jobs`` job's ``run(plan, on_event, cancel)``). Progress
 events arrive on the worker thread and are posted as messages that coalesce (only the newest
 waits in the queue), at most ten a second. The screen dismisses with a ``JobOutcome``; the flow
 that pushed it decides what to show next.
@@ -25,10 +26,11 @@ from recovery.events import CancelToken, Progress, Warning_
 from tui import humanize
 
 PHASES = {
+    "proof": "Checking every piece of the backup before writing",
     "backup": "Copying the used blocks",
-    "verify": "Re-reading what was written",
+    "verify": "Reading and checking every piece",
     "restore": "Writing to the target disk",
-    "check": "Checking the backup",
+    "check": "Reading back what was written",
     "table": "Writing the partition table",
     "resize": "Growing the filesystems",
 }
@@ -60,9 +62,9 @@ class JobWarning(Message):
         self.text = text
 
 
-def describe(event: Progress) -> tuple[str, str]:
+def describe(event: Progress, phases: dict[str, str] | None = None) -> tuple[str, str]:
     """(headline, detail line) for a progress event."""
-    head = PHASES.get(event.phase, event.phase.capitalize())
+    head = (phases or PHASES).get(event.phase, event.phase.capitalize())
     if event.partition is not None:
         head += f" · partition {event.partition}"
     if event.message:
@@ -84,9 +86,11 @@ class JobScreen(Screen[JobOutcome]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, job: Callable[[Callable, CancelToken], Any], *,
-                 cancel_title: str, cancel_text: str, intro: str = ""):
+                 cancel_title: str, cancel_text: str, intro: str = "", phases: dict[str, str] | None = None):
+        """``phases`` names this job's phases where they differ from PHASES."""
         super().__init__()
         self.title_text, self.job, self.intro = title, job, intro
+        self.phases = {**PHASES, **(phases or {})}
         self.cancel_title, self.cancel_text = cancel_title, cancel_text
         self.token = CancelToken()
         self.running = False
@@ -136,7 +140,7 @@ class JobScreen(Screen[JobOutcome]):
     # -- UI thread ----------------------------------------------------------------------------
     def on_job_progress(self, message: JobProgress) -> None:
         event = message.event
-        head, detail = describe(event)
+        head, detail = describe(event, self.phases)
         if self.token.cancelled:
             head = "Stopping… " + head
         self.query_one("#phase", Static).update(head)

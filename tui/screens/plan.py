@@ -1,9 +1,12 @@
-"""The restore plan, before anything is written: the target now and after, and what is lost."""
+"""The restore plan, before anything is written: the target now and after, the engine's own
+sentences for what happens to the layout and each step (plan.layout_changes, plan.actions), and
+what is lost. Engine sentences are shown as they are; only the heading names the target."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +23,16 @@ LAYOUT_WORDS = {
     "keep": "partitions exactly where they were",
     "proportional": "data partitions grow in proportion",
 }
+
+
+def _hanging(rows) -> Table:
+    """Marker and sentence in two columns, so a wrapped sentence stays indented under itself."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column()
+    for marker, sentence in rows:
+        grid.add_row(marker, Text(sentence))
+    return grid
 
 
 class PlanScreen(Screen[str]):
@@ -56,19 +69,29 @@ class PlanScreen(Screen[str]):
             + (f", {target.model}" if target.model else "")
             + (f", serial {target.serial}" if target.serial else ""),
             id="plan-head", markup=False, classes="-volatile")
+        if plan.resume:
+            yield Static(Text("This disk holds an incomplete restore of this backup: it is resumed. "
+                              "What is already written and intact is kept; the rest is written.",
+                              "bold yellow"), id="resume")
+        if plan.salvage:
+            yield Static(Text("The backup is damaged: what is readable is restored, damaged pieces are "
+                              "written as zeros, and the files they hit are listed at the end.",
+                              "bold red"), id="salvage")
         with Horizontal(id="maps"):
             now = from_disk(target, used=self.app.session.usage.get(target.path))
             yield DiskMap(replace(now, title="Now", details=humanize.size(target.size)), classes="map half")
             after = from_layout(plan.after, "After", fs_info=self._after_info())
             yield DiskMap(after, classes="map half")
         with VerticalScroll(id="plan"):
+            lost = Text("Everything now on this disk will be destroyed:\n", "bold red")
+            lost.append("\n".join(f"✗ {d}" for d in plan.destroyed), "red")
+            yield Static(lost, id="destroyed")
             yield Static(f"Layout “{plan.layout_mode}” (l changes it): {LAYOUT_WORDS.get(plan.layout_mode, '')}. "
                          f"{humanize.size(plan.bytes_to_write)} to write.", markup=False)
-            yield Static("\n".join(f"• {a}".replace(target.path, where) for a in plan.actions),
-                         id="actions", markup=False)
-            lost = Text("Everything now on this disk will be destroyed:\n", "bold red")
-            lost.append("\n".join(f"✗ {d}".replace(target.path, where) for d in plan.destroyed), "red")
-            yield Static(lost, id="destroyed")
+            if plan.layout_changes:
+                yield Static(_hanging(("•", c) for c in plan.layout_changes), id="changes")
+            yield Static("Steps:", markup=False)
+            yield Static(_hanging((f"{i}.", a.describe()) for i, a in enumerate(plan.actions, 1)), id="actions")
         with Horizontal(classes="buttons"):
             yield Button("Back", compact=True, id="back")
             yield Button("Continue", compact=True, id="continue", variant="warning")

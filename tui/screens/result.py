@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 
 class ResultScreen(Screen[str]):
-    """Dismisses with the id of the chosen button ("done" on Esc)."""
+    """Dismisses with the id of the chosen button ("done" on Esc). ``damaged``: lines shown in
+    red in a scrollable box (what a salvage could not restore), after ``lines``."""
 
     BINDINGS = [Binding("escape", "choose('done')", "Done")]
 
     def __init__(self, title: str, lines: list[str], choices: list[tuple[str, str]] | None = None,
-                 *, ok: bool = True, warnings: list[str] | None = None):
+                 *, ok: bool = True, warnings: list[str] | None = None, damaged: list[str] | None = None):
         super().__init__()
         self.title_text, self.lines, self.ok = title, lines, ok
+        self.damaged = damaged or []
         self.choices = choices or [("done", "Done")]
         self.warnings = warnings or []
 
@@ -29,6 +32,9 @@ class ResultScreen(Screen[str]):
                 yield Static(line, classes="result-line", markup=False)
             for w in self.warnings:
                 yield Static(f"Note: {w}", classes="warning", markup=False)
+            if self.damaged:
+                with VerticalScroll(id="damaged"):
+                    yield Static(Text("\n".join(self.damaged), "red"))
             with Horizontal(classes="buttons"):
                 for i, (key, label) in enumerate(self.choices):
                     yield Button(label, compact=True, id=key, variant="primary" if i == 0 else "default")

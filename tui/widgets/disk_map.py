@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
@@ -32,6 +32,7 @@ FS_STYLES = {
 OTHER_STYLE = "black on yellow"
 FREE_STYLE = "dim"
 MARK_STYLE = "bold white on red"
+WARNING_STYLE = "bold yellow"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class MapModel:
     segments: tuple[Segment, ...] = ()
     marks: tuple[str, ...] = ()     # "SYSTEM DISK", "HOLDS BACKUPS", ...
     note: str = ""
+    warning: str = ""               # drawn under the title, in the warning colour
 
 
 def display_path(path: str) -> str:
@@ -61,6 +63,13 @@ def display_path(path: str) -> str:
     except ValueError:
         return path
     return path if rel.startswith("..") or os.path.isabs(rel) else rel
+
+
+def incomplete_words(mark: str) -> str:
+    """The engine's "incomplete restore of <name> <date>" with the date as people read it
+    (unchanged when its last word is not a date)."""
+    head, _, date = mark.rpartition(" ")
+    return f"{head} {humanize.when(date)}" if head and date else mark
 
 
 def _with_gaps(parts: list[Segment], size: int) -> list[Segment]:
@@ -102,8 +111,10 @@ def from_disk(disk, *, marks: tuple[str, ...] = (), used: dict[int, int] | None 
         all_marks.insert(0, "SYSTEM DISK")
     if disk.holds_repository and "HOLDS BACKUPS" not in all_marks:
         all_marks.append("HOLDS BACKUPS")
+    mark = getattr(disk, "incomplete_restore", None)
+    warning = f"{incomplete_words(mark)} — not usable" if mark else ""
     return MapModel(display_path(disk.path), " · ".join(bits), disk.size,
-                    tuple(_with_gaps(segs, disk.size)), tuple(all_marks))
+                    tuple(_with_gaps(segs, disk.size)), tuple(all_marks), warning=warning)
 
 
 def from_layout(layout, title: str, details: str = "", fs_info: dict | None = None) -> MapModel:
@@ -211,6 +222,8 @@ class DiskMapRenderable:
             head.append(f" {mark} ", MARK_STYLE)
         head.append("  " + m.details)
         yield head
+        if m.warning:
+            yield Text(m.warning, WARNING_STYLE)
         yield _bar(m, width) if m.segments else Text("(no partitions)" if m.size else "", FREE_STYLE)
         line = Text()
         for item in _legend(m):
