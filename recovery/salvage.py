@@ -27,11 +27,11 @@ import re
 import shutil
 import stat
 import struct
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 from recovery.errors import DiskError, ToolError
+from recovery.host import loops, tools
 from recovery.fs import FsMapError, Reader, merge_ranges, pread_reader
 
 log = logging.getLogger("recovery.salvage")
@@ -484,8 +484,8 @@ class _Debugfs:
         cmd += ["-f", "-", device]
         env = dict(os.environ, DEBUGFS_PAGER="__none__", PAGER="__none__", LC_ALL="C")
         log.debug("debugfs: %d commands", len(lines))
-        proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, pass_fds=(self.fd,),
-                              env=env, errors="surrogateescape", text=True)
+        proc = tools.run(cmd, stdin="\n".join(lines) + "\n", check=False, pass_fds=(self.fd,), env=env,
+                         errors="surrogateescape")
         if "Filesystem not open" in proc.stderr or proc.returncode != 0:
             noise = ("debugfs ", "catastrophic mode")
             raise _ToolFailed(_first_line("\n".join(line for line in proc.stderr.splitlines()
@@ -575,18 +575,16 @@ def _readonly_device(fd: int, start: int, size: int):
     if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
         yield None, ()
         return
-    proc = subprocess.run(["losetup", "--find", "--show", "--read-only", "--offset", str(start),
-                           "--sizelimit", str(size), f"/dev/fd/{fd}"],
-                          capture_output=True, text=True, pass_fds=(fd,))
-    if proc.returncode != 0:
-        log.warning("losetup: %s", _first_line(proc.stderr))
+    try:
+        loop = loops.attach(f"/dev/fd/{fd}", start, size, read_only=True, pass_fds=(fd,))
+    except ToolError as exc:
+        log.warning("losetup: %s", exc.message)
         yield None, ()
         return
-    loop = proc.stdout.strip()
     try:
         yield loop, ()
     finally:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        loops.detach(loop)
 
 
 def _ntfs_cluster(read: Reader, size: int) -> tuple[int, int] | None:
@@ -620,9 +618,8 @@ def _ntfs(result: _Collect, fd: int, start: int, size: int, read: Reader, damage
         # -v lists every non-resident attribute's runs; the match lines name the inodes. The
         # span starts at 0 so ntfscluster's "clusters aren't in use" shortcut (which trusts a
         # possibly zeroed $Bitmap) never skips the listing.
-        proc = subprocess.run(["ntfscluster", "-f", "-v", "-c", f"0-{last}", device],
-                              capture_output=True, text=True, errors="surrogateescape",
-                              pass_fds=fds, env=dict(os.environ, LC_ALL="C.UTF-8"))
+        proc = tools.run(["ntfscluster", "-f", "-v", "-c", f"0-{last}", device], check=False,
+                         errors="surrogateescape", pass_fds=fds, env={"LC_ALL": "C.UTF-8"})
     runs, names, mft_runs = _parse_ntfscluster(proc.stdout)
     if proc.returncode != 0 or not runs:
         result.meta(f"NTFS could not be read (ntfscluster: {_first_line(proc.stderr)}): files not named")

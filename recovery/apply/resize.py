@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import subprocess
 from contextlib import contextmanager
 
 from recovery.errors import ToolError
 from recovery.model.layout import PartitionEntry
 from recovery.plan.layout import fs_family
-from recovery.probe.tools import first_line, run_tool
+from recovery.host import loops, tools
+from recovery.host.tools import why
 from recovery.units import human_size
 
 log = logging.getLogger("recovery.apply.resize")
@@ -100,16 +100,14 @@ def _partition_device(target: str, entry: PartitionEntry, table_written: bool = 
         yield None
         return
     try:
-        out = run_tool(["losetup", "--find", "--show", "--offset", str(entry.start),
-                        "--sizelimit", str(entry.size), target])
-    except subprocess.CalledProcessError as exc:
+        loop = loops.attach(target, entry.start, entry.size)
+    except ToolError as exc:
         raise ToolError(f"cannot reach partition {entry.number} of {target} through a loop device: "
-                        f"{first_line(exc.stderr)}; its filesystem is restored at its old size") from exc
-    loop = out.stdout.strip()
+                        f"{exc.message}; its filesystem is restored at its old size") from exc
     try:
         yield loop
     finally:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        loops.detach(loop)
 
 
 def _size_of(dev: str) -> int:
@@ -120,18 +118,9 @@ def _size_of(dev: str) -> int:
         os.close(fd)
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str]) -> tools.Result:
     log.info("run %s", " ".join(args))
-    return run_tool(args, check=False)
-
-
-def _why(result: subprocess.CompletedProcess) -> str:
-    text = (result.stderr or "") + "\n" + (result.stdout or "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if any(w in line.lower() for w in ("error", "fail", "cannot", "can't", "corrupt", "invalid")):
-            return line
-    return first_line(text)
+    return tools.run(args, check=False)
 
 
 # ----------------------------------------------------------------------------- ext2/3/4
@@ -140,15 +129,15 @@ def _why(result: subprocess.CompletedProcess) -> str:
 def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
     pre = _run(["e2fsck", "-f", "-y", dev])
     if pre.returncode >= 4:
-        raise ToolError(f"e2fsck could not repair the restored {name} on {dev} ({_why(pre)}); "
+        raise ToolError(f"e2fsck could not repair the restored {name} on {dev} ({why(pre)}); "
                         f"it is at its old size of {human_size(old_size)}: check it by hand before using it")
     grow = _run(["resize2fs", dev])
     if grow.returncode != 0:
-        raise ToolError(f"resize2fs failed on {name} ({dev}): {_why(grow)}; the partition holds the restored "
+        raise ToolError(f"resize2fs failed on {name} ({dev}): {why(grow)}; the partition holds the restored "
                         f"filesystem at its old size of {human_size(old_size)}, intact")
     post = _run(["e2fsck", "-f", "-n", dev])
     if post.returncode != 0:
-        raise ToolError(f"after resizing, e2fsck reports problems on {name} ({dev}): {_why(post)}; "
+        raise ToolError(f"after resizing, e2fsck reports problems on {name} ({dev}): {why(post)}; "
                         f"run e2fsck -f {dev} before using it")
     return (f"{name.capitalize()}: filesystem grown from {human_size(old_size)} to {human_size(entry.size)}, "
             f"checked clean.")
@@ -160,11 +149,11 @@ def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
 def _ntfs(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
     res = _run(["ntfsresize", "--force", "--force", "--no-progress-bar", dev])
     if res.returncode != 0:
-        raise ToolError(f"ntfsresize failed on {name} ({dev}): {_why(res)}; the partition holds the restored "
+        raise ToolError(f"ntfsresize failed on {name} ({dev}): {why(res)}; the partition holds the restored "
                         f"NTFS at its old size of {human_size(old_size)}; Windows can extend it in Disk Management")
     check = _run(["ntfsfix", "--no-action", dev])
     if check.returncode != 0:
-        raise ToolError(f"after growing, ntfsfix reports problems on {name} ({dev}): {_why(check)}; "
+        raise ToolError(f"after growing, ntfsfix reports problems on {name} ({dev}): {why(check)}; "
                         f"let Windows check the disk (chkdsk) before using it")
     return (f"{name.capitalize()}: NTFS grown from {human_size(old_size)} to {human_size(entry.size)}; "
             f"Windows checks it once at its next start.")
@@ -181,6 +170,6 @@ def _swap(dev: str, name: str, entry: PartitionEntry, uuid: str | None, label: s
         args += ["-L", label]
     res = _run(args + [dev])
     if res.returncode != 0:
-        raise ToolError(f"mkswap failed on {name} ({dev}): {_why(res)}; the partition holds no usable swap: "
+        raise ToolError(f"mkswap failed on {name} ({dev}): {why(res)}; the partition holds no usable swap: "
                         f"run mkswap on it (the system still starts, without swap)")
     return f"{name.capitalize()}: swap re-created over {human_size(entry.size)} with the same UUID and label."

@@ -65,7 +65,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -74,7 +73,8 @@ from typing import Callable
 from recovery.errors import DiskError, LifeboatError, RefusedError, ToolError
 from recovery.events import CancelToken
 from recovery.model.layout import PartitionEntry
-from recovery.probe.tools import first_line, run_tool
+from recovery.host import tools
+from recovery.host.tools import first_line, why
 from recovery.units import human_size
 
 log = logging.getLogger("recovery.apply.shrink")
@@ -169,7 +169,7 @@ def _shrink_ext(vd: "VirtualDisk", name: str, entry: PartitionEntry, old_size: i
                 cancel: CancelToken) -> str:
     pre = vd.run(["e2fsck", "-f", "-y", vd.old_path])
     if pre.returncode >= 4:
-        raise ToolError(f"e2fsck cannot repair the saved {name} before shrinking it ({_why(pre)}); {_NOT_USABLE}")
+        raise ToolError(f"e2fsck cannot repair the saved {name} before shrinking it ({why(pre)}); {_NOT_USABLE}")
     cancel.check()
     need = _tool_minimum("ext", vd)
     if need is not None and need > entry.size:
@@ -178,10 +178,10 @@ def _shrink_ext(vd: "VirtualDisk", name: str, entry: PartitionEntry, old_size: i
     cancel.check()
     res = vd.run(["resize2fs", vd.old_path, f"{entry.size // 1024}K"])
     if res.returncode != 0:
-        raise ToolError(f"resize2fs could not shrink {name} to {human_size(entry.size)}: {_why(res)}; {_NOT_USABLE}")
+        raise ToolError(f"resize2fs could not shrink {name} to {human_size(entry.size)}: {why(res)}; {_NOT_USABLE}")
     post = vd.run(["e2fsck", "-f", "-n", vd.new_path])
     if post.returncode != 0:
-        raise ToolError(f"after shrinking, e2fsck reports problems on {name}: {_why(post)}; "
+        raise ToolError(f"after shrinking, e2fsck reports problems on {name}: {why(post)}; "
                         f"run e2fsck -f on it before using it")
     return (f"{name.capitalize()}: filesystem shrunk from {human_size(old_size)} to {human_size(entry.size)}, "
             f"data beyond the new end moved, checked clean.")
@@ -200,11 +200,11 @@ def _shrink_ntfs(vd: "VirtualDisk", name: str, entry: PartitionEntry, old_size: 
     res = vd.run(["ntfsresize", "--force", "--force", "--no-progress-bar", "--size", str(entry.size),
                   vd.old_path])
     if res.returncode != 0:
-        raise ToolError(f"ntfsresize could not shrink {name} to {human_size(entry.size)}: {_why(res)}; "
+        raise ToolError(f"ntfsresize could not shrink {name} to {human_size(entry.size)}: {why(res)}; "
                         f"{_NOT_USABLE}")
     check = vd.run(["ntfsfix", "--no-action", vd.new_path])
     if check.returncode != 0:
-        raise ToolError(f"after shrinking, ntfsfix reports problems on {name}: {_why(check)}; "
+        raise ToolError(f"after shrinking, ntfsfix reports problems on {name}: {why(check)}; "
                         f"let Windows check the disk (chkdsk) before using it")
     return (f"{name.capitalize()}: NTFS shrunk from {human_size(old_size)} to {human_size(entry.size)}, "
             f"data beyond the new end moved; Windows checks it once at its next start.")
@@ -240,23 +240,13 @@ def _ext_block_size(path: str, runner) -> int | None:
     return int(m.group(1)) if res.returncode == 0 and m else None
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str]) -> tools.Result:
     log.info("run %s", " ".join(args))
     started = time.monotonic()
-    res = run_tool(args, check=False)
+    res = tools.run(args, check=False)
     log.info("%s exited %d after %.1f s: %s", args[0], res.returncode, time.monotonic() - started,
              first_line(res.stderr or res.stdout))
     return res
-
-
-def _why(result: subprocess.CompletedProcess) -> str:
-    text = (result.stderr or "") + "\n" + (result.stdout or "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if any(w in line.lower() for w in ("error", "fail", "cannot", "can't", "corrupt", "invalid",
-                                            "smaller than", "no space")):
-            return line
-    return first_line(text)
 
 
 # ----------------------------------------------------------------------------- FUSE
@@ -266,7 +256,7 @@ def fuse_unavailable() -> str | None:
     """None when a FUSE view can be mounted here, else why not (a plain phrase)."""
     if not os.path.exists("/dev/fuse") and os.geteuid() == 0 and shutil.which("modprobe"):
         # The live system's kernel has FUSE as a module; nothing loads it before first use.
-        subprocess.run(["modprobe", "fuse"], capture_output=True)
+        tools.quiet(["modprobe", "fuse"])
     if not os.path.exists("/dev/fuse"):
         return "FUSE is not available here (no /dev/fuse)"
     if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
@@ -308,7 +298,7 @@ class VirtualDisk:
     def new_path(self) -> str:
         return os.path.join(self.mountpoint, "new")
 
-    def run(self, args: list[str]) -> subprocess.CompletedProcess:
+    def run(self, args: list[str]) -> tools.Result:
         """Run a tool on the view; a failure inside the view (damaged chunk, overlay full)
         is raised as itself rather than as the tool's confused message."""
         res = _run(args)
@@ -444,7 +434,7 @@ class VirtualDisk:
             if not os.path.ismount(self.mountpoint):
                 return
             if shutil.which(args[0]):
-                subprocess.run(args, capture_output=True)
+                tools.quiet(args)
 
     def _serve(self) -> None:
         try:

@@ -13,7 +13,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import subprocess
 import time
 
 from recovery.errors import DiskError
@@ -144,7 +143,7 @@ def _apply_sfdisk(target: str, layout: Layout) -> None:
 def _run_sfdisk(args: list[str], target: str, stdin: str | None = None) -> None:
     try:
         tools.run(args, stdin=stdin)
-    except subprocess.CalledProcessError as exc:
+    except tools.Failed as exc:
         raise DiskError(f"sfdisk could not write the partition table of {target}: {first_line(exc.stderr)}") from exc
 
 
@@ -163,7 +162,7 @@ def _wipe_tables(target: str) -> None:
     try:
         # --force: wipefs otherwise leaves tables in image files alone ("non-whole disk device").
         tools.run(["wipefs", "--all", "--force", "--types", "gpt,PMBR,dos", target])
-    except subprocess.CalledProcessError as exc:
+    except tools.Failed as exc:
         raise DiskError(f"cannot remove the old partition table of {target}: {first_line(exc.stderr)}") from exc
 
 
@@ -276,7 +275,7 @@ def _partx_refresh(disk: str, add: bool) -> None:
         try:
             tools.run(["partx", "--add", disk])
             return
-        except subprocess.CalledProcessError as exc:
+        except tools.Failed as exc:
             last = exc
             if not os.path.exists("/run/udev/control"):
                 break    # nobody else holds the nodes: trying again would not change anything

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from contextlib import contextmanager
 
 from recovery.errors import ToolError
@@ -11,7 +10,7 @@ from recovery.host import tools
 
 
 def attach(path: str, offset: int = 0, size: int | None = None, read_only: bool = False,
-           sector_size: int | None = None, partitions: bool = False) -> str:
+           sector_size: int | None = None, partitions: bool = False, pass_fds: tuple[int, ...] = ()) -> str:
     """A new loop device over `path` (from `offset`, `size` bytes); ToolError when it fails."""
     if os.geteuid() != 0:
         raise ToolError("a loop device needs root")
@@ -27,8 +26,8 @@ def attach(path: str, offset: int = 0, size: int | None = None, read_only: bool 
     if partitions:
         args.append("--partscan")
     try:
-        return tools.run(args + [path]).stdout.strip()
-    except subprocess.CalledProcessError as exc:
+        return tools.run(args + [path], pass_fds=pass_fds).stdout.strip()
+    except tools.Failed as exc:
         raise ToolError(f"cannot attach a loop device to {path}: {tools.first_line(exc.stderr)}") from exc
 
 

@@ -10,6 +10,8 @@ import subprocess
 from recovery.errors import ToolError
 
 log = logging.getLogger("recovery.host.tools")
+Failed = subprocess.CalledProcessError      # what run(check=True) raises when a tool fails
+Result = subprocess.CompletedProcess
 
 
 def require(tool: str, hint: str = "") -> None:
@@ -18,14 +20,16 @@ def require(tool: str, hint: str = "") -> None:
 
 
 def run(args: list[str], stdin: str | None = None, check: bool = True, env: dict | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+        timeout: float | None = None, pass_fds: tuple[int, ...] = (),
+        errors: str | None = None) -> subprocess.CompletedProcess:
     """Run a tool with text I/O. A missing tool is a ToolError; a failing one raises
     CalledProcessError when `check` (callers turn that into the domain error that says what
     was being done)."""
     require(args[0])
     log.debug("run %s", " ".join(args))
     return subprocess.run(args, input=stdin, capture_output=True, text=True, check=check,
-                          env={**os.environ, **env} if env else None, timeout=timeout)
+                          env={**os.environ, **env} if env else None, timeout=timeout,
+                          pass_fds=pass_fds, errors=errors)
 
 
 def run_bytes(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -67,3 +71,14 @@ def first_line(text: str) -> str:
 def last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
+
+
+def why(result: subprocess.CompletedProcess, words: tuple[str, ...] = ()) -> str:
+    """The line of a failed tool's output that says what went wrong (the first that reads
+    like an error), else its first line."""
+    text = (result.stderr or "") + "\n" + (result.stdout or "")
+    telling = ("error", "fail", "cannot", "can't", "corrupt", "invalid", "smaller than", "no space") + words
+    for line in text.splitlines():
+        if any(w in line.lower() for w in telling):
+            return line.strip()
+    return first_line(text)

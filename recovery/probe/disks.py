@@ -18,7 +18,7 @@ from recovery.probe import blockdev, classify
 from recovery.probe.mounts import Mount, current_mounts, devices_of_disk, loops_backed_by
 from recovery.probe.restore_mark import read_mark
 from recovery.probe.table import read_layout
-from recovery.probe.tools import run_tool
+from recovery.host import tools
 
 log = logging.getLogger("recovery.probe.disks")
 
@@ -81,7 +81,7 @@ def blkid_probe(device: str, offset: int | None = None, size: int | None = None)
     if size is not None:
         args += ["-S", str(size)]
     try:
-        result = run_tool(args + [device], check=False)
+        result = tools.run(args + [device], check=False)
     except OSError:
         return {}
     if result.returncode != 0:

@@ -20,7 +20,8 @@ from recovery.errors import DiskError
 from recovery.fs import boot_sector_filesystem
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.probe import blockdev, gpt
-from recovery.probe.tools import first_line, run_tool
+from recovery.host import tools
+from recovery.host.tools import first_line
 
 log = logging.getLogger("recovery.probe.table")
 
@@ -91,7 +92,7 @@ def mbr_entries_valid(sector: bytes, sector_size: int, disk_size: int) -> bool:
 def _sfdisk_dump(path: str) -> dict | None:
     """sfdisk's JSON for `path`, or None when there is no partition table at all."""
     try:
-        result = run_tool(["sfdisk", "--json", path], check=False)
+        result = tools.run(["sfdisk", "--json", path], check=False)
     except OSError as exc:
         raise DiskError(f"cannot run sfdisk on {path}: {exc.strerror}") from exc
     if result.returncode != 0:

@@ -129,6 +129,7 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
     lifeboat("restore", "latest", target, "--repo", repo, "--yes")
     full = time.monotonic() - started
     expected = fi.ext_tree(target, *_part(target))
+    allocated = os.stat(target).st_blocks * 512
 
     untouched = sha256_of_zeros(220 * MiB)
     rng = random.Random(20261130)
@@ -141,12 +142,14 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
             proc = subprocess.Popen(_restore_cmd(repo, target), cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             if (attempt + k) % 2:
-                # Half the kills land while data is being written: after the mark appears,
-                # whatever the machine's load did to the time before it.
+                # Half the kills land while data is being written, whatever the machine's load
+                # does to the timing: when a random share of the data has reached the (sparse)
+                # target file.
+                want = rng.uniform(0.05, 0.9) * allocated
                 deadline = time.monotonic() + 60
-                while read_mark(str(target)) is None and proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                time.sleep(rng.uniform(0, full / 2))
+                while os.stat(target).st_blocks * 512 < want and proc.poll() is None \
+                        and time.monotonic() < deadline:
+                    time.sleep(0.001)
             else:
                 time.sleep(rng.uniform(0.05, full))
             if proc.poll() is not None:
