@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from recovery import __version__
 from recovery.chunking import split, used_windows, window_count, window_length
 from recovery.diskio import Disk
-from recovery.errors import NoSpaceError, RefusedError, UsageError
+from recovery.errors import DamageError, NoSpaceError, RefusedError, UsageError
 from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
 from recovery.fs import FsInfo, probe_partition
 from recovery.model.layout import Layout, PartitionEntry
@@ -69,6 +69,9 @@ def check_source(disk, repo: Repository) -> None:
             f"the repository {repo.path} is on {disk.path}, the disk being backed up; "
             "keep backups on another drive"
         )
+    if disk.incomplete_restore:
+        raise RefusedError(f"{disk.path} holds an {disk.incomplete_restore}: there is nothing usable to back "
+                           "up; finish that restore first (run it again to resume it)")
 
 
 def _partitions_to_image(layout: Layout, disk_size: int) -> tuple[PartitionEntry, ...]:
@@ -128,6 +131,15 @@ def backup(
                 from recovery.verify import check_new_packs
 
                 check_new_packs(repo, session.new_packs, images, sink, cancel)
+                if session.resumed_ids:
+                    # What the interrupted run stored was never read back: prove it now.
+                    from recovery.verify import prove_blobs
+
+                    bad = prove_blobs(repo, session.resumed_ids, on_event=sink, cancel=cancel, phase="check")
+                    if bad:
+                        raise DamageError(f"{len(bad)} chunk(s) stored by the interrupted backup do not read "
+                                          "back correctly: the destination drive may be failing — the snapshot "
+                                          "was not saved")
             seconds = time.monotonic() - started
             manifest = Manifest(
                 name=name,

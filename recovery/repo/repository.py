@@ -421,6 +421,7 @@ class WriteSession:
         self.bytes_stored_new = 0
         self.bytes_resumed = 0     # stored bytes reused from packs of an unfinished backup
         self._resumable: set[bytes] = set()
+        self.resumed_ids: set[bytes] = set()   # reused from an interrupted backup: checked before the snapshot
 
     def __enter__(self) -> "WriteSession":
         self.lock.acquire()
@@ -493,6 +494,7 @@ class WriteSession:
         if bid not in self._resumable:
             return 0
         self._resumable.discard(bid)
+        self.resumed_ids.add(bid)
         where = self.repo.index.get(bid)
         n = where.stored_len if where else 0
         self.bytes_resumed += n

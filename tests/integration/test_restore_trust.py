@@ -242,3 +242,37 @@ def test_salvage_restores_what_is_readable_and_names_the_files_hit(tmp_path):
     assert fi.fsck_clean("ext4", target, p.start, p.size)
     human = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--salvage", check=False)
     assert "damaged file /f002.bin" in human.stdout and human.returncode == 9
+
+
+def test_a_disk_left_by_an_interrupted_restore_is_not_backed_up(tmp_path):
+    """Its mark says there is nothing usable on it: a backup would store a half-written disk."""
+    from recovery.errors import Cancelled
+    from recovery.events import CancelToken, Progress
+    from recovery.jobs import RestoreJob, run_job
+
+    pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
+    repo_dir = tmp_path / "repo"
+    lifeboat("repo", "init", repo_dir)
+    lifeboat("backup", pc.disk, "--repo", repo_dir, "--name", "pc")
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, pc.disk.stat().st_size)
+    token = CancelToken()
+
+    def stop_at_first_write(event):
+        if isinstance(event, Progress) and event.phase == "restore" and event.done:
+            token.cancel()
+
+    repo = Repository.open(repo_dir)
+    try:
+        run_job(RestoreJob(repo, "latest", str(target)), confirm=lambda plan: True, on_event=stop_at_first_write,
+                cancel=token)
+        raise AssertionError("the restore was not stopped")
+    except Cancelled:
+        pass
+    finally:
+        repo.close()
+    assert read_mark(str(target)) is not None
+    proc = lifeboat("backup", target, "--repo", repo_dir, check=False)
+    line = one_line_error(proc)
+    assert proc.returncode == 4 and "incomplete restore of pc" in line
