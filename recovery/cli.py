@@ -149,14 +149,15 @@ def cmd_repo(args) -> int:
 
 
 def cmd_backup(args) -> int:
-    from recovery.backup import backup
+    from recovery.jobs import BackupJob, run_job
     from recovery.repo.repository import Repository
 
     repo = Repository.open(args.repo)
+    job = BackupJob(args.disk, repo, args.name, verify=not args.no_verify, zstd_level=args.zstd_level,
+                    threads=args.threads)
     try:
         with progress_display(sys.stderr.isatty() and not args.json) as sink:
-            result = backup(args.disk, repo, args.name, verify=not args.no_verify, on_event=sink,
-                            zstd_level=args.zstd_level, threads=args.threads)
+            result = run_job(job, on_event=sink).result
     except (KeyboardInterrupt, Cancelled):
         raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
                         "run the same backup again to resume (what was stored is reused)") from None
@@ -193,15 +194,15 @@ def cmd_snapshots(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from recovery.jobs import VerifyJob, run_job
     from recovery.repo.repository import Repository
-    from recovery.verify import verify
 
     repo = Repository.open(args.repo)
     ids = [repo.resolve(args.snapshot, args.name)] if args.snapshot else None
     if ids is None and args.name:
         ids = [s.id for s in repo.snapshots(args.name)]
     with progress_display(sys.stderr.isatty() and not args.json) as sink:
-        report = verify(repo, ids, on_event=sink)
+        report = run_job(VerifyJob(repo, ids), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
     lines += [f"DAMAGED snapshot {d.snapshot[:8]}: {d.message}" for d in report.damaged]
     lines.append("all good" if report.ok else "damage found")
