@@ -18,7 +18,6 @@ like without editing sentences.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -200,18 +199,12 @@ def _forget_partitions(target: str) -> None:
     """The kernel still shows the old partitions: let it drop them, so nothing mounts a stale one."""
     if not target.startswith("/dev/"):
         return
-    import fcntl
-
-    from recovery.probe import blockdev
+    from recovery.apply.table import reread_partitions
 
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, blockdev.BLKRRPART)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        log.info("the kernel kept the old partitions of %s (%s)", target, exc.strerror)
+        reread_partitions(target, Layout(table="none", sector_size=512, disk_size=0))
+    except DiskError as exc:
+        log.info("the kernel kept the old partitions of %s (%s)", target, exc.message)
 
 
 # ----------------------------------------------------------------------------- data

@@ -184,7 +184,8 @@ def _part(target: Path) -> tuple[int, int]:
     return p.start, p.size
 
 
-def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
+def backed_up_pc(tmp_path: Path):
+    """The GPT test PC backed up as "pc", and a blank target image of its size."""
     pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
@@ -192,6 +193,11 @@ def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
     target = tmp_path / "t.img"
     target.write_bytes(b"")
     os.truncate(target, pc.disk.stat().st_size)
+    return pc, repo, target
+
+
+def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
+    pc, repo, target = backed_up_pc(tmp_path)
     result = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--layout", "keep", "--json",
                       json_out=True).data
     assert result["status"] == "ok" and result["bytes_skipped"] == 0
@@ -250,13 +256,7 @@ def test_a_disk_left_by_an_interrupted_restore_is_not_backed_up(tmp_path):
     from recovery.events import CancelToken, Progress
     from recovery.jobs import RestoreJob, run_job
 
-    pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
-    repo_dir = tmp_path / "repo"
-    lifeboat("repo", "init", repo_dir)
-    lifeboat("backup", pc.disk, "--repo", repo_dir, "--name", "pc")
-    target = tmp_path / "t.img"
-    target.write_bytes(b"")
-    os.truncate(target, pc.disk.stat().st_size)
+    pc, repo_dir, target = backed_up_pc(tmp_path)
     token = CancelToken()
 
     def stop_at_first_write(event):
