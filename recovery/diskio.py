@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
 from recovery.errors import DiskError, NoSpaceError
 
@@ -35,6 +36,8 @@ class Disk:
                 raise DiskError(f"{path} is in use (mounted or opened by another program)") from None
             raise DiskError(f"{path} cannot be opened: {exc.strerror}") from exc
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        self._flusher: threading.Thread | None = None
+        self._flush_error: OSError | None = None
         if not writable:
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead
 
@@ -72,12 +75,39 @@ class Disk:
             pos += n
 
     def sync(self) -> None:
+        self._wait_flush()
         try:
             os.fsync(self.fd)
         except OSError as exc:
             raise write_error(self.path, 0, "flushing", exc) from exc
 
+    def flush_behind(self) -> None:
+        """Start writing what is cached to the drive on a background thread, unless a flush
+        is still running: the drive then writes while the caller keeps decoding, and the
+        final sync() finds little left to do."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._wait_flush()
+        self._flusher = threading.Thread(target=self._flush, name="flush-behind", daemon=True)
+        self._flusher.start()
+
+    def _flush(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            self._flush_error = exc
+
+    def _wait_flush(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        if self._flush_error is not None:
+            exc, self._flush_error = self._flush_error, None
+            raise write_error(self.path, 0, "flushing", exc) from exc
+
     def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

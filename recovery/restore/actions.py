@@ -40,6 +40,7 @@ MiB = 1024 * 1024
 WIPE_HEAD = MiB          # the start of the disk: MBR, GPT header and entries, the boot gap
 WIPE_TAIL = MiB          # the end: an old backup GPT
 WHOLE_DISK_HEAD = 64 * 1024   # a whole-disk filesystem's boot sector and superblocks, written last
+FLUSH_EVERY = 64 * MiB        # the drive starts writing behind the restore after this much
 
 
 @dataclass
@@ -285,10 +286,15 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
             disk.write(raw[off - at : off - at + n], base + off, f"partition {number}")
         return sum(n for _, n in kept), 0
 
+    since_flush = 0
     for wrote, skipped in ordered_map(put, used_windows(ranges, part.size, cs), ctx.cancel):
         ctx.written += wrote
         ctx.skipped += skipped
         ctx.meter.add(wrote + skipped)
+        since_flush += wrote
+        if since_flush >= FLUSH_EVERY:
+            disk.flush_behind()
+            since_flush = 0
 
 
 def _already_there(disk: Disk, base: int, at: int, subs, length: int, bid: bytes) -> bool:
