@@ -176,7 +176,9 @@ def _shrink_ext(vd: "VirtualDisk", name: str, entry: PartitionEntry, old_size: i
         raise RefusedError(f"{name} cannot shrink to {human_size(entry.size)}: its data needs at least "
                            f"{human_size(need)}; {_NOT_USABLE}")
     cancel.check()
-    res = vd.run(["resize2fs", vd.old_path, f"{entry.size // 1024}K"])
+    # -f: resize2fs's own estimate is rounded up to whole flex groups and refuses sizes that
+    # work (see _tool_minimum); below the count above, it was refused already.
+    res = vd.run(["resize2fs", "-f", vd.old_path, f"{entry.size // 1024}K"])
     if res.returncode != 0:
         raise ToolError(f"resize2fs could not shrink {name} to {human_size(entry.size)}: {why(res)}; {_NOT_USABLE}")
     post = vd.run(["e2fsck", "-f", "-n", vd.new_path])
@@ -217,16 +219,22 @@ _NTFS_MIN = re.compile(r"You might resize at (\d+) bytes", re.I)
 
 
 def _tool_minimum(family: str, vd: "VirtualDisk") -> int | None:
-    """The tool's own minimum size in bytes for the filesystem in /old, or None when it gives
-    none (then the resize itself decides, or min_size estimates)."""
+    """The smallest size in bytes the filesystem in /old can shrink to, or None when it cannot
+    be told (then the resize itself decides, or min_size estimates).
+
+    ext: the smaller of resize2fs -P and Lifeboat's own count (_ext_minimum). resize2fs -P
+    rounds up to whole flex groups (16 x 128 MiB), so a 4 GiB ext4 holding 1.1 GiB says
+    1.9 GiB, while resize2fs -f shrinks it to 1.25 GiB and e2fsck finds it clean."""
     path = vd.old_path
     if family == "ext":
         res = vd.run(["resize2fs", "-P", path])
         m = _EXT_MIN.search(res.stdout or "")
-        if res.returncode != 0 or not m:
+        facts = _ext_facts(path, vd.run)
+        if res.returncode != 0 or not m or not facts:
             return None
-        block = _ext_block_size(path, vd.run)
-        return int(m.group(1)) * block if block else None
+        tool = int(m.group(1)) * facts["Block size"]
+        own = _ext_minimum(facts)
+        return min(tool, own) if own else tool
     res = vd.run(["ntfsresize", "--info", "--force", "--no-progress-bar", path])
     m = _NTFS_MIN.search(res.stdout or "")
     if m:
@@ -234,10 +242,61 @@ def _tool_minimum(family: str, vd: "VirtualDisk") -> int | None:
     return None
 
 
-def _ext_block_size(path: str, runner) -> int | None:
+def _ext_facts(path: str, runner) -> dict | None:
+    """The numeric fields of dumpe2fs -h (Block count, Free blocks, Block size, ...) and the
+    feature list, or None when it cannot read the superblock."""
     res = runner(["dumpe2fs", "-h", path])
-    m = re.search(r"^Block size:\s*(\d+)", res.stdout or "", re.M)
-    return int(m.group(1)) if res.returncode == 0 and m else None
+    if res.returncode != 0:
+        return None
+    facts: dict = {}
+    for line in (res.stdout or "").splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key == "Filesystem features":
+            facts["features"] = set(value.split())
+        elif value.isdigit():
+            facts[key.strip()] = int(value)
+    wanted = ("Block size", "Block count", "Free blocks", "Blocks per group", "Inodes per group",
+              "Inode size", "Inode count", "Free inodes", "First block")
+    return facts if all(k in facts for k in wanted) else None
+
+
+def _ext_minimum(f: dict) -> int | None:
+    """Bytes an ext2/3/4 needs when shrunk to as few block groups as hold its data: what is
+    in use now, less the per-group metadata (inode tables, bitmaps, superblock and descriptor
+    copies) of the groups that go away; 2 % and 32 MiB more for the move itself."""
+    bs, bpg = f["Block size"], f["Blocks per group"]
+    desc = 64 if "64bit" in f.get("features", ()) else 32
+    reserved_gdt = f.get("Reserved GDT blocks", 0)
+    table = -(-f["Inodes per group"] * f["Inode size"] // bs)
+    sparse = "sparse_super" in f.get("features", ())
+
+    def metadata(groups: int) -> int:
+        gdt = -(-groups * desc // bs)
+        copies = sum(1 for g in range(groups) if not sparse or _holds_superblock_copy(g))
+        return groups * (table + 2) + copies * (1 + gdt + reserved_gdt)
+
+    now = -(-(f["Block count"] - f["First block"]) // bpg)
+    data = f["Block count"] - f["Free blocks"] - metadata(now)
+    used_inodes = f["Inode count"] - f["Free inodes"]
+    for groups in range(max(1, data // bpg), now + 1):
+        need = data + metadata(groups)
+        if groups * bpg >= need and groups * f["Inodes per group"] >= used_inodes:
+            return (need + need // 50) * bs + 32 * MiB
+    return None
+
+
+def _holds_superblock_copy(group: int) -> bool:
+    """sparse_super: groups 0, 1 and the powers of 3, 5 and 7 keep superblock copies."""
+    if group < 2:
+        return True
+    for base in (3, 5, 7):
+        n = base
+        while n < group:
+            n *= base
+        if n == group:
+            return True
+    return False
 
 
 def _run(args: list[str]) -> tools.Result:

@@ -327,3 +327,56 @@ def test_without_fuse_min_size_estimates_and_shrink_refuses(saved_ext4, monkeypa
     with pytest.raises(RefusedError, match=r"^cannot shrink partition 2 \(ext4\) to 3.0 GiB: FUSE is not "
                                            r"available here \(no /dev/fuse\); restore onto a disk of at least"):
         shrink_filesystem(str(s.work / "nothing.img"), entry, "ext4", s.part.size, s.reader.read)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("fs,table", [("ext4", "gpt"), ("ntfs", "dos")])
+def test_cli_restores_a_4_gib_partition_a_quarter_used_onto_a_1_5_gib_disk(fs, table, request, tmp_path):
+    """The issue's case through the real CLI: files and metadata spread to the end of a 4 GiB
+    partition, 25 % used, restored onto a 1.5 GiB disk: the plan says what shrinks and by how
+    much, every file comes back, fsck is clean, and the table keeps its identities."""
+    from tests import diskimages as di
+    from tests.integration.engine_fixtures import lifeboat, sfdisk_json
+
+    saved = request.getfixturevalue(f"saved_{fs}")
+    type_ = {("ext4", "gpt"): LINUX, ("ntfs", "dos"): "7"}[(fs, table)]
+    disk = tmp_path / "pc.img"
+    di.make_disk(disk, FS_SIZE + 2 * MiB, table, [di.PartSpec(FS_SIZE, type_, content=str(saved.image))])
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    lifeboat("backup", disk, "--repo", repo, "--name", "pc")
+    target = tmp_path / "ssd.img"
+    with open(target, "wb") as f:
+        f.truncate(3 * GiB // 2)
+
+    plan = lifeboat("restore", "latest", target, "--repo", repo, "--dry-run", "--json", json_out=True).data["plan"]
+    shrink = next(a for a in plan["actions"] if a["action"] == "shrink-filesystem")
+    assert shrink["old_size"] == FS_SIZE and shrink["new_size"] < 3 * GiB // 2
+    assert saved.beyond(shrink["new_size"]) > 256 * MiB, "the test must move data from beyond the new end"
+    assert any("shrinks from 4.0 GiB" in line for line in plan["layout_changes"])
+
+    result = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--json", json_out=True).data
+    assert result["status"] == "ok"
+    part = sfdisk_json(target)["partitions"][0]
+    start, size = part["start"] * 512, part["size"] * 512
+    assert size == shrink["new_size"]
+    assert sfdisk_json(target)["id"] == sfdisk_json(disk)["id"]
+    loop = run("losetup", "--find", "--show", "--read-only", "--offset", start, "--sizelimit", size,
+               target).stdout.strip()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        if fs == "ext4":
+            assert subprocess.run(["e2fsck", "-fn", loop], capture_output=True).returncode == 0
+            run("mount", "-o", "ro,noload", loop, mnt)
+        else:
+            assert subprocess.run(["ntfsfix", "--no-action", loop], capture_output=True).returncode == 0
+            run("ntfs-3g", "-o", "ro,force", loop, mnt)
+        try:
+            assert tree_digests(mnt) == saved.digests
+        finally:
+            run("umount", mnt)
+    finally:
+        run("losetup", "-d", loop)
