@@ -19,7 +19,7 @@ from tui.widgets.disk_map import DiskMap, display_path, from_disk, from_layout
 
 LAYOUTS = ("grow", "keep", "proportional")
 LAYOUT_WORDS = {
-    "grow": "the last data partition grows to fill the disk",
+    "grow": "the largest data partition grows to fill the disk, those after it move to the end",
     "keep": "partitions exactly where they were",
     "proportional": "data partitions grow in proportion",
 }
