@@ -22,15 +22,17 @@ def test_no_repo_means_no_unattended_restore():
 
 def test_full_request():
     req = parse_request(BASE + " lifeboat.repo=LABEL=BACKUPS:/lifeboat/repo lifeboat.snapshot=3fa2c1"
-                        " lifeboat.target=SER123 lifeboat.layout=keep lifeboat.yes=1 lifeboat.then=poweroff")
+                        " lifeboat.target=SER123 lifeboat.layout=keep lifeboat.yes=1 lifeboat.then=poweroff"
+                        " lifeboat.name=office-pc")
     assert req.repo == RepoLocator("label", "BACKUPS", "/lifeboat/repo")
     assert (req.snapshot, req.target, req.layout, req.yes, req.then) == ("3fa2c1", "SER123", "keep", True, "poweroff")
+    assert req.name == "office-pc"
 
 
 def test_defaults_are_latest_grow_ask_and_shell():
     req = parse_request("lifeboat.repo=/dev/sdb1 lifeboat.target=/dev/nvme0n1")
     assert req.repo == RepoLocator("device", "/dev/sdb1", "/")
-    assert (req.snapshot, req.layout, req.yes, req.then) == ("latest", "grow", False, "shell")
+    assert (req.snapshot, req.layout, req.yes, req.then, req.name) == ("latest", "grow", False, "shell", None)
 
 
 def test_later_parameter_wins_and_bare_flag_is_one():
