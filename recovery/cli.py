@@ -230,8 +230,8 @@ def cmd_restore(args) -> int:
         return True
 
     try:
-        with progress_display(sys.stderr.isatty() and not args.json) as sink:
-            outcome = run_job(job, confirm=confirm, on_event=sink, dry_run=args.dry_run)
+        outcome = run_job(job, confirm=confirm, dry_run=args.dry_run,
+                          display=lambda: progress_display(sys.stderr.isatty() and not args.json))
     except KeyboardInterrupt:
         raise Cancelled("cancelled: the target is marked as an incomplete restore and will not start; "
                         "run the same restore again to resume") from None
@@ -302,8 +302,8 @@ def cmd_write_usb(args) -> int:
         return True
 
     try:
-        with progress_display(sys.stderr.isatty() and not args.json) as sink:
-            outcome = run_job(job, confirm=confirm, on_event=sink)
+        outcome = run_job(job, confirm=confirm,
+                          display=lambda: progress_display(sys.stderr.isatty() and not args.json))
         result, plan = outcome.result, outcome.plan
     except KeyboardInterrupt:
         raise Cancelled(f"cancelled: {disk.path} is incomplete and will not boot; write it again") from None

@@ -8,6 +8,7 @@ import stat
 import threading
 
 from recovery.errors import DiskError, NoSpaceError
+from recovery.host import direct
 
 # The target is gone (USB pulled, NVMe reset) rather than merely failing a sector.
 VANISHED = {errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ESHUTDOWN}
@@ -37,7 +38,6 @@ class Disk:
             raise DiskError(f"{path} cannot be opened: {exc.strerror}") from exc
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self._flusher: threading.Thread | None = None
-        self._flush_error: OSError | None = None
         if not writable:
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead
 
@@ -82,28 +82,20 @@ class Disk:
             raise write_error(self.path, 0, "flushing", exc) from exc
 
     def flush_behind(self) -> None:
-        """Start writing what is cached to the drive on a background thread, unless a flush
-        is still running: the drive then writes while the caller keeps decoding, and the
-        final sync() finds little left to do."""
+        """Start writing what is cached to the drive on a background thread, unless the last
+        start is still running: the drive then writes while the caller keeps decoding, and
+        the final sync() finds little left to do. No cache flush is asked of the drive here."""
         if self._flusher is not None and self._flusher.is_alive():
             return
         self._wait_flush()
-        self._flusher = threading.Thread(target=self._flush, name="flush-behind", daemon=True)
+        self._flusher = threading.Thread(target=direct.start_writeback, args=(self.fd,), name="write-behind",
+                                         daemon=True)
         self._flusher.start()
-
-    def _flush(self) -> None:
-        try:
-            os.fdatasync(self.fd)
-        except OSError as exc:
-            self._flush_error = exc
 
     def _wait_flush(self) -> None:
         if self._flusher is not None:
             self._flusher.join()
             self._flusher = None
-        if self._flush_error is not None:
-            exc, self._flush_error = self._flush_error, None
-            raise write_error(self.path, 0, "flushing", exc) from exc
 
     def close(self) -> None:
         if self._flusher is not None:

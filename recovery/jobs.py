@@ -13,7 +13,7 @@ live boot all call jobs through here, so each rule lives once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 from recovery.errors import Cancelled
 from recovery.events import CancelToken, EventSink, ignore
@@ -36,13 +36,20 @@ class Outcome:
 
 
 def run_job(job: Job, *, confirm: Callable[[Any], bool] | None = None, on_event: EventSink | None = None,
-            cancel: CancelToken | None = None, dry_run: bool = False) -> Outcome:
+            cancel: CancelToken | None = None, dry_run: bool = False,
+            display: Callable[[], ContextManager[EventSink]] | None = None) -> Outcome:
+    """`display`, when given, is entered only around the run and yields the event sink (a
+    terminal's progress bars must not draw over the confirmation question)."""
     plan = job.plan()
     if dry_run:
         return Outcome(plan)
     if job.confirm_name(plan) is not None and (confirm is None or not confirm(plan)):
-        raise Cancelled("nothing was written: the restore was not confirmed")
-    return Outcome(plan, job.run(plan, on_event or ignore, cancel or CancelToken()))
+        raise Cancelled("nothing was written: it was not confirmed")
+    cancel = cancel or CancelToken()
+    if display is None:
+        return Outcome(plan, job.run(plan, on_event or ignore, cancel))
+    with display() as sink:
+        return Outcome(plan, job.run(plan, sink, cancel))
 
 
 @dataclass

@@ -276,3 +276,32 @@ def test_a_disk_left_by_an_interrupted_restore_is_not_backed_up(tmp_path):
     proc = lifeboat("backup", target, "--repo", repo_dir, check=False)
     line = one_line_error(proc)
     assert proc.returncode == 4 and "incomplete restore of pc" in line
+
+
+def test_on_a_terminal_restore_asks_for_the_targets_name_before_anything_is_written(tmp_path):
+    """As a person at a terminal: the plan, then the question, with no progress bar drawn over
+    it; a wrong name writes nothing (exit 130), the right one restores."""
+    import pexpect
+
+    pc, repo, target = backed_up_pc(tmp_path)
+    before = sha256(target)
+    cmd = [sys.executable, "-m", "recovery", "restore", "latest", str(target), "--repo", str(repo)]
+
+    child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(ROOT), encoding="utf-8", timeout=60, dimensions=(25, 80))
+    child.expect(r"Steps:")
+    child.expect(r"Type the target's name \(t\.img\) to erase it and restore: ")
+    child.sendline("sda")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130 and "does not match" in child.before
+    assert sha256(target) == before
+
+    child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(ROOT), encoding="utf-8", timeout=60, dimensions=(25, 80))
+    child.expect(r"Type the target's name \(t\.img\) to erase it and restore: ")
+    assert "\x1b[2K" not in child.before, "a progress display drew over the question"
+    child.sendline("t.img")
+    child.expect(r"restored snapshot [0-9a-f]{8} onto ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert_restored(pc, target)

@@ -23,7 +23,7 @@ def test_cancel_a_backup_keeps_the_repository_valid(machine, slow_pc):
     from tui.screens.question import QuestionDialog
 
     async def scenario():
-        # zstd level 19 on 110 MB of text: the job runs long enough for a person to press Cancel.
+        # zstd level 19 on 110 MB of base64 text: the job runs long enough for a person to press Cancel.
         app = make_app(machine, disks=(slow_pc.name,), repo="fresh", zstd_level=19)
         async with app.run_test(size=(80, 25)) as pilot:
             await ready(pilot)
