@@ -75,6 +75,7 @@ from recovery.events import CancelToken
 from recovery.model.layout import PartitionEntry
 from recovery.host import tools
 from recovery.host.tools import first_line, why
+from recovery.fs.ext import sparse_super_group
 from recovery.units import human_size
 
 log = logging.getLogger("recovery.apply.shrink")
@@ -273,7 +274,7 @@ def _ext_minimum(f: dict) -> int | None:
 
     def metadata(groups: int) -> int:
         gdt = -(-groups * desc // bs)
-        copies = sum(1 for g in range(groups) if not sparse or _holds_superblock_copy(g))
+        copies = sum(1 for g in range(groups) if not sparse or sparse_super_group(g))
         return groups * (table + 2) + copies * (1 + gdt + reserved_gdt)
 
     now = -(-(f["Block count"] - f["First block"]) // bpg)
@@ -284,19 +285,6 @@ def _ext_minimum(f: dict) -> int | None:
         if groups * bpg >= need and groups * f["Inodes per group"] >= used_inodes:
             return (need + need // 50) * bs + 32 * MiB
     return None
-
-
-def _holds_superblock_copy(group: int) -> bool:
-    """sparse_super: groups 0, 1 and the powers of 3, 5 and 7 keep superblock copies."""
-    if group < 2:
-        return True
-    for base in (3, 5, 7):
-        n = base
-        while n < group:
-            n *= base
-        if n == group:
-            return True
-    return False
 
 
 def _run(args: list[str]) -> tools.Result:

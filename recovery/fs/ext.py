@@ -148,15 +148,22 @@ class _Geometry:
             return True
         if self.compat & COMPAT_SPARSE_SUPER2:
             return group in self.backup_bgs
-        if not self.ro_compat & RO_COMPAT_SPARSE_SUPER or group == 1:
+        if not self.ro_compat & RO_COMPAT_SPARSE_SUPER:
             return True
-        for base in (3, 5, 7):
-            power = base
-            while power < group:
-                power *= base
-            if power == group:
-                return True
-        return False
+        return sparse_super_group(group)
+
+
+def sparse_super_group(group: int) -> bool:
+    """With sparse_super, groups 0, 1 and the powers of 3, 5 and 7 keep superblock copies."""
+    if group < 2:
+        return True
+    for base in (3, 5, 7):
+        power = base
+        while power < group:
+            power *= base
+        if power == group:
+            return True
+    return False
 
     @property
     def superblock_block(self) -> int:
