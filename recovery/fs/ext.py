@@ -152,19 +152,6 @@ class _Geometry:
             return True
         return sparse_super_group(group)
 
-
-def sparse_super_group(group: int) -> bool:
-    """With sparse_super, groups 0, 1 and the powers of 3, 5 and 7 keep superblock copies."""
-    if group < 2:
-        return True
-    for base in (3, 5, 7):
-        power = base
-        while power < group:
-            power *= base
-        if power == group:
-            return True
-    return False
-
     @property
     def superblock_block(self) -> int:
         """The primary superblock sits at byte 1024 whatever first_data_block says (bigalloc)."""
@@ -303,3 +290,16 @@ def probe(read: Reader, size: int) -> FsInfo | None:
         warnings.append(f"{kind} has recorded errors; check it with e2fsck after restoring")
     return FsInfo(fs=kind, label=label, uuid=fs_uuid, block_size=bs,
                   used=merge_ranges(ranges, size), warnings=tuple(warnings))
+
+
+def sparse_super_group(group: int) -> bool:
+    """With sparse_super, groups 0, 1 and the powers of 3, 5 and 7 keep superblock copies."""
+    if group < 2:
+        return True
+    for base in (3, 5, 7):
+        power = base
+        while power < group:
+            power *= base
+        if power == group:
+            return True
+    return False
