@@ -222,13 +222,14 @@ def test_uefi_pc_restored_onto_a_4kn_disk_boots(tmp_path, loops):
 LIVE_RESULT = r"LIFEBOAT-RESULT (?P<status>ok|error) (?P<rest>[^\n]*)\n"
 
 
-def repo_disk(tmp_path: Path, g: golden.Golden, label: str) -> Path:
-    """An ext4 disk image (labelled `label`) holding a repository with one snapshot of `g`."""
+def repo_disk(tmp_path: Path, g: golden.Golden, label: str, source: Path | None = None) -> Path:
+    """An ext4 disk image (labelled `label`) holding a repository with one snapshot of `g`
+    (or of `source`, a changed copy of it, under g's name)."""
     staging = tmp_path / "repo-fs"
     repo = staging / "backups" / "repo"
     repo.parent.mkdir(parents=True)
     lifeboat("repo", "init", repo)
-    lifeboat("backup", g.path, "--repo", repo, "--name", g.name)
+    lifeboat("backup", source or g.path, "--repo", repo, "--name", g.name)
     size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file()) + (64 << 20)
     image = tmp_path / "repo-disk.img"
     with open(image, "wb") as f:
@@ -349,3 +350,35 @@ def test_uefi_pc_with_data_to_its_end_restored_onto_a_smaller_disk_boots(tmp_pat
     m = boot(target, "uefi", "sata", tmp_path / "console.log")
     assert m["root"] == fingerprint
     assert m["dev"] == "sda2"
+
+
+def test_live_system_restores_onto_a_smaller_disk_and_it_boots(tmp_path, loops):
+    """The real user's path: the live ISO (the frozen app, its FUSE library and the kernel's
+    fuse module) restores a PC whose data lies to the end of its root onto a smaller NVMe
+    disk, unattended; the restored disk then boots by BIOS from SATA."""
+    from tests.vm.test_iso import BUILD, ensure_iso
+
+    iso = ensure_iso()
+    g = golden.bios_pc()
+    image, fingerprint = spread_root(g, tmp_path, loops, 1)
+    repo_img = repo_disk(tmp_path, g, "LBREPO", source=image)
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(640 << 20)
+    append = ("console=ttyS0,115200n8 quiet loglevel=3 lifeboat.repo=LABEL=LBREPO:/backups/repo "
+              f"lifeboat.name={g.name} lifeboat.target=TARGET-NVME lifeboat.yes=1 lifeboat.then=poweroff")
+    disks = [Disk(repo_img, bus="virtio", serial="REPO-DISK"), Disk(target, bus="nvme", serial="TARGET-NVME")]
+    with Machine(disks, cdrom=Cdrom(iso, bus="sata"), firmware="bios", boot="cdrom",
+                 kernel=BUILD / "lifeboat-vmlinuz", initrd=BUILD / "lifeboat-initrd.img", append=append,
+                 log=tmp_path / "live.log") as vm:
+        m = vm.wait_for(LIVE_RESULT, 900)
+        assert m["status"] == "ok", m.group(0)
+        vm.wait_exit(120)
+        out = vm.output
+    assert re.search(r"shrink the filesystem from 896\.0 MiB to", out), out[-3000:]
+    assert "data beyond the new end moved" in out, out[-3000:]
+    n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
+    assert (n[2]["start"] + n[2]["size"]) * 512 == 640 << 20          # the extended partition moved to the end
+    m = boot(target, "bios", "sata", tmp_path / "console.log")
+    assert m["root"] == fingerprint
+    assert m["dev"] == "sda1"
