@@ -72,7 +72,7 @@ def main() -> int:
             t, c = time.monotonic(), cpu()
             result = job.run(plan, on_event, cancel)
             inside = sum(s["seconds"] for s in steps[2:])
-            steps.append({"step": "load manifest + tables", "seconds": time.monotonic() - t - inside,
+            steps.append({"step": "apply, outside its actions", "seconds": time.monotonic() - t - inside,
                           "cpu": cpu() - c - sum(s["cpu"] for s in steps[2:])})
             return result
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from recovery.errors import DiskError, ToolError
 from recovery.host import loops, tools
+from recovery.host.tools import first_line
 from recovery.fs import FsMapError, Reader, merge_ranges, pread_reader
 
 log = logging.getLogger("recovery.salvage")
@@ -187,13 +188,6 @@ def _require(tool: str, package: str) -> str:
     if path is None:
         raise ToolError(f"the tool {tool} is missing ({package}); install it to name the damaged files")
     return path
-
-
-def _first_line(text: str) -> str:
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return "no message"
 
 
 # ----------------------------------------------------------------------------- ext2/3/4
@@ -488,7 +482,7 @@ class _Debugfs:
                          errors="surrogateescape")
         if "Filesystem not open" in proc.stderr or proc.returncode != 0:
             noise = ("debugfs ", "catastrophic mode")
-            raise _ToolFailed(_first_line("\n".join(line for line in proc.stderr.splitlines()
+            raise _ToolFailed(first_line("\n".join(line for line in proc.stderr.splitlines()
                                                     if not line.startswith(noise))))
         return proc.stdout
 
@@ -622,7 +616,7 @@ def _ntfs(result: _Collect, fd: int, start: int, size: int, read: Reader, damage
                          errors="surrogateescape", pass_fds=fds, env={"LC_ALL": "C.UTF-8"})
     runs, names, mft_runs = _parse_ntfscluster(proc.stdout)
     if proc.returncode != 0 or not runs:
-        result.meta(f"NTFS could not be read (ntfscluster: {_first_line(proc.stderr)}): files not named")
+        result.meta(f"NTFS could not be read (ntfscluster: {first_line(proc.stderr)}): files not named")
         result.unknown += damaged
         return
 

@@ -120,6 +120,7 @@ class Session:
             return "it holds backups"
         return target_refusal(disk, repo_path, check_mounts=False)
 
+
 def default_name(disk: DiskInfo, repo=None) -> str:
     """The machine name a backup of ``disk`` is filed under, unless the user types another:
     a name already used in the repository for this disk's serial, else the engine's default

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.repo.repository import Repository
 from recovery.restore.actions import RestoreRun
-from recovery.restore.plan import LAYOUT_MODES, RestorePlan, load_tables, plan_restore
+from recovery.restore.plan import LAYOUT_MODES, RestorePlan, plan_restore
 from recovery.restore.target import check_target, target_refusal
 from recovery.units import human_size
 
@@ -65,12 +65,10 @@ def apply_restore(repo: Repository, plan: RestorePlan, *, on_event: EventSink | 
     sink = on_event or ignore
     cancel = cancel or CancelToken()
     started = time.monotonic()
-    manifest = repo.load_manifest(plan.snapshot)
     repo.reload_index()
-    tables, unreadable = load_tables(repo, manifest, plan.salvage)
-    run = RestoreRun(repo=repo, manifest=manifest, target=plan.target.path, after=plan.after, tables=tables,
-                     sink=sink, cancel=cancel, meter=Meter("restore", plan.bytes_to_write, sink),
-                     resume=plan.resume, salvage=plan.salvage, unreadable=unreadable)
+    run = RestoreRun(repo=repo, manifest=plan.manifest, target=plan.target.path, after=plan.after,
+                     tables=plan.tables, sink=sink, cancel=cancel, meter=Meter("restore", plan.bytes_to_write, sink),
+                     resume=plan.resume, salvage=plan.salvage, unreadable=set(plan.unreadable))
     for action in plan.actions:
         cancel.check()
         action.run(run)

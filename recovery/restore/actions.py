@@ -25,8 +25,9 @@ from recovery.chunking import used_windows, window_length
 from recovery.diskio import INCOMPLETE, Disk
 from recovery.errors import DamageError, DiskError
 from recovery.events import CancelToken, EventSink, Meter, Warning_
+from recovery.fs import merge_ranges
 from recovery.model.layout import Layout, PartitionEntry
-from recovery.repo.format import ID_SIZE, NO_DATA, blob_id
+from recovery.repo.format import ID_SIZE, blob_id
 from recovery.repo.manifest import Manifest, PartitionImage
 from recovery.repo.repository import Repository
 from recovery.units import human_size
@@ -71,11 +72,11 @@ class RestoreRun:
             self.sink(Warning_(text))
 
     def entry(self, number: int) -> PartitionEntry:
+        """Where partition `number` goes (number 0: a whole-disk filesystem, which the plan
+        lists too)."""
         for p in self.after.partitions:
             if p.number == number:
                 return p
-        if number == 0:
-            return PartitionEntry(number=0, start=0, size=self.after.disk_size, type="")
         raise DamageError(f"the plan has no partition {number}")
 
     def part(self, number: int) -> PartitionImage:
@@ -121,10 +122,7 @@ class ProveSnapshot(Action):
     def run(self, ctx: RestoreRun) -> None:
         from recovery.verify import prove_blobs
 
-        wanted = {bytes.fromhex(a.blob) for a in ctx.manifest.boot_areas}
-        for _, table in ctx.tables.values():
-            wanted.update(_ids(table))
-        bad = prove_blobs(ctx.repo, wanted, on_event=ctx.sink, cancel=ctx.cancel)
+        bad = prove_blobs(ctx.repo, needed_blobs(ctx.manifest, ctx.tables), on_event=ctx.sink, cancel=ctx.cancel)
         if not bad and not ctx.unreadable:
             return
         if not ctx.salvage:
@@ -134,11 +132,14 @@ class ProveSnapshot(Action):
         ctx.note(damage_message(ctx, bad) + "; salvaging: damaged ranges are written as zeros")
 
 
-def _ids(table: bytes):
-    for w in range(len(table) // ID_SIZE):
-        bid = table[w * ID_SIZE : (w + 1) * ID_SIZE]
-        if bid != NO_DATA:
-            yield bid
+def needed_blobs(manifest: Manifest, tables: dict) -> set[bytes]:
+    """Every chunk a restore of `manifest` reads: its partitions' data and its boot areas."""
+    from recovery.verify import table_ids
+
+    wanted = {bytes.fromhex(a.blob) for a in manifest.boot_areas}
+    for _, table in tables.values():
+        wanted.update(bid for _, bid in table_ids(table))
+    return wanted
 
 
 def damage_message(ctx: RestoreRun, bad: set[bytes]) -> str:
@@ -435,17 +436,7 @@ class NameDamagedFiles(Action):
                                                              "could be restored"],
                                   "unknown": [{"offset": 0, "length": part.size}]}
                 continue
-            merged = _merge(ranges)
+            merged = list(merge_ranges(ranges, part.size))
             ctx.hits[number] = files_hit(ctx.target, entry.start, min(entry.size, part.size), part.fs,
                                          merged).to_json()
             ctx.hits[number]["ranges"] = [list(r) for r in merged]
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for off, n in sorted(ranges):
-        if out and off <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], off + n - out[-1][0])
-        else:
-            out.append([off, n])
-    return [(a, b) for a, b in out]

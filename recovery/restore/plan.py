@@ -17,11 +17,11 @@ from recovery.repo.manifest import Manifest
 from recovery.repo.repository import Repository
 from recovery.restore.actions import (
     Action, NameDamagedFiles, PrepareTarget, ProveSnapshot, ResizeFilesystem, SetBootEntry, ShrinkFilesystem, WritePartition,
-    WriteTable, part_words,
+    WriteTable, needed_blobs, part_words,
 )
 from recovery.restore.target import check_target
 from recovery.units import human_size
-from recovery.verify import chunk_table, table_ids, used_ranges
+from recovery.verify import chunk_table, used_ranges
 
 log = logging.getLogger(__name__)
 LAYOUT_MODES = ("keep", "grow", "proportional")
@@ -45,6 +45,10 @@ class RestorePlan:
     resume: bool = False
     salvage: bool = False
     fs: dict[int, str] = field(default_factory=dict)
+    # What planning read from the repository, handed to apply so it is not read twice.
+    manifest: Manifest | None = field(default=None, repr=False)
+    tables: dict = field(default_factory=dict, repr=False)     # partition -> (used ranges, chunk table)
+    unreadable: set[int] = field(default_factory=set, repr=False)
 
     def lines(self) -> list[str]:
         t = self.target
@@ -168,22 +172,20 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
         source=manifest.layout, layout_mode=layout_mode, layout_changes=changes,
         actions=build_actions(repo, manifest, tables, after, info, resume, salvage),
         destroyed=_destroyed(info, mark), bytes_to_write=sum(p.used_bytes for p in manifest.partitions),
-        resume=resume, salvage=salvage, fs=fs)
+        resume=resume, salvage=salvage, fs=fs, manifest=manifest, tables=tables, unreadable=unreadable)
 
 
 def build_actions(repo: Repository, manifest: Manifest, tables: dict, after: Layout, target: DiskInfo,
                   resume: bool, salvage: bool = False) -> list[Action]:
     index = repo.index
-    wanted = {bid for _, table in tables.values() for _, bid in table_ids(table)}
-    wanted |= {bytes.fromhex(a.blob) for a in manifest.boot_areas}
+    wanted = needed_blobs(manifest, tables)
     stored = sum(loc.stored_len for bid in wanted if (loc := index.get(bid)) is not None)
     actions: list[Action] = [ProveSnapshot(len(wanted), stored),
                              PrepareTarget(manifest.name, manifest.created, resume)]
     placed = {p.number: p for p in after.partitions}
     follow: list[Action] = []
     for part in manifest.partitions:
-        entry = placed.get(part.number)
-        start, size = (entry.start, entry.size) if entry else (0, part.size)
+        start, size = placed[part.number].start, placed[part.number].size
         actions.append(WritePartition(part.number, part.fs, part.label, start, size, part.used_bytes,
                                       part.start, part.size))
         if size < part.size and fs_family(part.fs) in SHRINKS_BY_RELOCATING:
@@ -201,4 +203,4 @@ def build_actions(repo: Repository, manifest: Manifest, tables: dict, after: Lay
     return actions
 
 
-__all__ = ["RestorePlan", "plan_restore", "load_tables", "part_words"]
+__all__ = ["RestorePlan", "plan_restore", "part_words"]
