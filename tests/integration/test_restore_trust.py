@@ -76,13 +76,7 @@ def _small_tree(root: Path) -> Path:
 
 
 def test_dry_run_json_lists_the_actions_apply_runs_in_order(tmp_path):
-    pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
-    repo = tmp_path / "repo"
-    lifeboat("repo", "init", repo)
-    lifeboat("backup", pc.disk, "--repo", repo, "--name", "pc")
-    target = tmp_path / "t.img"
-    target.write_bytes(b"")
-    os.truncate(target, 160 * MiB)
+    _, repo, target = backed_up_pc(tmp_path, 160 * MiB)
     plan = lifeboat("restore", "latest", target, "--repo", repo, "--dry-run", "--json", json_out=True).data["plan"]
     kinds = [a["action"] for a in plan["actions"]]
     assert kinds[:2] == ["prove", "prepare"]
@@ -195,16 +189,40 @@ def _part(target: Path) -> tuple[int, int]:
     return p.start, p.size
 
 
-def backed_up_pc(tmp_path: Path):
-    """The GPT test PC backed up as "pc", and a blank target image of its size."""
+def backed_up_pc(tmp_path: Path, target_size: int | None = None):
+    """The GPT test PC backed up as "pc", and a blank target image (of the PC's size unless
+    `target_size`)."""
     pc = build_gpt_pc(tmp_path, _small_tree(tmp_path / "tree"))
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
     lifeboat("backup", pc.disk, "--repo", repo, "--name", "pc")
     target = tmp_path / "t.img"
     target.write_bytes(b"")
-    os.truncate(target, pc.disk.stat().st_size)
+    os.truncate(target, target_size or pc.disk.stat().st_size)
     return pc, repo, target
+
+
+def interrupted_restore(repo_dir: Path, target) -> None:
+    """Start a real restore of the latest snapshot onto `target` and stop it at its first write."""
+    from recovery.errors import Cancelled
+    from recovery.events import CancelToken, Progress
+    from recovery.jobs import RestoreJob, run_job
+
+    token = CancelToken()
+
+    def stop_at_first_write(event):
+        if isinstance(event, Progress) and event.phase == "restore" and event.done:
+            token.cancel()
+
+    repo = Repository.open(repo_dir)
+    try:
+        run_job(RestoreJob(repo, "latest", str(target)), confirm=lambda plan: True, on_event=stop_at_first_write,
+                cancel=token)
+        raise AssertionError("the restore was not stopped")
+    except Cancelled:
+        pass
+    finally:
+        repo.close()
 
 
 def test_whole_restore_of_the_gpt_pc_checks_every_file(tmp_path):
@@ -263,26 +281,8 @@ def test_salvage_restores_what_is_readable_and_names_the_files_hit(tmp_path):
 
 def test_a_disk_left_by_an_interrupted_restore_is_not_backed_up(tmp_path):
     """Its mark says there is nothing usable on it: a backup would store a half-written disk."""
-    from recovery.errors import Cancelled
-    from recovery.events import CancelToken, Progress
-    from recovery.jobs import RestoreJob, run_job
-
-    pc, repo_dir, target = backed_up_pc(tmp_path)
-    token = CancelToken()
-
-    def stop_at_first_write(event):
-        if isinstance(event, Progress) and event.phase == "restore" and event.done:
-            token.cancel()
-
-    repo = Repository.open(repo_dir)
-    try:
-        run_job(RestoreJob(repo, "latest", str(target)), confirm=lambda plan: True, on_event=stop_at_first_write,
-                cancel=token)
-        raise AssertionError("the restore was not stopped")
-    except Cancelled:
-        pass
-    finally:
-        repo.close()
+    _, repo_dir, target = backed_up_pc(tmp_path)
+    interrupted_restore(repo_dir, target)
     assert read_mark(str(target)) is not None
     proc = lifeboat("backup", target, "--repo", repo_dir, check=False)
     line = one_line_error(proc)

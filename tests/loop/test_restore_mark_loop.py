@@ -9,31 +9,10 @@ import shutil
 
 import pytest
 
-from recovery.errors import Cancelled
-from recovery.events import CancelToken, Progress
-from recovery.jobs import RestoreJob, run_job
-from recovery.repo.repository import Repository
 from tests.integration.engine_fixtures import lifeboat
-from tests.integration.test_restore_trust import backed_up_pc
+from tests.integration.test_restore_trust import backed_up_pc, interrupted_restore
 
 pytestmark = pytest.mark.loop
-
-
-def interrupted_restore(repo_dir, target) -> None:
-    """Start a real restore onto `target` and stop it at its first write."""
-    token = CancelToken()
-
-    def stop_at_first_write(event):
-        if isinstance(event, Progress) and event.phase == "restore" and event.done:
-            token.cancel()
-
-    repo = Repository.open(repo_dir)
-    try:
-        with pytest.raises(Cancelled):
-            run_job(RestoreJob(repo, "latest", str(target)), confirm=lambda plan: True,
-                    on_event=stop_at_first_write, cancel=token)
-    finally:
-        repo.close()
 
 
 def test_disks_names_an_incomplete_restore_and_the_rerun_resumes(tmp_path, loops):
