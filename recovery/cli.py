@@ -112,6 +112,11 @@ def progress_display(enabled: bool):
         yield sink
 
 
+def progress_for(args):
+    """Progress bars on a terminal, unless the output is --json."""
+    return progress_display(sys.stderr.isatty() and not getattr(args, "json", False))
+
+
 def emit(args, data: dict, human: list[str]) -> None:
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
@@ -156,7 +161,7 @@ def cmd_backup(args) -> int:
     job = BackupJob(args.disk, repo, args.name, verify=not args.no_verify, zstd_level=args.zstd_level,
                     threads=args.threads)
     try:
-        with progress_display(sys.stderr.isatty() and not args.json) as sink:
+        with progress_for(args) as sink:
             result = run_job(job, on_event=sink).result
     except (KeyboardInterrupt, Cancelled):
         raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
@@ -201,7 +206,7 @@ def cmd_verify(args) -> int:
     ids = [repo.resolve(args.snapshot, args.name)] if args.snapshot else None
     if ids is None and args.name:
         ids = [s.id for s in repo.snapshots(args.name)]
-    with progress_display(sys.stderr.isatty() and not args.json) as sink:
+    with progress_for(args) as sink:
         report = run_job(VerifyJob(repo, ids), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
     lines += [f"DAMAGED snapshot {d.snapshot[:8]}: {d.message}" for d in report.damaged]
@@ -230,8 +235,7 @@ def cmd_restore(args) -> int:
         return True
 
     try:
-        outcome = run_job(job, confirm=confirm, dry_run=args.dry_run,
-                          display=lambda: progress_display(sys.stderr.isatty() and not args.json))
+        outcome = run_job(job, confirm=confirm, dry_run=args.dry_run, display=lambda: progress_for(args))
     except KeyboardInterrupt:
         raise Cancelled("cancelled: the target is marked as an incomplete restore and will not start; "
                         "run the same restore again to resume") from None
@@ -279,9 +283,9 @@ def cmd_write_usb(args) -> int:
             raise Cancelled("nothing was written: no stick was picked")
         device = sticks[int(pick) - 1].path
     disk = describe(device)
-    job = WriteUsbJob(iso, device, data=args.data, force=args.force)
+    job = WriteUsbJob(iso, device, data=args.data, force=args.force, disk=disk)
     try:
-        job.plan()
+        plan = job.plan()
     except RefusedError as exc:
         if not (terminal and not args.yes and exc.message == us.mounted_refusal(disk)):
             raise
@@ -289,6 +293,8 @@ def cmd_write_usb(args) -> int:
         if ask(f"Unmount now ({us.unmount_command(disk)})? [y/N] ").lower() not in ("y", "yes"):
             raise Cancelled("nothing was written: the stick is still mounted") from None
         us.unmount(disk)
+        job.disk = None                   # its mounts changed: describe it again
+        plan = job.plan()
 
     def confirm(plan) -> bool:
         for line in plan.lines():
@@ -302,9 +308,7 @@ def cmd_write_usb(args) -> int:
         return True
 
     try:
-        outcome = run_job(job, confirm=confirm,
-                          display=lambda: progress_display(sys.stderr.isatty() and not args.json))
-        result, plan = outcome.result, outcome.plan
+        result = run_job(job, confirm=confirm, plan=plan, display=lambda: progress_for(args)).result
     except KeyboardInterrupt:
         raise Cancelled(f"cancelled: {disk.path} is incomplete and will not boot; write it again") from None
     emit(args, result.to_json(), us.done_lines(result, plan.target.is_image))

@@ -98,8 +98,7 @@ class Disk:
             self._flusher = None
 
     def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.join()
+        self._wait_flush()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -37,10 +37,11 @@ class Outcome:
 
 def run_job(job: Job, *, confirm: Callable[[Any], bool] | None = None, on_event: EventSink | None = None,
             cancel: CancelToken | None = None, dry_run: bool = False,
-            display: Callable[[], ContextManager[EventSink]] | None = None) -> Outcome:
+            display: Callable[[], ContextManager[EventSink]] | None = None, plan: Any = None) -> Outcome:
     """`display`, when given, is entered only around the run and yields the event sink (a
-    terminal's progress bars must not draw over the confirmation question)."""
-    plan = job.plan()
+    terminal's progress bars must not draw over the confirmation question). `plan`: one the
+    caller already made with job.plan() (to act on a refusal first), not made again."""
+    plan = job.plan() if plan is None else plan
     if dry_run:
         return Outcome(plan)
     if job.confirm_name(plan) is not None and (confirm is None or not confirm(plan)):
@@ -138,12 +139,13 @@ class WriteUsbJob:
     data: str | None = None
     force: bool = False
     override_confirmed: bool = False
+    disk: Any = None          # the stick as the caller already described it (DiskInfo), if it did
     kind = "write-usb"
 
     def plan(self):
         from recovery.usbstick import plan_stick
 
-        return plan_stick(self.image, self.device, data=self.data, force=self.force)
+        return plan_stick(self.image, self.device, data=self.data, force=self.force, disk=self.disk)
 
     def confirm_name(self, plan) -> str:
         return plan.name
