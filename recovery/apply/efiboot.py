@@ -11,7 +11,6 @@ points at that partition GUID and path. Returns one line saying what was done.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import stat
@@ -22,7 +21,6 @@ from recovery.plan.layout import role
 from recovery.host import tools
 from recovery.host.tools import first_line
 
-log = logging.getLogger("recovery.apply.efiboot")
 
 EFIVARS = "/sys/firmware/efi/efivars"
 FALLBACK = ("UEFI OS", "\\EFI\\BOOT\\BOOTX64.EFI")
@@ -43,14 +41,14 @@ def ensure_boot_entry(disk: str, layout: Layout, efivars: str = EFIVARS) -> str 
         return (f"No boot loader found on the EFI system partition (partition {esp.number}): "
                 f"no UEFI boot entry was made.")
     label, path = choice
-    listing = _run(["efibootmgr", "-v"])
+    listing = tools.step(["efibootmgr", "-v"])
     if listing.returncode != 0:
         raise ToolError(f"cannot read the UEFI boot entries: {first_line(listing.stderr)}; the disk is restored, "
                         f"choose it in the firmware's boot menu")
     existing = find_entry(listing.stdout, esp.uuid, esp.number, path, layout.disk_id)
     if existing:
         return f"The UEFI boot entry Boot{existing} ({label}) already starts {path} on the restored disk."
-    made = _run(["efibootmgr", "--create", "--disk", disk, "--part", str(esp.number),
+    made = tools.step(["efibootmgr", "--create", "--disk", disk, "--part", str(esp.number),
                  "--label", label, "--loader", path])
     if made.returncode != 0:
         raise ToolError(f"efibootmgr could not add a UEFI boot entry for {path}: {first_line(made.stderr)}; "
@@ -58,11 +56,6 @@ def ensure_boot_entry(disk: str, layout: Layout, efivars: str = EFIVARS) -> str 
     number = find_entry(made.stdout, esp.uuid, esp.number, path, layout.disk_id) or _new_number(made.stdout, label)
     where = f"Boot{number} " if number else ""
     return f"Added the UEFI boot entry {where}\"{label}\" for {path} on partition {esp.number}."
-
-
-def _run(args: list[str]):
-    log.info("run %s", " ".join(args))
-    return tools.run(args, check=False)
 
 
 def _is_block(path: str) -> bool:

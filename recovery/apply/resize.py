@@ -23,7 +23,6 @@ A failing tool raises ToolError saying what state the partition is in.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from contextlib import contextmanager
@@ -35,7 +34,6 @@ from recovery.host import loops, tools
 from recovery.host.tools import why
 from recovery.units import human_size
 
-log = logging.getLogger("recovery.apply.resize")
 
 
 def grow_filesystem(device_or_image: str, entry: PartitionEntry, fs: str | None, old_size: int,
@@ -118,24 +116,19 @@ def _size_of(dev: str) -> int:
         os.close(fd)
 
 
-def _run(args: list[str]) -> tools.Result:
-    log.info("run %s", " ".join(args))
-    return tools.run(args, check=False)
-
-
 # ----------------------------------------------------------------------------- ext2/3/4
 
 
 def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
-    pre = _run(["e2fsck", "-f", "-y", dev])
+    pre = tools.step(["e2fsck", "-f", "-y", dev])
     if pre.returncode >= 4:
         raise ToolError(f"e2fsck could not repair the restored {name} on {dev} ({why(pre)}); "
                         f"it is at its old size of {human_size(old_size)}: check it by hand before using it")
-    grow = _run(["resize2fs", dev])
+    grow = tools.step(["resize2fs", dev])
     if grow.returncode != 0:
         raise ToolError(f"resize2fs failed on {name} ({dev}): {why(grow)}; the partition holds the restored "
                         f"filesystem at its old size of {human_size(old_size)}, intact")
-    post = _run(["e2fsck", "-f", "-n", dev])
+    post = tools.step(["e2fsck", "-f", "-n", dev])
     if post.returncode != 0:
         raise ToolError(f"after resizing, e2fsck reports problems on {name} ({dev}): {why(post)}; "
                         f"run e2fsck -f {dev} before using it")
@@ -147,11 +140,11 @@ def _ext(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
 
 
 def _ntfs(dev: str, name: str, entry: PartitionEntry, old_size: int) -> str:
-    res = _run(["ntfsresize", "--force", "--force", "--no-progress-bar", dev])
+    res = tools.step(["ntfsresize", "--force", "--force", "--no-progress-bar", dev])
     if res.returncode != 0:
         raise ToolError(f"ntfsresize failed on {name} ({dev}): {why(res)}; the partition holds the restored "
                         f"NTFS at its old size of {human_size(old_size)}; Windows can extend it in Disk Management")
-    check = _run(["ntfsfix", "--no-action", dev])
+    check = tools.step(["ntfsfix", "--no-action", dev])
     if check.returncode != 0:
         raise ToolError(f"after growing, ntfsfix reports problems on {name} ({dev}): {why(check)}; "
                         f"let Windows check the disk (chkdsk) before using it")
@@ -168,7 +161,7 @@ def _swap(dev: str, name: str, entry: PartitionEntry, uuid: str | None, label: s
         args += ["-U", uuid]
     if label:
         args += ["-L", label]
-    res = _run(args + [dev])
+    res = tools.step(args + [dev])
     if res.returncode != 0:
         raise ToolError(f"mkswap failed on {name} ({dev}): {why(res)}; the partition holds no usable swap: "
                         f"run mkswap on it (the system still starts, without swap)")

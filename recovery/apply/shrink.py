@@ -74,7 +74,7 @@ from recovery.errors import DiskError, LifeboatError, RefusedError, ToolError
 from recovery.events import CancelToken
 from recovery.model.layout import PartitionEntry
 from recovery.host import tools
-from recovery.host.tools import first_line, why
+from recovery.host.tools import why
 from recovery.fs.ext import sparse_super_group
 from recovery.units import human_size
 
@@ -287,15 +287,6 @@ def _ext_minimum(f: dict) -> int | None:
     return None
 
 
-def _run(args: list[str]) -> tools.Result:
-    log.info("run %s", " ".join(args))
-    started = time.monotonic()
-    res = tools.run(args, check=False)
-    log.info("%s exited %d after %.1f s: %s", args[0], res.returncode, time.monotonic() - started,
-             first_line(res.stderr or res.stdout))
-    return res
-
-
 # ----------------------------------------------------------------------------- FUSE
 
 
@@ -348,7 +339,7 @@ class VirtualDisk:
     def run(self, args: list[str]) -> tools.Result:
         """Run a tool on the view; a failure inside the view (damaged chunk, overlay full)
         is raised as itself rather than as the tool's confused message."""
-        res = _run(args)
+        res = tools.step(args)
         if self.error is not None:
             err, self.error = self.error, None
             if isinstance(err, LifeboatError):

@@ -82,3 +82,16 @@ def why(result: subprocess.CompletedProcess, words: tuple[str, ...] = ()) -> str
         if any(w in line.lower() for w in telling):
             return line.strip()
     return first_line(text)
+
+
+def step(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a tool whose exit code the caller judges (a resize, a check), logged at info with
+    its exit code, time and first words, so a failed restore can be followed in the log."""
+    import time
+
+    log.info("run %s", " ".join(args))
+    started = time.monotonic()
+    res = run(args, check=False)
+    log.info("%s exited %d after %.1f s: %s", args[0], res.returncode, time.monotonic() - started,
+             first_line(res.stderr or res.stdout))
+    return res
