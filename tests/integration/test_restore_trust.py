@@ -133,8 +133,10 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
         os.truncate(target, 220 * MiB)
         kills = 0
         for k in range(3):                 # kill it up to three times in a row, then let it finish
+            # The restore runs niced: on 2 busy cores the watcher below must still get the CPU
+            # within the data phase (50-300 ms here), or its kill comes only after the table.
             proc = subprocess.Popen(_restore_cmd(repo, target), cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+                                    stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(10))
             if (attempt + k) % 2:
                 # Half the kills land while data is being written, whatever the machine's load
                 # does to the timing: when a random share of the data has reached the (sparse)
