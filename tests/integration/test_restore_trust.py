@@ -101,6 +101,9 @@ def sha256_of_zeros(n: int) -> str:
     return h.hexdigest()
 
 
+DISK = 480 * MiB     # the kill test's disk
+
+
 def _restore_cmd(repo, target) -> list[str]:
     return [sys.executable, "-m", "recovery", "restore", "latest", str(target), "--repo", str(repo), "--yes",
             "--json"]
@@ -109,15 +112,17 @@ def _restore_cmd(repo, target) -> list[str]:
 def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
     """kill -9 at random points: each time the target is either marked as an incomplete restore
     (no partition table at all) or completely restored; the next run resumes and finishes."""
-    tree = data_tree(tmp_path / "tree", 40, 4 * MiB, seed=11)       # 160 MiB of incompressible files
-    root = fi.make_ext4(tmp_path / "root.img", 200 * MiB, tree)
-    disk, _ = one_partition_disk(tmp_path, "pc", root, 220 * MiB)
+    # 400 MiB of incompressible files: a data phase long enough (0.1-0.8 s here) for the
+    # watcher below to kill inside it on a loaded 2-core machine.
+    tree = data_tree(tmp_path / "tree", 100, 4 * MiB, seed=11)
+    root = fi.make_ext4(tmp_path / "root.img", 460 * MiB, tree)
+    disk, _ = one_partition_disk(tmp_path, "pc", root, DISK)
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
     lifeboat("backup", disk, "--repo", repo, "--name", "pc")
     target = tmp_path / "t.img"
     target.write_bytes(b"")
-    os.truncate(target, 220 * MiB)
+    os.truncate(target, DISK)
 
     started = time.monotonic()
     lifeboat("restore", "latest", target, "--repo", repo, "--yes")
@@ -125,12 +130,12 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
     expected = fi.ext_tree(target, *_part(target))
     allocated = os.stat(target).st_blocks * 512
 
-    untouched = sha256_of_zeros(220 * MiB)
+    untouched = sha256_of_zeros(DISK)
     rng = random.Random(20261130)
     skipped_any = False
     for attempt in range(5):
         os.truncate(target, 0)            # a fresh disk each round: nothing of the last round helps
-        os.truncate(target, 220 * MiB)
+        os.truncate(target, DISK)
         kills = 0
         for k in range(3):                 # kill it up to three times in a row, then let it finish
             # The restore runs niced: on 2 busy cores the watcher below must still get the CPU
