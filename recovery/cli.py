@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--yes", action="store_true", help="do not ask for the device's name")
     w.add_argument("--json", action="store_true")
 
+    from recovery.browse.commands import add_parsers as browse_parsers
+    browse_parsers(sub, repo_arg)      # mount, umount, ls, get
+
     t = sub.add_parser("tui", help="the full-screen recovery interface")
     repo_arg(t, required=False)
     t.add_argument("--disk", action="append", default=[], help="also offer this disk-image file")
@@ -325,6 +328,7 @@ COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
     "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
 }
+COMMANDS.update(__import__("recovery.browse.commands", fromlist=["COMMANDS"]).COMMANDS)
 
 
 def tools_on_path() -> None:

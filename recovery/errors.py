@@ -54,6 +54,12 @@ class ToolError(LifeboatError):
     exit_code = 8
 
 
+class NotFoundError(LifeboatError):
+    """A partition or path asked for is not in the snapshot."""
+
+    exit_code = 10
+
+
 class Cancelled(LifeboatError):
     exit_code = 130
 

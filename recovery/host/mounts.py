@@ -2,7 +2,8 @@
 
 Read-only means read-only all the way: ext3/4 are mounted with `noload` and XFS with
 `norecovery`, so a journal is never replayed on a disk we only look at; NTFS goes through
-ntfs-3g; exFAT falls back to the FUSE driver where the kernel has none; a filesystem whose
+ntfs-3g; exFAT falls back to the FUSE driver where the kernel has none, and FAT read-only to
+fusefat where the kernel has no vfat (the live system's kernel has it); a filesystem whose
 type is not known is tried with `noload` first and plain `ro` after.
 """
 
@@ -48,6 +49,11 @@ def mount(device: str, where: Path | str, fs: str | None = None, writable: bool 
         last = proc
     if fs == "exfat" and shutil.which("mount.exfat-fuse"):   # this kernel may have no exFAT driver
         proc = tools.run(["mount.exfat-fuse", *([] if writable else ["-o", "ro"]), device, str(where)], check=False)
+        if proc.returncode == 0:
+            return
+        last = proc
+    if fs == "vfat" and not writable and offset is None and shutil.which("fusefat"):
+        proc = tools.run(["fusefat", "-o", "ro", device, str(where)], check=False)   # read-only by default
         if proc.returncode == 0:
             return
         last = proc

@@ -1,0 +1,196 @@
+"""The browse verbs of the command line: mount, umount, ls, get.
+
+    lifeboat mount SNAPSHOT MOUNTPOINT --repo R     until `lifeboat umount MOUNTPOINT` or Ctrl-C
+    lifeboat umount MOUNTPOINT
+    lifeboat ls SNAPSHOT [PARTITION:PATH] --repo R [--json]
+    lifeboat get SNAPSHOT PARTITION:PATH DEST --repo R [--json]
+
+`ls` and `get` mount the one partition they need in a private folder and let it go again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from recovery.browse import files
+from recovery.browse.saved import BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot, split_ref
+from recovery.browse.view import SnapshotView, temporary_view, unmount_view
+from recovery.errors import Cancelled, RefusedError, UsageError
+from recovery.units import human_size
+
+PARTIAL_EXIT = 9      # get: some files could not be read; the rest was copied
+
+
+def add_parsers(sub, repo_arg) -> None:
+    m = sub.add_parser("mount", help="mount a snapshot read-only: partitions as images, filesystems beneath")
+    m.add_argument("snapshot")
+    m.add_argument("mountpoint")
+    repo_arg(m)
+    m.add_argument("--name")
+    u = sub.add_parser("umount", help="unmount a mounted snapshot")
+    u.add_argument("mountpoint")
+    ls = sub.add_parser("ls", help="list a snapshot's partitions, or a folder in one")
+    ls.add_argument("snapshot")
+    ls.add_argument("where", nargs="?", metavar="PARTITION:PATH")
+    repo_arg(ls)
+    ls.add_argument("--name")
+    ls.add_argument("--json", action="store_true")
+    g = sub.add_parser("get", help="copy a file or folder out of a snapshot")
+    g.add_argument("snapshot")
+    g.add_argument("where", metavar="PARTITION:PATH")
+    g.add_argument("dest")
+    repo_arg(g)
+    g.add_argument("--name")
+    g.add_argument("--json", action="store_true")
+
+
+def _open(args):
+    from recovery.repo.repository import Repository
+
+    repo = Repository.open(args.repo)
+    return repo, open_snapshot(repo, args.snapshot, args.name)
+
+
+def _signals_raise() -> None:
+    """SIGTERM and SIGHUP end a serving mount as Ctrl-C does: unmounted on the way out."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
+def cmd_mount(args) -> int:
+    repo, disk = _open(args)
+    _signals_raise()
+    view = SnapshotView(disk, args.mountpoint)
+    try:
+        view.start()
+        print(f"snapshot {disk.id[:8]} of {disk.name} ({disk.created}) mounted read-only at {view.where}",
+              file=sys.stderr)
+        for part in disk.partitions:
+            name = entry_name(part)
+            where = f"{name}/ and {name}.img" if part.number in view.mounted else f"{name}.img"
+            print(f"  {where:<16} {describe(part)}", file=sys.stderr)
+        for note in view.notes:
+            print(f"  note: {note}", file=sys.stderr)
+        print(f"stop with Ctrl-C or: lifeboat umount {view.where}", file=sys.stderr, flush=True)
+        view.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
+        repo.close()
+    return 0
+
+
+def cmd_umount(args) -> int:
+    unmount_view(args.mountpoint)
+    print(f"unmounted {args.mountpoint}", file=sys.stderr)
+    return 0
+
+
+def _emit(args, data, lines) -> None:
+    import json
+
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _partition_json(p) -> dict:
+    return {"number": p.number, "label": p.label, "fs": p.fs, "size": p.size, "used_bytes": p.used_bytes,
+            "browsable": p.fs in BROWSABLE,
+            "description": describe(p)}
+
+
+def _entry_line(e: files.Entry) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime))
+    size = "<dir>" if e.kind == "dir" else human_size(e.size) if e.kind == "file" else e.kind
+    name = e.name + ("/" if e.kind == "dir" else f" -> {e.target}" if e.kind == "link" else "")
+    return f"{size:>11}  {when}  {name}"
+
+
+def _mounted_partition(disk, spec: str):
+    part = find_partition(disk, spec)
+    if part.fs not in BROWSABLE:
+        raise RefusedError(f"partition {part.number} holds {fs_name(part.fs) if part.fs else 'no filesystem'}"
+                           f", which Lifeboat cannot browse; `lifeboat mount` offers it as an image file")
+    if os.geteuid() != 0:
+        raise RefusedError("looking inside a saved filesystem needs root (it is mounted read-only)")
+    view = temporary_view(disk, only={part.number})
+    view.start()
+    if part.number not in view.mounted:
+        view.close()
+        raise RefusedError(view.notes[0] if view.notes else f"partition {part.number} cannot be mounted")
+    return part, view
+
+
+def cmd_ls(args) -> int:
+    repo, disk = _open(args)
+    try:
+        if not args.where:
+            lines = [f"snapshot {disk.id[:8]} of {disk.name}, {disk.created}"]
+            lines += [f"  {p.number:>2}  {fs_name(p.fs):<8} {human_size(p.size):>10}  {p.label or ''}"
+                      for p in disk.partitions]
+            _emit(args, {"snapshot": disk.id, "name": disk.name, "created": disk.created,
+                         "partitions": [_partition_json(p) for p in disk.partitions]}, lines)
+            return 0
+        spec, path = split_ref(args.where)
+        part, view = _mounted_partition(disk, spec)
+        try:
+            full = files.locate(view.mounted[part.number], path, f"{part.number}:{path}")
+            entries = files.list_dir(full) if full.is_dir() and not full.is_symlink() else [files.entry_of(full)]
+            _emit(args, {"snapshot": disk.id, "partition": part.number, "path": path,
+                         "entries": [e.to_json() for e in entries]}, [_entry_line(e) for e in entries])
+        finally:
+            view.close()
+        return 0
+    finally:
+        repo.close()
+
+
+def cmd_get(args) -> int:
+    from recovery.cli import progress_for
+
+    repo, disk = _open(args)
+    dest = Path(args.dest)
+    if dest.exists() and not dest.is_dir():
+        raise RefusedError(f"{dest} already exists and is not a folder: name a folder to copy into")
+    if not dest.exists() and not dest.parent.is_dir():
+        raise UsageError(f"{dest.parent} does not exist")
+    try:
+        spec, path = split_ref(args.where)
+        part, view = _mounted_partition(disk, spec)
+        try:
+            root = view.mounted[part.number]
+            src = files.locate(root, path, f"{part.number}:{path}")
+            made = not dest.exists()
+            if made:
+                dest.mkdir()
+            with progress_for(args) as sink:
+                try:
+                    result = files.copy_out([src], root, dest, on_event=sink)
+                except KeyboardInterrupt:
+                    raise Cancelled("cancelled: what was copied is complete; the file being copied was "
+                                    "removed") from None
+        finally:
+            view.close()
+    finally:
+        repo.close()
+    lines = [f"copied {result.files} file(s), {human_size(result.bytes)}, into {dest}"]
+    lines += [f"renamed: {a} -> {b}" for a, b in result.renamed]
+    lines += [f"skipped: {a}: {b}" for a, b in result.skipped]
+    lines += [f"UNREADABLE: {a}: {b}" for a, b in result.unreadable]
+    if result.partial:
+        lines.append(f"{len(result.unreadable)} file(s) could not be read; everything else was copied")
+    _emit(args, result.to_json(), lines)
+    return PARTIAL_EXIT if result.partial else 0
+
+
+COMMANDS = {"mount": cmd_mount, "umount": cmd_umount, "ls": cmd_ls, "get": cmd_get}

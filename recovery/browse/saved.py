@@ -1,0 +1,83 @@
+"""A Lifeboat snapshot seen as a saved disk to browse: its partitions described as any
+source describes them (recovery.sources.base.SourcePartition) and a PartitionData reader per
+partition. The browse code uses only this surface, so any other source plugs in alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recovery.errors import NotFoundError, UsageError
+from recovery.repo.reader import PartitionReader
+from recovery.repo.repository import Repository
+from recovery.sources.base import PartitionData, SourcePartition
+from recovery.units import human_size
+
+# Filesystems Lifeboat mounts read-only for browsing (through recovery.host.mounts).
+BROWSABLE = {"ext2", "ext3", "ext4", "vfat", "ntfs", "exfat", "xfs", "btrfs"}
+FS_NAMES = {"vfat": "FAT", "ntfs": "NTFS", "exfat": "exFAT"}
+
+
+@dataclass
+class SavedDisk:
+    """What browsing needs of a source: id, name, date, partitions, and a reader of each."""
+    id: str
+    name: str
+    created: str
+    partitions: list[SourcePartition]
+    _repo: Repository
+    _parts: dict
+
+    def reader(self, number: int) -> PartitionData:
+        part = self._parts[number]
+        return PartitionReader(self._repo, part, self._chunk_size)
+
+    _chunk_size: int = 0
+
+
+def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedDisk:
+    sid = repo.resolve(ref, name)
+    m = repo.load_manifest(sid)
+    parts = [SourcePartition(number=p.number, start=p.start, size=p.size, fs=p.fs or "", label=p.label,
+                             uuid=p.uuid, used_bytes=p.used_bytes, whole=p.whole) for p in m.partitions]
+    return SavedDisk(sid, m.name, m.created, parts, repo, {p.number: p for p in m.partitions}, m.chunk_size)
+
+
+def browsable(part: SourcePartition) -> bool:
+    return part.fs in BROWSABLE
+
+
+def fs_name(fs: str) -> str:
+    return FS_NAMES.get(fs, fs or "unknown")
+
+
+def describe(part: SourcePartition) -> str:
+    """`Windows NTFS 238.0 GiB`: what a person recognises a partition by."""
+    label = part.label or ("Whole disk" if part.number == 0 else f"Partition {part.number}")
+    return f"{label} {fs_name(part.fs)} {human_size(part.size)}"
+
+
+def entry_name(part: SourcePartition) -> str:
+    """The name of the partition's folder in a mounted snapshot (its image adds .img)."""
+    return "disk" if part.number == 0 else f"p{part.number}"
+
+
+def find_partition(disk: SavedDisk, spec: str) -> SourcePartition:
+    """A partition by number (`2`, `p2`) or by label (case-insensitive)."""
+    s = spec.strip()
+    num = s[1:] if s.lower().startswith("p") and s[1:].isdigit() else s
+    for p in disk.partitions:
+        if num.isdigit() and p.number == int(num):
+            return p
+    for p in disk.partitions:
+        if p.label and p.label.lower() == s.lower():
+            return p
+    have = ", ".join(f"{p.number} ({p.label or fs_name(p.fs)})" for p in disk.partitions)
+    raise NotFoundError(f"snapshot {disk.id[:8]} has no partition {spec!r} (it has {have})")
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """`2:/Users/ann` -> ("2", "/Users/ann"); `2` -> ("2", "/")."""
+    part, sep, path = ref.partition(":")
+    if not part:
+        raise UsageError(f"{ref!r}: name a partition first, as PARTITION:PATH (e.g. 2:/home)")
+    return part, "/" + path.strip("/") if sep else "/"
