@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recovery.browse import files
 from recovery.browse.saved import BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot, split_ref
-from recovery.browse.view import SnapshotView, temporary_view, unmount_view
+from recovery.browse.view import SnapshotView, clean_stale, temporary_view, unmount_view
 from recovery.errors import Cancelled, RefusedError, UsageError
 from recovery.units import human_size
 
@@ -51,6 +51,7 @@ def add_parsers(sub, repo_arg) -> None:
 def _open(args):
     from recovery.repo.repository import Repository
 
+    clean_stale()         # a view left by a killed process goes before anything else is done
     repo = Repository.open(args.repo)
     return repo, open_snapshot(repo, args.snapshot, args.name)
 

@@ -78,6 +78,6 @@ def find_partition(disk: SavedDisk, spec: str) -> SourcePartition:
 def split_ref(ref: str) -> tuple[str, str]:
     """`2:/Users/ann` -> ("2", "/Users/ann"); `2` -> ("2", "/")."""
     part, sep, path = ref.partition(":")
-    if not part:
+    if not part or "/" in part:
         raise UsageError(f"{ref!r}: name a partition first, as PARTITION:PATH (e.g. 2:/home)")
     return part, "/" + path.strip("/") if sep else "/"

@@ -49,7 +49,7 @@ TEMP_PREFIX = "lifeboat-browse-"
 
 def _alive(path: str) -> bool:
     try:
-        os.stat(path)
+        os.statvfs(path)          # asks the server (a stat may be answered from the cache)
         return True
     except OSError as exc:
         return exc.errno not in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO)
@@ -240,7 +240,7 @@ class SnapshotView:
                 if os.path.ismount(sub):
                     _detach(sub)
         self.mounted.clear()
-        if str(self.where) in views():
+        if self._thread is not None and str(self.where) in views():     # ours, not another's
             for sub in _below(str(self.where)):
                 _detach(sub)
             _detach(str(self.where))
