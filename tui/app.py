@@ -128,6 +128,7 @@ class LifeboatApp(App[int]):
     # -- the flows -------------------------------------------------------------------------------
     def start(self, what: str) -> None:
         from tui import flows
+        from tui.get_files import get_files
 
         if what == "quit":
             self.action_request_quit()
@@ -136,6 +137,7 @@ class LifeboatApp(App[int]):
             "backup": flows.backup,
             "restore": flows.restore,
             "check": flows.check,
+            "files": get_files,
             "disks": flows.disks,
             "shell": flows.system_action,
             "reboot": flows.system_action,

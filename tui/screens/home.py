@@ -32,6 +32,7 @@ class HomeScreen(Screen[None]):
         Binding("b", "choose('backup')", "Back up", show=False),
         Binding("r", "choose('restore')", "Restore", show=False),
         Binding("c", "choose('check')", "Check", show=False),
+        Binding("g", "choose('files')", "Get files back", show=False),
         Binding("d", "choose('disks')", "Disks", show=False),
         Binding("f5", "app.rescan", "Look again"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
@@ -45,6 +46,7 @@ class HomeScreen(Screen[None]):
             options = [
                 Option("[b]B[/b]ack up a disk", id="backup"),
                 Option("[b]R[/b]estore a backup", id="restore"),
+                Option("[b]G[/b]et files back", id="files"),
                 Option("[b]C[/b]heck backups", id="check"),
                 Option("[b]D[/b]isks", id="disks"),
             ]
