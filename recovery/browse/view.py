@@ -20,6 +20,7 @@ those by their source name and detaches them and whatever was mounted beneath th
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -188,6 +189,7 @@ class SnapshotView:
         for part in self.disk.partitions:
             self.readers[f"/{entry_name(part)}.img"] = (part, self.disk.reader(part.number))
         cwd = os.getcwd()
+        atexit.register(self.close)      # a program that ends without closing still unmounts
         self._thread = threading.Thread(target=self._serve, name="lifeboat-browse-fuse", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -235,6 +237,7 @@ class SnapshotView:
             self._thread.join(0.5)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         for number in sorted(self.mounted, reverse=True):
             for sub in _below(str(self.mounted[number])) + [str(self.mounted[number])]:
                 if os.path.ismount(sub):

@@ -10,12 +10,18 @@ every byte: the used ranges are loaded only when someone asks for them (`used_ra
 Chunks are fetched with ``repo.read_blob`` (hash-checked: damage raises DamageError) and
 kept decoded in a small LRU cache bounded in bytes, not in proportion to the partition.
 Safe to call from several threads at once (a FUSE server, a browser's workers).
+
+Reading one window after another (a file copied out, a filesystem tool scanning) starts
+decoding the next window on a helper thread while the caller uses this one, so fetching,
+hash-checking and decompressing (all in C, outside the GIL) overlap with the reader's own
+work. Random reads start nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from recovery.chunking import window_count, window_length
 from recovery.errors import DamageError
@@ -42,6 +48,9 @@ class PartitionReader:
         self._cache_limit = max(cache_bytes // chunk_size, 2)
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._last = -2                              # the window read last (readahead follows it)
+        self._ahead: dict[int, Future] = {}          # windows being decoded ahead of the reader
+        self._pool: ThreadPoolExecutor | None = None
 
     def used_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of every used byte range, sorted (loaded on first use)."""
@@ -58,10 +67,25 @@ class PartitionReader:
         if bid == NO_DATA:
             return None
         with self._lock:
+            sequential = w == self._last + 1
+            if w != self._last:
+                self._last = w
             data = self._cache.get(w)
             if data is not None:
                 self._cache.move_to_end(w)
-                return data
+            pending = self._ahead.get(w) if data is None else None
+        if sequential:
+            self._read_ahead(w + 1)
+        if data is not None:
+            return data
+        if pending is not None:
+            try:
+                return pending.result()
+            except DamageError:
+                pass                      # said again, in the reader's own words, below
+        return self._load(w, bid)
+
+    def _load(self, w: int, bid: bytes) -> bytes:
         # Decoding happens outside the lock: two threads asking for the same window at the
         # same moment each decode it once, which costs less than serialising every reader.
         try:
@@ -79,6 +103,23 @@ class PartitionReader:
             while len(self._cache) > self._cache_limit:
                 self._cache.popitem(last=False)
         return data
+
+    def _read_ahead(self, w: int) -> None:
+        if w * ID_SIZE >= len(self._table) or not self.window_stored(w):
+            return
+        with self._lock:
+            if w in self._cache or w in self._ahead:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="lifeboat-readahead")
+            bid = bytes(self._table[w * ID_SIZE : (w + 1) * ID_SIZE])
+            future = self._pool.submit(self._load, w, bid)
+            self._ahead[w] = future
+        future.add_done_callback(lambda _f, w=w: self._forget(w))
+
+    def _forget(self, w: int) -> None:
+        with self._lock:
+            self._ahead.pop(w, None)
 
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes at `offset` of the saved partition (fewer only past its end)."""
