@@ -164,3 +164,25 @@ def test_home_console_colours(machine, snap_compare):
 
     app = make_app(machine, theme="ansi-dark")
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_file_browser(machine, snap_compare):
+    """Get files back: the browser in a user's folder, one folder marked, with its total."""
+    from tests.tui.test_tui_get_files import open_browser
+    from tests.tui.helpers import wait_for
+
+    async def before(pilot):
+        browser = await open_browser(pilot)
+        for name in ("home", "alice"):
+            await pilot.press(*name)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: browser.folder.name == name)
+        await pilot.press("down", "space")
+        await wait_for(pilot, lambda: None not in browser.marked.values())
+        table = browser.query_one("DataTable")
+        for row in range(len(browser.entries)):
+            table.update_cell(str(row), "date", "2026-01-01 12:00")     # the files' times vary by run
+        freeze_volatile(pilot.app)
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)

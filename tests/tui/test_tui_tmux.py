@@ -116,3 +116,62 @@ def test_real_tui_in_tmux_linux_console(machine):
     finally:
         repo.close()
     assert not os.path.exists(machine / "logs" / "lifeboat-tui.log")     # no error was logged
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a saved filesystem needs root")
+def test_get_files_back_in_tmux(machine, tmp_path):
+    """Home -> Get files back -> repository -> snapshot -> partition -> browse to a user's folder,
+    mark two folders, copy them into a folder typed by hand; every byte compared."""
+    from recovery.browse.view import views
+    from tests import fsimages as fi
+    from tests.tui.test_tui_get_files import root_partition
+
+    dest = tmp_path / "usb"
+    dest.mkdir()
+    env = {"TERM": "linux", "LIFEBOAT_ONLY_GIVEN_DISKS": "1", "LIFEBOAT_LOG_DIR": str(machine / "logs"),
+           "PYTHONPATH": str(ROOT)}
+    envs = " ".join(f"{k}={v}" for k, v in env.items())
+    command = (f"env -u COLORTERM {envs} {sys.executable} -m recovery tui --repo repo "
+               f"--disk demo-pc.img --disk new-disk.img; echo LIFEBOAT-EXIT=$?; sleep 60")
+    term = Terminal(machine, command)
+    try:
+        term.wait_for("1 backup repository (1 snapshot)")
+        term.keys("g")
+        term.wait_for("Which backups?")
+        term.keys("Enter")
+        term.wait_for("Backups of")
+        term.keys("Enter")
+        screen = term.wait_for("Which partition holds the files?")
+        assert "demo-root  ext4" in screen and "DEMO-ESP  FAT" in screen
+        term.keys("Enter")
+        screen = term.wait_for("Nothing marked yet")
+        assert "home/" in screen and "etc/" in screen
+        term.keys("h", "Enter")
+        term.wait_for("alice/")
+        term.keys("a", "Enter")
+        screen = term.wait_for("Documents/")
+        assert screen.index("Documents/") < screen.index("Pictures/")
+        term.keys("Space", "Space")
+        screen = term.wait_for("Marked: 2 items")
+        lines = screen.splitlines()
+        assert len(lines) <= 25 and all(len(line) <= 80 for line in lines)
+        term.keys("F2")
+        term.wait_for("Copy the files to which drive?")
+        term.keys("t")
+        term.wait_for("Type a folder")
+        term.tmux("send-keys", "-t", "0", "-l", str(dest))
+        term.keys("Enter")
+        screen = term.wait_for("Files copied", timeout=120)
+        assert "4 files (" in screen and "copied into" in screen
+        term.keys("Enter")
+        term.wait_for("Get files back")
+        assert views() == []
+        term.keys("q")
+        term.wait_for("LIFEBOAT-EXIT=0")
+    finally:
+        term.close()
+    start, size = root_partition(machine / "demo-pc.img")
+    want = fi.ext_tree(machine / "demo-pc.img", start, size)
+    (copied,) = dest.iterdir()
+    assert fi.tree_hashes(copied) == {k[len("home/alice/"):]: v for k, v in want.items()
+                                      if k.startswith("home/alice/")}

@@ -43,8 +43,8 @@ class FileBrowserScreen(Screen["tuple[list[Path], int] | None"]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="")
-        yield Static(self.title_text + (f"  [{self.step}]" if self.step else ""), classes="screen-title",
-                     markup=False)
+        yield Static(self.title_text + (f"  [{self.step}]" if self.step else ""),
+                     classes="screen-title -volatile", markup=False)
         yield Static("", id="where", classes="hint", markup=False)
         table = DataTable(id="files", cursor_type="row", zebra_stripes=False)
         table.add_column(" ", key="mark", width=1)

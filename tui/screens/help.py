@@ -13,7 +13,7 @@ HELP = """\
   Up/Down  move                Enter   choose, go on
   Tab      next field, button  Esc     back (a job: asks to cancel)
   F1, ?    this help           F5      look for disks again (Home)
-  b r c d  Home: Back up, Restore, Check backups, Disks
+  b r g c d  Home: Back up, Restore, Get files back, Check, Disks
   t        type a folder       l       restore plan: another layout
   q        quit (Home)         Ctrl+Q  quit from anywhere
 
@@ -23,6 +23,8 @@ HELP = """\
   Restore: pick a backup and a target disk. You see the plan first, and
   nothing is written until you type the target's name. A stopped
   restore leaves the disk marked "incomplete"; running it again resumes.
+  Get files back: pick a backup and a partition, mark files (Space),
+  F2 copies them to another drive; nothing is restored or changed.
   Check: re-reads every piece of a backup and names anything damaged.
   A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.\
 """
