@@ -144,7 +144,10 @@ class SnapshotView:
         self.where = Path(os.path.abspath(where))
         self.only = only
         self.filesystems = filesystems
-        self.readers: dict[str, tuple[SourcePartition, PartitionData]] = {}
+        # "/p2.img" -> (partition, its reader once something reads it: a chunk table costs 32
+        # bytes per MiB of partition, so the ones nobody opens are never loaded)
+        self.readers: dict[str, tuple[SourcePartition, PartitionData | None]] = {}
+        self._open_lock = threading.Lock()
         self.mounted: dict[int, Path] = {}
         self.notes: list[str] = []
         self.damage: list[str] = []       # damaged reads seen (plain lines, at most a few)
@@ -166,9 +169,19 @@ class SnapshotView:
         except BaseException as exc:      # reported by start() when the mount never appeared
             self._mount_error = exc
 
-    def read(self, name: str, length: int, offset: int) -> bytes:
+    def reader(self, name: str) -> PartitionData:
         part, reader = self.readers[name]
+        if reader is None:
+            with self._open_lock:
+                part, reader = self.readers[name]
+                if reader is None:
+                    reader = self.disk.reader(part.number)
+                    self.readers[name] = (part, reader)
+        return reader
+
+    def read(self, name: str, length: int, offset: int) -> bytes:
         try:
+            reader = self.reader(name)
             return reader.read(offset, length)
         except DamageError as exc:
             if len(self.damage) < 20:
@@ -187,7 +200,7 @@ class SnapshotView:
             self.where.mkdir()
             self._made = True
         for part in self.disk.partitions:
-            self.readers[f"/{entry_name(part)}.img"] = (part, self.disk.reader(part.number))
+            self.readers[f"/{entry_name(part)}.img"] = (part, None)
         cwd = os.getcwd()
         atexit.register(self.close)      # a program that ends without closing still unmounts
         self._thread = threading.Thread(target=self._serve, name="lifeboat-browse-fuse", daemon=True)
