@@ -149,3 +149,16 @@ def test_damaged_file_is_listed_and_the_rest_copied(machine, tmp_path):
     assert got == {k[len("home/alice/"):]: v for k, v in want.items()
                    if k.startswith("home/alice/") and not k.endswith("holiday-002.jpg")}
     assert not views()
+
+
+def test_quitting_while_browsing_unmounts(machine):
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await open_browser(pilot)
+            assert len(views()) == 1
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: not views(), what="the view unmounted on quit")
+
+    asyncio.run(scenario())
+    assert not views()
