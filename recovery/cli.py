@@ -328,7 +328,17 @@ COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
     "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
 }
-COMMANDS.update(__import__("recovery.browse.commands", fromlist=["COMMANDS"]).COMMANDS)
+
+
+def _browse(name: str):
+    """mount, umount, ls, get: recovery/browse/commands.py, loaded only when one is run."""
+    def run(args) -> int:
+        from recovery.browse.commands import COMMANDS as BROWSE
+        return BROWSE[name](args)
+    return run
+
+
+COMMANDS.update({name: _browse(name) for name in ("mount", "umount", "ls", "get")})
 
 
 def tools_on_path() -> None:

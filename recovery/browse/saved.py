@@ -25,13 +25,11 @@ class SavedDisk:
     created: str
     partitions: list[SourcePartition]
     _repo: Repository
-    _parts: dict
+    _parts: dict                 # number -> the manifest's PartitionImage
+    _chunk_size: int
 
     def reader(self, number: int) -> PartitionData:
-        part = self._parts[number]
-        return PartitionReader(self._repo, part, self._chunk_size)
-
-    _chunk_size: int = 0
+        return PartitionReader(self._repo, self._parts[number], self._chunk_size)
 
 
 def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedDisk:
