@@ -29,19 +29,23 @@ from tui.screens.snapshot_picker import SnapshotPickerScreen
 COPY_CANCEL = ("Stop copying?", "What was copied so far stays, complete; the file being copied is removed.")
 
 
-def destinations(session, repo_place, snap) -> list:
-    """Writable drives other than the repository's and the saved computer's own disk."""
-    source = {d.path for d in session.disks if d.serial and d.serial == getattr(snap, "disk_serial", None)}
+def destinations(session, repo_place, repo_path: str, saved) -> list:
+    """Writable drives other than the repository's and the saved computer's own disk (by its
+    serial number, or the path it was read from)."""
+    from recovery.probe.mounts import disk_of_path
+
+    serial, path = saved.source.get("serial"), saved.source.get("path")
+    not_these = {d.path for d in session.disks if (serial and d.serial == serial) or d.path == path}
+    not_these.add(repo_place.disk or disk_of_path(repo_path))
     return [p for p in session.places
-            if p.writable and p.partition is not None
-            and p.disk != repo_place.disk and p.disk not in source]
+            if p.writable and p.partition is not None and p.disk not in not_these]
 
 
-async def pick_destination(app, repo_place, snap, need: int) -> Path | None:
+async def pick_destination(app, repo_place, repo_path: str, saved, need: int) -> Path | None:
     s = app.session
     while True:
-        choice = await app.push_screen_wait(DestinationPickerScreen(destinations(s, repo_place, snap), need,
-                                                                    step="5/6"))
+        offered = await app.blocking(destinations, s, repo_place, repo_path, saved)
+        choice = await app.push_screen_wait(DestinationPickerScreen(offered, need, step="5/6"))
         if choice is None:
             return None
         if choice == TYPE_PATH:
@@ -54,7 +58,9 @@ async def pick_destination(app, repo_place, snap, need: int) -> Path | None:
                 continue
             return Path(path)
         try:
-            return Path(await app.blocking(s.mounts.path_of, choice, True))
+            where = Path(await app.blocking(s.mounts.path_of, choice, True))
+            # The drive's root: a place names the folder a repository has (or would have) there.
+            return where.parents[len(Path(choice.subpath).parts) - 1] if choice.subpath else where
         except LifeboatError as exc:
             await app.show_error(exc, "use that drive")
 
@@ -133,7 +139,7 @@ async def get_files(app) -> None:
                 step = 2 if picked is None else 4
             else:
                 paths, total = picked
-                base = await pick_destination(app, place, snap, total)
+                base = await pick_destination(app, place, str(repo.path), disk, total)
                 if base is None:
                     step = 3
                     continue

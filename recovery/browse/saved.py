@@ -4,7 +4,7 @@ partition. The browse code uses only this surface, so any other source plugs in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recovery.errors import NotFoundError, UsageError
 from recovery.repo.reader import PartitionReader
@@ -27,6 +27,7 @@ class SavedDisk:
     _repo: Repository
     _parts: dict                 # number -> the manifest's PartitionImage
     _chunk_size: int
+    source: dict = field(default_factory=dict)   # the saved disk as the backup described it: path, serial, model
 
     def reader(self, number: int) -> PartitionData:
         return PartitionReader(self._repo, self._parts[number], self._chunk_size)
@@ -37,7 +38,8 @@ def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedD
     m = repo.load_manifest(sid)
     parts = [SourcePartition(number=p.number, start=p.start, size=p.size, fs=p.fs or "", label=p.label,
                              uuid=p.uuid, used_bytes=p.used_bytes, whole=p.whole) for p in m.partitions]
-    return SavedDisk(sid, m.name, m.created, parts, repo, {p.number: p for p in m.partitions}, m.chunk_size)
+    return SavedDisk(sid, m.name, m.created, parts, repo, {p.number: p for p in m.partitions}, m.chunk_size,
+                     dict(m.source or {}))
 
 
 def browsable(part: SourcePartition) -> bool:

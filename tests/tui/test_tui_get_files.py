@@ -162,3 +162,50 @@ def test_quitting_while_browsing_unmounts(machine):
 
     asyncio.run(scenario())
     assert not views()
+
+
+def test_destination_offers_other_drives_with_their_room(machine, tmp_path, loops):
+    """With the disks' partitions scanned, the picker offers a USB-like drive (an image with an
+    ext4 partition) with its free space, never the saved computer's own disk; the copy lands
+    on that drive."""
+    from tui.screens.destination_picker import DestinationPickerScreen
+    from tui.screens.result import ResultScreen
+
+    stick = machine / "stick.img"
+    part = tmp_path / "stick-part.img"
+    fi.make_ext4(part, 48 * 1024 * 1024, garbage=False, label="STICK")
+    subprocess.run(["truncate", "-s", "50M", str(stick)], check=True)
+    subprocess.run(["sfdisk", "--quiet", str(stick)], input="label: gpt\nstart=2048, type=L\n", text=True,
+                   check=True)
+    subprocess.run(["dd", f"if={part}", f"of={stick}", "bs=1M", "seek=1", "conv=notrunc", "status=none"],
+                   check=True)
+    dev = loops.attach(stick)             # a drive with a partition node, as a USB stick has
+    offered = []
+
+    async def scenario():
+        app = make_app(machine, disks=("demo-pc.img", "new-disk.img", dev), scan_partitions=True)
+        async with app.run_test(size=(80, 25)) as pilot:
+            browser = await open_browser(pilot)
+            await pilot.press("h", "enter")
+            await wait_for(pilot, lambda: browser.folder.name == "home")
+            await pilot.press("enter", )
+            await wait_for(pilot, lambda: browser.folder.name == "alice")
+            await pilot.press("space")
+            await wait_for(pilot, lambda: None not in browser.marked.values())
+            await pilot.press("f2")
+            picker = await wait_screen(pilot, DestinationPickerScreen)
+            offered.extend(p.disk for p in picker.places)
+            text = screen_text(app)
+            assert "(STICK)" in text and " free" in text, text
+            await pilot.press("enter")
+            await wait_screen(pilot, ResultScreen, timeout=60)
+            await pilot.press("escape")
+
+    asyncio.run(scenario())
+    assert offered == [dev]                  # not demo-pc.img, the disk the backup was made of
+    start, size = root_partition(machine / "demo-pc.img")
+    want = fi.ext_tree(machine / "demo-pc.img", start, size)
+    got = fi.ext_tree(stick, 1024 * 1024, 48 * 1024 * 1024)
+    (folder,) = [k for k, v in got.items() if k.startswith("Lifeboat demo-pc") and "/" not in k]
+    docs = {k[len(folder) + 1:]: v for k, v in got.items() if k.startswith(folder + "/")}
+    assert docs == {k[len("home/alice/"):]: v for k, v in want.items() if k.startswith("home/alice/Documents")}
