@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,16 +109,46 @@ def build(work: Path) -> BrowsePC:
     with fi.ntfs_mounted(ntfs) as mnt:
         ntfs_expected = fi.tree_hashes(mnt)
     swap = fi.make_swap(work / "swap.img", 4 * MiB)
+    exfat, exfat_expected = make_exfat(work / "stick.img", 16 * MiB)
     parts = [
         di.PartSpec(34 * MiB, di.ESP, name="EFI system partition", content=str(esp)),
         di.PartSpec(128 * MiB, di.LINUX_FS, name="root", content=str(root)),
         di.PartSpec(64 * MiB, di.BASIC_DATA, name="Basic data partition", content=str(ntfs)),
         di.PartSpec(4 * MiB, di.LINUX_SWAP, name="swap", content=str(swap)),
+        di.PartSpec(16 * MiB, di.BASIC_DATA, name="exfat data", content=str(exfat)),
     ]
     disk = work / "pc.img"
-    di.make_disk(disk, 240 * MiB, "gpt", parts)
+    di.make_disk(disk, 260 * MiB, "gpt", parts)
     repo = work / "repo"
     lifeboat("repo", "init", repo)
     lifeboat("backup", disk, "--repo", repo, "--name", "ann-pc")
-    expected = {1: fi.vfat_tree(esp), 2: fi.tree_hashes(root_tree), 3: ntfs_expected}
-    return BrowsePC(disk, repo, expected, {1: esp, 2: root, 3: ntfs})
+    expected = {1: fi.vfat_tree(esp), 2: fi.tree_hashes(root_tree), 3: ntfs_expected, 5: exfat_expected}
+    return BrowsePC(disk, repo, expected, {1: esp, 2: root, 3: ntfs, 5: exfat})
+
+
+def make_exfat(path: Path, size: int) -> tuple[Path, dict]:
+    """An exFAT filesystem (mkfs.exfat) filled through exfat-fuse on a loop device (it takes
+    only block devices), and what it holds as read back through the same driver."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.exfat", "-L", "STICK", str(path)], check=True, capture_output=True)
+    dev = subprocess.run(["losetup", "--find", "--show", str(path)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    mnt = path.with_suffix(".mnt")
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount.exfat-fuse", dev, str(mnt)], check=True, capture_output=True)
+        try:
+            rng = random.Random(9)
+            (mnt / "Photos 2025").mkdir()
+            for i in range(12):
+                (mnt / "Photos 2025" / f"DSC_{i:04d}.JPG").write_bytes(rng.randbytes(rng.randrange(10_000, 400_000)))
+            (mnt / "Übersicht – notes.txt").write_text("exFAT keeps long, non-ASCII names\n")
+            os.sync()
+            expected = fi.tree_hashes(mnt)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+        mnt.rmdir()
+    return path, expected

@@ -34,7 +34,7 @@ from pathlib import Path
 from recovery.apply.shrink import _import_mfusepy
 from recovery.browse.saved import SavedDisk, browsable, entry_name, fs_name
 from recovery.errors import DamageError, DiskError, LifeboatError, RefusedError
-from recovery.host import mounts, tools
+from recovery.host import loops, mounts, tools
 from recovery.probe.mounts import current_mounts
 from recovery.sources.base import PartitionData, SourcePartition
 
@@ -237,7 +237,7 @@ class SnapshotView:
                 continue
             folder = self.where / name
             try:
-                mounts.mount(str(self.where / f"{name}.img"), folder, part.fs, writable=False)
+                _mount_image(str(self.where / f"{name}.img"), folder, part.fs)
             except LifeboatError as exc:
                 self.notes.append(f"{name}.img: its {fs_name(part.fs)} filesystem cannot be mounted "
                                   f"({exc.message}); the partition is offered as an image file only")
@@ -272,6 +272,23 @@ class SnapshotView:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _mount_image(image: str, folder: Path, fs: str) -> None:
+    """Mount the filesystem in a partition image read-only. exfat-fuse (where the kernel has
+    no exFAT) takes only block devices: it gets a read-only loop device, detached at once so
+    that the kernel frees it when the filesystem is unmounted (or the view is cleaned up)."""
+    try:
+        mounts.mount(image, folder, fs, writable=False)
+        return
+    except LifeboatError:
+        if fs != "exfat":
+            raise
+    device = loops.attach(image, read_only=True)
+    try:
+        mounts.mount(device, folder, fs, writable=False)
+    finally:
+        loops.detach(device)          # in use: the kernel only marks it to go when unmounted
 
 
 def temporary_view(disk: SavedDisk, only: set[int] | None = None) -> SnapshotView:

@@ -61,6 +61,7 @@ def test_ls_lists_partitions_and_folders_first(pc):
     assert [parts[n]["fs"] for n in (1, 2, 3, 4)] == ["vfat", "ext4", "ntfs", "swap"]
     assert parts[3]["label"] == "Windows" and parts[3]["description"] == "Windows NTFS 64.0 MiB"
     assert [parts[n]["browsable"] for n in (1, 2, 3, 4)] == [True, True, True, False]
+    assert parts[5]["fs"] == "exfat" and parts[5]["browsable"]
 
     docs = lifeboat("ls", "latest", "3:/Users/Ann", "--repo", pc.repo, "--json", json_out=True).data
     kinds = [(e["type"], e["name"]) for e in docs["entries"]]
@@ -88,7 +89,7 @@ def test_ls_refusals_are_one_line_each(pc, args, code, words):
 # ----------------------------------------------------------------------------- get
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 5])
 def test_get_copies_a_whole_filesystem_byte_for_byte(pc, tmp_path, number):
     dest = tmp_path / "out"
     proc = lifeboat("get", "latest", f"{number}:/", dest, "--repo", pc.repo, "--json", json_out=True)
@@ -221,10 +222,12 @@ def test_mount_shows_images_and_filesystems_until_umount(pc, tmp_path):
     proc = _start_mount(pc.repo, where)
     try:
         assert "p4.img: swap cannot be browsed" in proc.banner
-        assert sorted(os.listdir(where)) == ["p1", "p1.img", "p2", "p2.img", "p3", "p3.img", "p4.img"]
+        assert sorted(os.listdir(where)) == ["p1", "p1.img", "p2", "p2.img", "p3", "p3.img", "p4.img",
+                                             "p5", "p5.img"]
         assert (where / "p3.img").stat().st_size == 64 * MiB
         assert fi.tree_hashes(where / "p2") == pc.expected[2]
         assert fi.tree_hashes(where / "p3") == pc.expected[3]
+        assert fi.tree_hashes(where / "p5") == pc.expected[5]        # exFAT, imaged whole
         # The image is the saved partition: the filesystem tools read it as such.
         assert fi.ext_tree(where / "p2.img") == pc.expected[2]
         # Read-only all the way down.
@@ -233,7 +236,7 @@ def test_mount_shows_images_and_filesystems_until_umount(pc, tmp_path):
         with pytest.raises(OSError):
             open(where / "p2.img", "r+b")
         by_target = {m.target: m for m in current_mounts()}
-        assert all(by_target[str(where / f"p{n}")].read_only for n in (1, 2, 3))
+        assert all(by_target[str(where / f"p{n}")].read_only for n in (1, 2, 3, 5))
         assert "norecovery" in by_target[str(where / "p2")].options or "noload" in by_target[str(where / "p2")].options
 
         # Refusals while it is mounted: busy, not empty, not a folder.
