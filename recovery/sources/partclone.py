@@ -477,10 +477,13 @@ def identify_head(image: PartcloneImage, head_bytes: int = 1024 * 1024) -> tuple
     from the stream; nothing else read): enough for ext's superblock and FAT's and NTFS's boot
     sectors."""
     head = bytearray(min(head_bytes, image.size))
-    for offset, data in image.extents(piece=256 * 1024):
-        if offset >= len(head):
-            break
-        head[offset:offset + len(data)] = data[:len(head) - offset]
+    try:
+        for offset, data in image.extents(piece=256 * 1024):
+            if offset >= len(head):
+                break
+            head[offset:offset + len(data)] = data[:len(head) - offset]
+    except DamageError:
+        return None             # prove() reports it; a listing still shows the image
 
     def read(offset: int, length: int) -> bytes:
         return bytes(head[offset:offset + length]) + bytes(max(0, length - max(0, len(head) - offset)))
