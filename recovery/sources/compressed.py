@@ -39,9 +39,6 @@ MAGICS = (
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"\x89LZO\x00\r\n\x1a\n", "lzop"),
 )
-# File name endings Clonezilla gives each compression (also used to strip them from names).
-EXTENSIONS = {".gz": "gzip", ".zst": "zstd", ".xz": "xz", ".bz2": "bzip2", ".lz4": "lz4",
-              ".lzo": "lzop", ".lzma": "xz", ".uncomp": "none"}
 _SUFFIX = re.compile(r"\.([a-z]{2,})$")
 
 
@@ -173,6 +170,8 @@ class Stream:
         self.raw = JoinedPieces(self.paths)
         head = self.raw.read(16)
         self.compression = next((name for magic, name in MAGICS if head.startswith(magic)), "none")
+        if self.compression == "none" and ".lzma" in self.name and head[:1] == b"\x5d":
+            self.compression = "lzma"       # the old .lzma format has no magic number
         self._chunks = self._decode(head)
         self._buffer = bytearray()
         self.position = 0           # decoded bytes handed out so far
@@ -209,6 +208,8 @@ class Stream:
             return bz2.BZ2Decompressor()
         if self.compression == "xz":
             return lzma.LZMADecompressor()
+        if self.compression == "lzma":
+            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
         return zstandard.ZstdDecompressor().decompressobj()
 
     def _in_process(self, raw: Iterator[bytes]) -> Iterator[bytes]:
