@@ -44,6 +44,8 @@ CHECKSUM_FILES = {"MD5SUMS": "md5", "SHA1SUMS": "sha1", "B2SUMS": "blake2b", "SH
 SIDE_CHECKSUMS = {".md5": "md5", ".sha1": "sha1", ".b2sum": "blake2b", ".sha512": "sha512",
                   ".sha256": "sha256"}
 HASH_READ = 4 * 1024 * 1024
+COMPRESSION_ENDINGS = "gz|bz2|lzo|lzma|xz|lz|lrz|lz4|zst|uncomp"     # what ocs-sr names each -z
+_ALGO_NAMES = {"md5": "MD5", "sha1": "SHA1", "blake2b": "BLAKE2", "sha512": "SHA512", "sha256": "SHA256"}
 
 
 def is_image_folder(path: str) -> bool:
@@ -99,10 +101,11 @@ def _partition_files(folder: str, part: str, names: list[str]) -> tuple[str, str
     for n in mine:
         stem = n[len(prefix):]
         base = n
-        match = re.search(r"\.([a-z]{2,})$", n)
-        if match and compressed.is_split_suffix(match.group(1)) and \
-                (n[:match.start()] + ".aa") in names:
-            base = n[:match.start()]
+        # A piece: ".aa" after the compression's ending (partclone images always have one,
+        # "uncomp" when none) or straight after "dd-img" (dd images never say).
+        match = re.search(r"(?:-ptcl-img\.(?:" + COMPRESSION_ENDINGS + r")|\.dd-img)\.([a-z]{2,})$", n)
+        if match and compressed.is_split_suffix(match.group(1)):
+            base = n[:-len(match.group(1)) - 1]      # (the first piece may be the one missing)
         if "-ptcl-img" in stem and not stem.startswith("dd-"):
             return "partclone", os.path.join(folder, base)
         if stem.startswith("dd-img") or stem.startswith("dd-ptcl-img"):
@@ -430,22 +433,32 @@ class ClonezillaSource(Source):
             if on_progress:
                 on_progress(done + n, total)
 
+        bad: set[str] = set()       # one line per damaged file, however many lists name it
         for algo, name, expected in sums:
             path = os.path.join(self.folder, name)
             size = _size(path)
+            if name in bad:
+                done += size
+                continue
             try:
                 got = _hash_file(path, algo, report)
             except FileNotFoundError:
+                bad.add(name)
                 damage.append(Damage(self._number_of_file(name), 0, 0, f"{name} is missing"))
                 continue
             except OSError as exc:
+                bad.add(name)
                 damage.append(Damage(self._number_of_file(name), 0, 0, f"cannot read {name}: {exc.strerror}"))
                 continue
             done += size
             if got != expected:
+                bad.add(name)
                 damage.append(Damage(self._number_of_file(name), 0, 0,
-                                     f"{name} fails its {algo.upper()} checksum (the image is damaged)"))
+                                     f"{name} fails its {_ALGO_NAMES[algo]} checksum (the image is damaged)"))
         for number, image in self._images.items():
+            if any(os.path.basename(p) in bad for p in image.pieces):
+                done += image.compressed_size()
+                continue            # already named; decoding it would only say it again
             try:
                 for _ in image.extents(on_progress=report):
                     pass

@@ -207,6 +207,7 @@ class PartcloneImage:
         self.name = compressed.image_name(path)
         self.map = BlockMap(self.runs)
         self.crc_stride = self._crc_stride()
+        self.tail = self._ntfs_backup_boot_sector()
 
     @property
     def size(self) -> int:
@@ -222,7 +223,32 @@ class PartcloneImage:
 
     def used_ranges(self) -> list[tuple[int, int]]:
         bs = self.header.block_size
-        return [(first * bs, min(count * bs, self.size - first * bs)) for first, count in self.runs]
+        ranges = [(first * bs, min(count * bs, self.size - first * bs)) for first, count in self.runs]
+        if self.tail:
+            ranges.append((self.tail[0], len(self.tail[1])))
+        return ranges
+
+    def _ntfs_backup_boot_sector(self) -> tuple[int, bytes] | None:
+        """NTFS keeps a copy of its boot sector in the sector after the volume, outside every
+        cluster, so partclone's image leaves it out and a restore from it would leave whatever
+        the target held there. It is by definition the boot sector again: give it back as
+        (offset, bytes), taken from cluster 0 of the image."""
+        h = self.header
+        if h.fs != "NTFS" or not self.runs or self.runs[0][0] != 0:
+            return None
+        with compressed.Stream(self.path) as stream:
+            stream.read_exact(self.data_offset, "partclone header")
+            boot = stream.read(min(h.block_size, 4096))
+        if len(boot) < 512 or boot[3:11] != b"NTFS    ":
+            return None
+        sector = struct.unpack_from("<H", boot, 0x0B)[0]
+        sectors = struct.unpack_from("<Q", boot, 0x28)[0]
+        at = sectors * sector
+        if sector not in (512, 1024, 2048, 4096) or len(boot) < sector:
+            return None
+        if at < h.total_blocks * h.block_size or at + sector > h.device_size:
+            return None
+        return at, boot[:sector]
 
     def _crc_stride(self) -> int:
         """Bytes stored after each checksum group: the checksum, or 8 for 0001 images from the
@@ -331,6 +357,8 @@ class PartcloneImage:
                     on_progress(stream.compressed_done)
             if pending:
                 yield pending_offset, self._clip(pending_offset, pending)
+            if self.tail:
+                yield self.tail
 
     def _clip(self, offset: int, data: bytearray) -> bytes:
         # The last block may run past the device's end when the device is not a whole number of blocks.
@@ -424,6 +452,10 @@ class ImageData:
                 data = self._group(g)
                 out[pos:pos + n] = data[k * bs + inside:k * bs + inside + n]
             pos += n
+        tail = self.image.tail
+        if tail and tail[0] < offset + length and offset < tail[0] + len(tail[1]):
+            lo, hi = max(offset, tail[0]), min(offset + length, tail[0] + len(tail[1]))
+            out[lo - offset:hi - offset] = tail[1][lo - tail[0]:hi - tail[0]]
         return bytes(out)
 
     def close(self) -> None:
