@@ -39,6 +39,8 @@ VARIANTS = {
     "lz4": ["-z8"],
     "none": ["-z0"],
 }
+# `ocs-sr saveparts` of some partitions only (no `disk` list; the table is saved all the same).
+SAVEPARTS = {"saveparts": (["-z9p"], (1, 2, 4))}
 COMMON = ["-b", "-q2", "-j2", "-gm", "-gs", "-sfsck", "-senc", "-scs", "-nogui", "-p", "true"]
 
 
@@ -144,12 +146,17 @@ def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, 
             dev = loops.attach(copy)
             root = run_dir / "partimag"
             root.mkdir()
-            cmd = ["ocs-sr", *COMMON, *VARIANTS[variant], "-or", str(root), "savedisk", IMAGE_NAME,
-                   os.path.basename(dev)]
+            name = os.path.basename(dev)
+            if variant in SAVEPARTS:
+                flags, numbers = SAVEPARTS[variant]
+                what = ["saveparts", IMAGE_NAME, " ".join(f"{name}p{n}" for n in numbers)]
+            else:
+                flags, what = VARIANTS[variant], ["savedisk", IMAGE_NAME, name]
+            cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), *what]
             proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                   timeout=900)
             saved = root / IMAGE_NAME
-            if proc.returncode != 0 or not (saved / "disk").exists():
+            if proc.returncode != 0 or not (saved / "parts").exists():
                 raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
             target = folder.parent
             tmp = target.with_name(target.name + ".tmp")

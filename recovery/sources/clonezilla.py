@@ -321,6 +321,8 @@ class ClonezillaSource(Source):
         self.layout = layout_from_dump(dump, disk, sectors * 512 if sectors else None)
 
         saved_parts = [p for p in _words(self.folder, "parts") if disk_of(p) == disk]
+        # savedisk lists the disk; saveparts only some partitions, the rest were not saved.
+        self.whole_disk = disk in _words(self.folder, "disk")
         blkid = _blkid(self.folder)
         self._images: dict[int, object] = {}
         self.partitions = []
@@ -355,6 +357,7 @@ class ClonezillaSource(Source):
                 number=entry.number, start=entry.start, size=entry.size, fs=fs,
                 label=ids.get("LABEL") or None, uuid=ids.get("UUID") or None,
                 used_bytes=image.used_bytes if image else 0, whole=whole))
+        self.saved = frozenset(self._images)     # partitions whose contents the folder holds
         self._readers: list = []
 
     def _dd_image(self, path: str, size: int):
@@ -499,7 +502,8 @@ class ClonezillaSource(Source):
     def describe(self) -> list[str]:
         date = self.created[:10]
         saved = [p for p in self.partitions if p.number in self._images]
-        lines = [f"{self.kind}, {date}, {len(saved)} partition{'s' if len(saved) != 1 else ''}",
+        lines = [f"{self.kind}, {date}, {len(saved)} partition{'s' if len(saved) != 1 else ''}"
+                 + ("" if self.whole_disk else " (saved partition by partition)"),
                  f"folder {self.folder}, disk {self.disk}: {self.layout.table.upper()} table, "
                  f"{self.layout.disk_size} bytes"]
         for p in self.partitions:

@@ -145,6 +145,18 @@ def test_mbr_disk_with_logical_partitions_and_hidden_data(loops, tmp_path):
             assert hidden and os.pread(f.fileno(), len(hidden), 512) == hidden
 
 
+def test_saveparts_holds_only_the_chosen_partitions(loops, tmp_path):
+    disk, folder = cz.clonezilla_image("linux", "saveparts", loops, tmp_path)
+    assert not (folder / "disk").exists()
+    with clonezilla.open(str(folder)) as source:
+        check_against_original(source, disk)
+        assert source.prove() == []
+        assert not source.whole_disk and source.saved == {1, 2}
+        data = source.partition(3)
+        assert data.fs == "ntfs" and data.used_bytes == 0 and list(source.extents(3)) == []
+        assert source.describe()[0].endswith("2 partitions (saved partition by partition)")
+
+
 def _copy(folder: Path, tmp_path: Path) -> Path:
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
