@@ -465,6 +465,8 @@ class ClonezillaSource(Source):
             try:
                 for _ in image.extents(on_progress=report):
                     pass
+                if isinstance(image, partclone.PartcloneImage):
+                    damage += image.map_damage(number)
             except DamageError as exc:
                 damage.append(Damage(number, 0, self.partition(number).size, exc.message))
             done += image.compressed_size()

@@ -367,6 +367,57 @@ class PartcloneImage:
     def compressed_size(self) -> int:
         return sum(os.path.getsize(p) for p in self.pieces)
 
+    def missing_fat_clusters(self) -> int:
+        """Bytes a FAT file system in the image uses (per its own FAT, read from the image)
+        that partclone's bitmap leaves out: partclone's FAT12 map misses clusters, and a
+        restore from such an image cannot give those files back."""
+        if self.fs != "vfat":
+            return 0
+        from recovery.fs import FsMapError, fat
+
+        def head_of(end: int) -> bytes:
+            """The image's first `end` bytes (free blocks as zeros)."""
+            head = bytearray(min(end, self.size))
+            for offset, data in self.extents(piece=1 << 20):
+                if offset >= len(head):
+                    break
+                head[offset:offset + len(data)] = data[:len(head) - offset]
+            return bytes(head)
+
+        try:
+            head = head_of(1 << 20)
+            bpb = fat._bpb(lambda off, n: head[off:off + n])
+            if bpb is None:
+                return 0
+            metadata_end = bpb.data_start * bpb.bytes_per_sector
+            if metadata_end > len(head):
+                head = head_of(metadata_end)
+            # Reads past the metadata (a FAT32 root directory, for its label) see zeros: only
+            # the FAT decides the used map.
+            info = fat.probe(lambda off, n: head[off:off + n].ljust(max(0, min(n, self.size - off)), b"\0"),
+                             self.size)
+        except (FsMapError, DamageError, ValueError, IndexError, struct.error):
+            return 0    # damage is the checksums' to report; a damaged FAT is not judged here
+        if info is None:
+            return 0
+        volume_end = (bpb.data_start + bpb.cluster_count * bpb.sectors_per_cluster) * bpb.bytes_per_sector
+        have = self.used_ranges()
+        missing = 0
+        for off, n in info.used:
+            end = min(off + n, volume_end)
+            pos = off
+            for a, m in have:
+                if pos >= end or a >= end:
+                    break
+                if a + m <= pos:
+                    continue
+                if a > pos:
+                    missing += a - pos
+                pos = a + m
+            if pos < end:
+                missing += end - pos
+        return missing
+
     def prove(self, on_progress: Callable[[int, int], None] | None = None,
               partition: int | None = None) -> list[Damage]:
         """Decode everything and check every checksum; the damage found."""
@@ -376,7 +427,16 @@ class PartcloneImage:
                 pass
         except DamageError as exc:
             return [Damage(partition, 0, self.size, exc.message)]
-        return []
+        return self.map_damage(partition)
+
+    def map_damage(self, partition: int | None) -> list[Damage]:
+        """The image is intact but partclone left out blocks its file system uses."""
+        missing = self.missing_fat_clusters()
+        if not missing:
+            return []
+        return [Damage(partition, 0, self.size,
+                       f"{self.name} leaves out {missing} bytes its {self.header.fs} file system uses "
+                       "(partclone's map of it is faulty): files there cannot be restored whole")]
 
     # -- random access ----------------------------------------------------------------------
 

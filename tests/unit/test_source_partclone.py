@@ -202,6 +202,27 @@ def test_missing_piece_truncation_and_checksum_are_named(filesystems, tmp_path):
                 reader.read(off, n)
 
 
+def test_partclone_fat12_map_that_misses_clusters_is_named(tmp_path):
+    """partclone's FAT12 map leaves out clusters the files use (seen with 0.2.89 and 0.3.23):
+    the image itself is intact, but what it holds cannot give the files back whole."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    for i in range(8):
+        (tree / f"f{i}.txt").write_text("".join(f"file {i} line {j}\n" for j in range(1000 * (i + 1))))
+    fs = tmp_path / "fat12.img"
+    fs.write_bytes(bytes(2 * MiB))
+    _run("mkfs.vfat", "-F", "12", fs)
+    _run("mcopy", "-i", fs, *sorted(tree.iterdir()), "::/")
+    image = _clone("fat", fs, tmp_path / "fat12.ptcl-img")
+    fs_map = probe_partition(pread_reader(os.open(fs, os.O_RDONLY)), 2 * MiB)
+    with partclone.open(str(image)) as source:
+        missing = source.image.missing_fat_clusters()
+        assert missing > 0 and not _used_covered(source.reader(0).used_ranges(), fs_map.used)
+        assert [d.why for d in source.prove()] == [
+            f"fat12.ptcl-img leaves out {missing} bytes its FAT12 file system uses (partclone's map "
+            "of it is faulty): files there cannot be restored whole"]
+
+
 def test_not_partclone(tmp_path):
     other = tmp_path / "x.img"
     other.write_bytes(b"\0" * 4096)
