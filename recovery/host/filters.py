@@ -48,7 +48,8 @@ class Filter:
         self._stderr = self.proc.stderr.read()
 
     def read(self, n: int) -> bytes:
-        return self.proc.stdout.read(n)
+        """Up to n bytes, as soon as the tool has written some (b"" at its end)."""
+        return self.proc.stdout.read1(n)
 
     def finish(self) -> str:
         """Wait for the tool; "" when it succeeded, else its words saying why it failed.

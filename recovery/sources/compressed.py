@@ -246,10 +246,15 @@ class Stream:
                 yield out
             failure = proc.finish()
         if failure:
-            cut = any(w in failure.lower() for w in ("unexpected end", "premature", "truncated", "stream"))
-            if cut:
+            # The tools say "damaged" in their own words (lz4: "Error 66 : Decompression error",
+            # lzop: "checksum error", "data error", "header corrupted"); anything else after the
+            # whole input was fed (lz4's "Unfinished stream", lzop's stale errno) is a stream
+            # that stopped short.
+            damaged = any(w in failure.lower() for w in ("checksum", "data error", "corrupt",
+                                                         "decompression error", "invalid", "bad"))
+            if not damaged:
                 raise DamageError(f"{self.where} ends early: the image is cut short or a later piece "
-                                  f"is missing ({self.compression}: {failure})")
+                                  f"is missing ({failure})")
             raise DamageError(f"{self.where}: the {self.compression} data is damaged ({failure})")
 
     def read(self, n: int) -> bytes:
