@@ -170,5 +170,38 @@ def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, 
     return disk, folder
 
 
+def clonezilla_two_disks(loops, work: Path) -> tuple[Path, Path, Path]:
+    """(linux disk, mbr disk, folder): one `ocs-sr savedisk` of both disks (a PC with two)."""
+    first, second = cached_disk("linux", work), cached_disk("mbr", work)
+    folder = cache_root() / f"two-disks-{_key(first.parent.name, second.parent.name)}" / IMAGE_NAME
+    with _locked():
+        if not folder.exists():
+            run_dir = work / "ocs-two-disks"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            names = []
+            for disk in (first, second):
+                copy = run_dir / f"{disk.parent.name}.img"
+                subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+                names.append(os.path.basename(loops.attach(copy)))
+            root = run_dir / "partimag"
+            root.mkdir()
+            cmd = ["ocs-sr", *COMMON, "-z9p", "-or", str(root), "savedisk", IMAGE_NAME, " ".join(names)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+            saved = root / IMAGE_NAME
+            if proc.returncode != 0 or not (saved / "disk").exists():
+                raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
+            (saved.parent / "names.json").write_text(json.dumps(names))
+            target = folder.parent
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.move(str(root), str(tmp))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            loops.detach_all()
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return first, second, folder
+
+
 def original_sfdisk(disk: Path) -> dict:
     return json.loads((disk.parent / "sfdisk.json").read_text())

@@ -427,7 +427,7 @@ class ClonezillaSource(Source):
         """The folder's checksum lists (when saved), then every partition image decoded and
         partclone's own checksums checked."""
         damage: list[Damage] = []
-        sums = self._checksum_lists()
+        sums = [entry for entry in self._checksum_lists() if self._concerns_me(entry[1])]
         to_hash = sum(_size(os.path.join(self.folder, n)) for _, n, _ in sums)
         to_decode = sum(image.compressed_size() for image in self._images.values())
         total, done = to_hash + to_decode, 0
@@ -494,6 +494,19 @@ class ClonezillaSource(Source):
                     if m:
                         out.append((algo, target, m.group(1).lower()))
         return out
+
+    def _concerns_me(self, name: str) -> bool:
+        """False for a file of another disk saved in the same folder (its checks are its own)."""
+        others = set(disks(self.folder)) - {self.disk}
+        match = re.match(r"(?:swappt-)?([A-Za-z0-9_]+?)(?:-pt|-mbr|-gpt|-chs|-hidden|-ebr|\.)", name)
+        if not others or not match:
+            return True
+        device = match.group(1)
+        try:
+            owner = device if device in others or device == self.disk else disk_of(device)
+        except DamageError:
+            return True
+        return owner not in others
 
     def _number_of_file(self, name: str) -> int | None:
         for number, image in self._images.items():

@@ -7,6 +7,7 @@ plain error naming the piece."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.errors import DamageError
+from recovery.errors import DamageError, UsageError
 from recovery.fs import pread_reader, probe_partition
 from recovery.probe.table import read_layout
 from recovery.sources import clonezilla
@@ -155,6 +156,20 @@ def test_saveparts_holds_only_the_chosen_partitions(loops, tmp_path):
         data = source.partition(3)
         assert data.fs == "ntfs" and data.used_bytes == 0 and list(source.extents(3)) == []
         assert source.describe()[0].endswith("2 partitions (saved partition by partition)")
+
+
+def test_two_disks_in_one_folder(loops, tmp_path):
+    linux, mbr, folder = cz.clonezilla_two_disks(loops, tmp_path)
+    names = json.loads((folder.parent / "names.json").read_text())
+    assert clonezilla.disks(str(folder)) == names
+    with pytest.raises(UsageError) as exc:
+        clonezilla.open(str(folder))
+    assert str(exc.value) == f"{folder} holds 2 disks ({names[0]}, {names[1]}); say which one"
+    for name, disk in zip(names, (linux, mbr)):
+        with clonezilla.open(str(folder), disk=name) as source:
+            assert source.disk == name
+            check_against_original(source, disk)
+            assert source.prove() == []
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
