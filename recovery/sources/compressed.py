@@ -18,8 +18,10 @@ import bz2
 import itertools
 import lzma
 import os
+import queue
 import re
 import string
+import threading
 import zlib
 from collections.abc import Iterator
 
@@ -172,8 +174,10 @@ class Stream:
         self.compression = next((name for magic, name in MAGICS if head.startswith(magic)), "none")
         if self.compression == "none" and ".lzma" in self.name and head[:1] == b"\x5d":
             self.compression = "lzma"       # the old .lzma format has no magic number
+        self._prefetch: Prefetch | None = None
         self._chunks = self._decode(head)
-        self._buffer = bytearray()
+        self._current: bytes = b""     # the decoded chunk being handed out, from _pos on
+        self._pos = 0
         self.position = 0           # decoded bytes handed out so far
 
     @property
@@ -199,7 +203,10 @@ class Stream:
             return raw
         if self.compression in ("lz4", "lzop"):
             return self._through_tool(raw)
-        return self._in_process(raw)
+        # zstandard, zlib, bz2 and lzma let go of the GIL while they work: decoding in a thread
+        # of its own overlaps it with the checking and writing done by the reader.
+        self._prefetch = Prefetch(self._in_process(raw))
+        return iter(self._prefetch)
 
     def _new_decoder(self):
         if self.compression == "gzip":
@@ -258,17 +265,23 @@ class Stream:
             raise DamageError(f"{self.where}: the {self.compression} data is damaged ({failure})")
 
     def read(self, n: int) -> bytes:
-        buf = self._buffer
-        while len(buf) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            if not buf and len(chunk) == n:
-                self.position += n
-                return chunk
-            buf += chunk
-        out = bytes(buf[:n])
-        del buf[:n]
+        parts = []
+        need = n
+        while need > 0:
+            if self._pos >= len(self._current):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._current, self._pos = chunk, 0
+            take = min(need, len(self._current) - self._pos)
+            if take == len(self._current) and self._pos == 0 and not parts and take == need:
+                self._pos = take            # a whole chunk asked for: no copy
+                self.position += take
+                return bytes(self._current) if not isinstance(self._current, bytes) else self._current
+            parts.append(memoryview(self._current)[self._pos:self._pos + take])
+            self._pos += take
+            need -= take
+        out = b"".join(parts)
         self.position += len(out)
         return out
 
@@ -280,6 +293,8 @@ class Stream:
         return data
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
         close = getattr(self._chunks, "close", None)
         if close:
             close()
@@ -290,3 +305,60 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Prefetch:
+    """Runs an iterator in a thread of its own, a few items ahead of the consumer; its
+    exceptions come out of the consumer's next()."""
+
+    DEPTH = 4
+
+    def __init__(self, source: Iterator[bytes]):
+        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Iterator[bytes]) -> None:
+        try:
+            for item in source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    break
+            else:
+                self._put(("end", None))
+                return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(("error", exc))
+            return
+        finally:
+            close = getattr(source, "close", None)
+            if close and self._stop.is_set():
+                close()
+
+    def _put(self, entry) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

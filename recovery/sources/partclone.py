@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -141,34 +142,39 @@ def _read_bitmap(stream: compressed.Stream, version: int, mode: int, total: int)
         return [(0, total)] if total else []
     if mode == BM_BIT:
         bits = stream.read_exact((total + 7) // 8, "partclone bitmap")
+        runs = fsbitmap.set_bit_runs(bits, total)
     elif mode == BM_BYTE:
+        # One byte per block, 1 = used (anything else is free, as partclone reads it).
         per_block = stream.read_exact(total, "partclone bitmap")
-        # One byte per block, 1 = used: turn it into bits (through an int, at C speed).
-        flags = per_block.translate(bytes([0] + [1] + [0] * 254))
-        bits = _bytes_to_bits(flags, total)
+        runs = [(m.start(), m.end() - m.start()) for m in re.finditer(rb"\x01+", per_block)]
+        bits = _runs_to_bits(runs, total) if version != 1 else b""
     else:
         raise DamageError(f"{stream.where}: unknown partclone bitmap kind {mode:#x}")
     if version == 1:
         if stream.read_exact(len(BIT_MAGIC), "partclone bitmap") != BIT_MAGIC:
             raise DamageError(f"{stream.where}: the partclone bitmap's end mark is missing (the image is damaged)")
     else:
+        # Format 0002 checksums the bitmap as bits, whichever way it is stored.
         stored = struct.unpack("<I", stream.read_exact(4, "partclone bitmap checksum"))[0]
         if crc_update(_MASK, bits) != stored:
             raise DamageError(f"{stream.where}: the partclone bitmap fails its checksum (the image is damaged)")
-    return fsbitmap.set_bit_runs(bits, total)
+    return runs
 
 
-def _bytes_to_bits(flags: bytes, total: int) -> bytes:
-    """Byte-per-block flags (0/1) -> a bitmap, least significant bit first."""
+def _runs_to_bits(runs: list[tuple[int, int]], total: int) -> bytes:
+    """Runs of used blocks -> a bitmap, least significant bit first."""
     out = bytearray((total + 7) // 8)
-    for i in range(0, total, 8):
-        group = flags[i:i + 8]
-        if group == b"\x00" * len(group):
-            continue
-        value = 0
-        for j, flag in enumerate(group):
-            value |= flag << j
-        out[i // 8] = value
+    for first, count in runs:
+        end = first + count
+        while first < end and first % 8:
+            out[first // 8] |= 1 << (first % 8)
+            first += 1
+        whole = (end - first) // 8
+        out[first // 8:first // 8 + whole] = b"\xff" * whole
+        first += whole * 8
+        while first < end:
+            out[first // 8] |= 1 << (first % 8)
+            first += 1
     return bytes(out)
 
 
@@ -329,8 +335,8 @@ class PartcloneImage:
         """(offset in the partition, bytes) of every used range, in order, checked."""
         bs = self.header.block_size
         runs = iter(self.runs)
-        run_first, run_left = 0, 0
-        pending_offset, pending = 0, bytearray()
+        run_left = 0
+        pending_offset, pending, pending_bytes = 0, [], 0      # slices of one extent to come
         with compressed.Stream(self.path) as stream:
             stream.read_exact(self.data_offset, "partclone header")
             for group in self.groups(stream):
@@ -338,31 +344,30 @@ class PartcloneImage:
                 while pos < len(group):
                     if run_left == 0:
                         if pending:
-                            yield pending_offset, bytes(pending)
-                            pending = bytearray()
+                            yield pending_offset, self._joined(pending_offset, pending)
+                            pending, pending_bytes = [], 0
                         run_first, run_left = next(runs)
                         pending_offset = run_first * bs
-                    take = min(run_left, (len(group) - pos) // bs)
-                    room = max(1, (piece - len(pending)) // bs)
-                    take = min(take, room)
-                    pending += group[pos:pos + take * bs]
+                    take = min(run_left, (len(group) - pos) // bs, max(1, (piece - pending_bytes) // bs))
+                    pending.append(group[pos:pos + take * bs])
+                    pending_bytes += take * bs
                     pos += take * bs
-                    run_first += take
                     run_left -= take
-                    if len(pending) >= piece:
-                        yield pending_offset, self._clip(pending_offset, pending)
-                        pending_offset += len(pending)
-                        pending = bytearray()
+                    if pending_bytes >= piece:
+                        yield pending_offset, self._joined(pending_offset, pending)
+                        pending_offset += pending_bytes
+                        pending, pending_bytes = [], 0
                 if on_progress:
                     on_progress(stream.compressed_done)
             if pending:
-                yield pending_offset, self._clip(pending_offset, pending)
+                yield pending_offset, self._joined(pending_offset, pending)
             if self.tail:
                 yield self.tail
 
-    def _clip(self, offset: int, data: bytearray) -> bytes:
+    def _joined(self, offset: int, pieces: list) -> bytes:
+        data = pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
         # The last block may run past the device's end when the device is not a whole number of blocks.
-        return bytes(data[:max(0, self.size - offset)])
+        return data if offset + len(data) <= self.size else data[:max(0, self.size - offset)]
 
     def compressed_size(self) -> int:
         return sum(os.path.getsize(p) for p in self.pieces)
