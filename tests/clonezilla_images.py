@@ -1,0 +1,207 @@
+"""Clonezilla image folders made by Clonezilla itself, cached.
+
+`ocs-sr savedisk` runs non-interactively (batch mode, partclone, no fsck, no encryption, no
+restorability check, MD5SUMS and SHA1SUMS) on a loop device of a small real disk: a GPT UEFI
+Linux PC (FAT32 ESP, ext4, NTFS data, swap), a Windows-shaped GPT disk (FAT32 ESP, MSR, NTFS,
+recovery NTFS) and a BIOS-era MBR disk with logical partitions. Each disk is built once and
+saved once per compression; both are kept under build/cache/clonezilla, keyed by this
+module's recipe and the Debian versions of clonezilla and partclone, so the suite pays once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests import diskimages as di
+from tests import fsimages as fi
+from tests.integration import engine_fixtures as ef
+
+MiB = 1024 * 1024
+RECIPE = "2"        # bump when a disk or the ocs-sr command changes
+IMAGE_NAME = "2025-03-02-10-img"      # ocs-sr's own naming: date, hour, "-img"
+
+# ocs-sr's options for each compression (ocs-sr -h): -z1p pigz, -z2p lbzip2, -z3 lzop, -z4 lzma,
+# -z5p xz -T0, -z8 lz4, -z9p zstdmt, -z0 none; -i 4 splits into 4 MB pieces.
+VARIANTS = {
+    "zstd-split": ["-z9p", "-i", "4"],
+    "gzip": ["-z1p"],
+    "bzip2": ["-z2p"],
+    "lzop": ["-z3"],
+    "lzma": ["-z4"],
+    "xz": ["-z5p"],
+    "lz4": ["-z8"],
+    "none": ["-z0"],
+}
+# `ocs-sr saveparts` of some partitions only (no `disk` list; the table is saved all the same).
+SAVEPARTS = {"saveparts": (["-z9p"], (1, 2, 4))}
+COMMON = ["-b", "-q2", "-j2", "-gm", "-gs", "-sfsck", "-senc", "-scs", "-nogui", "-p", "true"]
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("LIFEBOAT_TEST_CACHE", Path(__file__).resolve().parents[1] / "build" / "cache"))
+    path = base / "clonezilla"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _versions() -> str:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Package}=${Version} ", "clonezilla", "partclone",
+                          "zstd", "pigz", "lbzip2", "lzop", "xz-utils", "lz4"],
+                         capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join((RECIPE, _versions(), *parts)).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def _locked():
+    with open(cache_root() / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_linux(work: Path) -> Path:
+    tree = fi.make_tree(work / "tree")
+    return ef.build_gpt_pc(work, tree).disk
+
+
+def _build_windows(work: Path) -> Path:
+    tree = fi.make_tree(work / "tree", seed=7)
+    esp = fi.make_vfat(work / "esp.img", 34 * MiB, tree, fat=32, label="SYSTEM")
+    data = fi.make_ntfs(work / "c.img", 40 * MiB, tree, label="Windows")
+    recovery = fi.make_ntfs(work / "re.img", 8 * MiB, None, label="Recovery")
+    parts = [
+        di.PartSpec(34 * MiB, di.ESP, name="EFI system partition", content=str(esp), attrs="GUID:63"),
+        di.PartSpec(16 * MiB, di.MSR, name="Microsoft reserved partition", attrs="GUID:63"),
+        di.PartSpec(40 * MiB, di.BASIC_DATA, name="Basic data partition", content=str(data)),
+        di.PartSpec(8 * MiB, di.WIN_RECOVERY, content=str(recovery), attrs="RequiredPartition GUID:63"),
+    ]
+    disk = work / "disk.img"
+    di.make_disk(disk, 104 * MiB, "gpt", parts)
+    return disk
+
+
+def _build_mbr(work: Path) -> Path:
+    tree = fi.make_tree(work / "tree", seed=3)
+    boot = fi.make_ext4(work / "boot.img", 16 * MiB, tree, label="boot")
+    home = fi.make_ext4(work / "home.img", 16 * MiB, tree, label="home")
+    fat = fi.make_vfat(work / "fat.img", 24 * MiB, tree, fat=16, label="SHARED")
+    parts = [
+        di.PartSpec(16 * MiB, "83", content=str(boot), bootable=True),
+        di.PartSpec(16 * MiB, "83", content=str(home), logical=True),
+        di.PartSpec(24 * MiB, "c", content=str(fat), logical=True),
+    ]
+    disk = work / "disk.img"
+    di.make_disk(disk, 80 * MiB, "dos", parts)
+    return disk
+
+
+DISKS = {"linux": _build_linux, "windows": _build_windows, "mbr": _build_mbr}
+
+
+def cached_disk(kind: str, work: Path) -> Path:
+    """The original disk of `kind`, built once (its bytes are what every reader is checked against)."""
+    folder = cache_root() / f"{kind}-{_key(kind)}"
+    disk = folder / "disk.img"
+    with _locked():
+        if not disk.exists():
+            build = work / f"build-{kind}"
+            build.mkdir(parents=True, exist_ok=True)
+            made = DISKS[kind](build)
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            subprocess.run(["cp", "--sparse=always", str(made), str(tmp / "disk.img")], check=True)
+            (tmp / "sfdisk.json").write_text(json.dumps(ef.sfdisk_json(tmp / "disk.img")))
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+            shutil.rmtree(build, ignore_errors=True)
+    return disk
+
+
+def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, Path]:
+    """(original disk, Clonezilla image folder) of disk `kind` saved by ocs-sr with `variant`'s
+    compression."""
+    disk = cached_disk(kind, work)
+    folder = disk.parent / variant / IMAGE_NAME
+    with _locked():
+        if not folder.exists():
+            run_dir = work / f"ocs-{kind}-{variant}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            copy = run_dir / "disk.img"
+            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+            dev = loops.attach(copy)
+            root = run_dir / "partimag"
+            root.mkdir()
+            name = os.path.basename(dev)
+            if variant in SAVEPARTS:
+                flags, numbers = SAVEPARTS[variant]
+                what = ["saveparts", IMAGE_NAME, " ".join(f"{name}p{n}" for n in numbers)]
+            else:
+                flags, what = VARIANTS[variant], ["savedisk", IMAGE_NAME, name]
+            cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), *what]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                  timeout=900)
+            saved = root / IMAGE_NAME
+            if proc.returncode != 0 or not (saved / "parts").exists():
+                raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
+            target = folder.parent
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            shutil.move(str(saved), str(tmp / IMAGE_NAME))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            loops.detach_all()
+            shutil.rmtree(run_dir, ignore_errors=True)      # the disk's copy: space is scarce
+    return disk, folder
+
+
+def clonezilla_two_disks(loops, work: Path) -> tuple[Path, Path, Path]:
+    """(linux disk, mbr disk, folder): one `ocs-sr savedisk` of both disks (a PC with two)."""
+    first, second = cached_disk("linux", work), cached_disk("mbr", work)
+    folder = cache_root() / f"two-disks-{_key(first.parent.name, second.parent.name)}" / IMAGE_NAME
+    with _locked():
+        if not folder.exists():
+            run_dir = work / "ocs-two-disks"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            names = []
+            for disk in (first, second):
+                copy = run_dir / f"{disk.parent.name}.img"
+                subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+                names.append(os.path.basename(loops.attach(copy)))
+            root = run_dir / "partimag"
+            root.mkdir()
+            cmd = ["ocs-sr", *COMMON, "-z9p", "-or", str(root), "savedisk", IMAGE_NAME, " ".join(names)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+            saved = root / IMAGE_NAME
+            if proc.returncode != 0 or not (saved / "disk").exists():
+                raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
+            (saved.parent / "names.json").write_text(json.dumps(names))
+            target = folder.parent
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.move(str(root), str(tmp))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            loops.detach_all()
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return first, second, folder
+
+
+def original_sfdisk(disk: Path) -> dict:
+    return json.loads((disk.parent / "sfdisk.json").read_text())
