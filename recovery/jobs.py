@@ -120,6 +120,28 @@ class BackupJob:
 
 
 @dataclass
+class ImportJob:
+    """An opened foreign image (recovery.sources) stored as a snapshot of `repo`."""
+    source: Any
+    repo: Any
+    name: str | None = None
+    verify: bool = True
+    kind = "import"
+
+    def plan(self) -> BackupPlan:
+        return BackupPlan(f"the {self.source.kind} {self.source.location}", str(self.repo.path), self.name)
+
+    def confirm_name(self, plan) -> None:
+        return None     # an import destroys nothing
+
+    def run(self, plan, on_event, cancel):
+        from recovery.importer import import_source
+
+        return import_source(self.source, self.repo, self.name, verify=self.verify, on_event=on_event,
+                             cancel=cancel)
+
+
+@dataclass
 class VerifyJob:
     repo: Any
     snapshot_ids: list[str] | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from recovery.events import CancelToken, EventSink, Meter
@@ -88,6 +88,7 @@ class Source(ABC):
     partitions: list[SourcePartition]
     repository_id: str = ""     # the repository it lives in, if any (a restore mark names it)
     location: str = ""          # the file or folder it is read from (a restore must not write there)
+    tool: str = ""              # the program that made it, when known ("Clonezilla 3.1.2", "qemu-img")
     unreadable: frozenset[int] = frozenset()   # partitions nothing of which can be read (salvage)
 
     def partition(self, number: int) -> SourcePartition:
@@ -155,6 +156,14 @@ class Source(ABC):
         if meter is not None:
             meter.finish()
         return found
+
+    def to_json(self) -> dict:
+        """What `lifeboat inspect --json` shows of it."""
+        return {
+            "kind": self.kind, "location": self.location, "name": self.name, "created": self.created,
+            "id": self.id, "tool": self.tool or None, "layout": self.layout.to_json(),
+            "partitions": [asdict(p) for p in self.partitions],
+        }
 
     def describe(self) -> list[str]:
         """Plain lines for `lifeboat inspect`: what it is, its disk and partitions."""

@@ -1,0 +1,56 @@
+"""Opening a saved disk another tool made: `open_source(path)` says what a file or folder is and
+returns its Source (recovery.sources.base), or raises one plain error naming what is wrong.
+
+Each format's module offers an opener: `opener(path)` returns its Source, None when the path is
+not that format, or raises (UsageError, DamageError) when it is that format but cannot be used.
+They are tried in the order of OPENERS, the most particular first (folders, then files with a
+signature, raw images last, since any file could be one). A format whose module is not part of
+this build is skipped. A Lifeboat repository is not a foreign image: it is opened with --repo.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from recovery.errors import UsageError
+from recovery.sources.base import Source
+
+# (module, opener function), tried in this order.
+OPENERS: list[tuple[str, str]] = [
+    ("recovery.sources.clonezilla", "open"),            # Clonezilla / Rescuezilla image folders
+    ("recovery.sources.windows_backup", "open_backup"),  # WindowsImageBackup folders
+    ("recovery.sources.partclone", "open"),             # bare partclone images
+    ("recovery.sources.virtual", "open_virtual"),       # VHD, VHDX, qcow2, VMDK
+    ("recovery.sources.compressed", "open_compressed"),  # disk.img.gz / .zst / .xz
+    ("recovery.sources.raw", "open_raw"),               # disk.img / .dd / .raw
+]
+
+KNOWN = ("a Clonezilla or Rescuezilla image folder, a partclone image, a VHD, VHDX, qcow2 or VMDK virtual disk, "
+         "a Windows system image folder (WindowsImageBackup), or a raw disk image (.img, .dd, .raw, "
+         "plain or .gz/.zst/.xz)")
+
+
+def openers():
+    """The opener functions of the formats this build has, in order."""
+    for module_name, func in OPENERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue                     # that format is not part of this build
+            raise
+        yield getattr(module, func)
+
+
+def open_source(path: str) -> Source:
+    if not os.path.exists(path):
+        raise UsageError(f"{path} does not exist")
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "config")) and \
+            os.path.isdir(os.path.join(path, "snapshots")):
+        raise UsageError(f"{path} is a Lifeboat repository, not an image: name it with --repo and pick a snapshot")
+    for opener in openers():
+        source = opener(path)
+        if source is not None:
+            return source
+    raise UsageError(f"{path} is not an image Lifeboat can read; it reads {KNOWN}")
