@@ -125,6 +125,8 @@ class ProveSource(Action):
         if not found:
             return
         words = damage_message(ctx.source, found)
+        if not ctx.source.salvageable:
+            raise DamageError(words + "; nothing was written to the target")
         if not ctx.salvage:
             raise DamageError(words + "; nothing was written to the target. "
                               "`lifeboat restore --salvage` writes everything that is readable")

@@ -89,6 +89,7 @@ class Source(ABC):
     repository_id: str = ""     # the repository it lives in, if any (a restore mark names it)
     location: str = ""          # the file or folder it is read from (a restore must not write there)
     tool: str = ""              # the program that made it, when known ("Clonezilla 3.1.2", "qemu-img")
+    salvageable: bool = False   # its pieces() mark damaged pieces, so a restore can write the rest
     unreadable: frozenset[int] = frozenset()   # partitions nothing of which can be read (salvage)
 
     def partition(self, number: int) -> SourcePartition:

@@ -62,7 +62,7 @@ def decompress_sparse(path: str, how: str, into: str) -> int:
         if res.returncode != 0:
             if os.path.exists(into):
                 os.unlink(into)
-            words = tools.last_line(res.stderr)
+            words = tools.last_line(res.stderr).rsplit(" : ", 1)[-1]    # zstd says "FILE : Read error ..."
             if "no space" in words.lower():
                 raise NoSpaceError(f"the work directory {os.path.dirname(into)} has no room to decompress "
                                    f"{path} (set LIFEBOAT_WORKDIR to a larger place)")

@@ -14,6 +14,7 @@ import importlib
 import os
 
 from recovery.errors import UsageError
+from recovery.repo.format import CONFIG_FILE
 from recovery.sources.base import Source
 
 # (module, opener function), tried in this order.
@@ -46,8 +47,7 @@ def openers():
 def open_source(path: str) -> Source:
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "config")) and \
-            os.path.isdir(os.path.join(path, "snapshots")):
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
         raise UsageError(f"{path} is a Lifeboat repository, not an image: name it with --repo and pick a snapshot")
     for opener in openers():
         source = opener(path)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import bisect
 import os
-import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from recovery.errors import DamageError, DiskError
+from recovery.errors import DamageError, DiskError, LifeboatError
 from recovery.fs import probe_partition
 from recovery.model.layout import PartitionEntry
 from recovery.probe.bootarea import read_boot_areas
@@ -95,6 +94,17 @@ class RawDiskSource(Source):
         except OSError as exc:
             raise DiskError(f"{path} cannot be opened: {exc.strerror}") from exc
         self.size = os.fstat(self._fd).st_size
+        try:
+            self._probe()
+        except LifeboatError as exc:
+            self.close()
+            if self.path != self.location:     # name the person's file, not the exported copy
+                exc.message = exc.message.replace(self.path, self.location)
+                exc.args = (exc.message,)
+            raise
+
+    def _probe(self) -> None:
+        path = self.path
         self.layout = read_layout(path)
         if self.layout.table == "none":
             entries = (PartitionEntry(number=0, start=0, size=self.size, type=""),)
@@ -114,7 +124,6 @@ class RawDiskSource(Source):
             self._slices[e.number] = FileSlice(self._fd, self.location, e.start, e.size, used)
             self.partitions.append(SourcePartition(e.number, e.start, e.size, info.fs, info.label, info.uuid,
                                                    info.used_bytes, info.whole))
-        self._lock = threading.Lock()
 
     def boot_areas(self) -> list[tuple[int, bytes]]:
         return read_boot_areas(self.path, self.layout)
@@ -168,7 +177,7 @@ class RawDiskSource(Source):
         return lines
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
 

@@ -32,6 +32,7 @@ DEDUP_CACHE = 8         # decoded chunks extents() keeps: runs of identical wind
 
 class SnapshotSource(Source):
     kind = "Lifeboat snapshot"
+    salvageable = True
 
     def __init__(self, repo: Repository, manifest: Manifest, *, salvage: bool = False):
         self.repo = repo

@@ -2,18 +2,17 @@
 flat), read through QEMU (recovery.host.qemu), never by a parser of our own.
 
 QEMU exports the virtual disk as a read-only raw file over FUSE; from there it is a raw disk
-image (recovery.sources.raw): table, boot areas, used-block maps. prove() first runs the
-format's own consistency check (qemu-img check, where the format has one), then reads every
+image (recovery.sources.raw): table, boot areas, used-block maps. Opening runs the format's
+own consistency check (qemu-img check, where the format has one: not VHD); prove() reads every
 used byte through QEMU, which fails on a missing or unreadable cluster.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
+from recovery.errors import DamageError
 from recovery.host import qemu
-from recovery.sources.base import Damage
 from recovery.sources.raw import RawDiskSource
 
 # qemu's format name -> what a person calls it
@@ -26,19 +25,17 @@ class VirtualDiskSource(RawDiskSource):
     def __init__(self, path: str, fmt: str, *, kind: str | None = None, created: str | None = None):
         info = qemu.image_info(path, fmt)
         self.format = fmt
+        # The format's own consistency check reads its metadata only: a cut or corrupt image
+        # is named here, before its table is even looked at.
+        problems = qemu.image_check(path, fmt)
+        if problems:
+            raise DamageError(f"{path} is damaged: it fails its {FORMATS[fmt]} check ({problems})")
         self.export = qemu.RawExport(path, fmt, int(info["virtual-size"]))
         try:
             super().__init__(self.export.path, kind=kind or f"{FORMATS[fmt]} image", shown=path, created=created)
         except BaseException:
             self.export.close()
             raise
-
-    def prove(self, on_progress: Callable[[int, int], None] | None = None) -> list[Damage]:
-        problems = qemu.image_check(self.location, self.format)
-        if problems:
-            return [Damage(None, 0, 0, f"{os.path.basename(self.location)} fails its {FORMATS[self.format]} "
-                                       f"check ({problems})")]
-        return super().prove(on_progress)
 
     def close(self) -> None:
         try:
