@@ -165,9 +165,11 @@ class RawDiskSource(Source):
                         on_progress(done, total)
         return []
 
+    def heading(self) -> str:
+        return f"{self.kind} {self.location}, saved {self.created}"
+
     def describe(self) -> list[str]:
-        lines = [f"{self.kind} {self.location}, saved {self.created}, {human_size(self.size)} disk, "
-                 f"{_table_words(self.layout.table)}"]
+        lines = [f"{self.heading()}, {human_size(self.size)} disk, {_table_words(self.layout.table)}"]
         for p in self.partitions:
             where = "whole-disk filesystem" if p.number == 0 else f"partition {p.number}"
             bits = [p.fs or "unknown filesystem", f"“{p.label}”" if p.label else None,

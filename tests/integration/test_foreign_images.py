@@ -261,3 +261,79 @@ def test_not_an_image_and_missing_path_are_plain_usage_errors(tmp_path):
     lifeboat("repo", "init", repo)
     done = lifeboat("inspect", repo, check=False)
     assert done.returncode == 2 and "is a Lifeboat repository" in done.stderr
+
+
+# ------------------------------------------------------------------ Windows Backup system image
+
+SHADOW_SET = "cd113385-65ff-4ea2-8ced-5630f6feca8f"
+DISK_GUID = "9b9cfbc4-369e-11e9-a17c-806e6f6e6963"
+
+
+def make_windows_image_backup(drive: Path, disk: Path, pc: str = "DESKTOP-LB1",
+                              when: str = "2025-03-02 101500") -> Path:
+    """A Windows Backup system image folder around `disk`, as Windows lays it out.
+
+    Real: the folder and file names (WindowsImageBackup/<PC>/Backup <date>/<disk GUID>.vhdx,
+    BackupSpecs.xml, <GUID>_Components.xml, <GUID>_AdditionalFiles<GUID>.xml, MediaId,
+    Catalog/GlobalCatalog, Catalog/BackupGlobalCatalog, SPPMetadataCache/), as listed from real
+    backups; the VHDX, made by qemu-img from a real Windows-shaped GPT disk.
+    Hand-made: the contents of the XML catalogues (minimal, well-formed, UTF-16 as Windows
+    writes them, but not copied from a real backup), MediaId and the two catalogue files
+    (placeholder bytes: Lifeboat does not read them)."""
+    pc_dir = drive / "WindowsImageBackup" / pc
+    backup = pc_dir / f"Backup {when}"
+    (pc_dir / "Catalog").mkdir(parents=True)
+    (pc_dir / "SPPMetadataCache").mkdir()
+    backup.mkdir()
+    (pc_dir / "MediaId").write_bytes(bytes(range(16)))
+    (pc_dir / "Catalog" / "GlobalCatalog").write_bytes(b"\x00" * 1024)
+    (pc_dir / "Catalog" / "BackupGlobalCatalog").write_bytes(b"\x00" * 1024)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", str(disk),
+                    str(backup / f"{DISK_GUID}.vhdx")], check=True)
+    xml = {
+        "BackupSpecs.xml": '<BackupSpecs Version="1.0"><FileSpecs><Volume Name="\\\\?\\Volume{0}\\" '
+                           'AccessPath="C:" OriginalAccessPath="C:"/></FileSpecs><SystemState>true</SystemState>'
+                           '</BackupSpecs>',
+        f"{SHADOW_SET}_Components.xml": f'<Components><Disk Guid="{DISK_GUID}" File="{DISK_GUID}.vhdx"/>'
+                                        '</Components>',
+        f"{SHADOW_SET}_AdditionalFilesc3b9f3c7-5e52-4d5e-8b20-19adc95a34c7.xml": "<AdditionalFiles/>",
+    }
+    for name, text in xml.items():
+        (backup / name).write_text('<?xml version="1.0" encoding="UTF-16"?>' + text, encoding="utf-16")
+    return drive / "WindowsImageBackup"
+
+
+def test_windows_system_image_folder_restores_the_pcs_disk(tmp_path, pcs):
+    pc = pcs["windows"]
+    root = make_windows_image_backup(tmp_path / "usb", pc.disk)
+    shown = lifeboat("inspect", root).stdout
+    assert shown.startswith("Windows system image of DESKTOP-LB1, saved 2025-03-02T10:15:00")
+    assert "partition 3: ntfs, “Windows”" in shown and "complete and intact" in shown
+    target = blank(tmp_path / "new-ssd.img", pc.disk.stat().st_size + 64 * MiB)
+    # The computer's folder and the image folder name the same disk.
+    lifeboat("restore", root / "DESKTOP-LB1", target, "--yes")
+    assert_restored(pc, target)
+
+
+def test_windows_system_image_with_two_disks_asks_which(tmp_path, pcs):
+    root = make_windows_image_backup(tmp_path / "usb", pcs["windows"].disk)
+    backup = next((root / "DESKTOP-LB1").glob("Backup *"))
+    second = backup / "9b9cfbc3-369e-11e9-a17c-806e6f6e6963.vhdx"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", str(pcs["linux"].disk), str(second)],
+                   check=True)
+    done = lifeboat("inspect", root, check=False)
+    assert done.returncode == 2 and "holds 2 disks" in done.stderr and second.name in done.stderr
+    named = lifeboat("inspect", second, "--json", json_out=True).data
+    assert named["kind"] == "Windows system image" and named["name"] == "DESKTOP-LB1"
+    assert [p["fs"] for p in named["partitions"]] == ["vfat", "ext4", "swap"]
+
+
+def test_windows_system_image_with_a_cut_catalogue_is_refused(tmp_path, pcs):
+    root = make_windows_image_backup(tmp_path / "usb", pcs["windows"].disk)
+    specs = next((root / "DESKTOP-LB1").glob("Backup *")) / "BackupSpecs.xml"
+    specs.write_bytes(specs.read_bytes()[:60])
+    target = blank(tmp_path / "t.img", pcs["windows"].disk.stat().st_size)
+    done = lifeboat("restore", root, target, "--yes", check=False)
+    assert done.returncode == 6 and "BackupSpecs.xml is damaged" in done.stderr
+    with open(target, "rb") as f:
+        assert f.read(MiB) == bytes(MiB)          # nothing was written
