@@ -54,3 +54,33 @@ def open_source(path: str) -> Source:
         if source is not None:
             return source
     raise UsageError(f"{path} is not an image Lifeboat can read; it reads {KNOWN}")
+
+
+# Names worth opening while scanning a drive for images (opening anything else is left to a
+# person who names it): the suffixes of the formats above, and the folders they are saved in.
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".qcow2", ".qcow", ".vmdk", ".img", ".dd", ".raw", ".ptcl-img",
+                  ".img.gz", ".img.zst", ".img.xz", ".dd.gz", ".dd.zst", ".dd.xz", ".raw.gz", ".raw.zst", ".raw.xz")
+
+
+def peek(path: str) -> str | None:
+    """What a scan says of `path`, when it is a foreign image: "VHDX image, 2025-03-02, 3
+    partitions"; None when it is not one (or cannot be read). A compressed raw image is not
+    decompressed for this: its partitions are counted when it is opened."""
+    from recovery.errors import LifeboatError
+    from recovery.sources import compressed
+
+    name = os.path.basename(path).lower()
+    if os.path.isfile(path) and not name.endswith(IMAGE_SUFFIXES):
+        return None
+    try:
+        how = compressed.compression_of(path)
+        if how is not None:
+            from datetime import datetime, timezone
+
+            when = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc).strftime("%Y-%m-%d")
+            return f"{how}-compressed raw disk image, {when}"
+        with open_source(path) as source:
+            n = len(source.partitions)
+            return f"{source.kind}, {source.created[:10]}, {n} partition{'' if n == 1 else 's'}"
+    except (LifeboatError, OSError):
+        return None
