@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import OptionList
 
 from tests import fsimages as fi
-from tests.tui.helpers import make_app, ready, screen_text, wait_screen
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
 from tests.tui.test_tui_discover import mounted_devices
 from tests.tui.test_tui_restore import confirm_and_run
 
@@ -41,6 +41,7 @@ def make_drive_with_vhdx(machine: Path) -> Path:
 def test_a_vhdx_on_a_drive_is_listed_and_restored(machine, loops):
     from recovery.probe.table import read_layout
     from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.home import HomeScreen
     from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.plan import PlanScreen
     from tui.screens.result import ResultScreen
@@ -71,6 +72,9 @@ def test_a_vhdx_on_a_drive_is_listed_and_restored(machine, loops):
             await wait_screen(pilot, ResultScreen, timeout=180)
             assert "Restore finished" in screen_text(app)
             await pilot.press("escape")
+            await wait_screen(pilot, HomeScreen)
+            await pilot.pause(0.5)
+            await wait_for(pilot, lambda: not app.scanning, what="the rescan after the restore")
         assert f"{dev}p1" not in mounted_devices()      # the session unmounted what it mounted
 
     asyncio.run(scenario())
