@@ -189,48 +189,60 @@ def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
 
 
 def _image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads) -> PartitionImage:
-    size, chunk = part.size, repo.chunk_size
-    table = bytearray(window_count(size, chunk) * ID_SIZE)   # zero = NO_DATA
+    chunk = repo.chunk_size
     what = f"partition {part.number}" if part.number else "disk"
+    with WindowReader(disk, chunk) as reader:
+        table = _store_windows(lambda w, subs, length: reader.read(part.start + w * chunk, length, subs, what),
+                               fsinfo.used, part.size, chunk, session, meter, cancel, threads)
+    return _partition_image(session, part.number, part.start, part.size, fsinfo.fs, fsinfo.label, fsinfo.uuid,
+                            fsinfo.block_size, fsinfo.whole, fsinfo.used, fsinfo.warnings, table)
+
+
+def _store_windows(read_window, used, size: int, chunk: int, session, meter, cancel, threads) -> bytearray:
+    """Store every window holding used bytes; the partition's chunk table. `read_window(w, subs,
+    length)` gives window w's bytes with every byte outside `subs` zero."""
+    table = bytearray(window_count(size, chunk) * ID_SIZE)   # zero = NO_DATA
     has, compress = session.has, session.compressor.compress
 
-    with WindowReader(disk, chunk) as reader:
+    def hash_and_pack(item):
+        """In a worker: read the window (unused bytes zero), hash, and compress unless
+        the repository already holds that content."""
+        w, subs = item
+        view = read_window(w, subs, window_length(w, size, chunk))
+        used_here = sum(n for _, n in subs)
+        bid = blob_id(view)
+        if has(bid):
+            return w, len(view), used_here, bid, None, 0
+        stored, codec = compress(view)
+        return w, len(view), used_here, bid, stored, codec
 
-        def hash_and_pack(item):
-            """In a worker: read the window (unused bytes zero), hash, and compress unless
-            the repository already holds that content."""
-            w, subs = item
-            view = reader.read(part.start + w * chunk, window_length(w, size, chunk), subs, what)
-            used_here = sum(n for _, n in subs)
-            bid = blob_id(view)
-            if has(bid):
-                return w, len(view), used_here, bid, None, 0
-            stored, codec = compress(view)
-            return w, len(view), used_here, bid, stored, codec
+    windows = used_windows(used, size, chunk)
+    results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads)
+    for w, length, used_here, bid, stored, codec in results:
+        if stored is not None:
+            new = session.add(bid, stored, length, KIND_DATA, codec)
+        else:
+            new = 0
+            session.reused(bid)
+        table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
+        meter.add(used_here, new)
+    return table
 
-        windows = used_windows(fsinfo.used, size, chunk)
-        results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads)
-        for w, length, used_here, bid, stored, codec in results:
-            if stored is not None:
-                new = session.add(bid, stored, length, KIND_DATA, codec)
-            else:
-                new = 0
-                session.reused(bid)
-            table[w * ID_SIZE : (w + 1) * ID_SIZE] = bid
-            meter.add(used_here, new)
 
+def _partition_image(session, number, start, size, fs, label, uuid, block_size, whole, used, warnings,
+                     table) -> PartitionImage:
     return PartitionImage(
-        number=part.number,
-        start=part.start,
+        number=number,
+        start=start,
         size=size,
-        fs=fsinfo.fs,
-        label=fsinfo.label,
-        uuid=fsinfo.uuid,
-        block_size=fsinfo.block_size,
-        whole=fsinfo.whole,
-        used_bytes=fsinfo.used_bytes,
-        warnings=list(fsinfo.warnings),
-        ranges=[session.add_meta(p) for p in split(encode_ranges(fsinfo.used), META_PIECE)],
+        fs=fs,
+        label=label,
+        uuid=uuid,
+        block_size=block_size,
+        whole=whole,
+        used_bytes=sum(n for _, n in used),
+        warnings=list(warnings),
+        ranges=[session.add_meta(p) for p in split(encode_ranges(used), META_PIECE)],
         chunks=[session.add_meta(p) for p in split(bytes(table), META_PIECE)],
         windows=len(table) // ID_SIZE,
     )

@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--name")
     v.add_argument("--json", action="store_true")
 
-    rs = sub.add_parser("restore", help="restore a snapshot onto a disk or disk-image file")
-    rs.add_argument("snapshot")
+    rs = sub.add_parser("restore", help="restore a snapshot, or an image another tool made, onto a disk "
+                                        "or disk-image file")
+    rs.add_argument("snapshot", help="a snapshot id or 'latest' (with --repo), or the path of a foreign image: "
+                                     "a VHD, VHDX, qcow2, VMDK, raw .img/.dd/.raw (plain, .gz, .zst, .xz), ...")
     rs.add_argument("target")
-    repo_arg(rs)
+    repo_arg(rs, required=False)
     rs.add_argument("--name")
     rs.add_argument("--layout", choices=["keep", "grow", "proportional"], default="grow")
     rs.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -70,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--salvage", action="store_true",
                     help="restore a damaged snapshot anyway: damaged ranges become zeros, the files hit are listed")
     rs.add_argument("--json", action="store_true")
+
+    ins = sub.add_parser("inspect", help="say what a foreign image holds and whether it is intact")
+    ins.add_argument("image", help="the image file or folder")
+    ins.add_argument("--json", action="store_true")
+
+    im = sub.add_parser("import", help="store a foreign image as a snapshot in a repository")
+    im.add_argument("image", help="the image file or folder")
+    repo_arg(im)
+    im.add_argument("--name", help="machine name (default: the image's name)")
+    im.add_argument("--no-verify", action="store_true", help="skip reading back what was written")
+    im.add_argument("--json", action="store_true")
 
     w = sub.add_parser("write-usb", help="write the Lifeboat ISO to a USB stick (and keep backups on it)")
     w.add_argument("iso", nargs="?", help="the ISO image (default build/lifeboat.iso)")
@@ -218,12 +231,77 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 6
 
 
-def cmd_restore(args) -> int:
-    from recovery.jobs import RestoreJob, run_job
+def is_foreign(ref: str) -> bool:
+    """A restore's first argument names an image when it is a path that exists (a snapshot id
+    or "latest" is not)."""
+    return ref != "latest" and os.path.exists(ref)
+
+
+def cmd_inspect(args) -> int:
+    from recovery.sources.open import open_source
+
+    with open_source(args.image) as source:
+        with progress_for(args) as sink:
+            from recovery.events import CancelToken
+
+            found = source.prove_events(sink, CancelToken())
+        lines = source.describe()
+        if found:
+            lines += [f"DAMAGED: {d.why}" for d in found]
+            lines.append("it cannot be restored or imported as it is")
+        else:
+            lines.append("complete and intact: every piece a restore needs was read and checked")
+        emit(args, {**source.to_json(), "intact": not found,
+                    "damage": [d.__dict__ for d in found]}, lines)
+    return 6 if found else 0
+
+
+def cmd_import(args) -> int:
+    from recovery.jobs import ImportJob, run_job
     from recovery.repo.repository import Repository
+    from recovery.sources.open import open_source
 
     repo = Repository.open(args.repo)
-    job = RestoreJob(repo, args.snapshot, args.target, name=args.name, layout=args.layout, salvage=args.salvage)
+    with open_source(args.image) as source:
+        try:
+            with progress_for(args) as sink:
+                result = run_job(ImportJob(source, repo, args.name, verify=not args.no_verify), on_event=sink).result
+        except (KeyboardInterrupt, Cancelled):
+            raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
+                            "run the same import again to resume (what was stored is reused)") from None
+    emit(args, result.to_json(), [
+        f"snapshot {result.snapshot[:8]} of {result.name} imported from the {source.kind} {source.location} "
+        f"in {human_duration(result.seconds)}",
+        f"used data {human_size(result.bytes_used)}, newly stored {human_size(result.bytes_stored_new)}",
+        *[f"warning: {w}" for w in result.warnings],
+    ])
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from contextlib import nullcontext
+
+    from recovery.jobs import RestoreJob
+    from recovery.repo.repository import Repository
+
+    if is_foreign(args.snapshot):
+        from recovery.sources.open import open_source
+
+        holder = open_source(args.snapshot)
+        job = RestoreJob(None, args.snapshot, args.target, layout=args.layout, salvage=args.salvage, source=holder)
+    else:
+        if not args.repo:
+            raise UsageError(f"{args.snapshot} is neither an image file or folder nor, without --repo, a snapshot: "
+                             "name the repository with --repo (or set LIFEBOAT_REPO)")
+        holder = nullcontext()
+        job = RestoreJob(Repository.open(args.repo), args.snapshot, args.target, name=args.name,
+                         layout=args.layout, salvage=args.salvage)
+    with holder:
+        return _run_restore(args, job)
+
+
+def _run_restore(args, job) -> int:
+    from recovery.jobs import run_job
 
     def confirm(plan) -> bool:
         if args.yes:
@@ -327,6 +405,7 @@ def cmd_tui(args) -> int:
 COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
     "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
+    "inspect": cmd_inspect, "import": cmd_import,
 }
 
 
@@ -360,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     from recovery.logsetup import start_log
 
     logging.getLogger().addHandler(logging.NullHandler())   # details only ever go to the log file
-    log_path = start_log(args.command) if args.command in ("backup", "restore", "verify") else None
+    log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import") else None
     try:
         return COMMANDS[args.command](args)
     except LifeboatError as exc:

@@ -5,8 +5,13 @@ it is; any other is mounted read-only in a temporary directory, searched for a L
 repository at its root and one folder down, and unmounted at once. Plain directories (a
 ``--repo`` given on the command line, a path typed by the user) are accepted too.
 
+Images other tools made (a VHDX, a Windows system image folder, a Clonezilla folder, a raw
+``.img``) found in the same places are listed too, with their origin in words ("VHDX image,
+2025-03-02, 3 partitions"), so a restore can start from one.
+
 The result is a list of ``Place`` values: where a repository is (or where a new one could be
-made), on which disk, how much room is left, and how many snapshots it holds. ``Mounts`` then
+made, or a foreign image lies), on which disk, how much room is left, and how many snapshots it
+holds. ``Mounts`` then
 makes a found place usable (mounting it again, read-write for a backup) and cleans up.
 """
 
@@ -53,10 +58,15 @@ class Place:
     label: str | None = None
     names: tuple[str, ...] = ()  # machine names found in the repository
     writable: bool = True
+    image: str | None = None    # a foreign image at ``subpath``: its origin in words
 
     @property
     def is_repository(self) -> bool:
         return self.snapshots is not None
+
+    @property
+    def is_image(self) -> bool:
+        return self.image is not None
 
     def describe(self) -> str:
         """One line for a person: where it is."""
@@ -118,6 +128,29 @@ def search_filesystem(root: Path) -> list[tuple[str, int, tuple[str, ...]]]:
         facts = _repository_facts(root / sub if sub else root)
         if facts is not None:
             found.append((sub, facts[0], facts[1]))
+    return found
+
+
+def search_images(root: Path) -> list[tuple[str, str]]:
+    """(subpath, origin in words) of every foreign image at ``root`` or one folder down."""
+    from recovery.sources.open import peek
+
+    found = []
+    for sub in _candidates(root):
+        base = root / sub if sub else root
+        if sub and has_repository(base):
+            continue
+        entries = [base]
+        try:
+            entries += sorted(e for e in base.iterdir() if e.is_file() or e.name == "WindowsImageBackup")
+        except OSError:
+            pass
+        for entry in entries:
+            if entry == root or (entry == base and base.name == "WindowsImageBackup"):
+                continue                  # the root's own WindowsImageBackup is listed from the root
+            words = peek(str(entry))
+            if words:
+                found.append((str(entry.relative_to(root)), words))
     return found
 
 
@@ -197,6 +230,11 @@ def _partition_places(disk: DiskInfo, part: PartInfo, mount_partitions: bool) ->
                   free, count, part.fs, part.label, names)
             for sub, count, names in search_filesystem(root)
         ]
+        images = [
+            Place(disk.path, part.path, sub, None if temporary else str(root / sub), free, None, part.fs,
+                  part.label, writable=False, image=words)
+            for sub, words in search_images(root)
+        ]
         offer_new = (
             not places
             and part.fs in WRITABLE_FS
@@ -208,7 +246,7 @@ def _partition_places(disk: DiskInfo, part: PartInfo, mount_partitions: bool) ->
             places.append(Place(disk.path, part.path, NEW_REPO_FOLDER,
                                 None if temporary else str(root / NEW_REPO_FOLDER),
                                 free, None, part.fs, part.label))
-        return places
+        return places + images
     finally:
         if temporary:
             unmount(root)
@@ -253,13 +291,13 @@ def scan(disks: Iterable[DiskInfo], directories: Iterable[str] = (), *,
 def _rank(place: Place) -> tuple:
     """Repositories first, the Lifeboat stick's own data partition first among them; then by
     free space, largest first."""
-    return (not place.is_repository, place.label not in STICK_DATA_LABELS, -place.free)
+    return (not place.is_repository, place.is_image, place.label not in STICK_DATA_LABELS, -place.free)
 
 
 def default_destination(places: Iterable[Place], source: DiskInfo | None) -> Place | None:
     """Where a new backup of ``source`` goes by default: the writable place with the most
     free space that is not on the disk being backed up."""
-    ok = [p for p in places if p.writable and (source is None or p.disk != source.path)]
+    ok = [p for p in places if p.writable and not p.is_image and (source is None or p.disk != source.path)]
     ok.sort(key=lambda p: (-p.free, not p.is_repository))
     return ok[0] if ok else None
 

@@ -55,17 +55,22 @@ def run_job(job: Job, *, confirm: Callable[[Any], bool] | None = None, on_event:
 
 @dataclass
 class RestoreJob:
+    """A snapshot of `repo` ("latest" or an id), or any opened `source` (recovery.sources:
+    a foreign image), onto `target`."""
     repo: Any
     snapshot: str
     target: str
     name: str | None = None
     layout: str = "grow"
     salvage: bool = False
+    source: Any = None
     kind = "restore"
 
     def plan(self):
-        from recovery.restore import plan_restore
+        from recovery.restore import plan_restore, plan_source
 
+        if self.source is not None:
+            return plan_source(self.source, self.target, layout_mode=self.layout, salvage=self.salvage)
         return plan_restore(self.repo, self.snapshot, self.target, name=self.name, layout_mode=self.layout,
                             salvage=self.salvage)
 
@@ -75,7 +80,7 @@ class RestoreJob:
     def run(self, plan, on_event, cancel):
         from recovery.restore import apply_restore
 
-        return apply_restore(self.repo, plan, on_event=on_event, cancel=cancel)
+        return apply_restore(plan, on_event=on_event, cancel=cancel)
 
 
 @dataclass
@@ -112,6 +117,28 @@ class BackupJob:
 
         return backup(self.source, self.repo, self.name, verify=self.verify, on_event=on_event, cancel=cancel,
                       zstd_level=self.zstd_level, threads=self.threads)
+
+
+@dataclass
+class ImportJob:
+    """An opened foreign image (recovery.sources) stored as a snapshot of `repo`."""
+    source: Any
+    repo: Any
+    name: str | None = None
+    verify: bool = True
+    kind = "import"
+
+    def plan(self) -> BackupPlan:
+        return BackupPlan(f"the {self.source.kind} {self.source.location}", str(self.repo.path), self.name)
+
+    def confirm_name(self, plan) -> None:
+        return None     # an import destroys nothing
+
+    def run(self, plan, on_event, cancel):
+        from recovery.importer import import_source
+
+        return import_source(self.source, self.repo, self.name, verify=self.verify, on_event=on_event,
+                             cancel=cancel)
 
 
 @dataclass

@@ -42,8 +42,9 @@ CHECK_CANCEL = ("Stop the check?", "Nothing is changed by a check; it can be run
 
 
 # -- shared steps ---------------------------------------------------------------------------------
-async def pick_place(app, *, for_backup: bool, source=None, step: str = "") -> Place | None:
-    """A repository (or, for a backup, a place for a new one); None when the person goes back."""
+async def pick_place(app, *, for_backup: bool, source=None, step: str = "", images: bool = False) -> Place | None:
+    """A repository (or, for a backup, a place for a new one; with `images`, also a foreign
+    image found on the disks); None when the person goes back."""
     s = app.session
     while True:
         if for_backup:
@@ -52,8 +53,10 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "") -> P
             title, hint = "Where should the backup go?", (
                 "Found on the disks. The one with the most room is suggested; t types another folder.")
         else:
-            places, default = s.repositories(), None
-            title, hint = "Which backups?", "Repositories found on the disks of this computer."
+            places, default = s.repositories() + (s.images() if images else []), None
+            title, hint = "Which backups?", ("Repositories and images of other tools found on the disks of this "
+                                             "computer." if images else "Repositories found on the disks of this "
+                                             "computer.")
         choice = await app.push_screen_wait(PlacePickerScreen(title, hint, places, default, step=step))
         if choice is None:
             return None
@@ -83,12 +86,15 @@ async def open_repo(app, place: Place, writable: bool = False):
         return None
 
 
-async def repo_with_snapshots(app, step: str):
+async def repo_with_snapshots(app, step: str, images: bool = False):
     """Pick a repository and open it; (place, repo, snapshots), or None when the person went back,
-    it failed to open (the dialog was shown) or it holds nothing yet (said so)."""
-    place = await pick_place(app, for_backup=False, step=step)
+    it failed to open (the dialog was shown) or it holds nothing yet (said so). With `images`, a
+    foreign image may be picked instead: (place, None, None)."""
+    place = await pick_place(app, for_backup=False, step=step, images=images)
     if place is None:
         return None
+    if place.is_image:
+        return place, None, None
     repo = await open_repo(app, place)
     if repo is None:
         return None
@@ -243,10 +249,13 @@ async def restore(app) -> None:
 
     await app.ready()
     s = app.session
-    opened = await repo_with_snapshots(app, "1/5")
+    opened = await repo_with_snapshots(app, "1/5", images=True)
     if opened is None:
         return
     place, repo, snaps = opened
+    if place.is_image:
+        await restore_image(app, place)
+        return
     try:
         names = sorted({x.name for x in snaps})
         step, name, snap, target, mode, salvage = (0 if len(names) > 1 else 1), names[0], None, None, "grow", False
@@ -332,6 +341,63 @@ async def restore(app) -> None:
         repo.close()
 
 
+async def restore_image(app, place: Place) -> None:
+    """Restore an image another tool made (place.image says what it is): the same disk choice,
+    plan, confirmation and progress as a snapshot, from recovery.sources."""
+    from recovery.jobs import RestoreJob
+    from recovery.sources.open import open_source
+
+    s = app.session
+    try:
+        source = await app.blocking(lambda: open_source(str(s.mounts.path_of(place))))
+    except LifeboatError as exc:
+        await app.show_error(exc, "open the image")
+        return
+    try:
+        step, target, mode, job, plan = 2, None, "grow", None, None
+        when = humanize.when(source.created)
+        while True:
+            if step == 2:
+                refusals = await app.blocking(
+                    lambda: {d.path: why for d in s.disks if (why := s.restore_refusal(d, place, source.location))})
+                target = await app.push_screen_wait(DiskPickerScreen(
+                    "Restore onto which disk?",
+                    f"The disk will be erased and will hold the {source.kind} “{source.name}” of {when}.",
+                    s.disks, refusals, step="2/4", usage=s.usage))
+                if target is None:
+                    return
+                step = 3
+            elif step == 3:
+                job = RestoreJob(None, source.id, target.path, layout=mode, source=source)
+                try:
+                    plan = await app.blocking(job.plan)
+                except LifeboatError as exc:
+                    await app.show_error(exc, f"restore onto {display_path(target.path)}")
+                    step = 2
+                    continue
+                choice = await app.push_screen_wait(PlanScreen(plan, None, step="3/4"))
+                if choice.startswith("layout:"):
+                    mode = choice.split(":", 1)[1]
+                    continue
+                step = 2 if choice == "back" else 4
+            else:
+                ok = await app.push_screen_wait(ConfirmScreen(plan.target, step="4/4", name=job.confirm_name(plan)))
+                if not ok:
+                    step = 3
+                    continue
+                outcome = await app.push_screen_wait(JobScreen(
+                    f"Restoring “{source.name}” onto {display_path(plan.target.path)}",
+                    lambda on_event, cancel, job=job, plan=plan: job.run(plan, on_event, cancel),
+                    cancel_title=RESTORE_CANCEL[0], cancel_text=RESTORE_CANCEL[1],
+                    intro="Do not switch the computer off. The whole image is read and checked before "
+                          "anything is written."))
+                await restore_finished(app, outcome, source.name, source, plan)
+                return
+    finally:
+        source.close()      # here, not in a worker: a flow cancelled as the app closes must still end
+                            # the image's export (it takes well under a second)
+
+
 async def restore_finished(app, outcome, name: str, snap, plan) -> None:
     """Say how the restore ended (stopped, failed, done, done in part), then look at the disks again."""
     from recovery.probe.restore_mark import read_mark
@@ -360,7 +426,8 @@ async def restore_finished(app, outcome, name: str, snap, plan) -> None:
         f"Written: {humanize.size(r.bytes_written)} in {humanize.duration(r.seconds)}"
         + (f"; {humanize.size(r.bytes_skipped)} was already there from the interrupted restore and was kept"
            if getattr(r, "bytes_skipped", 0) else "")
-        + "; every piece was checked against its hash before it was written.",
+        + ("; every piece was checked against its hash before it was written." if not getattr(snap, "kind", "")
+           else "; the whole image was read and checked before it was written."),
         "Next: remove the Lifeboat stick and restart the computer." if app.live else
         "Next: start the computer from the restored disk.",
     ]

@@ -86,6 +86,10 @@ class Session:
     def repositories(self) -> list[Place]:
         return [p for p in self.places if p.is_repository]
 
+    def images(self) -> list[Place]:
+        """Images other tools made, found on the disks."""
+        return [p for p in self.places if p.is_image]
+
     # -- using a place -------------------------------------------------------------------
     def open_repository(self, place: Place, writable: bool = False):
         """The repository at ``place``; a new one is made there when ``writable`` and none exists."""

@@ -77,8 +77,11 @@ def temporary(device: str, fs: str | None = None, writable: bool = False, offset
 
 
 def release(where: Path | str) -> None:
-    """Unmount a temporary mount and remove its folder."""
-    unmount(where)
+    """Unmount a temporary mount and remove its folder. A mount still in use (a scan of it
+    finishing in another thread as the session ends) is detached lazily: it goes when its
+    last user lets go, instead of staying mounted."""
+    if not unmount(where):
+        tools.quiet(["umount", "-l", str(where)])
     remove_mountpoint(where)
 
 

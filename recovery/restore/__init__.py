@@ -1,8 +1,9 @@
 """Restore: plan (shown to the person first), then apply onto a disk or disk-image file.
 
     plan = plan_restore(repo, "latest", "/dev/sdb", layout_mode="grow")   # reads only
+    plan = plan_source(open_source("pc.vhdx"), "/dev/sdb")               # any recovery.sources Source
     print("\\n".join(plan.lines()))                                       # or plan.to_json()
-    result = apply_restore(repo, plan, on_event=sink, cancel=token)       # runs plan.actions
+    result = apply_restore(plan, on_event=sink, cancel=token)             # runs plan.actions
 
 `recovery.jobs.RestoreJob` wraps the two for the CLI, the TUI and the live boot.
 """
@@ -13,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from recovery.events import CancelToken, EventSink, Meter, ignore
-from recovery.repo.repository import Repository
 from recovery.restore.actions import RestoreRun
-from recovery.restore.plan import LAYOUT_MODES, RestorePlan, plan_restore
+from recovery.restore.plan import LAYOUT_MODES, RestorePlan, plan_restore, plan_source
 from recovery.restore.target import check_target, target_refusal
 from recovery.units import human_size
 
@@ -38,13 +38,17 @@ class RestoreResult:
     def to_json(self) -> dict:
         return {"status": self.status, **self.__dict__}
 
+    origin: str = ""                # what was restored, in words ("snapshot 1a2b3c4d", "VHDX image pc.vhdx")
+
     def lines(self) -> list[str]:
-        out = [f"restored snapshot {self.snapshot[:8]} onto {self.target}: "
+        out = [f"restored {self.origin or 'snapshot ' + self.snapshot[:8]} onto {self.target}: "
                f"{human_size(self.bytes_written)} written in {self.seconds:.1f} s"
                + (f", {human_size(self.bytes_skipped)} already there from the interrupted restore (kept)"
                   if self.bytes_skipped else "")]
         if self.partial:
-            out.append("PARTIAL: the snapshot is damaged; damaged ranges were written as zeros")
+            out.append("PARTIAL: the source is damaged; damaged ranges were written as zeros"
+                       if self.origin and not self.origin.startswith("snapshot")
+                       else "PARTIAL: the snapshot is damaged; damaged ranges were written as zeros")
             for number, hit in sorted(self.damaged.items()):
                 where = "whole-disk filesystem" if number == 0 else f"partition {number}"
                 for m in hit.get("metadata", []):
@@ -57,7 +61,7 @@ class RestoreResult:
         return out
 
 
-def apply_restore(repo: Repository, plan: RestorePlan, *, on_event: EventSink | None = None,
+def apply_restore(plan: RestorePlan, *, on_event: EventSink | None = None,
                   cancel: CancelToken | None = None) -> RestoreResult:
     """Run the plan's actions in order. The first that fails stops the restore with its plain
     error; the disk then still carries its "incomplete restore" mark, and running the same
@@ -65,18 +69,18 @@ def apply_restore(repo: Repository, plan: RestorePlan, *, on_event: EventSink | 
     sink = on_event or ignore
     cancel = cancel or CancelToken()
     started = time.monotonic()
-    repo.reload_index()
-    run = RestoreRun(repo=repo, manifest=plan.manifest, target=plan.target.path, after=plan.after,
-                     tables=plan.tables, sink=sink, cancel=cancel, meter=Meter("restore", plan.bytes_to_write, sink),
-                     resume=plan.resume, salvage=plan.salvage, unreadable=set(plan.unreadable))
+    source = plan.origin
+    source.refresh()
+    run = RestoreRun(source=source, target=plan.target.path, after=plan.after, sink=sink, cancel=cancel,
+                     meter=Meter("restore", plan.bytes_to_write, sink), resume=plan.resume, salvage=plan.salvage)
     for action in plan.actions:
         cancel.check()
         action.run(run)
     run.meter.finish()
     return RestoreResult(plan.snapshot, plan.target.path, run.written, round(time.monotonic() - started, 3),
-                         bytes_skipped=run.skipped, warnings=run.notes, partial=bool(run.bad or run.unreadable),
-                         damaged=run.hits)
+                         bytes_skipped=run.skipped, warnings=run.notes, partial=bool(run.damage or run.unreadable),
+                         damaged=run.hits, origin=source.title())
 
 
-__all__ = ["LAYOUT_MODES", "RestorePlan", "RestoreResult", "apply_restore", "check_target", "plan_restore",
+__all__ = ["LAYOUT_MODES", "RestorePlan", "RestoreResult", "apply_restore", "check_target", "plan_restore", "plan_source",
            "target_refusal"]

@@ -2,7 +2,8 @@
 a dict for --json) and does it; dry-run, the TUI, the live console and apply all walk the same
 list, in this order:
 
-    ProveSnapshot      every chunk read, decoded and hashed before the first byte is written
+    ProveSource        every piece of the source (a snapshot's chunks) read and checked before
+                       the first byte is written
     PrepareTarget      old table signatures wiped, the disk marked "incomplete restore of ..."
     WritePartition N   the used bytes of partition N at its (possibly moved) place
     ShrinkFilesystem N the filesystem made to fit a smaller partition (relocating what lay beyond)
@@ -21,15 +22,13 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from recovery.chunking import used_windows, window_length
 from recovery.diskio import INCOMPLETE, Disk
 from recovery.errors import DamageError, DiskError
 from recovery.events import CancelToken, EventSink, Meter, Warning_
 from recovery.fs import merge_ranges
 from recovery.model.layout import Layout, PartitionEntry
-from recovery.repo.format import ID_SIZE, blob_id
-from recovery.repo.manifest import Manifest, PartitionImage
-from recovery.repo.repository import Repository
+from recovery.repo.format import blob_id
+from recovery.sources.base import Damage as SourceDamage, Piece, Source
 from recovery.units import human_size
 from recovery.workers import ordered_map
 
@@ -48,23 +47,25 @@ FLUSH_EVERY = 64 * MiB        # the drive starts writing behind the restore afte
 class RestoreRun:
     """What the actions share while they run."""
 
-    repo: Repository
-    manifest: Manifest
+    source: Source
     target: str
     after: Layout
-    tables: dict[int, tuple[list, bytes]]     # partition -> (used ranges, chunk table)
     sink: EventSink
     cancel: CancelToken
     meter: Meter
     resume: bool = False
     salvage: bool = False
-    bad: set[bytes] = field(default_factory=set)          # chunks proven damaged (salvage writes zeros)
+    damage: list[SourceDamage] = field(default_factory=list)   # what the proof found (salvage goes on)
     damaged: dict[int, list[tuple[int, int]]] = field(default_factory=dict)   # partition -> byte ranges zeroed
-    unreadable: set[int] = field(default_factory=set)    # partitions whose chunk list is lost
     hits: dict[int, dict] = field(default_factory=dict)   # partition -> files and metadata hit by damage
     written: int = 0
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def unreadable(self) -> frozenset[int]:
+        """Partitions nothing of which could be read (salvage writes none of them)."""
+        return self.source.unreadable
 
     def note(self, text: str | None) -> None:
         if text:
@@ -78,9 +79,6 @@ class RestoreRun:
             if p.number == number:
                 return p
         raise DamageError(f"the plan has no partition {number}")
-
-    def part(self, number: int) -> PartitionImage:
-        return next(p for p in self.manifest.partitions if p.number == number)
 
 
 class Action:
@@ -110,57 +108,35 @@ def part_words(number: int, fs: str | None, label: str | None) -> str:
 
 
 @dataclass
-class ProveSnapshot(Action):
-    chunks: int
+class ProveSource(Action):
+    what: str              # "snapshot", "VHDX image", ...
+    pieces: int | None     # how many pieces prove() reads, when the source counts them
     stored_bytes: int
     kind = "prove"
 
     def describe(self) -> str:
-        return (f"Read and check all {self.chunks} pieces of the snapshot ({human_size(self.stored_bytes)} "
-                "stored) before anything is written")
+        if self.pieces is not None:
+            return (f"Read and check all {self.pieces} pieces of the {self.what} ({human_size(self.stored_bytes)} "
+                    "stored) before anything is written")
+        return (f"Read and check the {self.what} ({human_size(self.stored_bytes)}) before anything is written")
 
     def run(self, ctx: RestoreRun) -> None:
-        from recovery.verify import prove_blobs
-
-        bad = prove_blobs(ctx.repo, needed_blobs(ctx.manifest, ctx.tables), on_event=ctx.sink, cancel=ctx.cancel)
-        if not bad and not ctx.unreadable:
+        found = ctx.source.prove_events(ctx.sink, ctx.cancel)
+        if not found:
             return
+        words = damage_message(ctx.source, found)
+        if not ctx.source.salvageable:
+            raise DamageError(words + "; nothing was written to the target")
         if not ctx.salvage:
-            raise DamageError(damage_message(ctx, bad) + "; nothing was written to the target. "
+            raise DamageError(words + "; nothing was written to the target. "
                               "`lifeboat restore --salvage` writes everything that is readable")
-        ctx.bad = bad
-        ctx.note(damage_message(ctx, bad) + "; salvaging: damaged ranges are written as zeros")
+        ctx.damage = found
+        ctx.note(words + "; salvaging: damaged ranges are written as zeros")
 
 
-def needed_blobs(manifest: Manifest, tables: dict) -> set[bytes]:
-    """Every chunk a restore of `manifest` reads: its partitions' data and its boot areas."""
-    from recovery.verify import table_ids
-
-    wanted = {bytes.fromhex(a.blob) for a in manifest.boot_areas}
-    for _, table in tables.values():
-        wanted.update(bid for _, bid in table_ids(table))
-    return wanted
-
-
-def damage_message(ctx: RestoreRun, bad: set[bytes]) -> str:
-    """Snapshot, partition and byte range of the first damage, and how much more there is."""
-    where = []
-    cs = ctx.manifest.chunk_size
-    for number in sorted(ctx.unreadable):
-        where.append(f"partition {number}: its chunk list")
-    for part in ctx.manifest.partitions:
-        if part.number not in ctx.tables:
-            continue
-        table = ctx.tables[part.number][1]
-        windows = [w for w in range(len(table) // ID_SIZE) if table[w * ID_SIZE : (w + 1) * ID_SIZE] in bad]
-        if windows:
-            first = windows[0] * cs
-            more = f" and {len(windows) - 1} more MiB-window(s)" if len(windows) > 1 else ""
-            name = "the whole-disk filesystem" if part.number == 0 else f"partition {part.number}"
-            where.append(f"{name}, bytes {first}-{first + cs - 1}{more}")
-    if any(bytes.fromhex(a.blob) in bad for a in ctx.manifest.boot_areas):
-        where.append("the boot areas")
-    return f"snapshot {ctx.manifest.id[:8]} is damaged: " + "; ".join(where or ["chunks"])
+def damage_message(source: Source, found: list[SourceDamage]) -> str:
+    """The source and where its damage sits, in words: "snapshot 1a2b3c4d is damaged: partition 2, ..."."""
+    return f"{source.title()} is damaged: " + "; ".join([d.why for d in found] or ["pieces"])
 
 
 # ----------------------------------------------------------------------------- preparing the disk
@@ -183,8 +159,8 @@ class PrepareTarget(Action):
     def run(self, ctx: RestoreRun) -> None:
         from recovery.repo.repository import now_iso
 
-        mark = marker.IncompleteRestore(ctx.manifest.id, ctx.manifest.name, ctx.manifest.created, now_iso(),
-                                        str(ctx.repo.config.get("id", "")))
+        src = ctx.source
+        mark = marker.IncompleteRestore(src.id, src.name, src.created, now_iso(), src.repository_id)
         with Disk(ctx.target, writable=True) as disk:
             size = disk.size
             head = min(WIPE_HEAD, size)
@@ -256,39 +232,38 @@ _zero_lock = threading.Lock()
 
 def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> None:
     """Write the used bytes of partition `number` that `clip(off, n)` keeps, at `base` on the
-    disk. Resuming, a window whose bytes on the disk already hash to its chunk id is skipped;
-    salvaging, a damaged chunk's bytes are written as zeros and remembered."""
-    part = ctx.part(number)
-    ranges, table = ctx.tables[number]
-    cs = ctx.manifest.chunk_size
+    disk, piece by piece on a thread pool (the source's pieces: a snapshot's chunk windows).
+    Resuming, a piece whose bytes are already on the disk is skipped (checked against its digest
+    when the source knows one, else against the piece's bytes); salvaging, a damaged piece is
+    written as zeros and remembered."""
 
-    def put(item):
-        w, subs = item
-        at = w * cs
+    def put(piece: Piece):
+        at, subs = piece.offset, piece.subs
         kept = [c for off, n in subs if (c := clip(at + off, n))]
         if not kept:
             return 0, 0
         whole = sum(n for _, n in kept) == sum(n for _, n in subs)
-        bid = bytes(table[w * ID_SIZE : (w + 1) * ID_SIZE])
-        if ctx.resume and whole and _already_there(disk, base, at, subs, window_length(w, part.size, cs), bid):
+        if ctx.resume and whole and piece.digest is not None and \
+                _already_there(disk, base, at, subs, piece.length, piece.digest):
             return 0, sum(n for _, n in kept)
-        if bid in ctx.bad:
+        if piece.damaged:
             with _zero_lock:
                 ctx.damaged.setdefault(number, []).extend(kept)
             for off, n in kept:
                 disk.write(bytes(n), base + off, f"partition {number}")
             return sum(n for _, n in kept), 0
         try:
-            raw = memoryview(ctx.repo.read_blob(bid))
-        except DamageError as exc:   # proven a moment ago: the repository's drive is failing now
-            raise DamageError(f"partition {number}: the chunk at byte {at} cannot be read any more "
-                              f"({exc.message}); {INCOMPLETE}") from exc
+            raw = memoryview(piece.fetch())
+        except DamageError as exc:   # proven a moment ago: the source's drive is failing now
+            raise DamageError(f"{exc.message}; {INCOMPLETE}") from exc
+        if ctx.resume and whole and piece.digest is None and _same_there(disk, base, at, subs, raw):
+            return 0, sum(n for _, n in kept)
         for off, n in kept:
             disk.write(raw[off - at : off - at + n], base + off, f"partition {number}")
         return sum(n for _, n in kept), 0
 
     since_flush = 0
-    for wrote, skipped in ordered_map(put, used_windows(ranges, part.size, cs), ctx.cancel):
+    for wrote, skipped in ordered_map(put, ctx.source.pieces(number), ctx.cancel):
         ctx.written += wrote
         ctx.skipped += skipped
         ctx.meter.add(wrote + skipped)
@@ -309,6 +284,20 @@ def _already_there(disk: Disk, base: int, at: int, subs, length: int, bid: bytes
     return blob_id(buf) == bid
 
 
+def _same_there(disk: Disk, base: int, at: int, subs, raw: memoryview) -> bool:
+    """The piece's used bytes are on the disk already (a source without digests: compared by
+    the hash of what is there and of what would be written)."""
+    for off, n in subs:
+        buf = bytearray(n)
+        try:
+            disk.read_into(memoryview(buf), base + at + off, "checking what is already written")
+        except DiskError:
+            return False
+        if blob_id(buf) != blob_id(raw[off : off + n]):
+            return False
+    return True
+
+
 # ----------------------------------------------------------------------------- filesystems
 
 
@@ -327,9 +316,8 @@ class ShrinkFilesystem(Action):
 
     def run(self, ctx: RestoreRun) -> None:
         from recovery.apply.shrink import shrink_filesystem
-        from recovery.repo.reader import PartitionReader
 
-        reader = PartitionReader(ctx.repo, ctx.part(self.number), ctx.manifest.chunk_size)
+        reader = ctx.source.reader(self.number)
         ctx.meter.partition = self.number
         ctx.note(shrink_filesystem(ctx.target, ctx.entry(self.number), self.fs, self.old_size, reader.read,
                                    cancel=ctx.cancel))
@@ -390,13 +378,9 @@ class WriteTable(Action):
             return
         from recovery.apply.table import write_layout
 
-        boot = []
-        for area in ctx.manifest.boot_areas:
-            bid = bytes.fromhex(area.blob)
-            if bid in ctx.bad:
-                ctx.note("the saved boot code is damaged: the disk may need its boot loader re-installed")
-                continue
-            boot.append((area.offset, ctx.repo.read_blob(bid)))
+        if any(d.partition is None for d in ctx.damage):
+            ctx.note("the saved boot code is damaged: the disk may need its boot loader re-installed")
+        boot = ctx.source.boot_areas()      # without the pieces proven damaged
         if not any(off == 0 for off, _ in boot):
             boot.append((0, bytes(440)))     # no saved boot code: never leave the restore mark in it
         write_layout(ctx.target, ctx.after, boot)
@@ -429,7 +413,7 @@ class NameDamagedFiles(Action):
         from recovery.salvage import files_hit
 
         for number, ranges in sorted(ctx.damaged.items()):
-            part = ctx.part(number)
+            part = ctx.source.partition(number)
             entry = ctx.entry(number)
             if number in ctx.unreadable:
                 ctx.hits[number] = {"files": [], "metadata": ["the partition's chunk list is damaged: none of it "

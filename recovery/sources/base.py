@@ -9,6 +9,7 @@ made (a Clonezilla folder, a partclone file, a VHDX, a raw dd image). It gives
     source.reader(number)           random access to one partition's bytes (PartitionData)
     source.extents(number)          the partition's used bytes in disk order, for writing
     source.prove(on_progress)       every piece read and checked before a target is touched
+    source.pieces(number)           extents() as pieces a restore fetches and writes in parallel
 
 so a restore plans and writes from any of them the same way. Partition number 0 is a disk
 with no partition table (a whole-disk filesystem), as in Layout.
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from recovery.events import CancelToken, EventSink, Meter
 from recovery.model.layout import Layout
 
 EXTENT_BYTES = 4 * 1024 * 1024     # the default extents() piece: big reads, bounded memory
@@ -62,6 +64,21 @@ class Damage:
     why: str                    # plain words naming the piece: "piece sda2.ext4-ptcl-img.zst.ab is missing"
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of a partition a restore writes as one unit, fetched in a worker thread.
+    `subs` are the used ranges inside it (relative to `offset`); `fetch()` gives `length`
+    bytes whose unused ranges are zero. `digest`, when the source knows it without reading
+    (a snapshot's chunk id), lets a resumed restore check the target without fetching;
+    `damaged` pieces (salvage) are written as zeros."""
+    offset: int
+    length: int
+    subs: tuple[tuple[int, int], ...]
+    fetch: Callable[[], bytes]
+    digest: bytes | None = None
+    damaged: bool = False
+
+
 class Source(ABC):
     kind: str                   # what it is, for people: "Lifeboat snapshot", "Clonezilla image", ...
     id: str                     # stable identity: a snapshot id, or a digest of the image's files
@@ -69,6 +86,11 @@ class Source(ABC):
     created: str                # ISO 8601 date the disk was saved
     layout: Layout
     partitions: list[SourcePartition]
+    repository_id: str = ""     # the repository it lives in, if any (a restore mark names it)
+    location: str = ""          # the file or folder it is read from (a restore must not write there)
+    tool: str = ""              # the program that made it, when known ("Clonezilla 3.1.2", "qemu-img")
+    salvageable: bool = False   # its pieces() mark damaged pieces, so a restore can write the rest
+    unreadable: frozenset[int] = frozenset()   # partitions nothing of which can be read (salvage)
 
     def partition(self, number: int) -> SourcePartition:
         return next(p for p in self.partitions if p.number == number)
@@ -77,6 +99,10 @@ class Source(ABC):
     def boot_areas(self) -> list[tuple[int, bytes]]:
         """(disk offset, bytes) of what lies outside the partitions and must be restored:
         the MBR's boot code, the gap GRUB uses, hidden data Clonezilla saved after the MBR."""
+
+    def boot_area_count(self) -> int:
+        """How many boot areas boot_areas() gives (a plan counts them without reading them)."""
+        return len(self.boot_areas())
 
     @abstractmethod
     def reader(self, number: int) -> PartitionData:
@@ -94,14 +120,58 @@ class Source(ABC):
                 yield offset, reader.read(offset, n)
                 offset += n
 
+    def pieces(self, number: int) -> Iterator[Piece]:
+        """extents() as pieces for a restore to write; sources that can fetch pieces in
+        parallel or name their digests (a repository) override it."""
+        for offset, data in self.extents(number):
+            yield Piece(offset, len(data), ((0, len(data)),), lambda data=data: data)
+
+    def proof_size(self) -> tuple[int | None, int]:
+        """(pieces, bytes) prove() reads, for the plan's words; pieces None when the source
+        is not made of countable pieces."""
+        return None, sum(p.used_bytes for p in self.partitions)
+
+    def title(self) -> str:
+        """How messages name it: "snapshot 1a2b3c4d", "VHDX image pc.vhdx"."""
+        return f"{self.kind} {self.name}"
+
     @abstractmethod
     def prove(self, on_progress: Callable[[int, int], None] | None = None) -> list[Damage]:
         """Read and check every piece a restore needs (hashes, checksums, completeness),
         reporting (done, total) bytes; the damage found, empty when the source is intact."""
 
+    def prove_events(self, sink: EventSink, cancel: CancelToken) -> list[Damage]:
+        """prove() reporting "proof" Progress events to `sink`, stopped by `cancel` (checked at
+        each progress report). A source that proves on every core overrides it."""
+        meter: Meter | None = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal meter
+            cancel.check()
+            if meter is None:
+                meter = Meter("proof", total, sink)
+                meter.add(0, force=True)
+            meter.add(done - meter.done)
+
+        found = self.prove(progress)
+        if meter is not None:
+            meter.finish()
+        return found
+
+    def to_json(self) -> dict:
+        """What `lifeboat inspect --json` shows of it."""
+        return {
+            "kind": self.kind, "location": self.location, "name": self.name, "created": self.created,
+            "id": self.id, "tool": self.tool or None, "layout": self.layout.to_json(),
+            "partitions": [asdict(p) for p in self.partitions],
+        }
+
     def describe(self) -> list[str]:
         """Plain lines for `lifeboat inspect`: what it is, its disk and partitions."""
         return [f"{self.kind} {self.name}, saved {self.created}"]
+
+    def refresh(self) -> None:
+        """Re-read what may have changed since planning (a repository's index)."""
 
     def close(self) -> None:
         """Let go of files, mounts and helper processes the source opened."""

@@ -23,14 +23,17 @@ def place_prompt(place: Place, default: bool = False) -> Text:
     if default:
         t.append("  (suggested)", "italic")
     t.append("\n  ")
-    if place.is_repository:
+    if place.is_image:
+        t.append(place.image or "")
+    elif place.is_repository:
         n = place.snapshots or 0
         t.append(f"Lifeboat repository · {n} snapshot{'' if n == 1 else 's'}")
         if place.names:
             t.append(" of " + ", ".join(place.names[:3]) + ("…" if len(place.names) > 3 else ""))
     else:
         t.append("no repository yet: a new one will be made here")
-    t.append(f" · {humanize.size(place.free)} free")
+    if not place.is_image:
+        t.append(f" · {humanize.size(place.free)} free")
     if place.disk and place.partition:
         t.append(f" · on {display_path(place.disk)}")
     return t

@@ -63,8 +63,11 @@ class PlanScreen(Screen[str]):
         yield Header(show_clock=False, icon="")
         yield Static("The plan: nothing has been written yet" + (f"  [{self.step}]" if self.step else ""),
                      classes="screen-title")
+        origin = plan.origin
+        what = (f"the {origin.kind} {display_path(origin.location)}" if origin is not None and not
+                hasattr(origin, "manifest") else f"snapshot {plan.snapshot[:8]}")
         yield Static(
-            f"Restore “{plan.name}” from {humanize.when(plan.created)} (snapshot {plan.snapshot[:8]})\n"
+            f"Restore “{plan.name}” from {humanize.when(plan.created)} ({what})\n"
             f"onto {where}: {humanize.size(target.size)}"
             + (f", {target.model}" if target.model else "")
             + (f", serial {target.serial}" if target.serial else ""),
