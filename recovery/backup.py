@@ -64,7 +64,7 @@ def check_source(disk, repo: Repository) -> None:
             f"{m.source} is mounted read-write at {m.target}; unmount it first "
             f"(umount {m.target}) or remount it read-only, so the image is consistent"
         )
-    if is_on_disk(str(repo.path), disk.path):
+    if repo.local_path is not None and is_on_disk(str(repo.local_path), disk.path):
         raise RefusedError(
             f"the repository {repo.path} is on {disk.path}, the disk being backed up; "
             "keep backups on another drive"

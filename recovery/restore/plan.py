@@ -135,7 +135,7 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
     # which computer is being restored.
     sid = None if snapshot_ref == "latest" else repo.resolve(snapshot_ref, name)
     info = describe(target)
-    check_target(info, str(repo.path))
+    check_target(info, str(repo.local_path) if repo.local_path else None)
     sid = sid or repo.resolve(snapshot_ref, name, serial=info.serial)
     manifest = repo.load_manifest(sid)
     tables, unreadable = load_tables(repo, manifest, salvage)
