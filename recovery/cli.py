@@ -160,7 +160,7 @@ def cmd_repo(args) -> int:
     if args.repo_command != "init":
         raise UsageError("usage: lifeboat repo init PATH")
     repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force)
-    emit(args, {"repository": str(repo.path), "id": repo.config["id"]}, [f"created repository {repo.path}"])
+    emit(args, {"repository": repo.location, "id": repo.config["id"]}, [f"created repository {repo.location}"])
     return 0
 
 
@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     log_path = start_log(args.command) if args.command in ("backup", "restore", "verify") else None
     try:
         location_options(args)
+        terminal_prompts()
         return COMMANDS[args.command](args)
     except LifeboatError as exc:
         log.error("%s", exc.message, exc_info=True)
@@ -380,6 +381,26 @@ def location_options(args) -> None:
             os.environ[var] = value
     if getattr(args, "s3_path_style", None):
         os.environ["LIFEBOAT_S3_PATH_STYLE"] = "1"
+
+
+def terminal_prompts() -> None:
+    """On a terminal, an unknown SSH host key is shown and accepted by typing yes, and a
+    password is asked without echo; elsewhere both come from the environment or fail."""
+    if not sys.stdin.isatty():
+        return
+    import getpass
+
+    from recovery.storage import mounted
+
+    def host_key(server: str, prints: list[str]) -> bool:
+        print(f"The SSH server {server} is not known yet. Its host key:", file=sys.stderr)
+        for p in prints:
+            print(f"  {p}", file=sys.stderr)
+        print("Accept it only if it is the one the server's administrator gives you.", file=sys.stderr)
+        return input("Type yes to accept it and remember it: ").strip().lower() == "yes"
+
+    mounted.ask_host_key = host_key
+    mounted.ask_password = lambda prompt: getpass.getpass(prompt)
 
 
 def report_error(args, message: str, code: int) -> int:

@@ -112,3 +112,85 @@ def seaweedfs(tmp_path_factory):
     server.start()
     yield server
     server.kill()
+
+
+class PrivateSshd:
+    """OpenSSH's sshd on a free loopback port with its own host key, config and
+    authorized_keys (a key made for the tests); root logs in with that key only."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)[0]
+        self.host_key = work / "ssh_host_ed25519_key"
+        self.client_key = work / "client_key"
+        self.other_key = work / "unknown_client_key"
+        for key in (self.host_key, self.client_key, self.other_key):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        authorized = work / "authorized_keys"
+        authorized.write_text(self.client_key.with_suffix(".pub").read_text())
+        authorized.chmod(0o600)
+        self.config = work / "sshd_config"
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {work}/sshd.pid\n"
+            f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+            "MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n")
+        self.proc: subprocess.Popen | None = None
+
+    def fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.host_key.with_suffix(".pub"))],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[1]
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)          # sshd's privilege-separation folder
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)],
+                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        """The server and every session it serves go away at once (sessions leave the
+        server's process group, so they are found as its descendants)."""
+        if self.proc is not None:
+            for pid in [*descendants(self.proc.pid), self.proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+            self.proc = None
+
+    def env(self, data_dir: Path, **extra) -> dict:
+        env = {"LIFEBOAT_SSH_KEY": str(self.client_key), "LIFEBOAT_DATA_DIR": str(data_dir),
+               "LIFEBOAT_SSH_HOST_KEY": self.fingerprint()}
+        env.update(extra)
+        return env
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = PrivateSshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.kill()

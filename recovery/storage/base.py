@@ -47,6 +47,28 @@ class ObjectWriter(ABC):
     def abort(self) -> None: ...
 
 
+class BufferWriter(ObjectWriter):
+    """For places with no partial objects (object stores) or where a write must be repeatable
+    whole after a dropped connection (network mounts): the object is gathered in memory and
+    handed to `storage.write` at commit."""
+
+    def __init__(self, storage: "Storage"):
+        self.storage = storage
+        self.buf = bytearray()
+
+    def write(self, data) -> None:
+        self.buf += data
+
+    def commit(self, name: str) -> None:
+        try:
+            self.storage.write(name, self.buf)
+        finally:
+            self.buf = bytearray()
+
+    def abort(self) -> None:
+        self.buf = bytearray()
+
+
 class Storage(ABC):
     # Requests a backend handles well at once (reads of several packs, uploads): the local
     # folder gains nothing past a few, a network store hides its round trip behind many.

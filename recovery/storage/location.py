@@ -175,10 +175,6 @@ def open_location(where, **options):
         from recovery.storage.s3 import S3Storage
 
         return S3Storage(loc)
-    if loc.scheme == "sftp":
-        from recovery.storage.sftp import SftpStorage
-
-        return SftpStorage(loc)
     from recovery.storage.mounted import MountedStorage
 
     return MountedStorage.mount(loc)

@@ -24,7 +24,7 @@ from minio.credentials.providers import AWSConfigProvider, StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.errors import NoSpaceError
-from recovery.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError
+from recovery.storage.base import BufferWriter, ObjectInfo, Storage, StorageError
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
@@ -83,26 +83,6 @@ def _dns_failure(exc) -> bool:
             return False
         seen = nxt
     return False
-
-
-class BufferWriter(ObjectWriter):
-    """An object store has no partial objects: a pack is gathered in memory and sent whole."""
-
-    def __init__(self, storage: "S3Storage"):
-        self.storage = storage
-        self.buf = bytearray()
-
-    def write(self, data) -> None:
-        self.buf += data
-
-    def commit(self, name: str) -> None:
-        try:
-            self.storage.write(name, self.buf)
-        finally:
-            self.buf = bytearray()
-
-    def abort(self) -> None:
-        self.buf = bytearray()
 
 
 class S3Storage(Storage):
