@@ -117,6 +117,9 @@ def backup(
 
         meter = Meter("backup", bytes_used, sink)
         with repo.writer(zstd_level, threads) as session:
+            for line in session.lock.broken:         # a stale lock of a writer that is gone
+                warnings.append(line)
+                sink(Warning_(line))
             boot = [
                 BootArea(off, len(data), session.add_meta(data))
                 for off, data in read_boot_areas(source, layout)

@@ -130,6 +130,13 @@ class Lock:
                 live.append(holder)
         return live
 
+    @staticmethod
+    def _refuse_if_backups(others: list[dict]) -> None:
+        if others:
+            names = ", ".join(who(h) for h in others)
+            raise RepositoryError(f"the repository is busy: backups are running ({names}); "
+                                  "wait for them to finish")
+
     def _content(self) -> bytes:
         now = time.time()
         return json.dumps({
@@ -156,15 +163,18 @@ class Lock:
     def _acquire(self) -> None:
         if self.exclusive:
             holder = self._exclusive_holder()
-            if holder is not None or not self.storage.write_new(EXCLUSIVE, self._content()):
-                raise self._busy(holder or self._read(EXCLUSIVE))
+            if holder is not None:
+                raise self._busy(holder)
+            self._refuse_if_backups(self._shared_holders())
+            self.storage.remove_folder(SHARED_PREFIX)     # emptied of stale locks (a folder)
+            if not self.storage.write_new(EXCLUSIVE, self._content()):
+                self._refuse_if_backups(self._shared_holders())
+                raise self._busy(self._read(EXCLUSIVE))
             self.held = True
             others = self._shared_holders()
             if others:
                 self.release()
-                names = ", ".join(who(h) for h in others)
-                raise RepositoryError(f"the repository is busy: backups are running ({names}); "
-                                      "wait for them to finish")
+                self._refuse_if_backups(others)
             return
         self._shared_holders()            # stale shared locks are reported and removed
         for _ in range(3):
@@ -203,6 +213,14 @@ class Lock:
                     self.storage.remove_folder(SHARED_PREFIX)
             except StorageError as exc:
                 log.warning("cannot remove the repository lock: %s", exc)
+
+
+    def __enter__(self) -> "Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def lock_report(storage: Storage) -> list[dict]:
