@@ -181,10 +181,12 @@ def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
     """Refuse early when the new data clearly cannot fit. Without an earlier snapshot of this
     machine every used byte may be new (compression is unknown until read); with one, most of
     the disk is expected to dedup, so only a tenth is asked for."""
+    free = repo.free_space()
+    if free is None:
+        return                  # an object store says nothing: no need to read every manifest
     has_history = any(s.name == name for s in repo.snapshots())
     estimate = bytes_used // 10 if has_history else bytes_used // 2
-    free = repo.free_space()
-    if free is not None and free < estimate:
+    if free < estimate:
         raise NoSpaceError(
             f"the backup destination has {human_size(free)} free but this backup needs about "
             f"{human_size(estimate)}; free some space or use a larger drive"

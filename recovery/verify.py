@@ -13,6 +13,7 @@ from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name
 from recovery.repo.repository import Repository
+from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
 
 
@@ -118,6 +119,8 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     try:
         # Fewer bytes than asked when the pack is shorter than the index says.
         got = repo.storage.read_into(pack_name(pack_id), start, view)
+    except UnreachableError:
+        raise                             # the server is away: that proves nothing damaged
     except (OSError, LifeboatError):
         return {bid for bid, _ in members}, nbytes
     for bid, loc in members:
@@ -239,6 +242,8 @@ def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToke
             same = repo.storage.read_back_digest(name) == pack.digest
         except OSError as exc:
             raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {failing}") from exc
+        except UnreachableError:
+            raise
         except LifeboatError as exc:
             raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {failing}") from exc
         if not same:

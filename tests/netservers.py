@@ -69,9 +69,9 @@ class SeaweedS3:
              "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
              f"-s3.config={self.config}", "-master.volumeSizeLimitMB=256", "-volume.max=64"],
             stdout=open(self.work / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port)
+        wait_port(self.port, 120)
         # The S3 gateway listens before the filer behind it is ready: wait for a real answer.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 self.client().list_buckets()

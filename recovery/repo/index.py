@@ -15,7 +15,7 @@ import blake3
 from recovery.errors import DamageError
 from recovery.repo.format import ENTRY, INDEX_MAGIC, BlobEntry
 from recovery.repo.packs import read_footer
-from recovery.storage.base import Storage, StorageError
+from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
 PACK_HEADER = struct.Struct("<32sI")
@@ -90,14 +90,22 @@ class Index:
             if not info.name.endswith(".idx"):
                 continue
             try:
+                packs = None
                 data = cache.get(info.name) if cache else None
-                if data is None:
+                if data is not None:
+                    try:
+                        packs = parse_index_file(info.name, data)
+                    except DamageError:
+                        cache.drop(info.name)          # a damaged copy: fetch it again
+                if packs is None:
                     data = storage.read(info.name)
-                packs = parse_index_file(info.name, data)
-                if cache:
-                    cache.put(info.name, data)
+                    packs = parse_index_file(info.name, data)
+                    if cache:
+                        cache.put(info.name, data)
                 for pack_id, entries in packs:
                     index.add_pack(pack_id, entries)
+            except UnreachableError:
+                raise
             except (DamageError, FileNotFoundError, StorageError) as exc:
                 index.problems.append(str(exc))   # packs are scanned below instead
         for info in sorted(storage.list("packs/"), key=lambda i: i.name):

@@ -19,7 +19,7 @@ from recovery.repo.format import (
     encode_footer,
     pack_id_of,
 )
-from recovery.storage.base import Storage, StorageError
+from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
 
@@ -121,6 +121,8 @@ def read_footer(where, name: str | None = None, size: int | None = None) -> list
         raise DamageError(f"pack {label} cannot be read: it is missing") from exc
     except OSError as exc:
         raise DamageError(f"pack {label} cannot be read: {exc.strerror}") from exc
+    except UnreachableError:
+        raise
     except StorageError as exc:
         raise DamageError(f"pack {label} cannot be read: {exc.message}") from exc
     finally:

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,11 +27,12 @@ from recovery.repo.format import (
     KIND_META,
     blob_id,
 )
-from recovery.repo.index import Index, write_index_file
+from recovery.repo.cache import IndexCache
+from recovery.repo.index import Index, encode_index_file, write_index_file
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
-from recovery.storage.base import Storage, StorageError
+from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
 
@@ -166,7 +168,8 @@ class Repository:
         self.config = config
         self.chunk_size: int = config["chunk_size"]
         self._index: Index | None = None
-        self.index_cache = None          # an IndexCache, set by whoever opens the repository
+        # Network repositories keep copies of what never changes on this machine.
+        self.index_cache = IndexCache.for_repository(config.get("id", "")) if self.storage.remote else None
         self._dctx = threading.local()
 
     @property
@@ -287,14 +290,25 @@ class Repository:
                       if i.name.endswith(".json") and "/" not in i.name[len("snapshots/"):])
 
     def load_manifest(self, snapshot_id: str) -> Manifest:
+        name = f"snapshots/{snapshot_id}.json"
+        raw = self.index_cache.get(name) if self.index_cache else None
+        if raw is not None and blake3.blake3(raw).hexdigest() == snapshot_id:
+            return self._parse_manifest(raw, snapshot_id)
         try:
-            raw = self.storage.read(f"snapshots/{snapshot_id}.json")
+            raw = self.storage.read(name)
         except FileNotFoundError:
             raise RepositoryError(f"no snapshot {snapshot_id[:8]} in {self.path}") from None
+        except UnreachableError:
+            raise
         except StorageError as exc:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
+        if self.index_cache:
+            self.index_cache.put(name, raw)
+        return self._parse_manifest(raw, snapshot_id)
+
+    def _parse_manifest(self, raw: bytes, snapshot_id: str) -> Manifest:
         try:
             data = json.loads(raw)
             if data.get("format") != MANIFEST_FORMAT or data.get("version") != MANIFEST_VERSION:
@@ -373,6 +387,8 @@ class Repository:
         raw = (json.dumps(manifest.to_json(), sort_keys=True, indent=1) + "\n").encode()
         sid = blake3.blake3(raw).hexdigest()
         self.storage.write(f"snapshots/{sid}.json", raw)
+        if self.index_cache:
+            self.index_cache.put(f"snapshots/{sid}.json", raw)
         manifest.id = sid
         return sid
 
@@ -423,6 +439,8 @@ class Repository:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: it is missing") from exc
         except OSError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.strerror}") from exc
+        except UnreachableError:
+            raise                 # the server is away: nothing is known to be damaged
         except StorageError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.message}") from exc
         return self.decode(bid, stored, loc.raw_len, loc.codec)
@@ -468,6 +486,12 @@ class WriteSession:
         self.compressor = Compressor(zstd_level, threads)
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
         self.lock = Lock(repo.storage)
+        try:
+            self._refresh_every = max(float(os.environ.get("LIFEBOAT_INDEX_REFRESH", 10)), 0.0)
+        except ValueError:
+            self._refresh_every = 10.0
+        self._next_refresh = time.monotonic() + self._refresh_every
+        self._refreshing = threading.Lock()
         self.session_id = uuid.uuid4().hex
         self._unfinished: list[str] = []
         self._pack: PackWriter | None = None
@@ -518,7 +542,33 @@ class WriteSession:
         self.repo.storage.scratch_clean(None)
 
     def has(self, bid: bytes) -> bool:
+        if time.monotonic() >= self._next_refresh:
+            self._refresh()
         return bid in self._pending_ids or bid in self.repo.index
+
+    def _refresh(self) -> None:
+        """Learn the packs other backups (other machines) sealed since this one started, so
+        what they store is not stored again: their footers, read once each. One listing per
+        LIFEBOAT_INDEX_REFRESH seconds (10 by default)."""
+        if not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            self._next_refresh = time.monotonic() + self._refresh_every
+            storage, index = self.repo.storage, self.repo.index
+            for info in storage.list("packs/"):
+                if not info.name.endswith(".pack"):
+                    continue
+                pack_id = info.name.rpartition("/")[2][: -len(".pack")]
+                if index.has_pack(pack_id):
+                    continue
+                try:
+                    index.add_pack(pack_id, read_footer(storage, info.name, info.size))
+                except DamageError:
+                    continue          # one being replaced, or damaged: its blobs are simply stored again
+        except (OSError, LifeboatError):
+            pass                      # only deduplication with the others suffers
+        finally:
+            self._refreshing.release()
 
     # -- resuming: what an interrupted backup stored is reused, and counted apart ----------
     def _unfinished_blobs(self) -> set[bytes]:
@@ -623,7 +673,10 @@ class WriteSession:
 
     def _write_index(self) -> None:
         if self._unindexed:
-            write_index_file(self.repo.storage, self._unindexed)
+            name, body = encode_index_file(self._unindexed)
+            self.repo.storage.write(name, body)
+            if self.repo.index_cache:
+                self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it
             self._unindexed = []
 
     def flush(self) -> None:

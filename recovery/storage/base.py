@@ -26,6 +26,11 @@ class StorageError(RepositoryError):
     """The storage cannot be reached or refuses an operation (network, permission, ...)."""
 
 
+class UnreachableError(StorageError):
+    """The server stopped answering and did not come back in time. Never a sign of damage:
+    whoever reads blobs lets it through instead of marking anything damaged."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     name: str
@@ -73,6 +78,7 @@ class Storage(ABC):
     # Requests a backend handles well at once (reads of several packs, uploads): the local
     # folder gains nothing past a few, a network store hides its round trip behind many.
     parallelism = 4
+    remote = False      # reached over a network: worth caching what never changes
 
     @abstractmethod
     def describe(self) -> str:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from recovery.errors import RefusedError
 from recovery.host import netmounts
-from recovery.storage.base import BufferWriter, ObjectInfo, StorageError
+from recovery.storage.base import BufferWriter, ObjectInfo, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
@@ -70,6 +70,7 @@ def _transient(exc) -> bool:
 
 class MountedStorage(LocalStorage):
     parallelism = 8
+    remote = True
 
     def __init__(self, loc: Location, mountpoint: Path, folder: Path):
         super().__init__(folder)
@@ -104,7 +105,7 @@ class MountedStorage(LocalStorage):
     # -- every call retried while the connection is away -------------------------------
     def _again(self, fn):
         def fail(exc, waited):
-            return StorageError(f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up "
+            return UnreachableError(f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up "
                                 f"after {int(waited)} s — nothing already saved is lost; run it again when "
                                 "the server is back (LIFEBOAT_RETRY_SECONDS sets how long to wait)")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 from urllib.parse import urlsplit
 
 import certifi
@@ -24,7 +25,7 @@ from minio.credentials.providers import AWSConfigProvider, StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.errors import NoSpaceError
-from recovery.storage.base import BufferWriter, ObjectInfo, Storage, StorageError
+from recovery.storage.base import BufferWriter, ObjectInfo, Storage, StorageError, UnreachableError
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
@@ -87,6 +88,7 @@ def _dns_failure(exc) -> bool:
 
 class S3Storage(Storage):
     parallelism = 16
+    remote = True
 
     def __init__(self, loc: Location):
         self.loc = loc
@@ -107,6 +109,8 @@ class S3Storage(Storage):
             if loc.options.get("path_style"):
                 self.client.disable_virtual_style_endpoint()
         self.retrier = Retrier()
+        self.requests = 0                   # calls made (a list of >1000 keys counts once)
+        self._count_lock = threading.Lock()
         self._check_bucket()
 
     # -- errors ------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class S3Storage(Storage):
     def _fail(self, exc, waited: float) -> Exception:
         reason = self._reason(exc)
         if self.retrier.reached:
-            return StorageError(f"the S3 server {self.endpoint} stopped answering ({reason}); gave up "
+            return UnreachableError(f"the S3 server {self.endpoint} stopped answering ({reason}); gave up "
                                 f"after {int(waited)} s — nothing already saved is lost; run it again "
                                 "when the server is back (LIFEBOAT_RETRY_SECONDS sets how long to wait)")
         return StorageError(f"cannot reach the S3 server {self.endpoint} ({reason}); check the address "
@@ -134,8 +138,13 @@ class S3Storage(Storage):
         return f"HTTP {status}" if status else type(exc).__name__
 
     def _call(self, fn, name: str | None = None):
+        def counted():
+            with self._count_lock:
+                self.requests += 1
+            return fn()
+
         try:
-            return self.retrier.call(fn, transient, self._fail)
+            return self.retrier.call(counted, transient, self._fail)
         except S3Error as exc:
             raise self._s3_error(exc, name) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, InvalidResponseError, ServerError) as exc:

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,7 +15,8 @@ from recovery.repo.repository import Repository
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
-from tests.netservers import SECRET_KEY, free_ports, seaweedfs  # noqa: F401 - the fixture
+from tests.integration.test_repository_sharing import backups_at_once, office
+from tests.netservers import SECRET_KEY, free_ports
 
 pytestmark = pytest.mark.usefixtures("s3env")
 
@@ -65,41 +65,22 @@ def test_three_backups_into_one_bucket_at_once_deduplicate(tmp_path, s3env):
     s3env.bucket("office")
     repo = "s3://office/all"
     lifeboat("repo", "init", repo)
-    shared = data_tree(tmp_path / "shared", 12, MiB, seed=11)      # "installed from one image"
-    disks = []
-    for i in range(3):
-        tree = tmp_path / f"tree{i}"
-        subprocess.run(["cp", "-a", str(shared), str(tree)], check=True)
-        (tree / "own.bin").write_bytes(bytes([i + 1]) * (2 * MiB))
-        ext = fi.make_ext4(tmp_path / f"p{i}.img", 32 * MiB, tree, garbage=False)
-        disks.append((one_partition_disk(tmp_path, f"pc{i}", ext, 40 * MiB)[0], tree))
-
-    def backup(i):
-        return subprocess.run([sys.executable, "-m", "recovery", "backup", str(disks[i][0]), "--repo", repo,
-                               "--name", f"pc{i}", "--json"], cwd=ROOT, capture_output=True, text=True)
-
-    with ThreadPoolExecutor(3) as pool:
-        runs = list(pool.map(backup, range(3)))
-    for run in runs:
-        assert run.returncode == 0, run.stderr
-    results = [json.loads(r.stdout) for r in runs]
-    used = sum(r["bytes_used"] for r in results)
+    disks = office(tmp_path, shared_mib=24)
+    results, _ = backups_at_once(disks, repo)
     stored = sum(r["bytes_stored_new"] for r in results)
-    # 12 MiB of random data in common: stored about once (a race may store a chunk twice),
-    # never three times.
-    assert used > 3 * 12 * MiB
-    assert stored < 2 * 12 * MiB + 3 * MiB, (stored, used)
+    assert sum(r["bytes_used"] for r in results) > 3 * 26 * MiB
+    assert stored < 2 * 24 * MiB, stored       # what they share is not stored three times, nor twice
     snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
     assert sorted(s["name"] for s in snaps) == ["pc0", "pc1", "pc2"]
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     objs = [o.object_name for o in s3env.client().list_objects("office", prefix="all/lock", recursive=True)]
     assert objs == []                                  # every shared lock was released
     for i in (0, 2):
-        target = blank(tmp_path / f"t{i}.img", 40 * MiB)
+        target = blank(tmp_path / f"t{i}.img", 52 * MiB)
         lifeboat("restore", "latest", target, "--repo", repo, "--name", f"pc{i}", "--yes")
         part = Repository.open(repo)
         start = part.load_manifest(part.resolve("latest", name=f"pc{i}")).partitions[0].start
-        assert fi.ext_tree(target, start, 32 * MiB) == fi.ext_tree(tmp_path / f"p{i}.img")
+        assert fi.ext_tree(target, start, 44 * MiB) == fi.ext_tree(tmp_path / f"p{i}.img")
 
 
 def test_server_killed_mid_backup_then_back(tmp_path, s3env, monkeypatch):
@@ -202,3 +183,4 @@ def test_each_mistake_is_one_plain_line(tmp_path, s3env, monkeypatch, case):
 
 def initialised(bucket, server) -> bool:
     return any(True for _ in server.client().list_objects(bucket, prefix="r/lifeboat-repo.json"))
+

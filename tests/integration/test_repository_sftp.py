@@ -14,7 +14,6 @@ import pytest
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
-from tests.netservers import sshd  # noqa: F401 - the fixture
 
 
 @pytest.fixture
