@@ -154,8 +154,10 @@ def prove_blobs(
     regions, bad, total = _regions(repo.index, ids)
     meter = Meter(phase, total, sink)
     meter.add(0, force=True)
+    # Over a network each read waits a round trip: many in flight hide it.
+    remote = repo.storage.parallelism if repo.storage.remote else None
     for damaged, nbytes in ordered_map(lambda region: _prove_region(repo, region), regions, cancel,
-                                       io_bound=True):
+                                       io_bound=True, cores=remote):
         bad |= damaged
         meter.add(nbytes)
     meter.finish()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 

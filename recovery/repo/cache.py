@@ -14,7 +14,6 @@ import re
 import uuid
 from pathlib import Path
 
-from recovery.errors import DamageError
 from recovery.repo.format import TRAILER, BlobEntry, encode_footer, pack_id_of
 
 
@@ -89,6 +88,3 @@ class IndexCache:
 
     def put_footer(self, pack_id: str, size: int, entries: list[BlobEntry]) -> None:
         self.put(f"footers/{pack_id}-{size}", encode_footer(entries))
-
-
-__all__ = ["IndexCache", "cache_root", "DamageError"]

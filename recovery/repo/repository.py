@@ -497,7 +497,9 @@ class WriteSession:
         self._pack: PackWriter | None = None
         self._pending_ids: set[bytes] = set()
         self._sealing: deque[tuple[Future, PackWriter]] = deque()
-        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="seal")
+        # A network store takes several uploads at once; a local drive one flush at a time.
+        self._seal_threads = 3 if repo.storage.remote else 1
+        self._sealer = ThreadPoolExecutor(self._seal_threads, thread_name_prefix="seal")
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
@@ -652,7 +654,7 @@ class WriteSession:
     def _seal(self) -> None:
         writer, self._pack = self._pack, None
         self._sealing.append((self._sealer.submit(self._finish_pack, writer), writer))
-        self._collect(keep=self.SEALS_IN_FLIGHT)
+        self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
 
     def _collect(self, keep: int | None = None) -> None:
         """Index the packs whose seal has finished, oldest first, waiting for more until at

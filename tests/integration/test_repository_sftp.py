@@ -4,7 +4,6 @@ once, a changed host key and a wrong key refused, the server killed mid-backup."
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
