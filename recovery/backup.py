@@ -64,7 +64,7 @@ def check_source(disk, repo: Repository) -> None:
             f"{m.source} is mounted read-write at {m.target}; unmount it first "
             f"(umount {m.target}) or remount it read-only, so the image is consistent"
         )
-    if is_on_disk(str(repo.path), disk.path):
+    if repo.local_path is not None and is_on_disk(str(repo.local_path), disk.path):
         raise RefusedError(
             f"the repository {repo.path} is on {disk.path}, the disk being backed up; "
             "keep backups on another drive"
@@ -117,6 +117,9 @@ def backup(
 
         meter = Meter("backup", bytes_used, sink)
         with repo.writer(zstd_level, threads) as session:
+            for line in session.lock.broken:         # a stale lock of a writer that is gone
+                warnings.append(line)
+                sink(Warning_(line))
             boot = [
                 BootArea(off, len(data), session.add_meta(data))
                 for off, data in read_boot_areas(source, layout)
@@ -178,10 +181,12 @@ def _check_room(repo: Repository, name: str, bytes_used: int) -> None:
     """Refuse early when the new data clearly cannot fit. Without an earlier snapshot of this
     machine every used byte may be new (compression is unknown until read); with one, most of
     the disk is expected to dedup, so only a tenth is asked for."""
+    free = repo.free_space()
+    if free is None:
+        return                  # an object store says nothing: no need to read every manifest
     has_history = any(s.name == name for s in repo.snapshots())
     estimate = bytes_used // 10 if has_history else bytes_used // 2
-    free = repo.free_space()
-    if free is not None and free < estimate:
+    if free < estimate:
         raise NoSpaceError(
             f"the backup destination has {human_size(free)} free but this backup needs about "
             f"{human_size(estimate)}; free some space or use a larger drive"

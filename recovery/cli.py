@@ -23,9 +23,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lifeboat {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    def location_args(sp):
+        sp.add_argument("--s3-endpoint", metavar="URL",
+                        help="an S3-compatible server for s3:// locations, e.g. https://minio.lan:9000 "
+                             "(or set LIFEBOAT_S3_ENDPOINT; default AWS)")
+        sp.add_argument("--s3-region", help="the S3 region (or set LIFEBOAT_S3_REGION)")
+        sp.add_argument("--s3-path-style", action="store_true", default=None,
+                        help="address buckets as URL/bucket/key (what most self-hosted stores serve)")
+
     def repo_arg(sp, required=True):
         sp.add_argument("--repo", default=os.environ.get("LIFEBOAT_REPO"), required=required and not os.environ.get("LIFEBOAT_REPO"),
-                        help="the repository folder (or set LIFEBOAT_REPO)")
+                        help="the repository: a folder, or s3://bucket/prefix, sftp://user@host/path, "
+                             "smb://[domain;]user@host/share/path, nfs://host/export/path (or set LIFEBOAT_REPO)")
+        location_args(sp)
 
     d = sub.add_parser("disks", help="list whole disks")
     d.add_argument("--json", action="store_true")
@@ -33,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("repo", help="manage repositories")
     rsub = r.add_subparsers(dest="repo_command", metavar="ACTION")
     ri = rsub.add_parser("init", help="create a new repository")
-    ri.add_argument("path")
+    ri.add_argument("path", help="a folder or a location (see --repo)")
+    location_args(ri)
     ri.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per chunk (default 1 MiB)")
     ri.add_argument("--force", action="store_true",
                     help="create it even on a read-only or in-memory (tmpfs) filesystem")
@@ -165,7 +176,7 @@ def cmd_repo(args) -> int:
     if args.repo_command != "init":
         raise UsageError("usage: lifeboat repo init PATH")
     repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force)
-    emit(args, {"repository": str(repo.path), "id": repo.config["id"]}, [f"created repository {repo.path}"])
+    emit(args, {"repository": repo.location, "id": repo.config["id"]}, [f"created repository {repo.location}"])
     return 0
 
 
@@ -441,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addHandler(logging.NullHandler())   # details only ever go to the log file
     log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import") else None
     try:
+        location_options(args)
+        terminal_prompts()
         return COMMANDS[args.command](args)
     except LifeboatError as exc:
         log.error("%s", exc.message, exc_info=True)
@@ -451,6 +464,36 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("internal error")
         where = f" (details in {log_path})" if log_path else ""
         return report_error(args, f"internal error: {exc}{where}", 1)
+
+
+def location_options(args) -> None:
+    """The S3 flags become the environment every location is opened with (no secret among them)."""
+    for flag, var in (("s3_endpoint", "LIFEBOAT_S3_ENDPOINT"), ("s3_region", "LIFEBOAT_S3_REGION")):
+        value = getattr(args, flag, None)
+        if value:
+            os.environ[var] = value
+    if getattr(args, "s3_path_style", None):
+        os.environ["LIFEBOAT_S3_PATH_STYLE"] = "1"
+
+
+def terminal_prompts() -> None:
+    """On a terminal, an unknown SSH host key is shown and accepted by typing yes, and a
+    password is asked without echo; elsewhere both come from the environment or fail."""
+    if not sys.stdin.isatty():
+        return
+    import getpass
+
+    from recovery.storage import mounted
+
+    def host_key(server: str, prints: list[str]) -> bool:
+        print(f"The SSH server {server} is not known yet. Its host key:", file=sys.stderr)
+        for p in prints:
+            print(f"  {p}", file=sys.stderr)
+        print("Accept it only if it is the one the server's administrator gives you.", file=sys.stderr)
+        return input("Type yes to accept it and remember it: ").strip().lower() == "yes"
+
+    mounted.ask_host_key = host_key
+    mounted.ask_password = lambda prompt: getpass.getpass(prompt)
 
 
 def report_error(args, message: str, code: int) -> int:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from recovery.errors import DamageError
+from recovery.errors import DamageError, LifeboatError
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
-from recovery.repo.packs import WrittenPack, file_digest, pack_path
+from recovery.repo.packs import WrittenPack, pack_name
 from recovery.repo.repository import Repository
+from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
 
 
@@ -117,20 +117,12 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     nbytes = sum(loc.stored_len for _, loc in members)
     view = _buffer(length)
     try:
-        fd = os.open(pack_path(repo.path, pack_id), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        # Fewer bytes than asked when the pack is shorter than the index says.
+        got = repo.storage.read_into(pack_name(pack_id), start, view)
+    except UnreachableError:
+        raise                             # the server is away: that proves nothing damaged
+    except (OSError, LifeboatError):
         return {bid for bid, _ in members}, nbytes
-    got = 0
-    try:
-        while got < length:
-            n = os.preadv(fd, [view[got:]], start + got)
-            if n <= 0:
-                break                     # the pack is shorter than the index says
-            got += n
-    except OSError:
-        pass                              # what was read before the error is still proven
-    finally:
-        os.close(fd)
     for bid, loc in members:
         lo = loc.offset - start
         hi = lo + loc.stored_len
@@ -162,8 +154,10 @@ def prove_blobs(
     regions, bad, total = _regions(repo.index, ids)
     meter = Meter(phase, total, sink)
     meter.add(0, force=True)
+    # Over a network each read waits a round trip: many in flight hide it.
+    remote = repo.storage.parallelism if repo.storage.remote else None
     for damaged, nbytes in ordered_map(lambda region: _prove_region(repo, region), regions, cancel,
-                                       io_bound=True):
+                                       io_bound=True, cores=remote):
         bad |= damaged
         meter.add(nbytes)
     meter.finish()
@@ -244,11 +238,16 @@ def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToke
     failing = "the destination drive may be failing — the snapshot was not saved"
 
     def read_back(pack: WrittenPack):
-        path = pack_path(repo.path, pack.id)
+        name = pack_name(pack.id)
+        path = repo.storage.where(name)
         try:
-            same = file_digest(path) == pack.digest
+            same = repo.storage.read_back_digest(name) == pack.digest
         except OSError as exc:
             raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {failing}") from exc
+        except UnreachableError:
+            raise
+        except LifeboatError as exc:
+            raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {failing}") from exc
         if not same:
             raise DamageError(f"the backup did not read back correctly from {path}; {failing}")
         return pack.size

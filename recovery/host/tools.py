@@ -32,6 +32,21 @@ def run(args: list[str], stdin: str | None = None, check: bool = True, env: dict
                           pass_fds=pass_fds, errors=errors)
 
 
+def run_daemon(args: list[str], env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a tool that leaves a process behind holding its output open (sshfs's ssh): its
+    output goes through a file, not a pipe, so the call returns when the tool does."""
+    import tempfile
+
+    require(args[0])
+    log.debug("run %s", " ".join(args))
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False,
+                              env={**os.environ, **env} if env else None, timeout=timeout)
+        out.seek(0)
+        said = out.read()
+    return subprocess.CompletedProcess(args, proc.returncode, said, said)
+
+
 def run_bytes(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     """Like run, for tools whose output is binary (ntfscat, mtype)."""
     require(args[0])

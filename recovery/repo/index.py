@@ -6,7 +6,6 @@ without an index file (a killed backup) is found by listing packs/ and reading i
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ import blake3
 
 from recovery.errors import DamageError
 from recovery.repo.format import ENTRY, INDEX_MAGIC, BlobEntry
-from recovery.repo.packs import fsync_dir, read_footer
+from recovery.repo.packs import read_footer
+from recovery.storage.base import Storage, StorageError, UnreachableError
+from recovery.storage.local import LocalStorage
 
 PACK_HEADER = struct.Struct("<32sI")
 _OFFSET_BITS = 40
@@ -76,26 +77,57 @@ class Index:
         return pack_id in self._pack_numbers
 
     @classmethod
-    def load(cls, root: Path) -> "Index":
+    def load(cls, storage, cache=None) -> "Index":
+        """Every index file, then the footer of each pack no index file names. `storage` is a
+        Storage (or a repository folder's path); `cache` (an IndexCache) keeps copies of
+        index files and footers on this machine, so a network repository opened again costs
+        one listing plus what is new since."""
+        if not isinstance(storage, Storage):
+            with LocalStorage(Path(storage)) as local:
+                return cls.load(local, cache)
         index = cls()
-        for path in sorted((root / "index").glob("*.idx")):
+        for info in sorted(storage.list("index/"), key=lambda i: i.name):
+            if not info.name.endswith(".idx"):
+                continue
             try:
-                for pack_id, entries in read_index_file(path):
+                packs = None
+                data = cache.get(info.name) if cache else None
+                if data is not None:
+                    try:
+                        packs = parse_index_file(info.name, data)
+                    except DamageError:
+                        cache.drop(info.name)          # a damaged copy: fetch it again
+                if packs is None:
+                    data = storage.read(info.name)
+                    packs = parse_index_file(info.name, data)
+                    if cache:
+                        cache.put(info.name, data)
+                for pack_id, entries in packs:
                     index.add_pack(pack_id, entries)
-            except DamageError as exc:
+            except UnreachableError:
+                raise
+            except (DamageError, FileNotFoundError, StorageError) as exc:
                 index.problems.append(str(exc))   # packs are scanned below instead
-        for path in sorted((root / "packs").glob("*/*.pack")):
-            pack_id = path.stem
+        for info in sorted(storage.list("packs/"), key=lambda i: i.name):
+            if not info.name.endswith(".pack"):
+                continue
+            pack_id = info.name.rpartition("/")[2][: -len(".pack")]
             if index.has_pack(pack_id):
                 continue
             try:
-                index.add_pack(pack_id, read_footer(path))
+                entries = cache.footer(pack_id, info.size) if cache else None
+                if entries is None:
+                    entries = read_footer(storage, info.name, info.size)
+                    if cache:
+                        cache.put_footer(pack_id, info.size, entries)
+                index.add_pack(pack_id, entries)
             except DamageError as exc:
                 index.problems.append(str(exc))
         return index
 
 
-def write_index_file(root: Path, packs: list[tuple[str, list[BlobEntry]]]) -> Path:
+def encode_index_file(packs: list[tuple[str, list[BlobEntry]]]) -> tuple[str, bytes]:
+    """An index file's object name and bytes."""
     body = bytearray(INDEX_MAGIC)
     for pack_id, entries in packs:
         body += PACK_HEADER.pack(bytes.fromhex(pack_id), len(entries))
@@ -103,25 +135,26 @@ def write_index_file(root: Path, packs: list[tuple[str, list[BlobEntry]]]) -> Pa
             body += e.pack()
     digest = blake3.blake3(body).digest()
     body += digest
-    name = digest.hex()
-    tmp = root / "tmp" / f"{name}.idx"
-    with open(tmp, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    final = root / "index" / f"{name}.idx"
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    return final
+    return f"index/{digest.hex()}.idx", bytes(body)
+
+
+def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]]) -> str:
+    name, body = encode_index_file(packs)
+    storage.write(name, body)
+    return name
 
 
 def read_index_file(path: Path) -> list[tuple[str, list[BlobEntry]]]:
-    data = path.read_bytes()
+    return parse_index_file(Path(path).name, Path(path).read_bytes())
+
+
+def parse_index_file(name: str, data: bytes) -> list[tuple[str, list[BlobEntry]]]:
+    label = name.rpartition("/")[2]
     if not data.startswith(INDEX_MAGIC) or len(data) < len(INDEX_MAGIC) + 32:
-        raise DamageError(f"index file {path.name} is damaged")
+        raise DamageError(f"index file {label} is damaged")
     body, digest = data[:-32], data[-32:]
     if blake3.blake3(body).digest() != digest:
-        raise DamageError(f"index file {path.name} is damaged")
+        raise DamageError(f"index file {label} is damaged")
     out = []
     pos = len(INDEX_MAGIC)
     while pos < len(body):

@@ -1,15 +1,15 @@
-"""Pack files: blobs back to back, then a footer listing them. Written under tmp/, fsynced,
-then renamed into packs/XX/ so a pack is either whole or absent."""
+"""Pack objects: blobs back to back, then a footer listing them. Filled through the storage's
+object writer and made visible whole under packs/XX/ only when sealed, so a pack is either
+whole or absent — on a local folder (rename) and on an object store (one upload) alike."""
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-from recovery.errors import DamageError, NoSpaceError, RepositoryError
-from recovery.host import direct
+import blake3
+
+from recovery.errors import DamageError
 from recovery.repo.format import (
     ENTRY,
     PACK_END_MAGIC,
@@ -19,8 +19,8 @@ from recovery.repo.format import (
     encode_footer,
     pack_id_of,
 )
-
-import blake3
+from recovery.storage.base import Storage, StorageError, UnreachableError
+from recovery.storage.local import LocalStorage
 
 
 class WrittenPack(NamedTuple):
@@ -31,56 +31,31 @@ class WrittenPack(NamedTuple):
     size: int
 
 
+def pack_name(pack_id: str) -> str:
+    """A pack's object name in the repository."""
+    return f"packs/{pack_id[:2]}/{pack_id}.pack"
+
+
 def pack_path(root: Path, pack_id: str) -> Path:
-    return root / "packs" / pack_id[:2] / f"{pack_id}.pack"
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return  # some filesystems (vfat through FUSE) cannot open a directory for fsync
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def no_space(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    """A pack's file in a repository folder on this machine."""
+    return Path(root) / pack_name(pack_id)
 
 
 class PackWriter:
-    """Appends blobs to one pack under tmp/; `finish()` seals it and moves it into place."""
+    """Appends blobs to one new pack; `finish()` seals it and makes it visible."""
 
-    def __init__(self, root: Path, tmp_name: str):
-        self.root = root
-        self.tmp_path = root / "tmp" / tmp_name
+    def __init__(self, storage: Storage):
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
         self._hasher = blake3.blake3()
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._out = storage.create()
         self._write(PACK_MAGIC)
 
     def _write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self._fd, view)
-            except OSError as exc:
-                self.abort()
-                if no_space(exc):
-                    raise NoSpaceError(
-                        "the backup destination is full; the repository is unchanged and every "
-                        "earlier snapshot is intact — free some space or use a larger drive"
-                    ) from exc
-                raise RepositoryError(f"cannot write to the repository: {exc.strerror}") from exc
-            self._hasher.update(view[:n])
-            view = view[n:]
-            self.size += n
+        self._out.write(data)             # a failing writer removes what it wrote
+        self._hasher.update(data)
+        self.size += len(data)
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
         entry = BlobEntry(blob_id, self.size, len(stored), raw_len, kind, codec)
@@ -91,83 +66,65 @@ class PackWriter:
     def finish(self) -> tuple[str, list[BlobEntry]]:
         footer = encode_footer(self.entries)
         self._write(footer)
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            self.abort()
-            raise RepositoryError(f"cannot flush the repository: {exc.strerror}") from exc
-        # Drop the cached pages so the read-back check after backup reads the medium.
-        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(self._fd)
-        self._fd = -1
         self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
-        final = pack_path(self.root, pack_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp_path, final)
-        fsync_dir(final.parent)
+        self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
     def abort(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        try:
-            self.tmp_path.unlink()
-        except FileNotFoundError:
-            pass
+        self._out.abort()
 
 
-def read_footer(path: Path) -> list[BlobEntry]:
-    """Read and check a pack's footer; DamageError when it is truncated or altered."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size < len(PACK_MAGIC) + TRAILER.size:
-                raise DamageError(f"pack {path.name} is truncated")
-            f.seek(size - TRAILER.size)
-            count, _, digest, magic = TRAILER.unpack(f.read(TRAILER.size))
-            body_len = count * ENTRY.size
-            if magic != PACK_END_MAGIC or body_len > size - TRAILER.size - len(PACK_MAGIC):
-                raise DamageError(f"pack {path.name} has a damaged footer")
-            f.seek(size - TRAILER.size - body_len)
-            body = f.read(body_len)
-    except OSError as exc:
-        raise DamageError(f"pack {path.name} cannot be read: {exc.strerror}") from exc
+def parse_footer(name: str, size: int, tail: bytes) -> list[BlobEntry] | int:
+    """Check a pack's footer from the last bytes of the pack (`size` in all). Returns the
+    entries, or the number of trailing bytes needed when `tail` is too short."""
+    label = name.rpartition("/")[2]
+    if size < len(PACK_MAGIC) + TRAILER.size or len(tail) < TRAILER.size:
+        raise DamageError(f"pack {label} is truncated")
+    count, _, digest, magic = TRAILER.unpack(tail[-TRAILER.size:])
+    body_len = count * ENTRY.size
+    if magic != PACK_END_MAGIC or body_len > size - TRAILER.size - len(PACK_MAGIC):
+        raise DamageError(f"pack {label} has a damaged footer")
+    if len(tail) < body_len + TRAILER.size:
+        return body_len + TRAILER.size
+    body = tail[len(tail) - TRAILER.size - body_len : len(tail) - TRAILER.size]
     if blake3.blake3(body).digest() != digest:
-        raise DamageError(f"pack {path.name} has a damaged footer")
+        raise DamageError(f"pack {label} has a damaged footer")
     return BlobEntry.unpack_all(body)
 
 
-READ_PIECE = 4 * 1024 * 1024
+# A guess at a footer's size that covers most packs in one read (1000+ blobs), so opening a
+# pack on a network store costs one round trip, not two.
+FOOTER_GUESS = 64 * 1024
 
 
-def file_digest(path: Path) -> bytes:
-    """BLAKE3 of a file's bytes as the medium returns them: read with O_DIRECT where the
-    filesystem allows it (no page-cache copy, no stale cached page), buffered elsewhere."""
-    fd = direct.open_direct(str(path))
-    is_direct = fd is not None
-    if fd is None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    hasher = blake3.blake3()
-    buf = direct.aligned_buffer(READ_PIECE)
-    pos = 0
+def read_footer(where, name: str | None = None, size: int | None = None) -> list[BlobEntry]:
+    """Read and check a pack's footer; DamageError when it is truncated, altered or unreadable.
+    `where` is a storage and `name` the pack's object name, or `where` is a pack file's path."""
+    own = name is None
+    if own:
+        path = Path(where)
+        where, name = LocalStorage(path.parent), path.name
+    label = name.rpartition("/")[2]
     try:
-        while True:
-            try:
-                n = os.preadv(fd, [buf], pos)
-            except OSError as exc:
-                if not (is_direct and direct.refused(exc)):
-                    raise
-                os.close(fd)
-                fd, is_direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
-                continue
-            if n <= 0:
-                break
-            hasher.update(buf[:n])
-            pos += n
+        if size is None:
+            size = where.size(name)
+        want = min(size, FOOTER_GUESS)
+        tail = where.read(name, size - want, want)
+        got = parse_footer(name, size, tail)
+        if isinstance(got, int):
+            tail = where.read(name, size - got, got)
+            got = parse_footer(name, size, tail)
+        assert not isinstance(got, int)
+        return got
+    except FileNotFoundError as exc:
+        raise DamageError(f"pack {label} cannot be read: it is missing") from exc
+    except OSError as exc:
+        raise DamageError(f"pack {label} cannot be read: {exc.strerror}") from exc
+    except UnreachableError:
+        raise
+    except StorageError as exc:
+        raise DamageError(f"pack {label} cannot be read: {exc.message}") from exc
     finally:
-        os.close(fd)
-        buf.release()
-    return hasher.digest()
+        if own:
+            where.close()

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,17 +27,23 @@ from recovery.repo.format import (
     KIND_META,
     blob_id,
 )
-from recovery.repo.index import Index, write_index_file
-from recovery.repo.lock import WriterLock
+from recovery.repo.cache import IndexCache
+from recovery.repo.index import Index, encode_index_file, write_index_file
+from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
-from recovery.repo.packs import PackWriter, WrittenPack, fsync_dir, pack_path, read_footer
+from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
+from recovery.storage.base import Storage, StorageError, UnreachableError
+from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
 # Packs written by backups that have not made their snapshot yet, one pack id a line
 # (informative: a backup that resumes counts what it finds there as resumed, not deduplicated).
+# Each backup keeps its own list, rewritten whole (object stores cannot append); older
+# Lifeboat appended to the one file UNFINISHED_FILE, still read.
 UNFINISHED_FILE = "unfinished-packs"
+UNFINISHED_PREFIX = "unfinished/"
 SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
 
 
@@ -114,15 +121,66 @@ def placement_problem(path) -> str | None:
     return None
 
 
+def _place(where) -> tuple[Storage, object]:
+    """The storage of a repository given as a folder path, a location (URL) or a Storage,
+    and what `Repository.path` holds for it: the folder's Path, or the location as text."""
+    if isinstance(where, Storage):
+        return where, where.local_root or where.describe()
+    from recovery.storage.location import open_location
+
+    storage = open_location(str(where))
+    return storage, storage.local_root or storage.describe()
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 64 * 1024 * 1024:
+        raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
+
+
+def _new_config(chunk_size: int) -> dict:
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "id": uuid.uuid4().hex,
+        "created": now_iso(),
+        "chunk_size": chunk_size,
+        "hash": "blake3-256",
+        "compression": "zstd",
+    }
+
+
+def _check_config(config, where) -> None:
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise RepositoryError(f"{where} is not a Lifeboat repository")
+    if config.get("version") != FORMAT_VERSION:
+        raise RepositoryError(
+            f"{where} uses repository format {config.get('version')}; this Lifeboat reads "
+            f"format {FORMAT_VERSION} only — use a newer Lifeboat"
+        )
+
+
 class Repository:
-    def __init__(self, path: Path, config: dict):
+    def __init__(self, path, config: dict, storage: Storage | None = None):
+        # `path`: the folder on this machine (a Path) or, for a network repository, its
+        # location without secrets (text). Everything reads and writes through `storage`.
         self.path = path
+        self.storage = storage if storage is not None else LocalStorage(Path(path))
         self.config = config
         self.chunk_size: int = config["chunk_size"]
         self._index: Index | None = None
-        self._fds: dict[str, int] = {}
-        self._fd_lock = threading.Lock()
+        # Network repositories keep copies of what never changes on this machine.
+        self.index_cache = IndexCache.for_repository(config.get("id", "")) if self.storage.remote else None
         self._dctx = threading.local()
+
+    @property
+    def local_path(self) -> Path | None:
+        """The repository's folder on this machine, or None when it is on the network."""
+        return self.storage.local_root
+
+    @property
+    def location(self) -> str:
+        """Where the repository is, for people (no secrets)."""
+        return self.storage.describe()
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -130,9 +188,11 @@ class Repository:
         """Make a repository in the empty folder `path`, or in a new folder there (only that
         one: a missing parent is more often a typing mistake or an unplugged drive). A place
         on a read-only or RAM-backed filesystem is refused unless `force`."""
-        path = Path(path).absolute()
-        if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 64 * 1024 * 1024:
-            raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
+        storage, where = _place(path)
+        if storage.local_root is None:
+            return cls._init_remote(storage, chunk_size)
+        path = Path(where).absolute()
+        _check_chunk_size(chunk_size)
         if (path / CONFIG_FILE).exists():
             raise RepositoryError(f"{path} already holds a Lifeboat repository")
         if path.exists() and not path.is_dir():
@@ -150,15 +210,7 @@ class Repository:
         if problem:
             raise RefusedError(f"not creating a repository at {path}: {problem}; "
                                "choose a folder on a disk, or add --force to create it there anyway")
-        config = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "id": uuid.uuid4().hex,
-            "created": now_iso(),
-            "chunk_size": chunk_size,
-            "hash": "blake3-256",
-            "compression": "zstd",
-        }
+        config = _new_config(chunk_size)
         try:
             path.mkdir(exist_ok=True)
             for sub in SUBDIRS:
@@ -169,11 +221,28 @@ class Repository:
             fsync_dir(path)
         except OSError as exc:
             raise RepositoryError(f"cannot create a repository at {path}: {exc.strerror}") from exc
-        return cls(path, config)
+        storage = LocalStorage(path) if storage.local_root != path else storage
+        return cls(path, config, storage)
+
+    @classmethod
+    def _init_remote(cls, storage: Storage, chunk_size: int) -> "Repository":
+        """An object store has no folders: the repository is the config object; the prefix
+        must hold nothing yet."""
+        _check_chunk_size(chunk_size)
+        if storage.exists(CONFIG_FILE):
+            raise RepositoryError(f"{storage.describe()} already holds a Lifeboat repository")
+        if storage.list(""):
+            raise RepositoryError(f"{storage.describe()} is not empty; choose an empty or new place")
+        config = _new_config(chunk_size)
+        storage.write(CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        return cls(storage.describe(), config, storage)
 
     @classmethod
     def open(cls, path) -> "Repository":
-        path = Path(path).absolute()
+        storage, where = _place(path)
+        if storage.local_root is None:
+            return cls._open_remote(storage)
+        path = Path(where).absolute()
         if not path.exists():
             raise RepositoryError(f"no repository at {path}: the folder does not exist")
         cfg_path = path / CONFIG_FILE
@@ -183,22 +252,32 @@ class Repository:
             config = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as exc:
             raise RepositoryError(f"{cfg_path} is damaged or unreadable") from exc
-        if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-            raise RepositoryError(f"{path} is not a Lifeboat repository")
-        if config.get("version") != FORMAT_VERSION:
-            raise RepositoryError(
-                f"{path} uses repository format {config.get('version')}; this Lifeboat reads "
-                f"format {FORMAT_VERSION} only — use a newer Lifeboat"
-            )
+        _check_config(config, path)
         for sub in SUBDIRS:
             if not (path / sub).is_dir():
                 raise RepositoryError(f"{path} is damaged: the folder {sub}/ is missing")
-        return cls(path, config)
+        storage = LocalStorage(path) if storage.local_root != path else storage
+        return cls(path, config, storage)
+
+    @classmethod
+    def _open_remote(cls, storage: Storage) -> "Repository":
+        where = storage.describe()
+        try:
+            raw = storage.read(CONFIG_FILE)
+        except FileNotFoundError:
+            raise RepositoryError(f"{where} is not a Lifeboat repository (no {CONFIG_FILE}); "
+                                  "check the location, or create one with: lifeboat repo init") from None
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            raise RepositoryError(f"{storage.where(CONFIG_FILE)} is damaged or unreadable") from exc
+        _check_config(config, where)
+        return cls(where, config, storage)
 
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = Index.load(self.path)
+            self._index = Index.load(self.storage, self.index_cache)
         return self._index
 
     def reload_index(self) -> Index:
@@ -207,16 +286,29 @@ class Repository:
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot_ids(self) -> list[str]:
-        return sorted(p.stem for p in (self.path / "snapshots").glob("*.json"))
+        return sorted(i.name[len("snapshots/"):-len(".json")] for i in self.storage.list("snapshots/")
+                      if i.name.endswith(".json") and "/" not in i.name[len("snapshots/"):])
 
     def load_manifest(self, snapshot_id: str) -> Manifest:
-        path = self.path / "snapshots" / f"{snapshot_id}.json"
+        name = f"snapshots/{snapshot_id}.json"
+        raw = self.index_cache.get(name) if self.index_cache else None
+        if raw is not None and blake3.blake3(raw).hexdigest() == snapshot_id:
+            return self._parse_manifest(raw, snapshot_id)
         try:
-            raw = path.read_bytes()
+            raw = self.storage.read(name)
         except FileNotFoundError:
             raise RepositoryError(f"no snapshot {snapshot_id[:8]} in {self.path}") from None
+        except UnreachableError:
+            raise
+        except StorageError as exc:
+            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
+        if self.index_cache:
+            self.index_cache.put(name, raw)
+        return self._parse_manifest(raw, snapshot_id)
+
+    def _parse_manifest(self, raw: bytes, snapshot_id: str) -> Manifest:
         try:
             data = json.loads(raw)
             if data.get("format") != MANIFEST_FORMAT or data.get("version") != MANIFEST_VERSION:
@@ -294,74 +386,63 @@ class Repository:
     def write_manifest(self, manifest: Manifest) -> str:
         raw = (json.dumps(manifest.to_json(), sort_keys=True, indent=1) + "\n").encode()
         sid = blake3.blake3(raw).hexdigest()
-        tmp = self.path / "tmp" / f"{sid}.json"
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / "snapshots" / f"{sid}.json")
-        fsync_dir(self.path / "snapshots")
+        self.storage.write(f"snapshots/{sid}.json", raw)
+        if self.index_cache:
+            self.index_cache.put(f"snapshots/{sid}.json", raw)
         manifest.id = sid
         return sid
 
     def verified_at(self, snapshot_id: str) -> str | None:
         try:
-            return json.loads((self.path / "verified" / f"{snapshot_id}.json").read_text())["time"]
-        except (OSError, ValueError, KeyError):
+            return json.loads(self.storage.read(f"verified/{snapshot_id}.json"))["time"]
+        except (OSError, LifeboatError, ValueError, KeyError, TypeError):
             return None
 
     def mark_verified(self, snapshot_id: str) -> None:
         """Record a clean check; clears a damaged mark (written first, removed second, so a
         crash in between leaves the damaged mark, which wins)."""
-        tmp = self.path / "tmp" / f"verified-{snapshot_id}.json"
         try:
-            tmp.write_text(json.dumps({"time": now_iso()}) + "\n")
-            os.replace(tmp, self.path / "verified" / f"{snapshot_id}.json")
-            (self.path / "damaged" / f"{snapshot_id}.json").unlink(missing_ok=True)
-        except OSError:
+            self.storage.write(f"verified/{snapshot_id}.json", (json.dumps({"time": now_iso()}) + "\n").encode())
+            self.storage.delete(f"damaged/{snapshot_id}.json")
+        except (OSError, LifeboatError):
             pass  # a read-only repository (live restore) simply keeps no mark
 
     def damage_marked(self, snapshot_id: str) -> list[str] | None:
         """What the last check found damaged in a snapshot (one line each), or None."""
         try:
-            damage = json.loads((self.path / "damaged" / f"{snapshot_id}.json").read_text())["damage"]
+            damage = json.loads(self.storage.read(f"damaged/{snapshot_id}.json"))["damage"]
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, LifeboatError, ValueError, KeyError, TypeError):
             return ["its damage mark is unreadable: run verify again"]
         return [str(line) for line in damage] or ["damaged"]
 
     def mark_damaged(self, snapshot_id: str, damage: list[str]) -> None:
         """Record what a check found damaged; removes the verified mark. damaged/ is made on
         first use (repositories made before it existed stay valid)."""
-        folder = self.path / "damaged"
-        tmp = self.path / "tmp" / f"damaged-{snapshot_id}.json"
         try:
-            folder.mkdir(exist_ok=True)
-            tmp.write_text(json.dumps({"time": now_iso(), "damage": list(damage)}) + "\n")
-            os.replace(tmp, folder / f"{snapshot_id}.json")
-            (self.path / "verified" / f"{snapshot_id}.json").unlink(missing_ok=True)
-        except OSError:
+            self.storage.write(f"damaged/{snapshot_id}.json",
+                               (json.dumps({"time": now_iso(), "damage": list(damage)}) + "\n").encode())
+            self.storage.delete(f"verified/{snapshot_id}.json")
+        except (OSError, LifeboatError):
             pass  # a read-only repository (live restore) simply keeps no mark
 
     # -- reading blobs -----------------------------------------------------------------
-    def _pack_fd(self, pack_id: str) -> int:
-        with self._fd_lock:
-            fd = self._fds.get(pack_id)
-            if fd is None:
-                fd = os.open(pack_path(self.path, pack_id), os.O_RDONLY)
-                self._fds[pack_id] = fd
-            return fd
-
     def read_blob(self, bid: bytes) -> bytes:
         """The raw content of a blob, hash-checked; DamageError when missing or altered."""
         loc = self.index.get(bid)
         if loc is None:
             raise DamageError(f"chunk {bid.hex()[:16]} is missing from the repository")
         try:
-            stored = os.pread(self._pack_fd(loc.pack_id), loc.stored_len, loc.offset)
+            stored = self.storage.read(pack_name(loc.pack_id), loc.offset, loc.stored_len)
+        except FileNotFoundError as exc:
+            raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: it is missing") from exc
         except OSError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.strerror}") from exc
+        except UnreachableError:
+            raise                 # the server is away: nothing is known to be damaged
+        except StorageError as exc:
+            raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.message}") from exc
         return self.decode(bid, stored, loc.raw_len, loc.codec)
 
     def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int) -> bytes:
@@ -380,22 +461,15 @@ class Repository:
         return raw
 
     def close(self) -> None:
-        with self._fd_lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        self.storage.close()
 
     # -- writing -----------------------------------------------------------------------
     def writer(self, zstd_level: int = 3, threads: int | None = None) -> "WriteSession":
         return WriteSession(self, zstd_level, threads)
 
     def free_space(self) -> int | None:
-        """Bytes free on the repository's filesystem; None when it does not say (some FUSE
-        drivers report zero blocks in all)."""
-        st = os.statvfs(self.path)
-        if st.f_blocks == 0:
-            return None
-        return st.f_bavail * st.f_frsize
+        """Bytes free where the repository lives; None when that place does not say."""
+        return self.storage.free_space()
 
 
 class WriteSession:
@@ -411,11 +485,21 @@ class WriteSession:
         self.repo = repo
         self.compressor = Compressor(zstd_level, threads)
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
-        self.lock = WriterLock(repo.path)
+        self.lock = Lock(repo.storage)
+        try:
+            self._refresh_every = max(float(os.environ.get("LIFEBOAT_INDEX_REFRESH", 10)), 0.0)
+        except ValueError:
+            self._refresh_every = 10.0
+        self._next_refresh = time.monotonic() + self._refresh_every
+        self._refreshing = threading.Lock()
+        self.session_id = uuid.uuid4().hex
+        self._unfinished: list[str] = []
         self._pack: PackWriter | None = None
         self._pending_ids: set[bytes] = set()
         self._sealing: deque[tuple[Future, PackWriter]] = deque()
-        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="seal")
+        # A network store takes several uploads at once; a local drive one flush at a time.
+        self._seal_threads = 3 if repo.storage.remote else 1
+        self._sealer = ThreadPoolExecutor(self._seal_threads, thread_name_prefix="seal")
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
@@ -452,40 +536,69 @@ class WriteSession:
                 pass             # a pack whose seal failed was removed by its writer
         if self._unindexed:
             try:
-                write_index_file(self.repo.path, self._unindexed)
-            except OSError:
+                write_index_file(self.repo.storage, self._unindexed)
+            except (OSError, LifeboatError):
                 pass   # the packs are still found through their footers
 
     def _clean_tmp(self) -> None:
-        for p in (self.repo.path / "tmp").iterdir():
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        self.repo.storage.scratch_clean(None)
 
     def has(self, bid: bytes) -> bool:
+        if time.monotonic() >= self._next_refresh:
+            self._refresh()
         return bid in self._pending_ids or bid in self.repo.index
+
+    def _refresh(self) -> None:
+        """Learn the packs other backups (other machines) sealed since this one started, so
+        what they store is not stored again: their footers, read once each. One listing per
+        LIFEBOAT_INDEX_REFRESH seconds (10 by default)."""
+        if not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            self._next_refresh = time.monotonic() + self._refresh_every
+            storage, index = self.repo.storage, self.repo.index
+            for info in storage.list("packs/"):
+                if not info.name.endswith(".pack"):
+                    continue
+                pack_id = info.name.rpartition("/")[2][: -len(".pack")]
+                if index.has_pack(pack_id):
+                    continue
+                try:
+                    index.add_pack(pack_id, read_footer(storage, info.name, info.size))
+                except DamageError:
+                    continue          # one being replaced, or damaged: its blobs are simply stored again
+        except (OSError, LifeboatError):
+            pass                      # only deduplication with the others suffers
+        finally:
+            self._refreshing.release()
 
     # -- resuming: what an interrupted backup stored is reused, and counted apart ----------
     def _unfinished_blobs(self) -> set[bytes]:
         """Ids of the blobs in packs written by backups that never made their snapshot."""
+        storage = self.repo.storage
+        listed: list[str] = []
         try:
-            listed = (self.repo.path / UNFINISHED_FILE).read_text().split()
-        except OSError:
-            return set()
+            for name in [UNFINISHED_FILE] + [i.name for i in storage.list(UNFINISHED_PREFIX)]:
+                try:
+                    listed += storage.read(name).decode(errors="replace").split()
+                except (FileNotFoundError, IsADirectoryError):
+                    continue
+        except (OSError, LifeboatError):
+            pass
         found: set[bytes] = set()
         for pack_id in dict.fromkeys(listed):
             try:
-                found.update(e.id for e in read_footer(pack_path(self.repo.path, pack_id)))
+                found.update(e.id for e in read_footer(storage, pack_name(pack_id)))
             except (OSError, ValueError, LifeboatError):
                 continue     # gone or damaged: its blobs are not in the index either
         return found
 
     def _note_unfinished(self, pack_id: str) -> None:
+        self._unfinished.append(pack_id)
         try:
-            with open(self.repo.path / UNFINISHED_FILE, "a") as f:
-                f.write(pack_id + "\n")
-        except OSError:
+            self.repo.storage.write(f"{UNFINISHED_PREFIX}{self.session_id}",
+                                    "".join(p + "\n" for p in self._unfinished).encode())
+        except (OSError, LifeboatError):
             pass             # only the resumed/deduplicated split of a later backup suffers
 
     def reused(self, bid: bytes) -> int:
@@ -503,8 +616,12 @@ class WriteSession:
     def snapshot_written(self) -> None:
         """The snapshot that uses this session's packs (and the resumed ones) now exists."""
         try:
-            (self.repo.path / UNFINISHED_FILE).unlink(missing_ok=True)
-        except OSError:
+            # This backup's own list, and those of runs that are gone (their packs are
+            # now referenced, or deduplicated against, by this snapshot).
+            for info in self.repo.storage.list(UNFINISHED_PREFIX):
+                self.repo.storage.delete(info.name)
+            self.repo.storage.delete(UNFINISHED_FILE)
+        except (OSError, LifeboatError):
             pass
 
     def _finish_pack(self, writer: PackWriter):
@@ -517,7 +634,7 @@ class WriteSession:
         if self.has(bid):
             return 0
         if self._pack is None:
-            self._pack = PackWriter(self.repo.path, f"{uuid.uuid4().hex}.pack")
+            self._pack = PackWriter(self.repo.storage)
         self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)
@@ -537,7 +654,7 @@ class WriteSession:
     def _seal(self) -> None:
         writer, self._pack = self._pack, None
         self._sealing.append((self._sealer.submit(self._finish_pack, writer), writer))
-        self._collect(keep=self.SEALS_IN_FLIGHT)
+        self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
 
     def _collect(self, keep: int | None = None) -> None:
         """Index the packs whose seal has finished, oldest first, waiting for more until at
@@ -558,7 +675,10 @@ class WriteSession:
 
     def _write_index(self) -> None:
         if self._unindexed:
-            write_index_file(self.repo.path, self._unindexed)
+            name, body = encode_index_file(self._unindexed)
+            self.repo.storage.write(name, body)
+            if self.repo.index_cache:
+                self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it
             self._unindexed = []
 
     def flush(self) -> None:

@@ -128,7 +128,7 @@ def plan_restore(repo: Repository, snapshot_ref: str, target: str, *, name: str 
     # which computer is being restored.
     sid = None if snapshot_ref == "latest" else repo.resolve(snapshot_ref, name)
     info = describe(target)
-    check_target(info, str(repo.path))
+    check_target(info, str(repo.local_path) if repo.local_path else None)
     sid = sid or repo.resolve(snapshot_ref, name, serial=info.serial)
     source = SnapshotSource(repo, repo.load_manifest(sid), salvage=salvage)
     return plan_source(source, target, layout_mode=layout_mode, salvage=salvage, info=info)

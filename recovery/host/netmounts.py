@@ -1,0 +1,203 @@
+"""Mounting network places with the system's own clients: sshfs (SFTP over OpenSSH), the
+kernel's cifs (SMB 2/3) and nfs clients. Secrets reach them through the environment or a
+credentials file that only root can read, never through their arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+
+from recovery.errors import RefusedError
+from recovery.host import tools
+from recovery.storage.base import StorageError
+
+ASKPASS = "#!/bin/sh\nprintf '%s\\n' \"$LIFEBOAT_SSH_SECRET\"\n"
+
+
+def _private_file(text: str, suffix: str = "") -> Path:
+    fd, name = tempfile.mkstemp(prefix="lifeboat-", suffix=suffix)
+    os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(name)
+
+
+# -- SSH host keys ---------------------------------------------------------------------
+def host_pattern(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def scan_host_keys(host: str, port: int) -> list[str]:
+    """The server's public host keys as known_hosts lines ("host type base64")."""
+    tools.require("ssh-keyscan", "OpenSSH's client")
+    proc = tools.run(["ssh-keyscan", "-T", "10", "-p", str(port), host], check=False, timeout=30)
+    lines = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    if not lines:
+        said = proc.stderr.lower()
+        if "not known" in said or "getaddrinfo" in said or "resolve" in said:
+            raise StorageError(f"the name {host} does not resolve: check the server's name and the network")
+        raise StorageError(f"no SSH server answers at {host} port {port}: check the address, the port "
+                           "and that the server is on")
+    return lines
+
+
+def fingerprints(key_lines: list[str]) -> list[str]:
+    """'SHA256:… (ED25519)' for each key, as ssh shows them."""
+    path = _private_file("\n".join(key_lines) + "\n")
+    try:
+        out = tools.output(["ssh-keygen", "-l", "-f", str(path)], "reading the host key")
+    finally:
+        path.unlink()
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            found.append(f"{parts[1]} {parts[-1]}")
+    return found
+
+
+def known_keys(known_hosts: Path, host: str, port: int) -> list[str]:
+    """The key blobs ("type base64") accepted before for this server."""
+    if not known_hosts.exists():
+        return []
+    proc = tools.run(["ssh-keygen", "-F", host_pattern(host, port), "-f", str(known_hosts)], check=False)
+    return [" ".join(line.split()[1:3]) for line in proc.stdout.splitlines()
+            if line and not line.startswith("#")]
+
+
+def remember_keys(known_hosts: Path, host: str, port: int, key_lines: list[str]) -> None:
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    pattern = host_pattern(host, port)
+    with open(known_hosts, "a") as f:
+        for line in key_lines:
+            _, kind, blob = line.split()[:3]
+            f.write(f"{pattern} {kind} {blob}\n")
+
+
+# -- mounting --------------------------------------------------------------------------
+def sshfs(user: str, host: str, port: int, path: str, where: Path, known_hosts: Path,
+          password: str | None = None, key: str | None = None) -> None:
+    """Mount user@host:path at `where` through sshfs, trusting only the keys in known_hosts."""
+    tools.require("sshfs", "install sshfs")
+    where.mkdir(parents=True, exist_ok=True)
+    options = [f"UserKnownHostsFile={known_hosts}", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null",
+               "ConnectTimeout=10", "ServerAliveInterval=15", "ServerAliveCountMax=3", "reconnect"]
+    env = {"LANG": "C"}
+    askpass = None
+    if key:
+        options.append(f"IdentityFile={key}")
+    if password is not None:
+        askpass = _private_file(ASKPASS, ".sh")
+        os.chmod(askpass, stat.S_IRWXU)
+        env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none",
+                   LIFEBOAT_SSH_SECRET=password)
+    else:
+        options.append("BatchMode=yes")
+    try:
+        flags = [arg for option in options for arg in ("-o", option)]   # values may hold commas
+        proc = tools.run_daemon(["sshfs", "-p", str(port), f"{user}@{host}:{path}", str(where), *flags],
+                                env=env, timeout=60)
+        said = proc.stderr
+        if proc.returncode != 0 and "no such file" not in said.lower():
+            # sshfs hides why ssh gave up ("read: Connection reset by peer"): ask ssh itself,
+            # opening the same sftp subsystem with nothing to say.
+            ssh_flags = [arg for option in options if "=" in option for arg in ("-o", option)]
+            probe = tools.run_daemon(["ssh", "-p", str(port), *ssh_flags, "-s", f"{user}@{host}", "sftp"],
+                                     env=env, timeout=60)
+            said = probe.stderr + "\n" + said
+    finally:
+        if askpass is not None:
+            askpass.unlink()
+    if proc.returncode != 0:
+        raise ssh_error(said, user, host, port, path)
+
+
+def ssh_error(said: str, user: str, host: str, port: int, path: str) -> Exception:
+    low = said.lower()
+    if "host key verification failed" in low or "remote host identification has changed" in low:
+        return RefusedError(f"the SSH server {host} port {port} shows a different host key from the one "
+                            "accepted before: someone may be intercepting the connection; if the server "
+                            "was reinstalled, remove its line from the known_hosts file and accept the new key")
+    if "permission denied" in low:
+        return StorageError(f"the SSH server {host} refused the login of {user} (wrong password or key): "
+                            "give the password in LIFEBOAT_PASSWORD or when asked, or a key in LIFEBOAT_SSH_KEY")
+    if "no such file" in low:
+        return StorageError(f"the folder {path or '~'} does not exist on {host}")
+    if "could not resolve" in low:
+        return StorageError(f"the name {host} does not resolve: check the server's name and the network")
+    if "connection refused" in low or "timed out" in low or "no route" in low:
+        return StorageError(f"no SSH server answers at {host} port {port}: check the address and the network")
+    return StorageError(f"cannot reach {user}@{host}:{path} over SFTP: {tools.last_line(said)}")
+
+
+def cifs(host: str, share: str, where: Path, user: str, domain: str, password: str | None) -> None:
+    """Mount //host/share with the kernel's SMB 2/3 client; the password goes in a
+    credentials file readable by root alone, removed once mounted."""
+    where.mkdir(parents=True, exist_ok=True)
+    creds = _private_file(f"username={user}\npassword={password or ''}\n" + (f"domain={domain}\n" if domain else ""))
+    try:
+        proc = tools.run(["mount", "-t", "cifs", f"//{host}/{share}", str(where), "-o",
+                          f"credentials={creds},vers=3.0,uid=0,gid=0,file_mode=0600,dir_mode=0700,"
+                          "serverino,nobrl,actimeo=1"], check=False, timeout=60)
+        if proc.returncode != 0 and "vers" in proc.stderr + proc.stdout:
+            proc = tools.run(["mount", "-t", "cifs", f"//{host}/{share}", str(where), "-o",
+                              f"credentials={creds},uid=0,gid=0,file_mode=0600,dir_mode=0700,nobrl"],
+                             check=False, timeout=60)
+    finally:
+        creds.unlink()
+    if proc.returncode != 0:
+        said = tools.last_line(proc.stderr or proc.stdout)
+        if "Permission denied" in said or "error(13)" in said:
+            raise StorageError(f"the SMB server {host} refused the login of {user} to the share {share}: "
+                               "check the user name, the domain and the password (LIFEBOAT_PASSWORD)")
+        if "No such" in said or "error(2)" in said:
+            raise StorageError(f"the share {share} does not exist on {host}")
+        if "unknown filesystem type" in said.lower() or "cifs" in said and "not supported" in said.lower():
+            raise StorageError("this system's kernel has no SMB (cifs) client")
+        raise StorageError(f"cannot mount //{host}/{share}: {said}")
+
+
+def nfs(host: str, export: str, where: Path, port: int | None = None) -> None:
+    """Mount host:export with the kernel's NFS client (version 4, else 3)."""
+    import shutil
+    import socket
+
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        addr = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        raise StorageError(f"the name {host} does not resolve: check the server's name and the network") from None
+    # Without nfs-common's mount.nfs helper (the live system has none: it would bring Python
+    # and rpcbind), mount(8) -i hands the options to the kernel, which needs the address.
+    helper = shutil.which("mount.nfs") is not None
+    versions = ("vers=4.2", "vers=4.1", "vers=4.0", "vers=3") if helper else ("vers=4.2", "vers=4.1")
+    last = None
+    for opts in versions:
+        options = opts + f",addr={addr},hard,timeo=100,retrans=3" + (f",port={port}" if port else "")
+        args = ["mount", "-t", "nfs" if helper else "nfs4", *([] if helper else ["-i"])]
+        proc = tools.run([*args, f"{addr if ':' not in addr else '[' + addr + ']'}:{export}", str(where),
+                          "-o", options], check=False, timeout=90)
+        if proc.returncode == 0:
+            return
+        last = tools.last_line(proc.stderr or proc.stdout)
+        if re.search(r"access denied|No such file|does not exist", last or ""):
+            break
+    if last and ("No such file" in last or "does not exist" in last):
+        raise StorageError(f"the export {export} does not exist on {host}")
+    if last and "access denied" in last:
+        raise StorageError(f"the NFS server {host} refuses this machine access to {export}")
+    raise StorageError(f"cannot mount {host}:{export} over NFS: {last}")
+
+
+def unmount(where: Path) -> None:
+    """Unmount a network place (lazily when busy: the connection may be gone)."""
+    if tools.quiet(["umount", str(where)]) != 0:
+        if tools.quiet(["fusermount3", "-u", "-z", str(where)]) != 0:
+            tools.quiet(["umount", "-l", str(where)])
+    try:
+        where.rmdir()
+    except OSError:
+        pass

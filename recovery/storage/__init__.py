@@ -1,0 +1,1 @@
+"""Where repositories live: one small interface (base.Storage) and its backends."""

@@ -1,0 +1,171 @@
+"""What the repository needs from the place it lives: a flat namespace of whole objects.
+
+Every backend (a local folder, an S3 bucket, an SFTP server) offers the same few calls, with
+object names that use "/" as the separator ("packs/ab/ab12….pack"). Objects are written whole
+and atomically (a reader sees all of an object or none of it) and never appended to, because
+object stores cannot append or rename; the repository's crash consistency rests on that and
+on the order objects appear (docs/FORMAT.md, "Writers and crash consistency").
+
+Errors: a missing object raises FileNotFoundError; anything else the backend cannot do raises
+StorageError (one plain line, saying what to fix), or NoSpaceError when the place is full.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import blake3
+
+from recovery.errors import RepositoryError
+
+READ_PIECE = 4 * 1024 * 1024
+
+
+class StorageError(RepositoryError):
+    """The storage cannot be reached or refuses an operation (network, permission, ...)."""
+
+
+class UnreachableError(StorageError):
+    """The server stopped answering and did not come back in time. Never a sign of damage:
+    whoever reads blobs lets it through instead of marking anything damaged."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    mtime: float     # seconds since the epoch, as the backend reports it
+
+
+class ObjectWriter(ABC):
+    """A new object being filled; it becomes visible only at `commit(name)` (the name can be
+    chosen at the end: a pack's name is the hash of its footer)."""
+
+    @abstractmethod
+    def write(self, data) -> None: ...
+
+    @abstractmethod
+    def commit(self, name: str) -> None: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class BufferWriter(ObjectWriter):
+    """For places with no partial objects (object stores) or where a write must be repeatable
+    whole after a dropped connection (network mounts): the object is gathered in memory and
+    handed to `storage.write` at commit."""
+
+    def __init__(self, storage: "Storage"):
+        self.storage = storage
+        self.buf = bytearray()
+
+    def write(self, data) -> None:
+        self.buf += data
+
+    def commit(self, name: str) -> None:
+        try:
+            self.storage.write(name, self.buf)
+        finally:
+            self.buf = bytearray()
+
+    def abort(self) -> None:
+        self.buf = bytearray()
+
+
+class Storage(ABC):
+    # Requests a backend handles well at once (reads of several packs, uploads): the local
+    # folder gains nothing past a few, a network store hides its round trip behind many.
+    parallelism = 4
+    remote = False      # reached over a network: worth caching what never changes
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this is, for messages: never any secret."""
+
+    def where(self, name: str) -> str:
+        """One object's place, for messages."""
+        return f"{self.describe().rstrip('/')}/{name}"
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose name starts with `prefix` (at any depth), in no set order."""
+
+    @abstractmethod
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """`length` bytes at `offset` (fewer at the end of the object); all of it when None."""
+
+    def read_into(self, name: str, offset: int, view: memoryview) -> int:
+        """Fill `view` from `offset`; returns the bytes read (fewer at the end)."""
+        data = self.read(name, offset, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    @abstractmethod
+    def size(self, name: str) -> int: ...
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.size(name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @abstractmethod
+    def write(self, name: str, data: bytes) -> None:
+        """Make object `name` hold `data`, atomically (replacing an older one)."""
+
+    def write_new(self, name: str, data: bytes) -> bool:
+        """Create `name` only if it does not exist; False when it does. Object stores without
+        conditional writes check first, which leaves a short window: callers (locks) check
+        for each other again after writing."""
+        if self.exists(name):
+            return False
+        self.write(name, data)
+        return True
+
+    def remove_folder(self, prefix: str) -> None:
+        """Remove the folder `prefix` when it is empty (object stores have none)."""
+
+    @abstractmethod
+    def create(self) -> ObjectWriter:
+        """A writer for a large object filled piece by piece (a pack)."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove an object; no error when it is already gone."""
+
+    def free_space(self) -> int | None:
+        """Bytes that can still be written, or None when the backend does not say."""
+        return None
+
+    def read_back_digest(self, name: str) -> bytes:
+        """BLAKE3 of an object's bytes as the storage returns them now (read-back check)."""
+        hasher = blake3.blake3()
+        pos = 0
+        while True:
+            piece = self.read(name, pos, READ_PIECE)
+            if not piece:
+                break
+            hasher.update(piece)
+            pos += len(piece)
+        return hasher.digest()
+
+    def scratch_clean(self, keep) -> None:
+        """Drop leftovers of writers that died (only places that keep scratch files have any);
+        `keep(info)` says whether a leftover may still belong to a live writer."""
+
+    @property
+    def local_root(self):
+        """The folder on this machine when the storage is one (pathlib.Path), else None."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,304 @@
+"""The repository in a folder on this machine (a USB drive, an internal disk, or a network
+share the kernel mounted): whole objects written under tmp/, flushed, then renamed into
+place, and their folder flushed, so an object is either whole or absent."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import blake3
+
+from recovery.errors import NoSpaceError
+from recovery.host import direct
+from recovery.storage.base import READ_PIECE, ObjectInfo, ObjectWriter, Storage, StorageError
+
+SCRATCH = "tmp"
+FULL = ("the backup destination is full; the repository is unchanged and every earlier "
+        "snapshot is intact — free some space or use a larger drive")
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # some filesystems (vfat through FUSE) cannot open a directory for fsync
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def no_space(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_error(exc: OSError, what: str = "write to") -> Exception:
+    if no_space(exc):
+        return NoSpaceError(FULL)
+    return StorageError(f"cannot {what} the repository: {exc.strerror}")
+
+
+def scratch_name() -> str:
+    """A scratch file's name says which writer made it, so leftovers of a dead one are known."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+class FileWriter(ObjectWriter):
+    def __init__(self, storage: "LocalStorage"):
+        self.storage = storage
+        self.tmp_path = storage.root / SCRATCH / scratch_name()
+        try:
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise write_error(exc) from exc
+
+    def write(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except OSError as exc:
+                self.abort()
+                raise write_error(exc) from exc
+            view = view[n:]
+
+    def commit(self, name: str) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.abort()
+            raise write_error(exc, "flush") from exc
+        # Drop the cached pages so the read-back check after backup reads the medium.
+        direct.drop_cache(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        try:
+            self.storage._place(self.tmp_path, name)
+        except OSError as exc:
+            self.abort()
+            raise write_error(exc) from exc
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            self.tmp_path.unlink()
+        except OSError:
+            pass
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._fds: dict[str, int] = {}
+        self._fd_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def where(self, name: str) -> str:
+        return str(self.root / name)
+
+    @property
+    def local_root(self) -> Path:
+        return self.root
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        folder = self.root / prefix.rpartition("/")[0]
+        out = []
+        for dirpath, _, files in os.walk(folder):
+            rel = os.path.relpath(dirpath, self.root)
+            for f in files:
+                name = f if rel == "." else f"{rel}/{f}"
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, f))
+                except OSError:
+                    continue
+                out.append(ObjectInfo(name, st.st_size, st.st_mtime))
+        return out
+
+    def _fd(self, name: str) -> int:
+        # Packs are read many times in a row: their descriptors stay open until close().
+        with self._fd_lock:
+            fd = self._fds.get(name)
+            if fd is None:
+                fd = self._fds[name] = os.open(self.root / name, os.O_RDONLY | os.O_CLOEXEC)
+            return fd
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            if length is None:
+                with open(self.root / name, "rb") as f:
+                    f.seek(offset)
+                    return f.read()
+            return os.pread(self._fd(name), length, offset)
+        except (FileNotFoundError, IsADirectoryError):
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.where(name)}: {exc.strerror}") from exc
+
+    def read_into(self, name: str, offset: int, view: memoryview) -> int:
+        got = 0
+        try:
+            fd = self._fd(name)
+            while got < len(view):
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if n <= 0:
+                    break
+                got += n
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if got:
+                return got          # what was read before the error is still usable
+            raise StorageError(f"cannot read {self.where(name)}: {exc.strerror}") from exc
+        return got
+
+    def size(self, name: str) -> int:
+        try:
+            return os.stat(self.root / name).st_size
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.where(name)}: {exc.strerror}") from exc
+
+    def _place(self, tmp: Path, name: str) -> None:
+        final = self.root / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+
+    def write(self, name: str, data: bytes) -> None:
+        writer = FileWriter(self)
+        writer.write(data)
+        writer.commit(name)
+
+    def write_new(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise write_error(exc) from exc
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise write_error(exc) from exc
+        os.close(fd)
+        return True
+
+    def remove_folder(self, prefix: str) -> None:
+        try:
+            os.rmdir(self.root / prefix)
+        except OSError:
+            pass                    # not empty (another writer) or already gone
+
+    def create(self) -> FileWriter:
+        return FileWriter(self)
+
+    def delete(self, name: str) -> None:
+        with self._fd_lock:
+            fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            (self.root / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.where(name)}: {exc.strerror}") from exc
+
+    def free_space(self) -> int | None:
+        # Some FUSE drivers report zero blocks in all: that says nothing.
+        st = os.statvfs(self.root)
+        if st.f_blocks == 0:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def read_back_digest(self, name: str) -> bytes:
+        """Read with O_DIRECT where the filesystem allows it (no page-cache copy, no stale
+        cached page), buffered elsewhere."""
+        path = str(self.root / name)
+        fd = direct.open_direct(path)
+        is_direct = fd is not None
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        hasher = blake3.blake3()
+        buf = direct.aligned_buffer(READ_PIECE)
+        pos = 0
+        try:
+            while True:
+                try:
+                    n = os.preadv(fd, [buf], pos)
+                except OSError as exc:
+                    if not (is_direct and direct.refused(exc)):
+                        raise
+                    os.close(fd)
+                    fd, is_direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                    continue
+                if n <= 0:
+                    break
+                hasher.update(buf[:n])
+                pos += n
+        finally:
+            os.close(fd)
+            buf.release()
+        return hasher.digest()
+
+    def scratch_clean(self, keep=None) -> None:
+        """Remove scratch files of writers that are gone: made on this host by a process that
+        no longer runs, or (from another host, or in an older naming) untouched for a day."""
+        host = socket.gethostname()
+        try:
+            entries = list(os.scandir(self.root / SCRATCH))
+        except OSError:
+            return
+        for entry in entries:
+            maker, _, rest = entry.name.rpartition("-")[0].rpartition("-")
+            try:
+                pid = int(rest)
+            except ValueError:
+                pid = None
+            if maker == host and pid is not None:
+                stale = not _pid_alive(pid)
+            else:
+                try:
+                    stale = time.time() - entry.stat().st_mtime > 24 * 3600 or pid is None
+                except OSError:
+                    continue
+            if stale:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

