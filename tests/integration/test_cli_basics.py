@@ -19,10 +19,16 @@ import pytest
 
 from recovery.probe.mounts import overlay_in_memory, parse_mountinfo, ram_backed
 from tests import fsimages as fi
+from tests.conftest import require
 from tests.integration.engine_fixtures import MiB, ROOT, lifeboat
 from tests.integration.test_repository_safety import one_line_error
 
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+@pytest.fixture
+def _as_root():
+    require(os.geteuid() == 0, "mounting needs root")
+
+
+as_root = pytest.mark.usefixtures("_as_root")
 
 
 @contextlib.contextmanager
@@ -42,8 +48,7 @@ def ram_folder(tmp_path: Path):
         with mounted("-t", "tmpfs", "-o", "size=16m", "tmpfs", where=tmp_path / "ram") as where:
             yield where
         return
-    if not ram_backed("/dev/shm"):
-        pytest.skip("needs root, or a tmpfs at /dev/shm")
+    require(ram_backed("/dev/shm"), "needs root, or a tmpfs at /dev/shm")
     where = Path("/dev/shm") / f"lifeboat-test-{os.getpid()}-{tmp_path.name}"
     where.mkdir()
     try:

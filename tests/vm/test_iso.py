@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.vm import golden
 from tests.vm.qemu import Cdrom, Disk, Machine
 
@@ -50,8 +51,7 @@ def ensure_iso() -> Path:
         return Path(given)
     iso = BUILD / "lifeboat.iso"
     if not iso.exists() or _sources_newer_than(iso):
-        if os.geteuid() != 0:
-            pytest.skip("building the ISO needs root")
+        require(os.geteuid() == 0, "building the ISO needs root")
         log = BUILD / "build-iso.log"
         BUILD.mkdir(exist_ok=True)
         with open(log, "w") as out:
