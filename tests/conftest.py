@@ -106,13 +106,15 @@ class LoopDevices:
         self.tmp_path = base.resolve()
         self.attached: list[str] = []
 
-    def attach(self, image: Path, sector_size: int = 512) -> str:
+    def attach(self, image: Path, sector_size: int = 512, read_only: bool = False) -> str:
         image = Path(image).resolve()
         if self.tmp_path not in image.parents:
             raise AssertionError(f"refusing to attach {image}: not made by this test")
         cmd = ["losetup", "--find", "--show"]
         if sector_size != 512:
             cmd += ["-b", str(sector_size)]
+        if read_only:
+            cmd.append("--read-only")
         dev = run(*cmd, image).stdout.strip()
         self.attached.append(dev)
         # No udev here: the kernel makes partition nodes only when asked.
