@@ -1,11 +1,12 @@
 """Restore's own refusals on real block devices, through the CLI: the disk the running system
 is on, a read-only disk, a mounted disk, the disk that holds the repository. Each exits 4 with
 one line, and the target's first MiB (where a restore's first write, the wipe, lands) and its
-data are unchanged."""
+data are unchanged. And exit 8 when a filesystem tool fails mid-restore."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import fsimages as fi
+from recovery.probe.restore_mark import read_mark
 from tests.integration.engine_fixtures import MiB, ROOT, lifeboat
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
 
@@ -104,3 +106,24 @@ def test_refuses_the_disk_that_holds_the_repository(tmp_path, loops):
         assert lifeboat("verify", "--repo", repo, sid, "--json", json_out=True).data["ok"]
     finally:
         subprocess.run(["umount", mnt], check=True)
+
+
+def test_a_failing_filesystem_tool_is_exit_8_and_the_target_stays_marked(saved, tmp_path, monkeypatch):
+    """resize2fs failing while the restore grows the ext4 (a stand-in that exits 1, found first
+    on PATH; the disk and everything else are real): one line naming the tool, exit 8, and the
+    disk keeps its incomplete-restore mark, so nothing takes it for a working system."""
+    repo, _ = saved
+    tools = tmp_path / "broken-tools"
+    tools.mkdir()
+    shim = tools / "resize2fs"
+    shim.write_text("#!/bin/sh\necho 'resize2fs: Attempt to read block from filesystem resulted in short read' >&2\n"
+                    "exit 1\n")
+    shim.chmod(0o755)
+    target = tmp_path / "bigger.img"
+    target.write_bytes(b"")
+    os.truncate(target, 64 * MiB)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    proc = lifeboat("restore", "latest", target, "--repo", repo, "--layout", "grow", "--yes", check=False)
+    line = one_line_error(proc, 8)
+    assert "resize2fs failed" in line and "short read" in line, line
+    assert read_mark(str(target)) is not None
