@@ -28,7 +28,7 @@ declare -A TESTS=(
     [chunking]="tests/unit/test_chunking.py tests/unit/test_repo_format.py tests/unit/test_windowread.py"
     [layout]="tests/unit/test_plan_layout.py"
     [bitmap]="tests/unit/test_fs_bitmap.py"
-    [format]="tests/unit/test_repo_format.py"
+    [format]="tests/unit/test_repo_format.py tests/integration/test_format_on_disk.py"
 )
 for label in "${@:-chunking bitmap format layout}"; do
     for one in $label; do
