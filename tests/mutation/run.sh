@@ -26,7 +26,7 @@ declare -A PATHS=(
 )
 declare -A TESTS=(
     [chunking]="tests/unit/test_chunking.py tests/unit/test_repo_format.py tests/unit/test_windowread.py"
-    [layout]="tests/unit/test_plan_layout.py"
+    [layout]="tests/unit/test_plan_layout.py tests/unit/test_plan_roles.py"
     [bitmap]="tests/unit/test_fs_bitmap.py"
     [format]="tests/unit/test_repo_format.py tests/integration/test_format_on_disk.py"
 )
