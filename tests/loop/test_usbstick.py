@@ -416,3 +416,22 @@ def test_a_stick_swapped_after_it_was_chosen_is_not_written(loops, hybrid_iso, t
     assert "Traceback" not in child.before
     assert f"lifeboat: {dev} changed since it was chosen (another stick?); start again" in child.before
     assert file_hash(image, 32 * MIB) == before and read(image, 32 * MIB, 16 * MIB) == bytes(16 * MIB)
+
+
+def test_a_failing_mkfs_for_the_data_partition_is_exit_8(loops, hybrid_iso, tmp_path, monkeypatch):
+    """The tool that makes the data partition's filesystem fails (a mkfs.ext4 that exits 1,
+    found first on PATH; the stick is a real loop device): exit 8, one line naming the step and
+    the tool's words, no traceback."""
+    tools = tmp_path / "broken-tools"
+    tools.mkdir()
+    (tools / "mkfs.ext4").write_text("#!/bin/sh\necho 'mkfs.ext4: Device size reported to be zero' >&2\nexit 1\n")
+    (tools / "mkfs.ext4").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    dev = loops.attach(old_stick(tmp_path / "stick.img", 96 * MIB))
+    out = lifeboat(hybrid_iso, dev, "--data", "ext4", "--force", "--yes", stdin=f"erase {name(dev)}\n",
+                   tmp_path=tmp_path)
+    assert out.returncode == 8, out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("lifeboat: ") and "making the ext4 filesystem failed" in last \
+        and "Device size reported to be zero" in last, last
