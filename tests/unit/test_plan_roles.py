@@ -79,3 +79,82 @@ def test_usable_area_of_mbr_and_tableless_targets():
     assert usable_area("dos", 3 * 1024 * GiB, 512) == (2 ** 32 * 512, None, None)   # MBR ends at 2 TiB
     assert usable_area("none", GiB + 100, 512) == (GiB, None, None)
     assert type(usable_area("none", GiB + 100, 512)[0]) is int
+
+
+# ----------------------------------------------------------------------------- plan_layout's refusals, word for word
+from recovery.errors import RefusedError                              # noqa: E402
+from recovery.model.layout import Layout                              # noqa: E402
+from recovery.plan.layout import describe_plan, plan_layout           # noqa: E402
+
+LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+
+
+def whole_disk(size=100 * MiB):
+    """A disk with no table: one filesystem from byte 0 (entry number 0)."""
+    return Layout("none", 512, size, partitions=(P(0, 0, size, ""),))
+
+
+def test_unknown_mode_and_unsupported_sector_sizes_are_refused_in_words():
+    with pytest.raises(RefusedError) as e:
+        plan_layout(whole_disk(), GiB, 512, "sideways", {0: "ext4"}, {})
+    assert e.value.message == "unknown layout mode 'sideways': use keep, grow or proportional"
+    for sector in (512, 1024, 2048, 4096):
+        assert plan_layout(whole_disk(), GiB, sector, "keep", {0: "ext4"}, {}).sector_size == sector
+    with pytest.raises(RefusedError) as e:
+        plan_layout(whole_disk(), GiB, 1025, "keep", {0: "ext4"}, {})
+    assert e.value.message == "the target reports 1025-byte sectors, which Lifeboat does not support"
+
+
+def test_a_whole_disk_filesystem_keeps_or_fills_the_target():
+    src = whole_disk(100 * MiB)
+    kept = plan_layout(src, GiB, 512, "keep", {0: "ext4"}, {})
+    assert kept.partitions == (P(0, 0, 100 * MiB, ""),) and kept.disk_size == GiB
+    grown = plan_layout(src, GiB, 512, "grow", {0: "ext4"}, {})
+    assert grown.partitions == (P(0, 0, GiB, ""),)
+    # A filesystem that cannot resize keeps its size in every mode.
+    assert plan_layout(src, GiB, 512, "grow", {0: "xfs"}, {}).partitions == (P(0, 0, 100 * MiB, ""),)
+    # Onto a smaller disk it shrinks to the target when its data fits, never below min_size.
+    assert plan_layout(src, 60 * MiB, 512, "grow", {0: "ext4"}, {0: 40 * MiB}).partitions == (P(0, 0, 60 * MiB, ""),)
+    assert plan_layout(src, 40 * MiB, 512, "grow", {0: "ext4"}, {0: 40 * MiB}).partitions == (P(0, 0, 40 * MiB, ""),)
+    with pytest.raises(RefusedError) as e:
+        plan_layout(src, 39 * MiB, 512, "grow", {0: "ext4"}, {0: 40 * MiB})
+    assert e.value.message == "the target disk (39.0 MiB) is too small: the saved disk needs 40.0 MiB"
+    with pytest.raises(RefusedError) as e:
+        plan_layout(src, 60 * MiB, 512, "keep", {0: "ext4"}, {0: 40 * MiB})
+    # Kept as it is, the filesystem needs its whole size, not what it could shrink to.
+    assert e.value.message == "the target disk (60.0 MiB) is too small: the saved disk needs 100.0 MiB"
+    with pytest.raises(RefusedError) as e:
+        plan_layout(src, 60 * MiB, 512, "grow", {0: "xfs"}, {0: 40 * MiB})
+    assert e.value.message == "the target disk (60.0 MiB) is too small: the saved disk needs 100.0 MiB"
+    with pytest.raises(RefusedError) as e:
+        plan_layout(whole_disk(100 * MiB + 512), GiB, 4096, "keep", {0: "ext4"}, {})
+    assert e.value.message == "the saved disk's size is not a multiple of the target's 4096-byte sectors"
+
+
+def test_describe_plan_names_the_table_with_its_article():
+    mbr = Layout("dos", 512, GiB, "0x12345678", partitions=(P(1, MiB, GiB - MiB, "83"),))
+    assert describe_plan(mbr, mbr, {1: "ext4"})[0].startswith("Write an MBR partition table for the 1.0 GiB disk, ")
+    gpt = Layout("gpt", 512, GiB, "5D3F1E2A-0000-4000-8000-000000000001", 2048, GiB // 512 - 34,
+                 (P(1, MiB, 100 * MiB, LINUX),))
+    first = describe_plan(gpt, gpt, {1: "ext4"})[0]
+    assert first.startswith("Write a GPT partition table for the 1.0 GiB disk (its backup copy at the end of the disk), ")
+    assert describe_plan(None, whole_disk(), {0: "ext4"})[0] != first
+
+
+def test_describe_plan_says_what_stays_unallocated_from_one_mib_on():
+    def lines(free):
+        end = usable_area("gpt", GiB, 512)[0]
+        layout = Layout("gpt", 512, GiB, "5D3F1E2A-0000-4000-8000-000000000001", 2048, GiB // 512 - 34,
+                        (P(1, MiB, end - MiB - free, LINUX),))
+        return describe_plan(layout, layout, {1: "ext4"})
+    assert lines(MiB)[-1] == "1.0 MiB at the end of the disk stays unallocated."
+    assert not lines(MiB - 4096)[-1].endswith("stays unallocated.")
+
+
+def test_describe_plan_warns_that_an_mbr_cannot_reach_past_2_tib():
+    big = 3 * 1024 * GiB
+    mbr = Layout("dos", 512, big, "0x12345678", partitions=(P(1, MiB, GiB, "83"),))
+    assert describe_plan(mbr, mbr, {1: "ext4"})[-1] == \
+        "Space beyond 2.0 TiB stays unused: an MBR partition table cannot address it."
+    exact = Layout("dos", 512, 2 ** 32 * 512, "0x12345678", partitions=(P(1, MiB, GiB, "83"),))
+    assert not describe_plan(exact, exact, {1: "ext4"})[-1].startswith("Space beyond")
