@@ -158,3 +158,56 @@ def test_describe_plan_warns_that_an_mbr_cannot_reach_past_2_tib():
         "Space beyond 2.0 TiB stays unused: an MBR partition table cannot address it."
     exact = Layout("dos", 512, 2 ** 32 * 512, "0x12345678", partitions=(P(1, MiB, GiB, "83"),))
     assert not describe_plan(exact, exact, {1: "ext4"})[-1].startswith("Space beyond")
+
+
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+def two_partition_gpt():
+    """ESP 1-101 MiB, ext4 101-901 MiB on a 1 GiB GPT disk."""
+    return Layout("gpt", 512, GiB, "5D3F1E2A-0000-4000-8000-000000000001", 2048, GiB // 512 - 34,
+                  (P(1, MiB, 100 * MiB, ESP), P(2, 101 * MiB, 800 * MiB, LINUX)))
+
+
+def refusal(*args) -> str:
+    with pytest.raises(RefusedError) as e:
+        plan_layout(*args)
+    return e.value.message
+
+
+def test_too_small_for_keep_names_the_partition_that_overruns_and_suggests_grow():
+    src = two_partition_gpt()
+    assert refusal(src, 512 * MiB, 512, "keep", {1: "vfat", 2: "ext4"}, {}) == (
+        "the target disk (512.0 MiB) is too small: partition 2 ends at 901.0 MiB but the disk's GPT usable "
+        "space ends at 512.0 MiB (try --layout grow)")
+    mbr = Layout("dos", 512, GiB, "0x12345678", partitions=(P(1, MiB, 800 * MiB, "83"),))
+    assert refusal(mbr, 512 * MiB, 512, "keep", {1: "ext4"}, {}) == (
+        "the target disk (512.0 MiB) is too small: partition 1 ends at 801.0 MiB but the disk's usable "
+        "space ends at 512.0 MiB (try --layout grow)")
+    # Nothing can shrink (xfs): no hint, since grow cannot help either.
+    assert refusal(src, 512 * MiB, 512, "grow", {1: "vfat", 2: "xfs"}, {}) == (
+        "the target disk (512.0 MiB) is too small: partition 2 ends at 901.0 MiB but the disk's GPT usable "
+        "space ends at 512.0 MiB")
+
+
+@pytest.mark.parametrize("mode", ["grow", "proportional"])
+def test_too_small_to_shrink_lists_every_partitions_need_and_the_total(mode):
+    # 1 MiB gap + 100 MiB ESP kept + 600 MiB ext4 minimum, plus the backup GPT (17 KiB).
+    assert refusal(two_partition_gpt(), 512 * MiB, 512, mode, {1: "vfat", 2: "ext4"}, {2: 600 * MiB}) == (
+        "the target disk (512.0 MiB) is too small: partition 1 (vfat) keeps its size: 100.0 MiB; "
+        "partition 2 (ext4) cannot shrink below 600.0 MiB; with gaps and table that is at least 701.0 MiB")
+    no_fs = refusal(two_partition_gpt(), 512 * MiB, 512, mode, {1: None, 2: "ext4"}, {2: 600 * MiB})
+    assert no_fs.startswith("the target disk (512.0 MiB) is too small: partition 1 (EFI system) keeps its size: ")
+
+
+def test_a_table_that_cannot_be_written_in_bigger_sectors_is_refused_in_words():
+    odd_start = Layout("gpt", 512, GiB, "5D3F1E2A-0000-4000-8000-000000000001", 34, GiB // 512 - 34,
+                       (P(1, MiB + 512, 100 * MiB, LINUX),))
+    assert refusal(odd_start, GiB, 4096, "keep", {1: "xfs"}, {}) == (
+        "cannot convert the table from 512-byte to 4096-byte sectors: partition 1 starts at byte 1049088, "
+        "not a multiple of 4096")
+    odd_size = Layout("gpt", 512, GiB, "5D3F1E2A-0000-4000-8000-000000000001", 34, GiB // 512 - 34,
+                      (P(1, MiB, 100 * MiB + 512, LINUX),))
+    assert refusal(odd_size, GiB, 4096, "keep", {1: "xfs"}, {}) == (
+        "cannot convert the table from 512-byte to 4096-byte sectors: partition 1 has a size of byte 104858112, "
+        "not a multiple of 4096")
