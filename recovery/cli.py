@@ -314,23 +314,24 @@ def cmd_restore(args) -> int:
 def _run_restore(args, job) -> int:
     from recovery.jobs import run_job
 
+    head_before: list[bytes] = []          # the target's start once confirmed: did Ctrl-C come before writing?
+
     def confirm(plan) -> bool:
-        if args.yes:
-            return True
-        if not sys.stdin.isatty():
-            raise RefusedError("restore needs confirmation: run it on a terminal, or add --yes")
-        for line in plan.lines():
-            print(line, file=sys.stderr)
-        answer = input(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
-        if answer.strip() != plan.target.name:
-            raise Cancelled("nothing was written: the name typed does not match the target")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise RefusedError("restore needs confirmation: run it on a terminal, or add --yes")
+            for line in plan.lines():
+                print(line, file=sys.stderr)
+            answer = input(f"Type the target's name ({plan.target.name}) to erase it and restore: ")
+            if answer.strip() != plan.target.name:
+                raise Cancelled("nothing was written: the name typed does not match the target")
+        head_before.append(_target_head(plan.target.path))
         return True
 
     try:
         outcome = run_job(job, confirm=confirm, dry_run=args.dry_run, display=lambda: progress_for(args))
     except KeyboardInterrupt:
-        raise Cancelled("cancelled: the target is marked as an incomplete restore and will not start; "
-                        "run the same restore again to resume") from None
+        raise Cancelled(_restore_cancelled(args.target, head_before)) from None
     if args.dry_run:
         emit(args, {"plan": outcome.plan.to_json(), "dry_run": True},
              outcome.plan.lines() + ["(dry run: nothing written)"])
@@ -338,6 +339,31 @@ def _run_restore(args, job) -> int:
     result = outcome.result
     emit(args, result.to_json(), result.lines())
     return PARTIAL_EXIT if result.partial else 0
+
+
+def _target_head(path: str) -> bytes:
+    """The first MiB of the target: the restore's first write (wiping the old table) lands there."""
+    from recovery.diskio import Disk
+    from recovery.restore.actions import WIPE_HEAD
+
+    with Disk(path) as disk:
+        return disk.read(0, min(WIPE_HEAD, disk.size))
+
+
+def _restore_cancelled(target: str, head_before: list[bytes]) -> str:
+    """What a Ctrl-C left on the target, said as it is: before the confirmation or while the
+    snapshot was being proven nothing was written, after that the disk carries the mark."""
+    from recovery.probe.restore_mark import read_mark
+
+    if not head_before:
+        return "cancelled: nothing was written"
+    if read_mark(target) is not None:
+        return ("cancelled: the target is marked as an incomplete restore and will not start; "
+                "run the same restore again to resume")
+    if _target_head(target) == head_before[0]:
+        return "cancelled before anything was written: the target is unchanged"
+    return ("cancelled: the target was changed and carries no incomplete-restore mark; do not use it "
+            "before running the same restore again")
 
 
 def cmd_write_usb(args) -> int:

@@ -203,11 +203,14 @@ def _plan_whole(source, target_size, target_sector, mode, fs, min_size, fat_resi
             size = target_size - p.start
         need = min_size.get(p.number, p.size)
         if p.start + size > target_size or p.start + need > target_size:
-            if mode != "keep" and resizable(p, fs.get(p.number), fat_resizable) and p.start + need <= target_size:
+            can_shrink = mode != "keep" and resizable(p, fs.get(p.number), fat_resizable)
+            if can_shrink and p.start + need <= target_size:
                 size = target_size - p.start
             else:
+                # Kept as it is (keep mode, or a filesystem that cannot resize), it needs its whole size.
+                required = p.start + (need if can_shrink else max(need, p.size))
                 raise RefusedError(f"the target disk ({human_size(target_size)}) is too small: the saved disk "
-                                   f"needs {human_size(p.start + need)}")
+                                   f"needs {human_size(required)}")
         parts.append(replace(p, size=size))
     return replace(source, sector_size=target_sector, disk_size=target_size, partitions=tuple(parts))
 

@@ -19,10 +19,16 @@ import pytest
 
 from recovery.probe.mounts import overlay_in_memory, parse_mountinfo, ram_backed
 from tests import fsimages as fi
+from tests.conftest import require
 from tests.integration.engine_fixtures import MiB, ROOT, lifeboat
 from tests.integration.test_repository_safety import one_line_error
 
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+@pytest.fixture
+def _as_root():
+    require(os.geteuid() == 0, "mounting needs root")
+
+
+as_root = pytest.mark.usefixtures("_as_root")
 
 
 @contextlib.contextmanager
@@ -42,8 +48,7 @@ def ram_folder(tmp_path: Path):
         with mounted("-t", "tmpfs", "-o", "size=16m", "tmpfs", where=tmp_path / "ram") as where:
             yield where
         return
-    if not ram_backed("/dev/shm"):
-        pytest.skip("needs root, or a tmpfs at /dev/shm")
+    require(ram_backed("/dev/shm"), "needs root, or a tmpfs at /dev/shm")
     where = Path("/dev/shm") / f"lifeboat-test-{os.getpid()}-{tmp_path.name}"
     where.mkdir()
     try:
@@ -55,8 +60,7 @@ def ram_folder(tmp_path: Path):
 # ------------------------------------------------------------------------------ repo init
 def test_repo_init_never_makes_missing_parents(tmp_path):
     proc = lifeboat("repo", "init", tmp_path / "no" / "such" / "repo", check=False)
-    line = one_line_error(proc)
-    assert proc.returncode == 5
+    line = one_line_error(proc, 5)
     assert str(tmp_path / "no" / "such") in line and "does not exist" in line
     assert not (tmp_path / "no").exists()
 
@@ -72,8 +76,7 @@ def test_repo_init_makes_exactly_one_folder(tmp_path):
 def test_repo_init_refuses_tmpfs_unless_forced(tmp_path):
     with ram_folder(tmp_path) as ram:
         proc = lifeboat("repo", "init", ram / "repo", check=False)
-        line = one_line_error(proc)
-        assert proc.returncode == 4
+        line = one_line_error(proc, 4)
         assert "tmpfs" in line and "power-off" in line and "--force" in line
         assert not (ram / "repo").exists()
         # An existing empty folder on it is refused the same way.
@@ -92,8 +95,8 @@ def test_repo_init_refuses_read_only_filesystem(tmp_path):
     with mounted("--bind", str(tmp_path / "data"), where=tmp_path / "ro") as ro:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
         proc = lifeboat("repo", "init", ro / "repo", check=False)
-        line = one_line_error(proc)
-        assert proc.returncode == 4 and "read-only" in line and "--force" in line
+        line = one_line_error(proc, 4)
+        assert "read-only" in line and "--force" in line
         assert not (tmp_path / "data" / "repo").exists()
 
 
@@ -106,7 +109,7 @@ def test_repo_init_refuses_an_overlay_kept_in_memory(tmp_path):
         (tmp_path / "lower").mkdir()
         opts = f"lowerdir={tmp_path / 'lower'},upperdir={rw / 'upper'},workdir={rw / 'work'}"
         with mounted("-t", "overlay", "-o", opts, "overlay", where=tmp_path / "root") as root:
-            line = one_line_error(lifeboat("repo", "init", root / "repo", check=False))
+            line = one_line_error(lifeboat("repo", "init", root / "repo", check=False), 4)
             assert "overlay" in line and "tmpfs" in line and "--force" in line
 
 
@@ -135,8 +138,7 @@ def test_json_errors_go_to_stdout_too(tmp_path):
     cases.append((("backup", tmp_path / "no-such.img", "--repo", tmp_path / "repo", "--json"), 3))
     for args, code in cases:
         proc = lifeboat(*args, check=False)
-        line = one_line_error(proc)
-        assert proc.returncode == code, (args, proc.stderr)
+        line = one_line_error(proc, code)
         data = json.loads(proc.stdout)
         assert data == {"error": line.removeprefix("lifeboat: "), "code": code}
 

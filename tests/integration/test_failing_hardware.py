@@ -35,7 +35,7 @@ def test_unreadable_source_sector_is_named_and_repository_stays_valid(tmp_path):
     earlier = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
     bad = layout.partitions[0].start + 4 * MiB            # inside the used data
     with faulty_disk(disk, tmp_path / "mnt", "--bad-read", f"{bad}:4096") as failing:
-        line = one_line_error(lifeboat("backup", failing, "--repo", repo, "--name", "pc2", check=False))
+        line = one_line_error(lifeboat("backup", failing, "--repo", repo, "--name", "pc2", check=False), 3)
     assert "cannot read" in line and "partition 1" in line and f"byte {bad}" in line
     assert not (repo / "lock").exists()
     snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
@@ -43,8 +43,9 @@ def test_unreadable_source_sector_is_named_and_repository_stays_valid(tmp_path):
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
 
 
-@pytest.mark.parametrize("err,words", [("ENODEV", "vanished"), ("EIO", "cannot write")])
-def test_target_failing_mid_restore_says_what_state_it_is_in(tmp_path, err, words):
+@pytest.mark.parametrize("err,words,code", [("ENODEV", "vanished", 3), ("EIO", "cannot write", 3),
+                                            ("ENOSPC", "no space left writing", 7)])
+def test_target_failing_mid_restore_says_what_state_it_is_in(tmp_path, err, words, code):
     disk, _ = small_pc(tmp_path)
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
@@ -54,6 +55,6 @@ def test_target_failing_mid_restore_says_what_state_it_is_in(tmp_path, err, word
         f.truncate(32 * MiB)
     with faulty_disk(target, tmp_path / "mnt", "--fail-writes-after", str(3 * MiB), "--errno", err) as failing:
         line = one_line_error(lifeboat("restore", "latest", failing, "--repo", repo, "--layout", "keep", "--yes",
-                                       check=False))
+                                       check=False), code)
     assert words in line and "incomplete and will not boot" in line
     assert os.path.exists(target)

@@ -36,11 +36,14 @@ def put(ext_image: Path, disk: Path, offset: int) -> None:
                     "oflag=seek_bytes", "status=none"], check=True)
 
 
-def one_line_error(proc) -> str:
-    assert proc.returncode not in (0, 1), proc.stderr      # 1 would be an internal error
+def one_line_error(proc, code: int) -> str:
+    """The README's promise for a bad input: exactly `code` (its meaning listed there), one
+    plain line on stderr starting "lifeboat: ", no traceback."""
+    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}: {proc.stderr}"
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("lifeboat: "), lines[0]
     return lines[0]
 
 
@@ -124,7 +127,7 @@ def test_flipped_byte_is_found_named_and_restore_refuses(tmp_path):
     with open(target, "wb") as f:
         f.truncate(24 * MiB)
     proc = lifeboat("restore", "latest", target, "--repo", repo, "--layout", "keep", "--yes", check=False)
-    line = one_line_error(proc)
+    line = one_line_error(proc, 6)
     assert "partition 1" in line and "damaged" in line
 
 
@@ -134,32 +137,32 @@ def test_plain_errors(tmp_path):
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
 
-    assert "does not exist" in one_line_error(lifeboat("backup", tmp_path / "nope.img", "--repo", repo, check=False))
+    assert "does not exist" in one_line_error(lifeboat("backup", tmp_path / "nope.img", "--repo", repo, check=False), 3)
     assert "--threads must be 1 or more" in one_line_error(
-        lifeboat("backup", disk, "--repo", repo, "--threads", "0", check=False))
+        lifeboat("backup", disk, "--repo", repo, "--threads", "0", check=False), 2)
     assert "zstd level 99 is out of range" in one_line_error(
-        lifeboat("backup", disk, "--repo", repo, "--zstd-level", "99", check=False))
-    assert "no repository" in one_line_error(lifeboat("snapshots", "--repo", tmp_path / "missing", check=False))
+        lifeboat("backup", disk, "--repo", repo, "--zstd-level", "99", check=False), 2)
+    assert "no repository" in one_line_error(lifeboat("snapshots", "--repo", tmp_path / "missing", check=False), 5)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x").write_text("x")
     assert "not a Lifeboat repository" in one_line_error(
-        lifeboat("backup", disk, "--repo", tmp_path / "foreign", check=False))
-    assert "not empty" in one_line_error(lifeboat("repo", "init", tmp_path / "foreign", check=False))
+        lifeboat("backup", disk, "--repo", tmp_path / "foreign", check=False), 5)
+    assert "not empty" in one_line_error(lifeboat("repo", "init", tmp_path / "foreign", check=False), 5)
     assert "no snapshot" in one_line_error(
-        lifeboat("restore", "deadbeef", tmp_path / "x", "--repo", repo, check=False))
+        lifeboat("restore", "deadbeef", tmp_path / "x", "--repo", repo, check=False), 5)
     assert "holds no snapshot" in one_line_error(
-        lifeboat("restore", "latest", disk, "--repo", repo, check=False))
+        lifeboat("restore", "latest", disk, "--repo", repo, check=False), 5)
 
     lifeboat("backup", disk, "--repo", repo)
     tiny = tmp_path / "tiny.img"
     with open(tiny, "wb") as f:
         f.truncate(4 * MiB)
     before = tiny.read_bytes()
-    line = one_line_error(lifeboat("restore", "latest", tiny, "--repo", repo, "--yes", check=False))
+    line = one_line_error(lifeboat("restore", "latest", tiny, "--repo", repo, "--yes", check=False), 4)
     assert "small" in line
     assert tiny.read_bytes() == before          # nothing written
     # No terminal to confirm on, and no --yes: refused before anything is written.
-    line = one_line_error(lifeboat("restore", "latest", disk, "--repo", repo, check=False, stdin=subprocess.DEVNULL))
+    line = one_line_error(lifeboat("restore", "latest", disk, "--repo", repo, check=False, stdin=subprocess.DEVNULL), 4)
     assert "--yes" in line
 
 
@@ -174,7 +177,7 @@ def test_refuses_a_source_mounted_read_write(tmp_path, loops):
     mnt.mkdir()
     subprocess.run(["mount", f"{dev}p1", mnt], check=True)
     try:
-        line = one_line_error(lifeboat("backup", dev, "--repo", repo, check=False))
+        line = one_line_error(lifeboat("backup", dev, "--repo", repo, check=False), 4)
         assert "mounted read-write" in line and "umount" in line
     finally:
         subprocess.run(["umount", mnt], check=True)
@@ -198,7 +201,7 @@ def test_full_destination_keeps_repository_valid(tmp_path, loops):
         earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
         # Pass the up-front estimate (a named machine with history asks for a tenth).
         lifeboat("backup", small, "--repo", repo, "--name", "big")
-        line = one_line_error(lifeboat("backup", big, "--repo", repo, "--name", "big", check=False))
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, "--name", "big", check=False), 7)
         assert "full" in line
         assert not (repo / "lock").exists()
         assert lifeboat("verify", "--repo", repo, earlier, "--json", json_out=True).data["ok"]

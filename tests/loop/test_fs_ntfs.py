@@ -10,6 +10,7 @@ import pytest
 
 from recovery.fs import pread_reader, probe_partition
 from tests import fsimages
+from tests.conftest import require
 from tests.unit.test_fs_ntfs import assert_map_agrees_with_ntfs_tools
 
 MiB = fsimages.MiB
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.loop
 
 @pytest.fixture(autouse=True)
 def needs_root():
-    if os.geteuid() != 0:
-        pytest.skip("ntfs-3g mounts need root")
+    require(os.geteuid() == 0, "ntfs-3g mounts need root")
 
 
 def test_full_tree_copy_of_mapped_ranges_is_identical(tmp_path):

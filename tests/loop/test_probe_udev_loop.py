@@ -1,14 +1,14 @@
 """The with-udev path: properties, settle and partition nodes while a real udev daemon runs.
 
 Starts systemd-udevd in the foreground (so it is stopped by its own pid) unless one already
-runs; only the loop device this test made is triggered. When the test started the daemon, the
-database and links it left behind are removed again, so the machine is back to "no udev".
+runs; only the loop device this test made is triggered. When the test started the daemon, it
+stops it and removes only the database entries and links that appeared while it ran (what was
+there before is kept), so the machine is back to how the test found it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 
@@ -18,6 +18,7 @@ from recovery.apply.table import partition_path, write_layout
 from recovery.probe import classify
 from recovery.probe.disks import describe, read_record, udev_running
 from recovery.probe.table import read_layout
+from tests.conftest import require
 from tests.diskimages import ESP, LINUX_FS, MiB, PartSpec, make_disk, windows_gpt_parts
 
 pytestmark = pytest.mark.loop
@@ -30,9 +31,8 @@ def udev():
     if udev_running():
         yield                                   # someone else's daemon: use it, leave it alone
         return
-    if not os.path.exists(UDEVD):
-        pytest.skip("systemd-udevd is not installed")
-    had_run, had_links = os.path.exists("/run/udev"), os.path.exists("/dev/disk")
+    require(os.path.exists(UDEVD), "systemd-udevd is not installed")
+    before = _entries(UDEV_TREES)
     daemon = subprocess.Popen([UDEVD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -45,10 +45,35 @@ def udev():
         subprocess.run(["udevadm", "settle", "--timeout=10"], capture_output=True)
         daemon.terminate()
         daemon.wait(timeout=10)
-        if not had_run:
-            shutil.rmtree("/run/udev", ignore_errors=True)
-        if not had_links:
-            shutil.rmtree("/dev/disk", ignore_errors=True)
+        _remove_new(UDEV_TREES, before)
+        assert daemon.returncode is not None and not udev_running(), "the udev daemon this test started still runs"
+
+
+UDEV_TREES = ("/run/udev", "/dev/disk")
+
+
+def _entries(tops) -> set[str]:
+    """Every path under `tops` (the tops included) as it is now."""
+    found = set()
+    for top in tops:
+        if not os.path.lexists(top):
+            continue
+        found.add(top)
+        for where, dirs, files in os.walk(top):
+            found.update(os.path.join(where, n) for n in dirs + files)
+    return found
+
+
+def _remove_new(tops, before: set[str]) -> None:
+    """Delete what appeared since `before`, deepest first; a folder only once it is empty."""
+    for path in sorted(_entries(tops) - before, key=lambda p: p.count("/"), reverse=True):
+        if os.path.isdir(path) and not os.path.islink(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass                          # something not ours is still inside
+        else:
+            os.unlink(path)
 
 
 def trigger(dev: str) -> None:

@@ -26,7 +26,7 @@ from recovery.errors import RefusedError
 from recovery.model.layout import PartitionEntry
 from recovery.repo.reader import PartitionReader
 from recovery.repo.repository import Repository
-from tests.conftest import run
+from tests.conftest import require, run
 
 pytestmark = pytest.mark.loop
 
@@ -131,8 +131,7 @@ class Saved:
 
 @pytest.fixture(scope="module")
 def saved_ext4(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root for loop devices")
+    require(os.geteuid() == 0, "needs root for loop devices")
     work = tmp_path_factory.mktemp("shrink-ext4")
     digests = spread_ext4(work / "fs.ext4", work / "mnt")
     return Saved(work, "ext4", work / "fs.ext4", digests)
@@ -140,8 +139,7 @@ def saved_ext4(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def saved_ntfs(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root for ntfs-3g")
+    require(os.geteuid() == 0, "needs root for ntfs-3g")
     work = tmp_path_factory.mktemp("shrink-ntfs")
     digests = spread_ntfs(work / "fs.ntfs", work)
     return Saved(work, "ntfs", work / "fs.ntfs", digests)

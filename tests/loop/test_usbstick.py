@@ -367,3 +367,71 @@ def test_partition_of_a_mounted_whole_disk_is_found(loops, tmp_path):
         assert loops_backed_by(dev) == []          # the loop device went away with the mount
     finally:
         run("umount", whole)
+
+
+# ----------------------------------------------------------------------------- a stick that lies, a stick swapped
+
+
+def test_a_stick_that_reads_back_other_data_is_named_failing(hybrid_iso, tmp_path):
+    """The read-back is what catches a failing or fake stick: one byte read back differently
+    (a FUSE disk that flips it on reads) is exit 3, one line, the stick called unusable."""
+    from tests.integration.faulty_disk import faulty_disk
+
+    backing = old_stick(tmp_path / "stick.img", 32 * MIB)
+    flip = hybrid_iso.stat().st_size // 2
+    with faulty_disk(backing, tmp_path / "mnt", "--flip-read", str(flip)) as stick:
+        out = lifeboat(hybrid_iso, stick, "--yes", tmp_path=tmp_path)
+    assert out.returncode == 3, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr
+    assert lines[-1] == (f"lifeboat: the stick {stick} reads back different data than was written: the stick "
+                         "may be failing or fake (smaller than it claims); do not use it")
+    assert "Done:" not in out.stdout
+    # What reached the disk is the image: only the read-back lied.
+    assert file_hash(backing, hybrid_iso.stat().st_size) == file_hash(hybrid_iso)
+
+
+def test_a_stick_swapped_after_it_was_chosen_is_not_written(loops, hybrid_iso, tmp_path):
+    """Between the typed name and the write, another stick appears at the same node (here the
+    loop device grows to another size, as a different stick would): refused, exit 4, nothing
+    written."""
+    import pexpect
+
+    image = old_stick(tmp_path / "stick.img", 32 * MIB)
+    dev = loops.attach(image)
+    before = file_hash(image)
+    env = dict(os.environ, LIFEBOAT_LOG_DIR=str(tmp_path / "logs"))
+    child = pexpect.spawn(sys.executable, ["-m", "recovery", "write-usb", str(hybrid_iso), dev, "--force"],
+                          cwd=str(ROOT), env=env, encoding="utf-8", timeout=120, dimensions=(25, 100))
+    child.expect(rf"Type the device's name \({name(dev)}\) to erase it: ")
+    child.sendline(name(dev))
+    child.expect(r"Type 'erase [^']+' to write it anyway: ")
+    with open(image, "r+b") as f:
+        f.truncate(48 * MIB)
+    run("losetup", "--set-capacity", dev)
+    child.sendline(f"erase {name(dev)}")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4, child.before
+    assert "Traceback" not in child.before
+    assert f"lifeboat: {dev} changed since it was chosen (another stick?); start again" in child.before
+    assert file_hash(image, 32 * MIB) == before and read(image, 32 * MIB, 16 * MIB) == bytes(16 * MIB)
+
+
+def test_a_failing_mkfs_for_the_data_partition_is_exit_8(loops, hybrid_iso, tmp_path, monkeypatch):
+    """The tool that makes the data partition's filesystem fails (a mkfs.ext4 that exits 1,
+    found first on PATH; the stick is a real loop device): exit 8, one line naming the step and
+    the tool's words, no traceback."""
+    tools = tmp_path / "broken-tools"
+    tools.mkdir()
+    (tools / "mkfs.ext4").write_text("#!/bin/sh\necho 'mkfs.ext4: Device size reported to be zero' >&2\nexit 1\n")
+    (tools / "mkfs.ext4").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    dev = loops.attach(old_stick(tmp_path / "stick.img", 96 * MIB))
+    out = lifeboat(hybrid_iso, dev, "--data", "ext4", "--force", "--yes", stdin=f"erase {name(dev)}\n",
+                   tmp_path=tmp_path)
+    assert out.returncode == 8, out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("lifeboat: ") and "making the ext4 filesystem failed" in last \
+        and "Device size reported to be zero" in last, last

@@ -54,3 +54,42 @@ def test_cancel_a_backup_keeps_the_repository_valid(machine, slow_pc):
         assert report.ok, report.damaged
     finally:
         repo.close()
+
+
+def test_cancel_a_restore_leaves_the_target_marked_and_says_so(machine):
+    """Stop pressed while the restore writes (onto a slow disk, as a cheap USB stick is): the
+    app says the disk is marked as an incomplete restore, and it is."""
+    from recovery.probe.restore_mark import read_mark
+    from tests.integration.faulty_disk import faulty_disk
+    from tests.tui.test_tui_restore import confirm_and_run, to_plan
+    from tui.screens.home import HomeScreen
+    from tui.screens.job import JobScreen
+    from tui.screens.message import MessageDialog
+    from tui.screens.question import QuestionDialog
+
+    backing = machine / "new-disk.img"
+    with faulty_disk(backing, machine / "slow", "--write-mibps", "2") as slow:
+        async def scenario():
+            app = make_app(machine, disks=("demo-pc.img", "slow/disk.img"))
+            async with app.run_test(size=(80, 25)) as pilot:
+                await ready(pilot)
+                plan = await to_plan(pilot)
+                assert plan.plan.target.path == str(slow)
+                await confirm_and_run(pilot, "disk.img")
+                job = await wait_screen(pilot, JobScreen)
+                await wait_for(pilot, lambda: read_mark(str(backing)) is not None, timeout=120,
+                               what="the restore to start writing")
+                await pilot.press("escape")
+                await wait_screen(pilot, QuestionDialog)
+                assert "incomplete restore" in screen_text(app)
+                await pilot.press("tab", "enter")                # "Stop"
+                await wait_for(pilot, lambda: job.token.cancelled, what="the job told to stop")
+                await wait_screen(pilot, MessageDialog, timeout=120)
+                text = " ".join(screen_text(app).split())
+                assert "Restore stopped" in text and "marked as an incomplete restore" in text, text
+                await pilot.press("enter")
+                await wait_screen(pilot, HomeScreen)
+
+        asyncio.run(scenario())
+    mark = read_mark(str(backing))
+    assert mark is not None and mark.name == "demo-pc"

@@ -14,12 +14,14 @@ import uuid
 import pytest
 
 from recovery.repo.repository import Repository
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
-pytestmark = [
-    pytest.mark.tui,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
-]
+@pytest.fixture(autouse=True)
+def _needs_tmux():
+    require(shutil.which("tmux") is not None, "needs tmux")
+
+
+pytestmark = pytest.mark.tui
 
 
 class Terminal:

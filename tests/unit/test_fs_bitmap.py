@@ -89,3 +89,9 @@ def test_one_terabyte_of_ext4_bitmaps_converts_in_seconds():
     assert sum(n for _, n in runs) == int.from_bytes(bitmap, "little").bit_count()
     assert runs and all(b[0] > a[0] + a[1] for a, b in zip(runs, runs[1:]))
     assert elapsed < 10
+
+
+def test_bitmap_ranges_start_at_the_bitmaps_own_origin_unless_told():
+    """Bit 0 covers bytes [0, unit) when no base is given (a map that starts the partition)."""
+    assert bitmap_ranges(b"\x01\x80", 4096) == [(0, 4096), (15 * 4096, 4096)]
+    assert bitmap_ranges(b"\x01", 512, base=1024) == [(1024, 512)]

@@ -104,3 +104,31 @@ def test_fsck_clean_says_no_to_damage(tmp_path, tree):
         f.seek(int.from_bytes(boot[0x30:0x38], "little") * cluster)
         f.write(bytes(8192))                 # the first MFT records
     assert not fsimages.fsck_clean("ntfs", ntfs)
+
+
+def test_ntfs_mirror_that_disagrees_is_not_clean(tmp_path):
+    """ntfsfix -n judged by its exit code: $MFTMirr no longer matching $MFT is a problem."""
+    ntfs = fsimages.make_ntfs(tmp_path / "n.img", 16 * MiB)
+    assert fsimages.fsck_clean("ntfs", ntfs)
+    with open(ntfs, "r+b") as f:
+        boot = f.read(512)
+        cluster = int.from_bytes(boot[0x0B:0x0D], "little") * boot[0x0D]
+        f.seek(int.from_bytes(boot[0x38:0x40], "little") * cluster + 100)
+        f.write(b"\xde\xad\xbe\xef" * 4)
+    assert not fsimages.fsck_clean("ntfs", ntfs)
+
+
+def test_ext_reader_fails_on_whatever_debugfs_reports(tmp_path, tree):
+    """An inode table overwritten: debugfs still exits 0, but what it says on stderr fails the
+    read (no list of words to match), rather than yielding a tree with files missing."""
+    import re
+    import subprocess
+
+    ext4 = fsimages.make_ext4(tmp_path / "e.img", 32 * MiB, tree)
+    stats = subprocess.run(["debugfs", "-R", "stats", str(ext4)], capture_output=True, text=True, check=True).stdout
+    table = int(re.search(r"Group\s+0:.*?inode table at (\d+)", stats, re.S)[1])
+    with open(ext4, "r+b") as f:
+        f.seek(table * 4096 + 11 * 256)         # the first inodes after the reserved ones
+        f.write(os.urandom(16 * 256))
+    with pytest.raises(AssertionError, match="debugfs rdump: "):
+        fsimages.ext_tree(ext4)

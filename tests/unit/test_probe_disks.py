@@ -1,4 +1,5 @@
-"""Disk classification on records of real machines (tests/data) and on small synthetic records."""
+"""Disk classification on records recorded on the build VM (tests/data: virtio, loop, zram) and on
+hand-made records (HANDMADE_*, tests/data/*-handmade.json) for buses not recorded yet: NVMe, USB, SATA."""
 
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def test_not_a_disk_reasons(record, reason):
     assert classify.not_a_disk_reason(record) == reason
 
 
-# Synthetic records in the shape the edge produces, for buses this VM does not have.
-NVME = {"name": "nvme0n1", "devpath": "/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0/nvme0n1",
+# Hand-made, not recorded: records in the shape read_record produces, for buses this VM does not have.
+HANDMADE_NVME = {"name": "nvme0n1", "devpath": "/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0/nvme0n1",
         "attrs": {"size": "1000215216", "device/serial": "S4EWNX0R123456  ", "device/model": "Samsung SSD 970 EVO Plus 500GB",
                   "queue/logical_block_size": "512", "queue/physical_block_size": "512"},
         "by_id": ["/dev/disk/by-id/nvme-eui.0025385b91b2c3d4", "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_500GB_S4EWNX0R123456"],
@@ -76,20 +77,20 @@ NVME = {"name": "nvme0n1", "devpath": "/devices/pci0000:00/0000:00:1d.0/0000:3d:
                         "mountpoints": ["/boot/efi"], "udev": {"ID_PART_ENTRY_TYPE": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
                                                                "ID_FS_TYPE": "vfat"}}],
         "all_mountpoints": ["/boot/efi"]}
-USB = {"name": "sdb", "devpath": "/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
+HANDMADE_USB = {"name": "sdb", "devpath": "/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
        "attrs": {"size": "60063744", "removable": "1", "device/vendor": "SanDisk ", "device/model": "Ultra Fit       "},
        "udev": {"ID_BUS": "usb", "ID_SERIAL_SHORT": "4C530001230915117204", "ID_MODEL": "Ultra_Fit"},
        "partitions": [{"name": "sdb1", "attrs": {"partition": "1", "start": "2048", "size": "60061696"},
                        "blkid": {"PART_ENTRY_TYPE": "0x0c", "TYPE": "vfat", "LABEL": "BACKUPS"},
                        "mountpoints": ["/run/live/medium"]}],
        "all_mountpoints": ["/run/live/medium"]}
-SATA = {"name": "sda", "devpath": "/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+HANDMADE_SATA = {"name": "sda", "devpath": "/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
         "attrs": {"size": "1953525168", "device/vendor": "ATA     ", "device/model": "WDC WD10EZEX-08W", "device/vpd_pg80": "WD-WCC6Y0123456"},
         "udev": {}, "partitions": [], "all_mountpoints": ["/mnt/old"]}
 
 
 def test_nvme_system_disk():
-    info = classify.disk_info(NVME)
+    info = classify.disk_info(HANDMADE_NVME)
     assert info.transport == "nvme" and info.serial == "S4EWNX0R123456"
     assert info.model == "Samsung SSD 970 EVO Plus 500GB"
     assert info.by_id == "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_500GB_S4EWNX0R123456"
@@ -97,24 +98,24 @@ def test_nvme_system_disk():
 
 
 def test_usb_live_medium():
-    info = classify.disk_info(USB)
+    info = classify.disk_info(HANDMADE_USB)
     assert info.transport == "usb" and info.removable and info.is_system
     assert info.serial == "4C530001230915117204" and info.model == "SanDisk Ultra Fit"
     assert info.partitions[0].type == "c" and info.partitions[0].label == "BACKUPS"
 
 
 def test_sata_without_udev():
-    info = classify.disk_info(SATA)
+    info = classify.disk_info(HANDMADE_SATA)
     assert info.transport == "sata" and info.serial == "WD-WCC6Y0123456"
     assert info.model == "WDC WD10EZEX-08W" and not info.is_system
 
 
 def test_scsi_bus_behind_usb_bridge_is_usb():
-    record = dict(USB, udev={"ID_BUS": "scsi"})
+    record = dict(HANDMADE_USB, udev={"ID_BUS": "scsi"})
     assert classify.transport_of(record) == "usb"
 
 
 @pytest.mark.parametrize("target", ["/run/lifeboat/medium", "/run/live/medium", "/lib/live/mount/medium", "/boot"])
 def test_live_media_and_boot_mounts_are_system(target):
-    assert classify.is_system(dict(SATA, all_mountpoints=[target]))
-    assert not classify.is_system(dict(SATA, all_mountpoints=[target + "-not"]))
+    assert classify.is_system(dict(HANDMADE_SATA, all_mountpoints=[target]))
+    assert not classify.is_system(dict(HANDMADE_SATA, all_mountpoints=[target + "-not"]))

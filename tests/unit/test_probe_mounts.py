@@ -50,8 +50,9 @@ def test_image_file_with_no_loop_has_no_mounts(tmp_path):
     assert mounts_on_disk(str(img)) == []
 
 
-def fake_sysfs(root):
-    """A recorded-shape sysfs tree: sdz with partition sdz1, LVM volume dm-0 on top of sdz1."""
+def handmade_sysfs(root):
+    """A hand-made sysfs tree in the kernel's shape (the test machine's kernel has no
+    device-mapper to record one from): sdz with partition sdz1, LVM volume dm-0 on top of sdz1."""
     def block(devpath, numbers, partition=None):
         d = root / devpath
         d.mkdir(parents=True)
@@ -75,9 +76,9 @@ def fake_sysfs(root):
     return root
 
 
-def test_stacked_devices_through_a_recorded_sysfs(tmp_path):
+def test_stacked_devices_through_a_handmade_sysfs(tmp_path):
     from recovery.probe.mounts import Mount, devices_of_disk, whole_disk_of
-    root = fake_sysfs(tmp_path)
+    root = handmade_sysfs(tmp_path)
     assert devices_of_disk("sdz", str(root)) == {(8, 240): "/dev/sdz", (8, 241): "/dev/sdz1", (254, 0): "/dev/dm-0"}
     lvm_root = Mount("/dev/mapper/vg-root", "/", "ext4", False, (254, 0))
     other = Mount("/dev/sda1", "/mnt", "ext4", False, (8, 1))

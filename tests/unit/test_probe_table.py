@@ -144,11 +144,17 @@ def test_wrong_paths_are_plain_disk_errors(tmp_path):
         read_layout(str(tiny))
 
 
-def test_layout_from_recorded_sfdisk_dump():
-    dump = {"label": "dos", "id": "0xabc", "device": "/dev/nvme0n1", "unit": "sectors", "sectorsize": 512,
-            "partitions": [{"node": "/dev/nvme0n1p1", "start": 2048, "size": 2048, "type": "EF", "bootable": True},
-                           {"node": "/dev/nvme0n1p2", "start": 4096, "size": 8192, "type": "f"},
-                           {"node": "/dev/nvme0n1p5", "start": 6144, "size": 2048, "type": "83"}]}
+def test_layout_from_an_sfdisk_dump(tmp_path):
+    """The dump sfdisk itself prints for an MBR with a bootable ESP, an extended and a logical
+    partition (made here, not typed in)."""
+    img = tmp_path / "mbr.img"
+    img.write_bytes(b"")
+    os.truncate(img, 8 * MiB)
+    subprocess.run(["sfdisk", "--quiet", str(img)], check=True, capture_output=True, text=True,
+                   input="label: dos\nlabel-id: 0xabc\nstart=2048, size=2048, type=ef, bootable\n"
+                         "start=4096, size=8192, type=f\nstart=6144, size=2048, type=83\n")
+    dump = sfdisk_json(img)
+    assert [p["node"][-1] for p in dump["partitions"]] == ["1", "2", "5"]
     layout = layout_from_sfdisk(dump, 8 * MiB)
     assert layout.disk_id == "0x00000abc"
     assert [(p.number, p.kind, p.type, p.bootable) for p in layout.partitions] == \

@@ -23,7 +23,7 @@ def recorded(name: str) -> dict:
 
 
 def stick_record(**attrs) -> dict:
-    record = copy.deepcopy(recorded("probe_usb_stick_sdb.json"))
+    record = copy.deepcopy(recorded("probe_usb_stick_sdb-handmade.json"))
     record["attrs"].update(attrs)
     return record
 

@@ -140,7 +140,7 @@ class Machine:
     def __init__(self, disks=(), cdrom: Cdrom | None = None, firmware: str = "bios",
                  memory_mb: int = 1024, cpus: int = 1, kernel=None, initrd=None,
                  append: str | None = None, extra_args=(), log=None, boot: str | None = None,
-                 vars_file=None):
+                 vars_file=None, keyboard: bool = False):
         if firmware not in ("bios", "uefi", "uefi-secure"):
             raise ValueError(f"unknown firmware {firmware!r}")
         self.disks = list(disks)
@@ -153,6 +153,10 @@ class Machine:
         self.log_path = Path(log) if log else None
         self.boot = boot or ("cdrom" if cdrom and not disks else "disk")
         self.vars_file = Path(vars_file) if vars_file else None
+        # keyboard: a QEMU monitor socket, so keys reach the emulated PC keyboard (the VGA
+        # consoles) and not only the serial line.
+        self.keyboard = keyboard
+        self._monitor: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._buf: list[str] = []
@@ -171,7 +175,7 @@ class Machine:
         cmd = [QEMU, "-accel", accel, "-M", machine, "-m", str(self.memory_mb),
                "-smp", str(self.cpus), "-display", "none", "-nodefaults", "-no-reboot",
                "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
-               "-monitor", "none"]
+               *self._monitor_args(workdir)]
         if accel == "kvm":
             cmd += ["-cpu", "host"]
         cmd += self._firmware_args(workdir)
@@ -330,6 +334,40 @@ class Machine:
                     tail = self._text[-3000:]
                     raise ConsoleTimeout(f"waiting for {rx.pattern!r}: {why}. Console tail:\n{tail}")
                 self._cond.wait(min(left, 0.5))
+
+    def _monitor_args(self, workdir: Path) -> list[str]:
+        if not self.keyboard:
+            return ["-monitor", "none"]
+        self._monitor = workdir / "monitor.sock"
+        return ["-monitor", f"unix:{self._monitor},server=on,wait=off"]
+
+    def press(self, *keys: str, pause: float = 0.3) -> None:
+        """Keys on the PC keyboard, in QEMU's names: "alt-f2", "ret", "shift-4", "e"."""
+        import socket
+
+        assert self._monitor, "Machine(keyboard=True) gives a keyboard"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+            mon.connect(str(self._monitor))
+            for key in keys:
+                mon.sendall(f"sendkey {key}\n".encode())
+                time.sleep(pause)
+
+    def type_text(self, text: str) -> None:
+        """Type a line of plain text on the PC keyboard (US layout), then Enter."""
+        shifted = {"$": "shift-4", "(": "shift-9", ")": "shift-0", ">": "shift-dot", "_": "shift-minus",
+                   "|": "shift-backslash", '"': "shift-apostrophe", ":": "shift-semicolon"}
+        plain = {" ": "spc", "-": "minus", ".": "dot", "/": "slash", "=": "equal", ",": "comma", ";": "semicolon"}
+        keys = []
+        for ch in text:
+            if ch in shifted:
+                keys.append(shifted[ch])
+            elif ch in plain:
+                keys.append(plain[ch])
+            elif ch.isupper():
+                keys.append(f"shift-{ch.lower()}")
+            else:
+                keys.append(ch)
+        self.press(*keys, "ret", pause=0.15)
 
     def send(self, text: str) -> None:
         assert self._proc and self._proc.stdin
