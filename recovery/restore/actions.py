@@ -263,7 +263,8 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
         return sum(n for _, n in kept), 0
 
     since_flush = 0
-    for wrote, skipped in ordered_map(put, ctx.source.pieces(number), ctx.cancel):
+    for wrote, skipped in ordered_map(put, ctx.source.pieces(number), ctx.cancel,
+                                         cores=ctx.source.fetchers):
         ctx.written += wrote
         ctx.skipped += skipped
         ctx.meter.add(wrote + skipped)

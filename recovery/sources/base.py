@@ -91,6 +91,8 @@ class Source(ABC):
     tool: str = ""              # the program that made it, when known ("Clonezilla 3.1.2", "qemu-img")
     salvageable: bool = False   # its pieces() mark damaged pieces, so a restore can write the rest
     unreadable: frozenset[int] = frozenset()   # partitions nothing of which can be read (salvage)
+    fetchers: int | None = None  # pieces a restore fetches at once; None: one per core (a network
+                                 # repository wants more in flight, to hide its round trips)
 
     def partition(self, number: int) -> SourcePartition:
         return next(p for p in self.partitions if p.number == number)

@@ -36,6 +36,7 @@ class SnapshotSource(Source):
 
     def __init__(self, repo: Repository, manifest: Manifest, *, salvage: bool = False):
         self.repo = repo
+        self.fetchers = repo.storage.parallelism if repo.storage.remote else None
         self.manifest = manifest
         self.id = manifest.id
         self.name = manifest.name
