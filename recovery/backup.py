@@ -143,36 +143,34 @@ def backup(
                         raise DamageError(f"{len(bad)} chunk(s) stored by the interrupted backup do not read "
                                           "back correctly: the destination drive may be failing — the snapshot "
                                           "was not saved")
-            seconds = time.monotonic() - started
-            manifest = Manifest(
-                name=name,
-                created=now_iso(),
-                tool=f"lifeboat {__version__}",
-                chunk_size=repo.chunk_size,
-                source={
-                    "path": info.path,
-                    "model": info.model,
-                    "serial": info.serial,
-                    "size": disk.size,
-                    "logical_sector": info.logical_sector,
-                    "physical_sector": info.physical_sector,
-                    "transport": info.transport,
-                },
-                layout=layout,
-                boot_areas=boot,
-                partitions=images,
-                stats={
-                    "bytes_used": bytes_used,
-                    "bytes_stored_new": session.bytes_stored_new,
-                    "bytes_resumed": session.bytes_resumed,
-                    "seconds": round(seconds, 3),
-                    "warnings": warnings,
-                },
-            )
-            sid = repo.write_manifest(manifest)
-            session.snapshot_written()
-            if verify:
-                repo.mark_verified(sid)
+            return seal_snapshot(repo, session, name=name, layout=layout, boot=boot, images=images,
+                                 bytes_used=bytes_used, warnings=warnings, started=started, verify=verify,
+                                 source={
+                                     "path": info.path,
+                                     "model": info.model,
+                                     "serial": info.serial,
+                                     "size": disk.size,
+                                     "logical_sector": info.logical_sector,
+                                     "physical_sector": info.physical_sector,
+                                     "transport": info.transport,
+                                 })
+
+
+def seal_snapshot(repo: Repository, session, *, name: str, source: dict, layout, boot, images,
+                  bytes_used: int, warnings: list[str], started: float, verify: bool) -> BackupResult:
+    """The manifest written last, once every chunk it names is stored (and read back when
+    `verify`): only then does the snapshot exist. Backups and imports end here."""
+    seconds = time.monotonic() - started
+    manifest = Manifest(
+        name=name, created=now_iso(), tool=f"lifeboat {__version__}", chunk_size=repo.chunk_size,
+        source=source, layout=layout, boot_areas=boot, partitions=images,
+        stats={"bytes_used": bytes_used, "bytes_stored_new": session.bytes_stored_new,
+               "bytes_resumed": session.bytes_resumed, "seconds": round(seconds, 3), "warnings": warnings},
+    )
+    sid = repo.write_manifest(manifest)
+    session.snapshot_written()
+    if verify:
+        repo.mark_verified(sid)
     return BackupResult(sid, name, bytes_used, session.bytes_stored_new, round(seconds, 3), warnings,
                         bytes_resumed=session.bytes_resumed)
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 
-from recovery import __version__
-from recovery.backup import BackupResult, _check_room, _partition_image, _store_windows
+from recovery.backup import BackupResult, _check_room, _partition_image, _store_windows, seal_snapshot
 from recovery.errors import DamageError, RefusedError
 from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
-from recovery.repo.manifest import BootArea, Manifest
-from recovery.repo.repository import Repository, now_iso
+from recovery.repo.manifest import BootArea
+from recovery.repo.repository import Repository
 from recovery.sources.base import Source
 
 
@@ -83,16 +82,6 @@ def import_source(source: Source, repo: Repository, name: str | None = None, *, 
             from recovery.verify import check_new_packs
 
             check_new_packs(repo, session.new_packs, images, sink, cancel)
-        seconds = time.monotonic() - started
-        manifest = Manifest(
-            name=name, created=now_iso(), tool=f"lifeboat {__version__}", chunk_size=chunk,
-            source=source_record(source), layout=source.layout, boot_areas=boot, partitions=images,
-            stats={"bytes_used": bytes_used, "bytes_stored_new": session.bytes_stored_new,
-                   "bytes_resumed": session.bytes_resumed, "seconds": round(seconds, 3), "warnings": warnings},
-        )
-        sid = repo.write_manifest(manifest)
-        session.snapshot_written()
-        if verify:
-            repo.mark_verified(sid)
-    return BackupResult(sid, name, bytes_used, session.bytes_stored_new, round(seconds, 3), warnings,
-                        bytes_resumed=session.bytes_resumed)
+        return seal_snapshot(repo, session, name=name, source=source_record(source), layout=source.layout,
+                             boot=boot, images=images, bytes_used=bytes_used, warnings=warnings,
+                             started=started, verify=verify)

@@ -110,3 +110,15 @@ def step(args: list[str]) -> subprocess.CompletedProcess:
     log.info("%s exited %d after %.1f s: %s", args[0], res.returncode, time.monotonic() - started,
              first_line(res.stderr or res.stdout))
     return res
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs on this machine (one we may not signal counts as alive:
+    a lock or scratch file is never taken from a living writer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

@@ -24,6 +24,7 @@ import time
 import uuid
 
 from recovery.errors import RepositoryError
+from recovery.host.tools import pid_alive
 from recovery.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,6 @@ def ttl_seconds() -> float:
         return DEFAULT_TTL
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
 
 def stale_reason(holder: dict, now: float | None = None) -> str | None:
     """Why a lock's holder is gone, or None when it may still be working."""
@@ -58,7 +50,7 @@ def stale_reason(holder: dict, now: float | None = None) -> str | None:
         pid = int(holder.get("pid", 0))
     except (TypeError, ValueError):
         pid = 0
-    if host == socket.gethostname() and pid and not _alive(pid):
+    if host == socket.gethostname() and pid and not pid_alive(pid):
         return f"process {pid} on {host} is no longer running"
     expires = holder.get("expires")
     if isinstance(expires, (int, float)) and now > expires:

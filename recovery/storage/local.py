@@ -16,6 +16,7 @@ import blake3
 
 from recovery.errors import NoSpaceError
 from recovery.host import direct
+from recovery.host.tools import pid_alive
 from recovery.storage.base import READ_PIECE, ObjectInfo, ObjectWriter, Storage, StorageError
 
 SCRATCH = "tmp"
@@ -50,15 +51,6 @@ def scratch_name() -> str:
     """A scratch file's name says which writer made it, so leftovers of a dead one are known."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 class FileWriter(ObjectWriter):
@@ -285,7 +277,7 @@ class LocalStorage(Storage):
             except ValueError:
                 pid = None
             if maker == host and pid is not None:
-                stale = not _pid_alive(pid)
+                stale = not pid_alive(pid)
             else:
                 try:
                     stale = time.time() - entry.stat().st_mtime > 24 * 3600 or pid is None
