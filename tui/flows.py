@@ -317,16 +317,11 @@ async def restore(app) -> None:
                     continue
                 step = 2 if choice == "back" else 4
             elif step == 4:
-                ok = await app.push_screen_wait(ConfirmScreen(plan.target, step="5/5", name=job.confirm_name(plan)))
-                if not ok:
+                outcome = await confirm_and_restore(app, job, plan, name, "5/5",
+                                                    "Every piece of the backup is checked before anything is written.")
+                if outcome is None:
                     step = 3
                     continue
-                outcome = await app.push_screen_wait(JobScreen(
-                    f"Restoring “{name}” onto {display_path(plan.target.path)}",
-                    lambda on_event, cancel, job=job, plan=plan: job.run(plan, on_event, cancel),
-                    cancel_title=RESTORE_CANCEL[0], cancel_text=RESTORE_CANCEL[1],
-                    intro="Do not switch the computer off. Every piece of the backup is checked before "
-                          "anything is written."))
                 if isinstance(outcome.error, DamageError) and not outcome.cancelled and not salvage:
                     chosen = await ask_salvage(app, outcome.error.message)
                     await rescan(app)        # a disk may carry the restore's mark now
@@ -381,21 +376,28 @@ async def restore_image(app, place: Place) -> None:
                     continue
                 step = 2 if choice == "back" else 4
             else:
-                ok = await app.push_screen_wait(ConfirmScreen(plan.target, step="4/4", name=job.confirm_name(plan)))
-                if not ok:
+                outcome = await confirm_and_restore(app, job, plan, source.name, "4/4",
+                                                    "The whole image is read and checked before anything is written.")
+                if outcome is None:
                     step = 3
                     continue
-                outcome = await app.push_screen_wait(JobScreen(
-                    f"Restoring “{source.name}” onto {display_path(plan.target.path)}",
-                    lambda on_event, cancel, job=job, plan=plan: job.run(plan, on_event, cancel),
-                    cancel_title=RESTORE_CANCEL[0], cancel_text=RESTORE_CANCEL[1],
-                    intro="Do not switch the computer off. The whole image is read and checked before "
-                          "anything is written."))
                 await restore_finished(app, outcome, source.name, source, plan)
                 return
     finally:
         source.close()      # here, not in a worker: a flow cancelled as the app closes must still end
                             # the image's export (it takes well under a second)
+
+
+async def confirm_and_restore(app, job, plan, name: str, step: str, checked: str):
+    """The typed confirmation, then the restore with its progress; the job's outcome, or None
+    when the person went back instead of confirming."""
+    if not await app.push_screen_wait(ConfirmScreen(plan.target, step=step, name=job.confirm_name(plan))):
+        return None
+    return await app.push_screen_wait(JobScreen(
+        f"Restoring “{name}” onto {display_path(plan.target.path)}",
+        lambda on_event, cancel: job.run(plan, on_event, cancel),
+        cancel_title=RESTORE_CANCEL[0], cancel_text=RESTORE_CANCEL[1],
+        intro=f"Do not switch the computer off. {checked}"))
 
 
 async def restore_finished(app, outcome, name: str, snap, plan) -> None:
