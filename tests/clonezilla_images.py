@@ -31,6 +31,7 @@ IMAGE_NAME = "2025-03-02-10-img"      # ocs-sr's own naming: date, hour, "-img"
 # -z5p xz -T0, -z8 lz4, -z9p zstdmt, -z0 none; -i 4 splits into 4 MB pieces.
 VARIANTS = {
     "zstd-split": ["-z9p", "-i", "4"],
+    "xz-split": ["-z5p", "-i", "4"],
     "gzip": ["-z1p"],
     "bzip2": ["-z2p"],
     "lzop": ["-z3"],
