@@ -109,12 +109,31 @@ def _build_mbr(work: Path) -> Path:
     return disk
 
 
-DISKS = {"linux": _build_linux, "windows": _build_windows, "mbr": _build_mbr}
+def _build_linux_later(work: Path) -> Path:
+    """The Linux disk a day later: the same disk with one new 2 MiB file in its root filesystem."""
+    disk = work / "disk.img"
+    base = cache_root() / f"linux-{_key('linux')}" / "disk.img"      # made before the lock was taken
+    subprocess.run(["cp", "--sparse=always", str(base), str(disk)], check=True)
+    root = next(p for p in ef.sfdisk_json(disk)["partitions"] if p["name"] == "root")
+    part = work / "root.img"
+    subprocess.run(["dd", f"if={disk}", f"of={part}", "bs=512", f"skip={root['start']}", f"count={root['size']}",
+                    "conv=sparse", "status=none"], check=True)
+    report = work / "report.bin"
+    report.write_bytes(di.pattern(b"tuesday", 2 * MiB))
+    subprocess.run(["debugfs", "-w", "-R", f"write {report} report.bin", str(part)], check=True, capture_output=True)
+    subprocess.run(["dd", f"if={part}", f"of={disk}", "bs=512", f"seek={root['start']}", "conv=notrunc,sparse",
+                    "status=none"], check=True)
+    return disk
+
+
+DISKS = {"linux": _build_linux, "windows": _build_windows, "mbr": _build_mbr, "linux-later": _build_linux_later}
+BASED_ON = {"linux-later": "linux"}     # built from another cached disk (made first, outside the lock)
 
 
 def cached_disk(kind: str, work: Path) -> Path:
     """The original disk of `kind`, built once (its bytes are what every reader is checked against)."""
-    folder = cache_root() / f"{kind}-{_key(kind)}"
+    parts = (kind, cached_disk(BASED_ON[kind], work).parent.name) if kind in BASED_ON else (kind,)
+    folder = cache_root() / f"{kind}-{_key(*parts)}"
     disk = folder / "disk.img"
     with _locked():
         if not disk.exists():

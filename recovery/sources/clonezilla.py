@@ -339,6 +339,7 @@ class ClonezillaSource(Source):
 
     def __init__(self, folder: str, disk: str | None = None, spool_dir: str | None = None):
         self.folder = os.path.abspath(folder)
+        self.location = self.folder        # a restore must not write where it is read from
         self.spool_dir = spool_dir
         names = sorted(os.listdir(self.folder))
         saved_disks = disks(self.folder)

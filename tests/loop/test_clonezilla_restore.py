@@ -123,3 +123,39 @@ def test_missing_piece_is_refused_naming_it_and_the_target_is_untouched(loops, t
     assert done.returncode == 6, done.stderr
     assert piece in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert target.read_bytes() == before
+
+
+def test_import_then_restore_gives_the_bytes_of_a_direct_restore(loops, tmp_path):
+    disk, folder = cz.clonezilla_image("linux", "zstd-split", loops, tmp_path)
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    first = lifeboat("import", folder, "--repo", repo, "--name", "linux-pc", "--json", json_out=True).data
+    assert first["bytes_stored_new"] > 0
+    direct = blank(tmp_path / "direct.img", disk.stat().st_size)
+    via = blank(tmp_path / "via.img", disk.stat().st_size)
+    lifeboat("restore", folder, direct, "--layout", "keep", "--yes")
+    lifeboat("restore", first["snapshot"], via, "--repo", repo, "--layout", "keep", "--yes")
+    assert subprocess.run(["cmp", str(direct), str(via)]).returncode == 0
+    assert_restored("linux", disk, via)
+
+    from recovery.repo.repository import Repository
+
+    record = Repository.open(repo).load_manifest(first["snapshot"]).source["imported"]
+    assert record["kind"] == "Clonezilla image" and record["location"] == str(folder)
+    assert record["created"].startswith("20")
+
+
+def test_a_second_import_of_a_later_image_stores_only_what_changed(loops, tmp_path):
+    _disk, monday = cz.clonezilla_image("linux", "zstd-split", loops, tmp_path)
+    later, tuesday = cz.clonezilla_image("linux-later", "zstd-split", loops, tmp_path)
+    repo = tmp_path / "repo"
+    lifeboat("repo", "init", repo)
+    first = lifeboat("import", monday, "--repo", repo, "--name", "pc", "--json", json_out=True).data
+    second = lifeboat("import", tuesday, "--repo", repo, "--name", "pc", "--json", json_out=True).data
+    assert second["bytes_used"] > first["bytes_used"]
+    # The new file (random-looking, so it does not compress) and the metadata blocks it touched.
+    assert 2 * MiB <= second["bytes_stored_new"] < 2 * MiB + 3 * MiB
+    assert second["bytes_stored_new"] < first["bytes_stored_new"] / 3
+    target = blank(tmp_path / "target.img", later.stat().st_size)
+    lifeboat("restore", second["snapshot"], target, "--repo", repo, "--layout", "keep", "--yes")
+    assert_restored("linux", later, target)
