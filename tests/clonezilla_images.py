@@ -190,6 +190,36 @@ def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, 
     return disk, folder
 
 
+def clonezilla_of(disk: Path, key: str, loops, work: Path, flags: tuple[str, ...] = ("-z9p",)) -> Path:
+    """The Clonezilla image folder of any disk image (a golden bootable PC), saved by
+    `ocs-sr savedisk` from a loop device of a copy; cached under build/cache/clonezilla/KEY."""
+    folder = cache_root() / key / IMAGE_NAME
+    with _locked():
+        if not folder.exists():
+            run_dir = work / f"ocs-{key}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            copy = run_dir / "disk.img"
+            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+            name = os.path.basename(loops.attach(copy))
+            root = run_dir / "partimag"
+            root.mkdir()
+            cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), "savedisk", IMAGE_NAME, name]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
+            saved = root / IMAGE_NAME
+            if proc.returncode != 0 or not (saved / "parts").exists():
+                raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
+            tmp = folder.parent.with_name(folder.parent.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            shutil.move(str(saved), str(tmp / IMAGE_NAME))
+            shutil.rmtree(folder.parent, ignore_errors=True)
+            tmp.rename(folder.parent)
+            loops.detach_all()
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return folder
+
+
 def clonezilla_two_disks(loops, work: Path) -> tuple[Path, Path, Path]:
     """(linux disk, mbr disk, folder): one `ocs-sr savedisk` of both disks (a PC with two)."""
     first, second = cached_disk("linux", work), cached_disk("mbr", work)
