@@ -159,3 +159,30 @@ def test_a_second_import_of_a_later_image_stores_only_what_changed(loops, tmp_pa
     target = blank(tmp_path / "target.img", later.stat().st_size)
     lifeboat("restore", second["snapshot"], target, "--repo", repo, "--layout", "keep", "--yes")
     assert_restored("linux", later, target)
+
+
+def test_a_clonezilla_folder_on_a_drive_is_listed_with_its_origin(loops, tmp_path):
+    """The scan the TUI runs finds a Clonezilla folder at a drive's root (where Clonezilla's
+    /home/partimag is) and says what it is: "Clonezilla image, DATE, N partitions"."""
+    from recovery import discover
+    from recovery.probe.disks import describe
+    _disk, folder = cz.clonezilla_image("linux", "zstd-split", loops, tmp_path)
+    content = tmp_path / "content"
+    shutil.copytree(folder, content / folder.name)
+    part = tmp_path / "part.img"
+    blank(part, 40 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "CZ-IMAGES", "-d", str(content), str(part)], check=True)
+    drive = blank(tmp_path / "drive.img", 42 * MiB)
+    subprocess.run(["sfdisk", "--quiet", str(drive)], input="label: gpt\nstart=2048, size=81920, type=L\n",
+                   text=True, check=True)
+    subprocess.run(["dd", f"if={part}", f"of={drive}", "bs=1M", "seek=1", "conv=notrunc", "status=none"],
+                   check=True)
+    dev = loops.attach(drive)
+    places = discover.scan([describe(dev)])
+    images = [p for p in places if p.is_image]
+    assert [(p.partition, p.subpath) for p in images] == [(f"{dev}p1", folder.name)]
+    # The date ocs-sr's log gives for the saving, and the saved disk's partitions (ESP, root, data, swap).
+    kind, date, count = images[0].image.split(", ")
+    assert (kind, count) == ("Clonezilla image", f"{len(sfdisk_json(_disk)['partitions'])} partitions")
+    assert count == "4 partitions" and date in (folder / "clonezilla-img").read_text()
+    assert f"{dev}p1" not in Path("/proc/mounts").read_text()       # unmounted after the search
