@@ -186,3 +186,14 @@ def test_a_clonezilla_folder_on_a_drive_is_listed_with_its_origin(loops, tmp_pat
     assert (kind, count) == ("Clonezilla image", f"{len(sfdisk_json(_disk)['partitions'])} partitions")
     assert count == "4 partitions" and date in (folder / "clonezilla-img").read_text()
     assert f"{dev}p1" not in Path("/proc/mounts").read_text()       # unmounted after the search
+
+
+def test_a_target_inside_the_image_folder_is_refused(loops, tmp_path):
+    disk, folder = cz.clonezilla_image("linux", "zstd-split", loops, tmp_path)
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    target = blank(copy / "target.img", disk.stat().st_size)
+    done = lifeboat("restore", copy, target, "--yes", check=False)
+    assert done.returncode == 4, done.stderr
+    assert f"cannot restore onto {target}" in done.stderr and "Traceback" not in done.stderr
+    assert target.read_bytes() == bytes(disk.stat().st_size)
