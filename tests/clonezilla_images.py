@@ -31,6 +31,7 @@ IMAGE_NAME = "2025-03-02-10-img"      # ocs-sr's own naming: date, hour, "-img"
 # -z5p xz -T0, -z8 lz4, -z9p zstdmt, -z0 none; -i 4 splits into 4 MB pieces.
 VARIANTS = {
     "zstd-split": ["-z9p", "-i", "4"],
+    "xz-split": ["-z5p", "-i", "4"],
     "gzip": ["-z1p"],
     "bzip2": ["-z2p"],
     "lzop": ["-z3"],
@@ -108,12 +109,31 @@ def _build_mbr(work: Path) -> Path:
     return disk
 
 
-DISKS = {"linux": _build_linux, "windows": _build_windows, "mbr": _build_mbr}
+def _build_linux_later(work: Path) -> Path:
+    """The Linux disk a day later: the same disk with one new 2 MiB file in its root filesystem."""
+    disk = work / "disk.img"
+    base = cache_root() / f"linux-{_key('linux')}" / "disk.img"      # made before the lock was taken
+    subprocess.run(["cp", "--sparse=always", str(base), str(disk)], check=True)
+    root = next(p for p in ef.sfdisk_json(disk)["partitions"] if p["name"] == "root")
+    part = work / "root.img"
+    subprocess.run(["dd", f"if={disk}", f"of={part}", "bs=512", f"skip={root['start']}", f"count={root['size']}",
+                    "conv=sparse", "status=none"], check=True)
+    report = work / "report.bin"
+    report.write_bytes(di.pattern(b"tuesday", 2 * MiB))
+    subprocess.run(["debugfs", "-w", "-R", f"write {report} report.bin", str(part)], check=True, capture_output=True)
+    subprocess.run(["dd", f"if={part}", f"of={disk}", "bs=512", f"seek={root['start']}", "conv=notrunc,sparse",
+                    "status=none"], check=True)
+    return disk
+
+
+DISKS = {"linux": _build_linux, "windows": _build_windows, "mbr": _build_mbr, "linux-later": _build_linux_later}
+BASED_ON = {"linux-later": "linux"}     # built from another cached disk (made first, outside the lock)
 
 
 def cached_disk(kind: str, work: Path) -> Path:
     """The original disk of `kind`, built once (its bytes are what every reader is checked against)."""
-    folder = cache_root() / f"{kind}-{_key(kind)}"
+    parts = (kind, cached_disk(BASED_ON[kind], work).parent.name) if kind in BASED_ON else (kind,)
+    folder = cache_root() / f"{kind}-{_key(*parts)}"
     disk = folder / "disk.img"
     with _locked():
         if not disk.exists():
@@ -168,6 +188,36 @@ def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, 
             loops.detach_all()
             shutil.rmtree(run_dir, ignore_errors=True)      # the disk's copy: space is scarce
     return disk, folder
+
+
+def clonezilla_of(disk: Path, key: str, loops, work: Path, flags: tuple[str, ...] = ("-z9p",)) -> Path:
+    """The Clonezilla image folder of any disk image (a golden bootable PC), saved by
+    `ocs-sr savedisk` from a loop device of a copy; cached under build/cache/clonezilla/KEY."""
+    folder = cache_root() / key / IMAGE_NAME
+    with _locked():
+        if not folder.exists():
+            run_dir = work / f"ocs-{key}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            copy = run_dir / "disk.img"
+            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+            name = os.path.basename(loops.attach(copy))
+            root = run_dir / "partimag"
+            root.mkdir()
+            cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), "savedisk", IMAGE_NAME, name]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
+            saved = root / IMAGE_NAME
+            if proc.returncode != 0 or not (saved / "parts").exists():
+                raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
+            tmp = folder.parent.with_name(folder.parent.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            shutil.move(str(saved), str(tmp / IMAGE_NAME))
+            shutil.rmtree(folder.parent, ignore_errors=True)
+            tmp.rename(folder.parent)
+            loops.detach_all()
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return folder
 
 
 def clonezilla_two_disks(loops, work: Path) -> tuple[Path, Path, Path]:

@@ -11,7 +11,7 @@ from recovery.probe.mounts import is_on_disk, mounts_on_disk
 
 def target_refusal(target: DiskInfo, repo_path: str | None = None, *, check_mounts: bool = True) -> str | None:
     """Why `target` cannot be restored onto, in words that complete "cannot restore there: ...";
-    None when it can. `repo_path` is the repository being restored from, when known."""
+    None when it can. `repo_path` is the repository or image being restored from, when known."""
     if target.is_system:
         return "it holds the running system"
     if target.read_only:
@@ -20,9 +20,9 @@ def target_refusal(target: DiskInfo, repo_path: str | None = None, *, check_moun
         return "it holds backups"
     if repo_path is not None:
         if is_on_disk(str(repo_path), target.path):
-            return "it holds the repository being restored from"
+            return "it holds the backup being restored from"
         if target.is_image and os.path.realpath(target.path).startswith(os.path.realpath(repo_path) + os.sep):
-            return "it lies inside the repository being restored from"
+            return "it lies inside the backup being restored from"
     if check_mounts:
         mounted = mounts_on_disk(target.path)
         if mounted:

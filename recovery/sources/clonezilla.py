@@ -29,6 +29,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 
 from recovery.errors import DamageError, DiskError, ToolError, UsageError
@@ -289,11 +290,56 @@ class _EmptyData:
         pass
 
 
+class _SwapHeader:
+    """A swap partition, of which Clonezilla saved only the UUID and label (swappt-*.info): its
+    header page as Debian's mkswap writes it with that UUID and label over the partition's
+    size, so a restore puts back the signature fstab's swap entry names (as Clonezilla's own
+    restore runs mkswap). The rest of the partition is free."""
+
+    def __init__(self, size: int, uuid: str | None, label: str | None, spool_dir: str | None):
+        self.size = size
+        self.page = min(os.sysconf("SC_PAGE_SIZE"), size)     # mkswap writes the running kernel's page
+        self._uuid, self._label, self._spool_dir = uuid, label, spool_dir
+        self._header: bytes | None = None
+        self._lock = threading.Lock()
+
+    def header(self) -> bytes:
+        with self._lock:
+            if self._header is None:
+                with tempfile.TemporaryDirectory(prefix="lifeboat-swap-", dir=self._spool_dir) as work:
+                    path = os.path.join(work, "swap")
+                    with io.open(path, "wb") as f:
+                        f.truncate(self.size)
+                    args = ["mkswap"] + (["-U", self._uuid] if self._uuid else []) \
+                        + (["-L", self._label] if self._label else []) + [path]
+                    res = tools.run(args, check=False)
+                    if res.returncode != 0:
+                        raise ToolError(f"mkswap could not make the swap header: {tools.last_line(res.stderr)}")
+                    with io.open(path, "rb") as f:
+                        self._header = f.read(self.page)
+            return self._header
+
+    def used_ranges(self) -> list[tuple[int, int]]:
+        return [(0, self.page)]
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        head = self.header()[offset:offset + length] if offset < self.page else b""
+        return head + bytes(length - len(head))
+
+    def extents(self) -> Iterator[tuple[int, bytes]]:
+        yield 0, self.header()
+
+    def close(self) -> None:
+        pass
+
+
 class ClonezillaSource(Source):
     """One disk of a Clonezilla image folder."""
 
     def __init__(self, folder: str, disk: str | None = None, spool_dir: str | None = None):
         self.folder = os.path.abspath(folder)
+        self.location = self.folder        # a restore must not write where it is read from
         self.spool_dir = spool_dir
         names = sorted(os.listdir(self.folder))
         saved_disks = disks(self.folder)
@@ -325,6 +371,7 @@ class ClonezillaSource(Source):
         self.whole_disk = disk in _words(self.folder, "disk")
         blkid = _blkid(self.folder)
         self._images: dict[int, object] = {}
+        self._swaps: dict[int, _SwapHeader] = {}     # swap partitions: their header, remade
         self.partitions = []
         for entry in self.layout.data_partitions():
             part = next((p for p in saved_parts if number_of(p) == entry.number), None) \
@@ -351,12 +398,16 @@ class ClonezillaSource(Source):
             elif swap or ids.get("TYPE") == "swap":
                 image, fs, whole = None, "swap", False
                 ids = {**ids, **{k: v for k, v in swap.items() if k in ("UUID", "LABEL")}}
+                self._swaps[entry.number] = _SwapHeader(entry.size, ids.get("UUID") or None,
+                                                        ids.get("LABEL") or None, spool_dir)
             else:
                 image, fs, whole = None, ids.get("TYPE", ""), False
+            used = image.used_bytes if image else (self._swaps[entry.number].page
+                                                   if entry.number in self._swaps else 0)
             self.partitions.append(SourcePartition(
                 number=entry.number, start=entry.start, size=entry.size, fs=fs,
                 label=ids.get("LABEL") or None, uuid=ids.get("UUID") or None,
-                used_bytes=image.used_bytes if image else 0, whole=whole))
+                used_bytes=used, whole=whole))
         self.saved = frozenset(self._images)     # partitions whose contents the folder holds
         self._readers: list = []
 
@@ -409,6 +460,8 @@ class ClonezillaSource(Source):
     def reader(self, number: int):
         size = self.partition(number).size
         image = self._images.get(number)
+        if number in self._swaps:
+            return self._swaps[number]
         data = image.reader(self.spool_dir) if image else _EmptyData(size)
         if image is not None and image.size < size:
             data = _Padded(data, size)
@@ -417,7 +470,7 @@ class ClonezillaSource(Source):
 
     def extents(self, number: int) -> Iterator[tuple[int, bytes]]:
         self.partition(number)
-        image = self._images.get(number)
+        image = self._images.get(number) or self._swaps.get(number)
         return image.extents() if image else iter(())
 
     def image_files(self) -> list[str]:

@@ -34,7 +34,7 @@ def openers():
 
 KNOWN = ("a Clonezilla or Rescuezilla image folder, a partclone image, a VHD, VHDX, qcow2 or VMDK virtual disk, "
          "a Windows system image folder (WindowsImageBackup), or a raw disk image (.img, .dd, .raw, "
-         "plain or .gz/.zst/.xz)")
+         "plain or .gz/.zst/.xz/.bz2/.lz4/.lzo/.lzma, whole or in .aa .ab ... pieces)")
 
 
 def open_source(path: str) -> Source:
@@ -51,8 +51,9 @@ def open_source(path: str) -> Source:
 
 # Names worth opening while scanning a drive for images (opening anything else is left to a
 # person who names it): the suffixes of the formats above, and the folders they are saved in.
-IMAGE_SUFFIXES = (".vhd", ".vhdx", ".qcow2", ".qcow", ".vmdk", ".img", ".dd", ".raw", ".ptcl-img",
-                  ".img.gz", ".img.zst", ".img.xz", ".dd.gz", ".dd.zst", ".dd.xz", ".raw.gz", ".raw.zst", ".raw.xz")
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".qcow2", ".qcow", ".vmdk", ".img", ".dd", ".raw", ".ptcl-img") + tuple(
+    f"{raw}{codec}{piece}" for raw in (".img", ".dd", ".raw")
+    for codec in (".gz", ".zst", ".xz", ".bz2", ".lz4", ".lzo", ".lzma") for piece in ("", ".aa"))
 
 
 def peek(path: str) -> str | None:

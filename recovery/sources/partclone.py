@@ -603,6 +603,7 @@ class PartcloneSource(Source):
         import datetime as _dt
         self.created = _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.name = self.image.name
+        self.location = os.path.abspath(path)       # a restore must not write where it is read from
         self.id = "partclone:" + _digest_of_files(self.image.pieces)
         found = identify_head(self.image) or (self.image.fs, None, None)
         self.layout = Layout(table="none", sector_size=512, disk_size=self.image.size,

@@ -19,7 +19,7 @@ from tests import diskimages as di
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import PC, MiB, lifeboat, read_tree, sfdisk_json
 
-FORMATS = ["raw", "img.gz", "img.zst", "img.xz", "qcow2", "vhd", "vhd-fixed", "vhdx", "vmdk", "vmdk-flat"]
+FORMATS = ["raw", "img.gz", "img.zst", "img.xz", "img.bz2", "img.lz4", "img.zst.aa", "qcow2", "vhd", "vhd-fixed", "vhdx", "vmdk", "vmdk-flat"]
 QEMU = {  # file suffix, qemu-img -O format and options
     "qcow2": ("qcow2", "qcow2", []),
     "vhd": ("vhd", "vpc", ["-o", "subformat=dynamic"]),
@@ -28,7 +28,8 @@ QEMU = {  # file suffix, qemu-img -O format and options
     "vmdk": ("vmdk", "vmdk", ["-o", "subformat=monolithicSparse"]),
     "vmdk-flat": ("vmdk", "vmdk", ["-o", "subformat=monolithicFlat"]),
 }
-COMPRESS = {"img.gz": ["gzip", "-c", "-1"], "img.zst": ["zstd", "-q", "-c"], "img.xz": ["xz", "-c", "-T0", "-0"]}
+COMPRESS = {"img.gz": ["gzip", "-c", "-1"], "img.zst": ["zstd", "-q", "-c"], "img.xz": ["xz", "-c", "-T0", "-0"],
+            "img.bz2": ["bzip2", "-c", "-1"], "img.lz4": ["lz4", "-q", "-c"]}
 
 
 def make_image(disk: Path, fmt: str, where: Path) -> Path:
@@ -36,6 +37,12 @@ def make_image(disk: Path, fmt: str, where: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     if fmt == "raw":
         return disk
+    if fmt == "img.zst.aa":
+        # zstd output split into 4 MiB pieces by split(1): pc.img.zst.aa, .ab, ...
+        whole = make_image(disk, "img.zst", where / "whole")
+        subprocess.run(["split", "-b", "4M", str(whole), str(where / "pc.img.zst.")], check=True)
+        shutil.rmtree(where / "whole")
+        return where / "pc.img.zst.aa"
     if fmt in COMPRESS:
         out = where / f"pc.{fmt}"
         with open(out, "wb") as f:
@@ -220,16 +227,21 @@ def _untouched(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("damage", ["truncated qcow2", "truncated raw", "truncated zst", "truncated gz",
-                                    "corrupt qcow2"])
+                                    "truncated bz2", "truncated lz4", "missing piece", "corrupt qcow2"])
 def test_damaged_images_are_refused_before_anything_is_written(tmp_path, pcs, damage):
     pc = pcs["windows"]
     fmt = {"truncated qcow2": "qcow2", "corrupt qcow2": "qcow2", "truncated raw": "raw",
-           "truncated zst": "img.zst", "truncated gz": "img.gz"}[damage]
+           "truncated zst": "img.zst", "truncated gz": "img.gz", "truncated bz2": "img.bz2",
+           "truncated lz4": "img.lz4", "missing piece": "img.zst.aa"}[damage]
     image = make_image(pc.disk, fmt, tmp_path / "image")
     if fmt == "raw":
         image = sparse_copy(pc.disk, tmp_path / "image" / "cut.img")
     size = image.stat().st_size
-    if damage.startswith("truncated"):
+    named = image                       # what the refusal names
+    if damage == "missing piece":
+        named = image.parent / "pc.img.zst.ab"
+        named.unlink()
+    elif damage.startswith("truncated"):
         with open(image, "r+b") as f:
             f.truncate(size * 2 // 3)
     else:
@@ -245,7 +257,7 @@ def test_damaged_images_are_refused_before_anything_is_written(tmp_path, pcs, da
     done = lifeboat("restore", image, target, "--yes", check=False)
     assert done.returncode in (3, 6), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    assert image.name in done.stderr
+    assert named.name in done.stderr
     assert _untouched(target) == before
     seen = lifeboat("inspect", image, check=False)
     assert seen.returncode in (3, 6) and "Traceback" not in seen.stderr
