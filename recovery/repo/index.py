@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import struct
 import sys
+import threading
 from array import array
 from dataclasses import dataclass
 from operator import itemgetter
@@ -63,17 +64,26 @@ class Index:
         self._sorted_upto = 0           # entries before this number are in a run
         self._pending: dict[bytes, int] = {}       # id -> entry number, not yet in a run
         self._distinct: int | None = None
+        # Backups add packs from more than one thread while others look blobs up: additions
+        # are serialised; a lookup needs no lock, as an entry becomes findable (in a run or in
+        # _pending) only after its bytes and its pack's segment are in place.
+        self._adding = threading.Lock()
 
     def __len__(self) -> int:
         """Distinct blob ids (a blob stored in two packs counts once). Computed when asked."""
-        if self._distinct is None:
-            self._distinct = len(set(map(itemgetter(0), _ENTRY_ID.iter_unpack(self._entries))))
+        with self._adding:            # iter_unpack holds the bytearray, which must not grow meanwhile
+            if self._distinct is None:
+                self._distinct = len(set(map(itemgetter(0), _ENTRY_ID.iter_unpack(self._entries))))
         return self._distinct
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self._find(blob_id) is not None
 
     def add_pack(self, pack_id: str, entries: list[BlobEntry]) -> None:
+        with self._adding:
+            self._add_pack(pack_id, entries)
+
+    def _add_pack(self, pack_id: str, entries: list[BlobEntry]) -> None:
         self._add_segment(pack_id, b"".join(e.pack() for e in entries))
         first = self._sorted_upto
         for n, e in enumerate(entries, len(self._entries) // ENTRY.size - len(entries)):
@@ -106,6 +116,10 @@ class Index:
 
     def _add_index_file(self, segments: list[tuple[str, memoryview]]) -> None:
         """One index file's packs, sorted into runs of their own."""
+        with self._adding:
+            self._add_index_file_locked(segments)
+
+    def _add_index_file_locked(self, segments: list[tuple[str, memoryview]]) -> None:
         if self._pending:
             self._sort_run(self._sorted_upto)      # keep runs in the order entries came
         first = len(self._entries) // ENTRY.size
@@ -148,8 +162,10 @@ class Index:
         return None
 
     def _find(self, blob_id: bytes) -> int | None:
-        n = self._find_sorted(blob_id)
-        return self._pending.get(blob_id) if n is None else n
+        # _pending first: _sort_run adds a run before it empties _pending, so an entry being
+        # sorted is always in one of the two (and never in both, see _add_pack).
+        n = self._pending.get(blob_id)
+        return self._find_sorted(blob_id) if n is None else n
 
     @classmethod
     def load(cls, storage, cache=None) -> "Index":
