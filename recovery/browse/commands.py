@@ -19,7 +19,7 @@ from pathlib import Path
 from recovery.browse import files
 from recovery.browse.saved import BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot, split_ref
 from recovery.browse.view import SnapshotView, clean_stale, temporary_view, unmount_view
-from recovery.errors import Cancelled, RefusedError, UsageError
+from recovery.errors import Cancelled, RefusedError, RepositoryError, UsageError
 from recovery.units import human_size
 
 PARTIAL_EXIT = 9      # get: some files could not be read; the rest was copied
@@ -176,7 +176,8 @@ def cmd_get(args) -> int:
                 dest.mkdir()
             with progress_for(args) as sink:
                 try:
-                    result = files.copy_out([src], root, dest, on_event=sink)
+                    result = files.copy_out([src], root, dest, on_event=sink,
+                                            lost=lambda: view.repository_lost)
                 except KeyboardInterrupt:
                     raise Cancelled("cancelled: what was copied is complete; the file being copied was "
                                     "removed") from None
@@ -188,6 +189,13 @@ def cmd_get(args) -> int:
     lines += [f"renamed: {a} -> {b}" for a, b in result.renamed]
     lines += [f"skipped: {a}: {b}" for a, b in result.skipped]
     lines += [f"UNREADABLE: {a}: {b}" for a, b in result.unreadable]
+    if result.stopped:
+        why = (f"the repository could not be read any more ({result.stopped}); was its drive removed? "
+               f"The {result.files} file(s) copied into {dest} are complete, what is listed UNREADABLE was "
+               f"removed, and the rest was not copied")
+        _emit(args, result.to_json(), lines)
+        print(f"lifeboat: {why}", file=sys.stderr)
+        return RepositoryError.exit_code
     if result.partial:
         lines.append(f"{len(result.unreadable)} file(s) could not be read; everything else was copied")
     _emit(args, result.to_json(), lines)
