@@ -72,10 +72,14 @@ def result_lines(result: files.CopyResult, folder: Path) -> tuple[list[str], lis
     if result.renamed:
         lines.append(f"{len(result.renamed)} name(s) the drive cannot hold were changed (listed below).")
         listed += [f"Renamed: {a} → {Path(b).name}" for a, b in result.renamed]
-    if result.unreadable:
+    if result.stopped:
+        lines.append(f"The copy stopped: the backup's drive could not be read any more ({result.stopped}). "
+                     f"Was it removed? What was copied is complete; the file being copied was removed "
+                     f"and the rest was not copied.")
+    elif result.unreadable:
         lines.append(f"{len(result.unreadable)} file(s) could not be read from the backup and were not "
                      f"copied (listed below); everything else was.")
-        listed += [f"Could not read: {a} ({why})" for a, why in result.unreadable]
+    listed += [f"Could not read: {a} ({why})" for a, why in result.unreadable]
     listed += [f"Skipped: {a} ({why})" for a, why in result.skipped]
     return lines, listed
 
@@ -153,7 +157,8 @@ async def get_files(app) -> None:
                 outcome = await app.push_screen_wait(JobScreen(
                     f"Copying {humanize.size(total)} from “{name}” to {folder}",
                     lambda on_event, cancel: files.copy_out(paths, root, folder, on_event=on_event,
-                                                            cancel=cancel, total=total),
+                                                            cancel=cancel, total=total,
+                                                            lost=lambda: view.repository_lost),
                     cancel_title=COPY_CANCEL[0], cancel_text=COPY_CANCEL[1], phases={"copy": "Copying files"},
                     intro="Nothing is written to the backup; only the chosen drive is written."))
                 if outcome.cancelled:

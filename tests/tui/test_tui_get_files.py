@@ -209,3 +209,18 @@ def test_destination_offers_other_drives_with_their_room(machine, tmp_path, loop
     (folder,) = [k for k, v in got.items() if k.startswith("Lifeboat demo-pc") and "/" not in k]
     docs = {k[len(folder) + 1:]: v for k, v in got.items() if k.startswith(folder + "/")}
     assert docs == {k[len("home/alice/"):]: v for k, v in want.items() if k.startswith("home/alice/Documents")}
+
+
+def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
+    from recovery.browse.files import CopyResult
+    from tui.get_files import result_lines
+
+    result = CopyResult(str(tmp_path), files=3, bytes=3000, unreadable=[("/a.jpg", "Input/output error (the copy was removed)")],
+                        stopped="cannot read /mnt/repo/packs/x.pack: Input/output error")
+    lines, listed = result_lines(result, tmp_path)
+    assert lines[0].startswith("3 files (")
+    assert lines[1].startswith("The copy stopped: the backup's drive could not be read any more (cannot read "
+                               "/mnt/repo/packs/x.pack: Input/output error). Was it removed?")
+    assert listed == ["Could not read: /a.jpg (Input/output error (the copy was removed))"]
+    damaged_only = CopyResult(str(tmp_path), files=3, unreadable=[("/a.jpg", "Input/output error")])
+    assert "could not be read from the backup" in result_lines(damaged_only, tmp_path)[0][1]
