@@ -94,6 +94,7 @@ async def get_files(app) -> None:
     try:
         names = sorted({x.name for x in snaps})
         step, name, snap, disk, part, picked = (0 if len(names) > 1 else 1), names[0], None, None, None, None
+        letters: dict[int, str] = {}
         while True:
             if step == 0:
                 name = await app.push_screen_wait(NamePickerScreen(snaps, step="2/6"))
@@ -119,8 +120,10 @@ async def get_files(app) -> None:
                 if view is not None:
                     await app.blocking(view.close)
                     view = None
+                letters = await app.blocking(disk.drive_letters)
                 part = await app.push_screen_wait(PartitionPickerScreen(
-                    f"Inside “{name}” from {humanize.when(snap.created)}", disk.partitions, step="3/6"))
+                    f"Inside “{name}” from {humanize.when(snap.created)}", disk.partitions, step="3/6",
+                    letters=letters))
                 step = 1 if part is None else 3
             elif step == 3:
                 if view is None:
@@ -138,7 +141,7 @@ async def get_files(app) -> None:
                         step = 2
                         continue
                 picked = await app.push_screen_wait(FileBrowserScreen(
-                    f"{describe(part)} · “{name}” {humanize.when(snap.created)}", view.mounted[part.number],
+                    f"{describe(part, letters.get(part.number))} · “{name}” {humanize.when(snap.created)}", view.mounted[part.number],
                     step="4/6"))
                 step = 2 if picked is None else 4
             else:

@@ -224,3 +224,15 @@ def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path)
     assert listed == ["Could not read: /a.jpg (Input/output error (the copy was removed))"]
     damaged_only = CopyResult(str(tmp_path), files=3, unreadable=[("/a.jpg", "Input/output error")])
     assert "could not be read from the backup" in result_lines(damaged_only, tmp_path)[0][1]
+
+
+def test_partition_picker_shows_the_drive_letter_when_known():
+    from recovery.sources.base import SourcePartition
+    from tui.screens.partition_picker import partition_prompt
+
+    win = SourcePartition(number=3, start=0, size=238 * 10**9, fs="ntfs", label="Windows",
+                          uuid=None, used_bytes=10**9, whole=False)
+    assert partition_prompt(win, "C:").plain.startswith("Windows (C:)  NTFS  ")
+    assert partition_prompt(win).plain.startswith("Windows  NTFS  ")
+    data = SourcePartition(number=4, start=0, size=10**9, fs="ntfs", label=None, uuid=None, used_bytes=0, whole=False)
+    assert partition_prompt(data).plain.startswith("Partition 4  NTFS  ")
