@@ -32,6 +32,9 @@ _RUN_MAX = 1 << _NUMBER_BITS
 _KEY = struct.Struct(">Q")
 _ENTRY_ID = struct.Struct("<32s24x")
 _PENDING_MAX = 65_536           # blobs added one pack at a time before they are sorted into a run
+# Runs of about this many blobs: sorting a million keys as four runs is faster than as one,
+# and a lookup in four runs costs a few microseconds more.
+_RUN_TARGET = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,11 @@ class Index:
     """Blob id -> location, about 70 bytes a blob in memory.
 
     Entries are kept as their 56-byte on-disk form in one bytearray, in the order they were
-    added. Lookups go through sorted runs: an array of 64-bit keys per index file (or per
-    batch of packs added one at a time), searched with bisect. Opening a repository thus
-    costs a copy and one sort of integers per index file, never a Python object per blob
-    kept alive. The first entry added for an id wins, as its pack was indexed first."""
+    added. Lookups go through sorted runs: arrays of 64-bit keys searched with bisect, one
+    per ~262,144 blobs of the index files read on opening, a few more for packs added one at
+    a time.
+    Opening a repository thus costs a copy and one sort of integers, never a Python object
+    per blob kept alive. The first entry added for an id wins, as its pack was indexed first."""
 
     def __init__(self) -> None:
         self.packs: list[str] = []
@@ -114,39 +118,53 @@ class Index:
         self._entries += raw_entries
         self._distinct = None
 
-    def _add_index_file(self, segments: list[tuple[str, memoryview]]) -> None:
-        """One index file's packs, sorted into runs of their own."""
+    def _add_index_file(self, segments: list[tuple[str, memoryview]], sort: bool = True) -> None:
+        """One index file's packs. With sort=False they cannot be found until _sort_unsorted()
+        (opening adds index files until they hold _RUN_TARGET blobs, then sorts them as a run)."""
         with self._adding:
-            self._add_index_file_locked(segments)
+            for pack_id, raw in segments:
+                self._add_segment(pack_id, raw)
+            if sort:
+                self._sort_run(self._sorted_upto)
 
-    def _add_index_file_locked(self, segments: list[tuple[str, memoryview]]) -> None:
-        if self._pending:
-            self._sort_run(self._sorted_upto)      # keep runs in the order entries came
-        first = len(self._entries) // ENTRY.size
-        for pack_id, raw in segments:
-            self._add_segment(pack_id, raw)
-        self._sort_run(first)
+    def _sort_unsorted(self) -> None:
+        with self._adding:
+            self._sort_run(self._sorted_upto)
 
     def _sort_run(self, first: int) -> None:
-        """Sort entries from `first` to the end into runs of at most _RUN_MAX."""
+        """Sort the entries from `first` (the end of the last run) to the end into runs of at
+        most _RUN_MAX, then merge the newest runs while the newer is at least half the size
+        of the one before and that one is under _RUN_TARGET: a few runs to search, however many
+        packs came one at a time."""
         total = len(self._entries) // ENTRY.size
+        runs = list(self._runs)
         for start in range(first, total, _RUN_MAX):
-            count = min(_RUN_MAX, total - start)
-            view = memoryview(self._entries)[start * ENTRY.size:(start + count) * ENTRY.size]
-            # Each key's 8 bytes, built column by column at C speed: 5 id bytes, 3 number bytes.
-            keys = bytearray(count * 8)
-            for k in range(5):
-                keys[k::8] = view[k::ENTRY.size]
-            numbers = array("I", range(count))
-            if sys.byteorder == "little":
-                numbers.byteswap()
-            numbers = numbers.tobytes()
-            for k in range(3):
-                keys[5 + k::8] = numbers[1 + k::4]
-            view.release()
-            self._runs.append((start, array("Q", sorted(map(itemgetter(0), _KEY.iter_unpack(keys))))))
+            runs.append((start, self._sorted_keys(start, min(_RUN_MAX, total - start))))
+        while len(runs) >= 2:
+            older, newer = runs[-1][0] - runs[-2][0], total - runs[-1][0]
+            if newer * 2 < older or older >= _RUN_TARGET or total - runs[-2][0] > _RUN_MAX:
+                break
+            runs[-2:] = [(runs[-2][0], self._sorted_keys(runs[-2][0], total - runs[-2][0]))]
+        # Replaced whole, so a lookup running meanwhile searches the old list or the new one,
+        # both complete; _pending is emptied only once the new runs can be searched.
+        self._runs = runs
         self._sorted_upto = total
         self._pending.clear()
+
+    def _sorted_keys(self, start: int, count: int) -> array:
+        view = memoryview(self._entries)[start * ENTRY.size:(start + count) * ENTRY.size]
+        # Each key's 8 bytes, built column by column at C speed: 5 id bytes, 3 number bytes.
+        keys = bytearray(count * 8)
+        for k in range(5):
+            keys[k::8] = view[k::ENTRY.size]
+        view.release()
+        numbers = array("I", range(count))
+        if sys.byteorder == "little":
+            numbers.byteswap()
+        numbers = numbers.tobytes()
+        for k in range(3):
+            keys[5 + k::8] = numbers[1 + k::4]
+        return array("Q", sorted(map(itemgetter(0), _KEY.iter_unpack(keys))))
 
     def _find_sorted(self, blob_id: bytes) -> int | None:
         prefix = int.from_bytes(blob_id[:5], "big")
@@ -193,11 +211,14 @@ class Index:
                     packs = index_file_packs(info.name, data)
                     if cache:
                         cache.put(info.name, data)
-                index._add_index_file(packs)
+                index._add_index_file(packs, sort=False)
+                if len(index._entries) // ENTRY.size - index._sorted_upto >= _RUN_TARGET:
+                    index._sort_unsorted()
             except UnreachableError:
                 raise
             except (DamageError, FileNotFoundError, StorageError) as exc:
                 index.problems.append(str(exc))   # packs are scanned below instead
+        index._sort_unsorted()
         for info in sorted(storage.list("packs/"), key=lambda i: i.name):
             if not info.name.endswith(".pack"):
                 continue

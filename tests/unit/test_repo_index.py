@@ -61,3 +61,19 @@ def test_damaged_index_file_is_refused():
     for bad in (body[:-1], body[:20] + bytes([body[20] ^ 1]) + body[21:], b"LBINDEX\x01" + bytes(31)):
         with pytest.raises(DamageError, match="is damaged"):
             index_file_packs(name, bad)
+
+
+def test_packs_added_one_by_one_stay_in_few_runs(monkeypatch):
+    monkeypatch.setattr(index_module, "_PENDING_MAX", 50)
+    rng = random.Random(11)
+    index, added = Index(), []
+    for _ in range(2000):
+        pack = (rng.randbytes(32).hex(), entries(rng, 10))
+        index.add_pack(*pack)
+        added.append(pack)
+    # 20,000 blobs sorted 50 at a time: merged as they come, a handful of runs, not 400.
+    assert len(index._runs) <= 12
+    assert [r[0] for r in index._runs] == sorted(r[0] for r in index._runs)
+    for pack_id, es in added[::7]:
+        for e in es:
+            assert index.get(e.id).pack_id == pack_id
