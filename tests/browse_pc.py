@@ -96,6 +96,10 @@ def windows_profile(mnt: Path) -> None:
         attrs = struct.unpack(">I", os.getxattr(f, "system.ntfs_attrib_be"))[0]
         assert attrs & NTFS_COMPRESSED, f"{f} is not compressed"
     os.link(ann / "NTUSER.DAT", ann / "ntuser.dat.LOG1")
+    # An installed Windows: what makes this partition C:.
+    etc = mnt / "Windows" / "System32" / "drivers" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "hosts").write_text("127.0.0.1 localhost\r\n")
 
 
 def build(work: Path) -> BrowsePC:

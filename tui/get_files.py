@@ -72,10 +72,14 @@ def result_lines(result: files.CopyResult, folder: Path) -> tuple[list[str], lis
     if result.renamed:
         lines.append(f"{len(result.renamed)} name(s) the drive cannot hold were changed (listed below).")
         listed += [f"Renamed: {a} → {Path(b).name}" for a, b in result.renamed]
-    if result.unreadable:
+    if result.stopped:
+        lines.append(f"The copy stopped: the backup's drive could not be read any more ({result.stopped}). "
+                     f"Was it removed? What was copied is complete; the file being copied was removed "
+                     f"and the rest was not copied.")
+    elif result.unreadable:
         lines.append(f"{len(result.unreadable)} file(s) could not be read from the backup and were not "
                      f"copied (listed below); everything else was.")
-        listed += [f"Could not read: {a} ({why})" for a, why in result.unreadable]
+    listed += [f"Could not read: {a} ({why})" for a, why in result.unreadable]
     listed += [f"Skipped: {a} ({why})" for a, why in result.skipped]
     return lines, listed
 
@@ -90,6 +94,7 @@ async def get_files(app) -> None:
     try:
         names = sorted({x.name for x in snaps})
         step, name, snap, disk, part, picked = (0 if len(names) > 1 else 1), names[0], None, None, None, None
+        letters: dict[int, str] = {}
         while True:
             if step == 0:
                 name = await app.push_screen_wait(NamePickerScreen(snaps, step="2/6"))
@@ -115,8 +120,10 @@ async def get_files(app) -> None:
                 if view is not None:
                     await app.blocking(view.close)
                     view = None
+                letters = await app.blocking(disk.drive_letters)
                 part = await app.push_screen_wait(PartitionPickerScreen(
-                    f"Inside “{name}” from {humanize.when(snap.created)}", disk.partitions, step="3/6"))
+                    f"Inside “{name}” from {humanize.when(snap.created)}", disk.partitions, step="3/6",
+                    letters=letters))
                 step = 1 if part is None else 3
             elif step == 3:
                 if view is None:
@@ -134,7 +141,7 @@ async def get_files(app) -> None:
                         step = 2
                         continue
                 picked = await app.push_screen_wait(FileBrowserScreen(
-                    f"{describe(part)} · “{name}” {humanize.when(snap.created)}", view.mounted[part.number],
+                    f"{describe(part, letters.get(part.number))} · “{name}” {humanize.when(snap.created)}", view.mounted[part.number],
                     step="4/6"))
                 step = 2 if picked is None else 4
             else:
@@ -153,7 +160,8 @@ async def get_files(app) -> None:
                 outcome = await app.push_screen_wait(JobScreen(
                     f"Copying {humanize.size(total)} from “{name}” to {folder}",
                     lambda on_event, cancel: files.copy_out(paths, root, folder, on_event=on_event,
-                                                            cancel=cancel, total=total),
+                                                            cancel=cancel, total=total,
+                                                            lost=lambda: view.repository_lost),
                     cancel_title=COPY_CANCEL[0], cancel_text=COPY_CANCEL[1], phases={"copy": "Copying files"},
                     intro="Nothing is written to the backup; only the chosen drive is written."))
                 if outcome.cancelled:

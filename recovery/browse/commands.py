@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from recovery.browse import files
-from recovery.browse.saved import BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot, split_ref
+from recovery.browse.saved import (BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot,
+                                   shown_name, split_ref)
 from recovery.browse.view import SnapshotView, clean_stale, temporary_view, unmount_view
-from recovery.errors import Cancelled, RefusedError, UsageError
+from recovery.errors import Cancelled, RefusedError, RepositoryError, UsageError
 from recovery.units import human_size
 
 PARTIAL_EXIT = 9      # get: some files could not be read; the rest was copied
@@ -72,10 +73,11 @@ def cmd_mount(args) -> int:
         view.start()
         print(f"snapshot {disk.id[:8]} of {disk.name} ({disk.created}) mounted read-only at {view.where}",
               file=sys.stderr)
+        letters = disk.drive_letters()
         for part in disk.partitions:
             name = entry_name(part)
             where = f"{name}/ and {name}.img" if part.number in view.mounted else f"{name}.img"
-            print(f"  {where:<16} {describe(part)}", file=sys.stderr)
+            print(f"  {where:<16} {describe(part, letters.get(part.number))}", file=sys.stderr)
         for note in view.notes:
             print(f"  note: {note}", file=sys.stderr)
         print(f"stop with Ctrl-C or: lifeboat umount {view.where}", file=sys.stderr, flush=True)
@@ -104,10 +106,10 @@ def _emit(args, data, lines) -> None:
             print(line)
 
 
-def _partition_json(p) -> dict:
-    return {"number": p.number, "label": p.label, "fs": p.fs, "size": p.size, "used_bytes": p.used_bytes,
-            "browsable": p.fs in BROWSABLE,
-            "description": describe(p)}
+def _partition_json(p, letter: str | None) -> dict:
+    return {"number": p.number, "label": p.label, "drive_letter": letter, "fs": p.fs, "size": p.size,
+            "used_bytes": p.used_bytes, "browsable": p.fs in BROWSABLE,
+            "description": describe(p, letter)}
 
 
 def _entry_line(e: files.Entry) -> str:
@@ -136,11 +138,14 @@ def cmd_ls(args) -> int:
     repo, disk = _open(args)
     try:
         if not args.where:
+            letters = disk.drive_letters()
             lines = [f"snapshot {disk.id[:8]} of {disk.name}, {disk.created}"]
-            lines += [f"  {p.number:>2}  {fs_name(p.fs):<8} {human_size(p.size):>10}  {p.label or ''}"
+            lines += [f"  {p.number:>2}  {fs_name(p.fs):<8} {human_size(p.size):>10}  "
+                      f"{shown_name(p, letters.get(p.number)) if p.label or p.number in letters else ''}"
                       for p in disk.partitions]
             _emit(args, {"snapshot": disk.id, "name": disk.name, "created": disk.created,
-                         "partitions": [_partition_json(p) for p in disk.partitions]}, lines)
+                         "partitions": [_partition_json(p, letters.get(p.number)) for p in disk.partitions]},
+                  lines)
             return 0
         spec, path = split_ref(args.where)
         part, view = _mounted_partition(disk, spec)
@@ -176,7 +181,8 @@ def cmd_get(args) -> int:
                 dest.mkdir()
             with progress_for(args) as sink:
                 try:
-                    result = files.copy_out([src], root, dest, on_event=sink)
+                    result = files.copy_out([src], root, dest, on_event=sink,
+                                            lost=lambda: view.repository_lost)
                 except KeyboardInterrupt:
                     raise Cancelled("cancelled: what was copied is complete; the file being copied was "
                                     "removed") from None
@@ -188,6 +194,13 @@ def cmd_get(args) -> int:
     lines += [f"renamed: {a} -> {b}" for a, b in result.renamed]
     lines += [f"skipped: {a}: {b}" for a, b in result.skipped]
     lines += [f"UNREADABLE: {a}: {b}" for a, b in result.unreadable]
+    if result.stopped:
+        why = (f"the repository could not be read any more ({result.stopped}); was its drive removed? "
+               f"The {result.files} file(s) copied into {dest} are complete, what is listed UNREADABLE was "
+               f"removed, and the rest was not copied")
+        _emit(args, result.to_json(), lines)
+        print(f"lifeboat: {why}", file=sys.stderr)
+        return RepositoryError.exit_code
     if result.partial:
         lines.append(f"{len(result.unreadable)} file(s) could not be read; everything else was copied")
     _emit(args, result.to_json(), lines)

@@ -15,7 +15,10 @@ destination cannot hold is handled file by file, never by stopping:
 - symbolic links are copied as links where the destination has them, else listed as skipped;
   hard links become separate copies.
 
-Only a full destination stops the copy (NoSpaceError), with the partial file removed.
+Only a full destination stops the copy (NoSpaceError), with the partial file removed. When
+the repository itself stops answering (`lost()` names why: its drive was pulled out), the copy
+stops after the file that failed, which is removed and listed; `stopped` says why, and what
+comes after it in the walk is not attempted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +132,11 @@ class CopyResult:
     renamed: list[tuple[str, str]] = field(default_factory=list)      # (saved path, path written)
     unreadable: list[tuple[str, str]] = field(default_factory=list)   # (saved path, why)
     skipped: list[tuple[str, str]] = field(default_factory=list)      # (saved path, why)
+    stopped: str | None = None       # why the copy ended early (the repository could not be read)
 
     @property
     def partial(self) -> bool:
-        return bool(self.unreadable)
+        return bool(self.unreadable) or self.stopped is not None
 
     def to_json(self) -> dict:
         return {"destination": self.destination, "files": self.files, "bytes": self.bytes,
@@ -139,7 +144,7 @@ class CopyResult:
                 "renamed": [{"from": a, "to": b} for a, b in self.renamed],
                 "unreadable": [{"path": a, "error": b} for a, b in self.unreadable],
                 "skipped": [{"path": a, "why": b} for a, b in self.skipped],
-                "partial": self.partial}
+                "partial": self.partial, "stopped": self.stopped}
 
 
 def total_bytes(sources: list[Path]) -> int:
@@ -161,8 +166,9 @@ def total_bytes(sources: list[Path]) -> int:
 
 
 class _Copier:
-    def __init__(self, root: Path, dest: Path, meter: Meter, cancel: CancelToken, result: CopyResult):
-        self.root, self.meter, self.cancel, self.result = root, meter, cancel, result
+    def __init__(self, root: Path, dest: Path, meter: Meter, cancel: CancelToken, result: CopyResult,
+                 lost: Callable[[], str | None]):
+        self.root, self.meter, self.cancel, self.result, self.lost = root, meter, cancel, result, lost
         m = mount_holding(str(dest))
         self.windows = m is not None and m.fstype in WINDOWS_NAMES
 
@@ -194,6 +200,8 @@ class _Copier:
 
     def copy(self, src: Path, target: Path) -> None:
         self.cancel.check()
+        if self.result.stopped is not None:
+            return
         try:
             st = os.lstat(src)
         except OSError as exc:
@@ -265,6 +273,7 @@ class _Copier:
             _remove(target)
             self.meter.add(st.st_size - written)
             self.result.unreadable.append((self.shown(src), f"{exc} (the copy was removed)"))
+            self.result.stopped = self.lost()
             return
         except BaseException:
             _remove(target)
@@ -338,13 +347,15 @@ def _keep_times(path: Path, st) -> None:
 
 
 def copy_out(sources: list[Path], root: Path, dest: Path, *, on_event: EventSink = ignore,
-             cancel: CancelToken | None = None, total: int | None = None) -> CopyResult:
+             cancel: CancelToken | None = None, total: int | None = None,
+             lost: Callable[[], str | None] = lambda: None) -> CopyResult:
     """Copy `sources` (paths inside the filesystem mounted at `root`) into the existing folder
-    `dest`, each under its own name (renamed where the destination needs it)."""
+    `dest`, each under its own name (renamed where the destination needs it). `lost()`, asked
+    after a file fails to read, says why the repository cannot be read any more, or None."""
     dest = Path(dest)
     result = CopyResult(str(dest))
     meter = Meter("copy", total_bytes(sources) if total is None else total, on_event)
-    copier = _Copier(root, dest, meter, cancel or CancelToken(), result)
+    copier = _Copier(root, dest, meter, cancel or CancelToken(), result, lost)
     taken = {n.casefold() if copier.windows else n for n in os.listdir(dest)}
     for src in sources:
         name = src.name or "root"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recovery.errors import NotFoundError, UsageError
+from recovery.errors import LifeboatError, NotFoundError, UsageError
+from recovery.fs import ntfs
 from recovery.repo.reader import PartitionReader
 from recovery.repo.repository import Repository
 from recovery.sources.base import PartitionData, SourcePartition
@@ -28,9 +29,27 @@ class SavedDisk:
     _parts: dict                 # number -> the manifest's PartitionImage
     _chunk_size: int
     source: dict = field(default_factory=dict)   # the saved disk as the backup described it: path, serial, model
+    _letters: dict | None = None
 
     def reader(self, number: int) -> PartitionData:
         return PartitionReader(self._repo, self._parts[number], self._chunk_size)
+
+    def drive_letters(self) -> dict[int, str]:
+        """Partition number -> the letter Windows gave it, where that is known cheaply: `C:`
+        for the one NTFS partition holding Windows/System32 (Windows always runs from C:). The
+        other letters live in Windows' registry and are not guessed. Read once, on first ask:
+        a few chunks of each NTFS partition; a partition that cannot be read gets no letter."""
+        if self._letters is None:
+            holding = []
+            for p in self.partitions:
+                if p.fs == "ntfs":
+                    try:
+                        if ntfs.holds_windows(self.reader(p.number).read, p.size):
+                            holding.append(p.number)
+                    except LifeboatError:
+                        pass
+            self._letters = {holding[0]: "C:"} if len(holding) == 1 else {}
+        return self._letters
 
 
 def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedDisk:
@@ -50,10 +69,15 @@ def fs_name(fs: str) -> str:
     return FS_NAMES.get(fs, fs or "unknown")
 
 
-def describe(part: SourcePartition) -> str:
-    """`Windows NTFS 238.0 GiB`: what a person recognises a partition by."""
+def shown_name(part: SourcePartition, letter: str | None = None) -> str:
+    """`Windows (C:)`, `Windows`, `Partition 3`: the partition's label, and its drive letter when known."""
     label = part.label or ("Whole disk" if part.number == 0 else f"Partition {part.number}")
-    return f"{label} {fs_name(part.fs)} {human_size(part.size)}"
+    return f"{label} ({letter})" if letter else label
+
+
+def describe(part: SourcePartition, letter: str | None = None) -> str:
+    """`Windows (C:) NTFS 238.0 GiB`: what a person recognises a partition by."""
+    return f"{shown_name(part, letter)} {fs_name(part.fs)} {human_size(part.size)}"
 
 
 def entry_name(part: SourcePartition) -> str:

@@ -37,6 +37,7 @@ from recovery.errors import DamageError, DiskError, LifeboatError, RefusedError
 from recovery.host import loops, mounts, tools
 from recovery.probe.mounts import current_mounts
 from recovery.sources.base import PartitionData, SourcePartition
+from recovery.storage.base import StorageError, UnreachableError
 
 log = logging.getLogger("recovery.browse.view")
 
@@ -151,6 +152,9 @@ class SnapshotView:
         self.mounted: dict[int, Path] = {}
         self.notes: list[str] = []
         self.damage: list[str] = []       # damaged reads seen (plain lines, at most a few)
+        # Set when the repository itself stopped answering reads (its drive pulled out or
+        # failing: an I/O error from the storage, not a chunk that fails its hash).
+        self.repository_lost: str | None = None
         self.started = time.time_ns()
         self._made = False
         self._thread: threading.Thread | None = None
@@ -183,7 +187,13 @@ class SnapshotView:
         try:
             reader = self.reader(name)
             return reader.read(offset, length)
+        except UnreachableError as exc:        # a network repository's server went away
+            if self.repository_lost is None:
+                self.repository_lost = exc.message
+            raise DamageError(exc.message) from exc
         except DamageError as exc:
+            if self.repository_lost is None:
+                self.repository_lost = _storage_failure(exc)
             if len(self.damage) < 20:
                 self.damage.append(exc.message)
             log.warning("%s", exc.message)
@@ -296,6 +306,19 @@ def temporary_view(disk: SavedDisk, only: set[int] | None = None) -> SnapshotVie
     where = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     os.rmdir(where)           # the view makes it again, and removes it when it closes
     return SnapshotView(disk, where, only=only)
+
+
+def _storage_failure(exc: BaseException) -> str | None:
+    """Why the repository's storage failed to read, when that is what lies under a damaged
+    read (an I/O error: a drive pulled out or failing); None for a chunk that is missing or
+    fails its hash, which is damage in the repository itself."""
+    while exc is not None:
+        if isinstance(exc, StorageError):
+            return exc.message
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            return exc.strerror or str(exc)
+        exc = exc.__cause__
+    return None
 
 
 def _ops(view: SnapshotView):

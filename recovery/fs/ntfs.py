@@ -298,29 +298,41 @@ class _Volume:
 
     def _root_entries(self):
         """(file reference, name) of each entry in the root directory's index."""
+        return self.dir_entries(ROOT_RECORD, "root directory")
+
+    def dir_entries(self, number: int, what: str):
+        """(file reference, name) of each entry in a directory's filename index."""
         index_block = 4096
-        for attr in self.find(ROOT_RECORD, ATTR_INDEX_ROOT, "$I30"):
+        for attr in self.find(number, ATTR_INDEX_ROOT, "$I30"):
             if not attr.non_resident:
                 index_block = _u32(attr.value, 8) or index_block
                 yield from _index_entries(attr.value, 0x10)
-        pieces = [a for a in self.find(ROOT_RECORD, ATTR_INDEX_ALLOCATION, "$I30") if a.non_resident]
+        pieces = [a for a in self.find(number, ATTR_INDEX_ALLOCATION, "$I30") if a.non_resident]
         if not pieces:
             return
         if index_block < 512 or index_block > 65536:
-            raise _Damaged("root index block size")
+            raise _Damaged(f"{what} index block size")
         first = min(pieces, key=lambda p: p.lowest_vcn)
         runs = sorted(r for p in pieces for r in p.runs)
         total = min(first.data_size, 64 * 1024 * 1024)
-        data = self.read_runs(runs, 0, total - total % index_block, "root directory index")
+        data = self.read_runs(runs, 0, total - total % index_block, f"{what} index")
         for pos in range(0, len(data), index_block):
             block = bytearray(data[pos: pos + index_block])
             if block[:4] != b"INDX":
                 continue
             try:
-                _fixup(block, b"INDX", "root directory index block")
+                _fixup(block, b"INDX", f"{what} index block")
             except FsMapError:
                 continue
             yield from _index_entries(bytes(block), 0x18)
+
+    def child(self, number: int, name: str, what: str) -> int | None:
+        """The MFT record number of the entry `name` (any case) in directory `number`."""
+        want = name.casefold()
+        for ref, entry in self.dir_entries(number, what):
+            if entry.casefold() == want:
+                return ref & 0xFFFFFFFFFFFF
+        return None
 
     def hibernated(self) -> bool:
         for ref, name in self._root_entries():
@@ -376,6 +388,20 @@ def identify(read: Reader, size: int) -> tuple[str, str | None, str | None] | No
     except (FsMapError, struct.error, ValueError, IndexError):
         pass
     return "ntfs", label, f"{boot.serial:016X}"
+
+
+def holds_windows(read: Reader, size: int) -> bool:
+    """Whether the volume holds Windows/System32 (an installed Windows). Reads the boot
+    sector, the start of the MFT and two directory indexes; False when any of it is not NTFS
+    or cannot be read."""
+    try:
+        if _boot(read) is None:
+            return False
+        volume = _Volume(read, size)
+        windows = volume.child(ROOT_RECORD, "Windows", "root directory")
+        return windows is not None and volume.child(windows, "System32", "Windows directory") is not None
+    except (FsMapError, struct.error, ValueError, IndexError):
+        return False
 
 
 def probe(read: Reader, size: int) -> FsInfo | None:

@@ -144,7 +144,17 @@ class LocalStorage(Storage):
                 with open(self.root / name, "rb") as f:
                     f.seek(offset)
                     return f.read()
-            return os.pread(self._fd(name), length, offset)
+            fd = self._fd(name)
+            data = os.pread(fd, length, offset)
+            # A short read inside the file is what a failing drive gives for the part it read
+            # before the error: ask for the rest, so the error itself is seen (and a pack that
+            # really ends early still comes back short, to fail its hash).
+            while 0 < len(data) < length:
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    break
+                data += more
+            return data
         except (FileNotFoundError, IsADirectoryError):
             raise
         except OSError as exc:

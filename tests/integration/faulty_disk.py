@@ -1,12 +1,12 @@
 """A disk-image file that fails like real hardware: a FUSE filesystem (the kernel's own FUSE,
 through mfusepy) exposing one file, `disk.img`, backed by a real image, which answers EIO for
-reads of a bad range, or an errno of choice for every write after a number of bytes (a USB
-disk pulled out mid-restore answers ENODEV/ENXIO); or one that is slow to write (a cheap USB
+reads of a bad range, or an errno of choice for every write, or every read, after a number of
+bytes (a USB disk pulled out mid-restore, or mid-copy from it, answers ENODEV/ENXIO/EIO); or one that is slow to write (a cheap USB
 stick: a person has time to press Ctrl-C), or that reads back one byte other than was written
 (a stick whose flash lies).
 
 Run as a program: python -m tests.integration.faulty_disk IMAGE MOUNTPOINT [--bad-read START:LEN]
-[--fail-writes-after N --errno NAME] [--write-mibps N] [--flip-read BYTE]. The test mounts it, uses MOUNTPOINT/disk.img, unmounts.
+[--fail-writes-after N] [--fail-reads-after N] [--errno NAME] [--write-mibps N] [--flip-read BYTE]. The test mounts it, uses MOUNTPOINT/disk.img, unmounts.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ NAME = "/disk.img"
 
 
 def serve(image: str, mountpoint: str, bad_read: tuple[int, int] | None, fail_after: int | None, fail_errno: int,
-          write_mibps: float | None = None, flip_read: int | None = None):
+          write_mibps: float | None = None, flip_read: int | None = None, fail_reads_after: int | None = None):
     import mfusepy
 
     fd = os.open(image, os.O_RDWR)
     size = os.fstat(fd).st_size
     written = [0]
+    read_total = [0]
     lock = threading.Lock()
 
     class Faulty(mfusepy.Operations):
@@ -51,6 +52,12 @@ def serve(image: str, mountpoint: str, bad_read: tuple[int, int] | None, fail_af
         def read(self, path, length, offset, fh):
             if bad_read and offset < bad_read[0] + bad_read[1] and offset + length > bad_read[0]:
                 raise mfusepy.FuseOSError(errno.EIO)
+            if fail_reads_after is not None:
+                with lock:
+                    if read_total[0] + length > fail_reads_after:
+                        read_total[0] = fail_reads_after      # gone for good, however small the next read
+                        raise mfusepy.FuseOSError(fail_errno)
+                    read_total[0] += length
             data = os.pread(fd, length, offset)
             if flip_read is not None and offset <= flip_read < offset + len(data):
                 i = flip_read - offset
@@ -103,12 +110,14 @@ def main() -> None:
     p.add_argument("mountpoint")
     p.add_argument("--bad-read")
     p.add_argument("--fail-writes-after", type=int)
+    p.add_argument("--fail-reads-after", type=int)
     p.add_argument("--errno", default="EIO")
     p.add_argument("--write-mibps", type=float)
     p.add_argument("--flip-read", type=int)
     a = p.parse_args()
     bad = tuple(int(x) for x in a.bad_read.split(":")) if a.bad_read else None
-    serve(a.image, a.mountpoint, bad, a.fail_writes_after, getattr(errno, a.errno), a.write_mibps, a.flip_read)
+    serve(a.image, a.mountpoint, bad, a.fail_writes_after, getattr(errno, a.errno), a.write_mibps, a.flip_read,
+          a.fail_reads_after)
 
 
 if __name__ == "__main__":

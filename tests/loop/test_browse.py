@@ -59,7 +59,11 @@ def test_ls_lists_partitions_and_folders_first(pc):
     out = lifeboat("ls", "latest", "--repo", pc.repo, "--json", json_out=True).data
     parts = {p["number"]: p for p in out["partitions"]}
     assert [parts[n]["fs"] for n in (1, 2, 3, 4)] == ["vfat", "ext4", "ntfs", "swap"]
-    assert parts[3]["label"] == "Windows" and parts[3]["description"] == "Windows NTFS 64.0 MiB"
+    assert parts[3]["label"] == "Windows" and parts[3]["description"] == "Windows (C:) NTFS 64.0 MiB"
+    # C: is the NTFS partition holding Windows/System32; no other letter is guessed.
+    assert {n: p["drive_letter"] for n, p in parts.items()} == {1: None, 2: None, 3: "C:", 4: None, 5: None}
+    listing = lifeboat("ls", "latest", "--repo", pc.repo).stdout.splitlines()
+    assert [line.split()[-2:] for line in listing if line.split()[:1] == ["3"]] == [["Windows", "(C:)"]]
     assert [parts[n]["browsable"] for n in (1, 2, 3, 4)] == [True, True, True, False]
     assert parts[5]["fs"] == "exfat" and parts[5]["browsable"]
 

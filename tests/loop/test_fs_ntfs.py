@@ -90,3 +90,24 @@ def test_fragmented_volume_with_attribute_lists(tmp_path):
     copy = fsimages.copy_ranges(image, info.used, tmp_path / "copy.img")
     assert fsimages.fsck_clean("ntfs", copy)
     assert fsimages.ntfs_tree(copy) == fsimages.ntfs_tree(image)
+
+
+@pytest.mark.parametrize("made, holds", [
+    (["Windows/System32/drivers/etc/hosts"] + [f"Windows/file{i:03d}.dll" for i in range(300)], True),
+    (["windows/system32/config/SYSTEM", "Users/Ann/a.txt"], True),        # any case, as Windows names it
+    (["Windows/System/x.dll"] + [f"Windows/file{i:03d}.dll" for i in range(300)], False),
+    (["Users/Ann/Windows/System32/x"], False),                          # not at the root
+])
+def test_holds_windows_finds_windows_system32_at_the_root(tmp_path, made, holds):
+    from recovery.fs import ntfs
+
+    tree = tmp_path / "tree"
+    for rel in made:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(b"x" * 100)
+    image = fsimages.make_ntfs(tmp_path / "fs.img", 32 * MiB, tree)
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        assert ntfs.holds_windows(pread_reader(fd), os.path.getsize(image)) is holds
+    finally:
+        os.close(fd)

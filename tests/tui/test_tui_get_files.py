@@ -209,3 +209,30 @@ def test_destination_offers_other_drives_with_their_room(machine, tmp_path, loop
     (folder,) = [k for k, v in got.items() if k.startswith("Lifeboat demo-pc") and "/" not in k]
     docs = {k[len(folder) + 1:]: v for k, v in got.items() if k.startswith(folder + "/")}
     assert docs == {k[len("home/alice/"):]: v for k, v in want.items() if k.startswith("home/alice/Documents")}
+
+
+def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
+    from recovery.browse.files import CopyResult
+    from tui.get_files import result_lines
+
+    result = CopyResult(str(tmp_path), files=3, bytes=3000, unreadable=[("/a.jpg", "Input/output error (the copy was removed)")],
+                        stopped="cannot read /mnt/repo/packs/x.pack: Input/output error")
+    lines, listed = result_lines(result, tmp_path)
+    assert lines[0].startswith("3 files (")
+    assert lines[1].startswith("The copy stopped: the backup's drive could not be read any more (cannot read "
+                               "/mnt/repo/packs/x.pack: Input/output error). Was it removed?")
+    assert listed == ["Could not read: /a.jpg (Input/output error (the copy was removed))"]
+    damaged_only = CopyResult(str(tmp_path), files=3, unreadable=[("/a.jpg", "Input/output error")])
+    assert "could not be read from the backup" in result_lines(damaged_only, tmp_path)[0][1]
+
+
+def test_partition_picker_shows_the_drive_letter_when_known():
+    from recovery.sources.base import SourcePartition
+    from tui.screens.partition_picker import partition_prompt
+
+    win = SourcePartition(number=3, start=0, size=238 * 10**9, fs="ntfs", label="Windows",
+                          uuid=None, used_bytes=10**9, whole=False)
+    assert partition_prompt(win, "C:").plain.startswith("Windows (C:)  NTFS  ")
+    assert partition_prompt(win).plain.startswith("Windows  NTFS  ")
+    data = SourcePartition(number=4, start=0, size=10**9, fs="ntfs", label=None, uuid=None, used_bytes=0, whole=False)
+    assert partition_prompt(data).plain.startswith("Partition 4  NTFS  ")

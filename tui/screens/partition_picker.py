@@ -9,13 +9,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from recovery.browse.saved import browsable, fs_name
+from recovery.browse.saved import browsable, fs_name, shown_name
 from tui import humanize
 
 
-def partition_prompt(part) -> Text:
-    name = part.label or ("Whole disk" if part.number == 0 else f"Partition {part.number}")
-    t = Text(name, "bold")
+def partition_prompt(part, letter: str | None = None) -> Text:
+    t = Text(shown_name(part, letter), "bold")
     t.append(f"  {fs_name(part.fs)}  {humanize.size(part.size)}")
     t.append(f"\n  partition {part.number}, {humanize.size(part.used_bytes)} in use", "dim")
     if not browsable(part):
@@ -28,9 +27,10 @@ class PartitionPickerScreen(Screen["object | None"]):
 
     BINDINGS = [Binding("escape", "back", "Back")]
 
-    def __init__(self, title: str, partitions: list, step: str = ""):
+    def __init__(self, title: str, partitions: list, step: str = "", letters: dict[int, str] | None = None):
         super().__init__()
         self.title_text, self.partitions, self.step = title, partitions, step
+        self.letters = letters or {}
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="")
@@ -38,7 +38,7 @@ class PartitionPickerScreen(Screen["object | None"]):
                      markup=False)
         yield Static("Which partition holds the files? Windows is usually the largest NTFS one.",
                      classes="hint", markup=False)
-        yield OptionList(*[Option(partition_prompt(p), id=str(i), disabled=not browsable(p))
+        yield OptionList(*[Option(partition_prompt(p, self.letters.get(p.number)), id=str(i), disabled=not browsable(p))
                            for i, p in enumerate(self.partitions)], id="partitions")
         yield Footer()
 

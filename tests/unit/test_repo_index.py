@@ -1,0 +1,79 @@
+"""The in-memory index: every blob found where its first pack put it, however it was added
+(index files, packs added one by one, both), and nothing found that was never added."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import recovery.repo.index as index_module
+from recovery.errors import DamageError
+from recovery.repo.format import BlobEntry
+from recovery.repo.index import Index, encode_index_file, index_file_packs
+
+
+def entries(rng: random.Random, count: int, prefix: bytes = b"") -> list[BlobEntry]:
+    return [BlobEntry(prefix + rng.randbytes(32 - len(prefix)), rng.randrange(1 << 40), rng.randrange(1 << 32),
+                      rng.randrange(1 << 32), rng.randrange(2), rng.randrange(2)) for _ in range(count)]
+
+
+def test_lookups_across_index_files_and_single_packs(monkeypatch):
+    monkeypatch.setattr(index_module, "_PENDING_MAX", 100)    # packs added one by one form runs too
+    rng = random.Random(7)
+    index, expected, added = Index(), {}, []
+
+    def remember(pack_id, es):
+        added.append((pack_id, es))
+        for e in es:
+            expected.setdefault(e.id, (pack_id, e))
+
+    shared = bytes(5)                  # ids agreeing in their first 5 bytes (the sorted key's part)
+    for f in range(4):
+        packs = [(rng.randbytes(32).hex(), entries(rng, rng.randrange(0, 70))) for _ in range(25)]
+        packs[1][1].extend(entries(rng, 3, shared))
+        if added:                                  # a blob already indexed, stored again
+            packs[0][1].append(BlobEntry(added[0][1][0].id, 1, 2, 3, 0, 0))
+        name, body = encode_index_file(packs)
+        index._add_index_file(index_file_packs(name, body))
+        for p in packs:
+            remember(*p)
+        for _ in range(6):
+            pack = (rng.randbytes(32).hex(), entries(rng, 30) + entries(rng, 1, shared) + [added[1][1][0]])
+            index.add_pack(*pack)
+            remember(*pack)
+
+    assert len(index) == len(expected)
+    assert sorted(index.packs) == sorted({p for p, _ in added})
+    for bid, (pack_id, e) in expected.items():
+        assert bid in index
+        assert index.get(bid) == index_module.Location(pack_id, e.offset, e.stored_len, e.raw_len, e.kind, e.codec)
+    for _ in range(500):
+        assert index.get(rng.randbytes(32)) is None
+    assert index.get(shared + rng.randbytes(27)) is None and (shared + bytes(27)) not in index
+    assert all(index.has_pack(p) for p, _ in added) and not index.has_pack(rng.randbytes(32).hex())
+
+
+def test_damaged_index_file_is_refused():
+    rng = random.Random(3)
+    name, body = encode_index_file([(rng.randbytes(32).hex(), entries(rng, 5))])
+    index_file_packs(name, body)
+    for bad in (body[:-1], body[:20] + bytes([body[20] ^ 1]) + body[21:], b"LBINDEX\x01" + bytes(31)):
+        with pytest.raises(DamageError, match="is damaged"):
+            index_file_packs(name, bad)
+
+
+def test_packs_added_one_by_one_stay_in_few_runs(monkeypatch):
+    monkeypatch.setattr(index_module, "_PENDING_MAX", 50)
+    rng = random.Random(11)
+    index, added = Index(), []
+    for _ in range(2000):
+        pack = (rng.randbytes(32).hex(), entries(rng, 10))
+        index.add_pack(*pack)
+        added.append(pack)
+    # 20,000 blobs sorted 50 at a time: merged as they come, a handful of runs, not 400.
+    assert len(index._runs) <= 12
+    assert [r[0] for r in index._runs] == sorted(r[0] for r in index._runs)
+    for pack_id, es in added[::7]:
+        for e in es:
+            assert index.get(e.id).pack_id == pack_id
