@@ -174,8 +174,10 @@ def test_each_mistake_is_one_plain_line(tmp_path, s3env, monkeypatch, case):
         args[2] = "s3://No_Such/r"
     elif case == "bad endpoint":
         args += ["--s3-endpoint", "ftp://x"]
+    # A malformed location is a usage error (2); a store that cannot be used is a repository error (5).
+    code = 2 if case in ("password in url", "bad bucket name", "bad endpoint") else 5
     started = time.monotonic()
-    line = one_line_error(lifeboat(*args, check=False))
+    line = one_line_error(lifeboat(*args, check=False), code)
     assert want in line, line
     assert time.monotonic() - started < 30            # a mistake is not retried for minutes
     assert SECRET_KEY not in line and "hunter2" not in line      # a secret is never repeated
