@@ -106,7 +106,7 @@ def test_restore_refuses_a_target_image_inside_its_repository(saved_pc, tmp_path
     try:
         before = sha256(inside)
         line = one_line_error(lifeboat("restore", "latest", inside, "--repo", repo, "--yes", check=False), 4)
-        assert "inside the repository being restored from" in line and "choose another disk" in line
+        assert "inside the backup being restored from" in line and "choose another disk" in line
         assert sha256(inside) == before
     finally:
         inside.unlink()

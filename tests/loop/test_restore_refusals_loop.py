@@ -101,7 +101,7 @@ def test_refuses_the_disk_that_holds_the_repository(tmp_path, loops):
         sid = lifeboat("backup", disk, "--repo", repo, "--name", "pc", "--json", json_out=True).data["snapshot"]
         table = head(dev)
         line = one_line_error(lifeboat("restore", "latest", dev, "--repo", repo, "--yes", check=False), 4)
-        assert f"cannot restore onto {dev}: it holds the repository being restored from" in line
+        assert f"cannot restore onto {dev}: it holds the backup being restored from" in line
         assert head(dev) == table
         assert lifeboat("verify", "--repo", repo, sid, "--json", json_out=True).data["ok"]
     finally:
