@@ -219,12 +219,7 @@ class Index:
             except (DamageError, FileNotFoundError, StorageError) as exc:
                 index.problems.append(str(exc))   # packs are scanned below instead
         index._sort_unsorted()
-        for info in sorted(storage.list("packs/"), key=lambda i: i.name):
-            if not info.name.endswith(".pack"):
-                continue
-            pack_id = info.name.rpartition("/")[2][: -len(".pack")]
-            if index.has_pack(pack_id):
-                continue
+        for pack_id, info in unindexed_packs(storage, index):
             try:
                 entries = cache.footer(pack_id, info.size) if cache else None
                 if entries is None:
@@ -235,6 +230,17 @@ class Index:
             except DamageError as exc:
                 index.problems.append(str(exc))
         return index
+
+
+def unindexed_packs(storage: Storage, index: Index):
+    """(pack id, object info) of each pack in storage that `index` does not hold yet, in name
+    order: packs a killed backup left without an index file, or that another backup sealed
+    since the index was read."""
+    for info in sorted(storage.list("packs/"), key=lambda i: i.name):
+        if info.name.endswith(".pack"):
+            pack_id = info.name.rpartition("/")[2][: -len(".pack")]
+            if not index.has_pack(pack_id):
+                yield pack_id, info
 
 
 def encode_index_file(packs: list[tuple[str, list[BlobEntry]]]) -> tuple[str, bytes]:

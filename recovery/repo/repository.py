@@ -28,7 +28,7 @@ from recovery.repo.format import (
     blob_id,
 )
 from recovery.repo.cache import IndexCache
-from recovery.repo.index import Index, encode_index_file, write_index_file
+from recovery.repo.index import Index, encode_index_file, unindexed_packs, write_index_file
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
@@ -557,12 +557,7 @@ class WriteSession:
         try:
             self._next_refresh = time.monotonic() + self._refresh_every
             storage, index = self.repo.storage, self.repo.index
-            for info in storage.list("packs/"):
-                if not info.name.endswith(".pack"):
-                    continue
-                pack_id = info.name.rpartition("/")[2][: -len(".pack")]
-                if index.has_pack(pack_id):
-                    continue
+            for pack_id, info in unindexed_packs(storage, index):
                 try:
                     index.add_pack(pack_id, read_footer(storage, info.name, info.size))
                 except DamageError:
