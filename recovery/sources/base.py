@@ -43,6 +43,17 @@ class PartitionData(Protocol):
         free space. A partition imaged whole reports one range covering all of it."""
 
 
+def used_steps(data: PartitionData) -> Iterator[tuple[int, int]]:
+    """(offset, length) covering `data`'s used ranges in order, no step longer than
+    EXTENT_BYTES: reads big enough to be fast, small enough to bound memory."""
+    for offset, length in data.used_ranges():
+        end = offset + length
+        while offset < end:
+            n = min(EXTENT_BYTES, end - offset)
+            yield offset, n
+            offset += n
+
+
 @dataclass(frozen=True)
 class SourcePartition:
     number: int                 # as in the source's Layout; 0 = whole disk without a table
@@ -115,12 +126,8 @@ class Source(ABC):
         sequential path a restore writes from. Sources that stream (partclone, compressed
         raw) or decode in parallel (a repository) override it."""
         reader = self.reader(number)
-        for offset, length in reader.used_ranges():
-            end = offset + length
-            while offset < end:
-                n = min(EXTENT_BYTES, end - offset)
-                yield offset, reader.read(offset, n)
-                offset += n
+        for offset, n in used_steps(reader):
+            yield offset, reader.read(offset, n)
 
     def pieces(self, number: int) -> Iterator[Piece]:
         """extents() as pieces for a restore to write; sources that can fetch pieces in

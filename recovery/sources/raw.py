@@ -23,7 +23,7 @@ from recovery.model.layout import PartitionEntry
 from recovery.probe.bootarea import read_boot_areas
 from recovery.probe.table import read_layout
 from recovery.repo.format import blob_id
-from recovery.sources.base import EXTENT_BYTES, Damage, Source, SourcePartition
+from recovery.sources.base import Damage, Source, SourcePartition, used_steps
 from recovery.units import human_size
 
 RAW_SUFFIXES = (".img", ".dd", ".raw", ".bin")
@@ -133,15 +133,8 @@ class RawDiskSource(Source):
 
     def extents(self, number: int):
         piece = self._slices[number]
-        for offset, length in piece.used_ranges():
-            end = offset + length
-            while offset < end:
-                n = min(EXTENT_BYTES, end - offset)
-                yield offset, piece.read_raw(offset, n)
-                offset += n
-
-    def proof_size(self) -> tuple[int | None, int]:
-        return None, sum(p.used_bytes for p in self.partitions)
+        for offset, n in used_steps(piece):
+            yield offset, piece.read_raw(offset, n)
 
     def prove(self, on_progress: Callable[[int, int], None] | None = None) -> list[Damage]:
         """Every used byte read once: a truncated or unreadable image is named before a target
@@ -151,18 +144,14 @@ class RawDiskSource(Source):
         done = 0
         for part in self.partitions:
             piece = self._slices[part.number]
-            for offset, length in piece.used_ranges():
-                end = offset + length
-                while offset < end:
-                    n = min(EXTENT_BYTES, end - offset)
-                    try:
-                        piece.read_raw(offset, n)
-                    except DamageError as exc:
-                        return [Damage(part.number, offset, n, exc.message)]
-                    offset += n
-                    done += n
-                    if on_progress:
-                        on_progress(done, total)
+            for offset, n in used_steps(piece):
+                try:
+                    piece.read_raw(offset, n)
+                except DamageError as exc:
+                    return [Damage(part.number, offset, n, exc.message)]
+                done += n
+                if on_progress:
+                    on_progress(done, total)
         return []
 
     def heading(self) -> str:
