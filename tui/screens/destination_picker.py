@@ -11,11 +11,11 @@ from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui import humanize
-from tui.screens.place_picker import TYPE_PATH
+from tui.screens.place_picker import TYPE_PATH, ChoosesAPlace
 from tui.widgets.disk_map import display_path
 
 
-class DestinationPickerScreen(Screen["object | None"]):
+class DestinationPickerScreen(ChoosesAPlace, Screen["object | None"]):
     """Dismisses with a Place, TYPE_PATH, or None (back)."""
 
     BINDINGS = [Binding("escape", "back", "Back"), Binding("t", "type_path", "Type a folder")]
@@ -47,16 +47,3 @@ class DestinationPickerScreen(Screen["object | None"]):
 
     def on_mount(self) -> None:
         self.query_one("#destinations", OptionList).focus()
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        if event.option_id == TYPE_PATH:
-            self.dismiss(TYPE_PATH)
-        elif event.option_id is not None:
-            self.dismiss(self.places[int(event.option_id)])
-
-    def action_type_path(self) -> None:
-        self.dismiss(TYPE_PATH)
-
-    def action_back(self) -> None:
-        self.dismiss(None)

@@ -39,7 +39,25 @@ def place_prompt(place: Place, default: bool = False) -> Text:
     return t
 
 
-class PlacePickerScreen(Screen["Place | str | None"]):
+class ChoosesAPlace:
+    """The keys of a screen listing `self.places` (option ids are their indexes) above a
+    "Type the path of a folder…" option: dismisses with the Place, TYPE_PATH, or None (back)."""
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option_id == TYPE_PATH:
+            self.dismiss(TYPE_PATH)
+        elif event.option_id is not None:
+            self.dismiss(self.places[int(event.option_id)])
+
+    def action_type_path(self) -> None:
+        self.dismiss(TYPE_PATH)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class PlacePickerScreen(ChoosesAPlace, Screen["Place | str | None"]):
     """Dismisses with a Place, TYPE_PATH when the user wants to type a folder, or None (back)."""
 
     BINDINGS = [
@@ -71,16 +89,3 @@ class PlacePickerScreen(Screen["Place | str | None"]):
         ol.focus()
         if self.default is not None and self.default in self.places:
             ol.highlighted = self.places.index(self.default)
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        if event.option_id == TYPE_PATH:
-            self.dismiss(TYPE_PATH)
-        elif event.option_id is not None:
-            self.dismiss(self.places[int(event.option_id)])
-
-    def action_type_path(self) -> None:
-        self.dismiss(TYPE_PATH)
-
-    def action_back(self) -> None:
-        self.dismiss(None)
