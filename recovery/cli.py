@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("disks", help="list whole disks")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--record", action="store_true",
+                   help="print everything the disk listing reads on this machine, as JSON (for a bug report)")
 
     r = sub.add_parser("repo", help="manage repositories")
     rsub = r.add_subparsers(dest="repo_command", metavar="ACTION")
@@ -155,6 +157,10 @@ def emit(args, data: dict, human: list[str]) -> None:
 def cmd_disks(args) -> int:
     from recovery.probe.disks import list_disks
 
+    if args.record:
+        from recovery.probe.record import machine_record
+        print(json.dumps(machine_record(), indent=1, sort_keys=True))
+        return 0
     disks = list_disks()
     lines = []
     for d in disks:

@@ -90,11 +90,12 @@ def transport_of(record: dict) -> str | None:
 
 def serial_of(record: dict) -> str | None:
     """udev's ID_SERIAL_SHORT, else what sysfs exposes (virtio: serial; nvme: device/serial;
-    SCSI/SATA: the unit serial number VPD page 0x80, stored here already decoded)."""
+    SCSI/SATA: the unit serial number VPD page 0x80, stored here already decoded; USB storage:
+    the USB device's iSerial, which is what udev reports for it)."""
     udev = record.get("udev", {}).get("ID_SERIAL_SHORT")
     if udev:
         return udev
-    for name in ("serial", "device/serial", "device/vpd_pg80"):
+    for name in ("serial", "device/serial", "device/vpd_pg80", "usb/serial"):
         value = attr(record, name)
         if value:
             return value

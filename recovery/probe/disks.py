@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from dataclasses import replace
 
 from recovery.errors import DiskError
@@ -53,9 +54,36 @@ def _read_attrs(sysdir: str, names) -> dict:
     return out
 
 
+def _usb_attrs(sysdir: str) -> dict:
+    """A disk behind USB: its USB device's serial string (the folder above it in sysfs that
+    has idVendor), as usb/serial; {} for any other disk."""
+    if "/usb" not in sysdir:
+        return {}
+    here = os.path.dirname(sysdir)
+    while here.count("/") > 2:
+        if os.path.exists(os.path.join(here, "idVendor")):
+            try:
+                with open(os.path.join(here, "serial"), errors="replace") as f:
+                    serial = f.read().strip()
+            except OSError:
+                return {}
+            return {"usb/serial": serial} if serial else {}
+        here = os.path.dirname(here)
+    return {}
+
+
 def udev_running() -> bool:
-    """A udev daemon is answering (its control socket exists)."""
-    return os.path.exists(UDEV_CONTROL)
+    """A udev daemon is answering on its control socket. The socket file alone is not enough:
+    a daemon told to exit (`udevadm control --exit`) leaves it behind."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(UDEV_CONTROL)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def udev_properties(name: str, context=None) -> dict:
@@ -118,7 +146,7 @@ def read_record(name: str, *, mounts: list[Mount] | None = None, links: dict | N
     record = {
         "name": name,
         "devpath": sysdir[len(os.path.realpath(sys_root)):],
-        "attrs": _read_attrs(sysdir, _DISK_ATTRS + ("partition",)),
+        "attrs": {**_read_attrs(sysdir, _DISK_ATTRS + ("partition",)), **_usb_attrs(sysdir)},
         "udev": udev_properties(name, context),
         "by_id": sorted(links.get(f"/dev/{name}", [])),
         "partitions": [],

@@ -1,5 +1,6 @@
-"""Disk classification on records recorded on the build VM (tests/data: virtio, loop, zram) and on
-hand-made records (HANDMADE_*, tests/data/*-handmade.json) for buses not recorded yet: NVMe, USB, SATA."""
+"""Disk classification on records recorded on the build VM (tests/data: virtio, loop, zram) and in
+the live system under QEMU (NVMe, SATA, USB storage, virtio, device-mapper; with and without
+udev). Hand-made records are named so, for cases no recording shows."""
 
 from __future__ import annotations
 
@@ -57,65 +58,89 @@ def test_zram_is_not_a_disk():
 
 
 @pytest.mark.parametrize("record,reason", [
-    ({"name": "loop5", "attrs": {"size": "0"}}, "no image file is attached to this loop device"),
-    ({"name": "dm-0", "attrs": {"size": "100"}}, "it is a device-mapper volume (LVM, encryption); give the disk underneath"),
     ({"name": "sdb1", "attrs": {"size": "100", "partition": "1"}}, "it is a partition"),
-    ({"name": "sr0", "attrs": {"size": "100"}}, "it is an optical, floppy, network or hardware-boot device"),
     ({"name": "sdc", "attrs": {"size": "0"}}, "it holds no medium (size 0)"),
     ({"name": "sdc", "attrs": {"size": "100"}}, None),
 ])
-def test_not_a_disk_reasons(record, reason):
+def test_not_a_disk_reasons_handmade(record, reason):
+    """Hand-made: cases no recording shows (the listing never reads a partition as a disk;
+    an empty card reader)."""
     assert classify.not_a_disk_reason(record) == reason
 
 
-# Hand-made, not recorded: records in the shape read_record produces, for buses this VM does not have.
-HANDMADE_NVME = {"name": "nvme0n1", "devpath": "/devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0/nvme0n1",
-        "attrs": {"size": "1000215216", "device/serial": "S4EWNX0R123456  ", "device/model": "Samsung SSD 970 EVO Plus 500GB",
-                  "queue/logical_block_size": "512", "queue/physical_block_size": "512"},
-        "by_id": ["/dev/disk/by-id/nvme-eui.0025385b91b2c3d4", "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_500GB_S4EWNX0R123456"],
-        "partitions": [{"name": "nvme0n1p1", "attrs": {"partition": "1", "start": "2048", "size": "1048576"},
-                        "mountpoints": ["/boot/efi"], "udev": {"ID_PART_ENTRY_TYPE": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
-                                                               "ID_FS_TYPE": "vfat"}}],
-        "all_mountpoints": ["/boot/efi"]}
-HANDMADE_USB = {"name": "sdb", "devpath": "/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
-       "attrs": {"size": "60063744", "removable": "1", "device/vendor": "SanDisk ", "device/model": "Ultra Fit       "},
-       "udev": {"ID_BUS": "usb", "ID_SERIAL_SHORT": "4C530001230915117204", "ID_MODEL": "Ultra_Fit"},
-       "partitions": [{"name": "sdb1", "attrs": {"partition": "1", "start": "2048", "size": "60061696"},
-                       "blkid": {"PART_ENTRY_TYPE": "0x0c", "TYPE": "vfat", "LABEL": "BACKUPS"},
-                       "mountpoints": ["/run/live/medium"]}],
-       "all_mountpoints": ["/run/live/medium"]}
-HANDMADE_SATA = {"name": "sda", "devpath": "/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
-        "attrs": {"size": "1953525168", "device/vendor": "ATA     ", "device/model": "WDC WD10EZEX-08W", "device/vpd_pg80": "WD-WCC6Y0123456"},
-        "udev": {}, "partitions": [], "all_mountpoints": ["/mnt/old"]}
+# Recorded in the live system under QEMU (tests/vm/record_probe_data.py): an NVMe disk (ESP, root),
+# a SATA disk with a device-mapper volume on it, a USB stick and a virtio disk, read once with
+# the live system's udev daemon and once after it was stopped.
+LIVE_UDEV = "probe_qemu_live_udev.json"
+LIVE_NO_UDEV = "probe_qemu_live_no_udev.json"
 
 
-def test_nvme_system_disk():
-    info = classify.disk_info(HANDMADE_NVME)
-    assert info.transport == "nvme" and info.serial == "S4EWNX0R123456"
-    assert info.model == "Samsung SSD 970 EVO Plus 500GB"
-    assert info.by_id == "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_500GB_S4EWNX0R123456"
-    assert info.is_system and info.partitions[0].mountpoints == ("/boot/efi",)
+def live_record(recording: str, name: str) -> dict:
+    return next(r for r in recorded(recording)["records"] if r["name"] == name)
 
 
-def test_usb_live_medium():
-    info = classify.disk_info(HANDMADE_USB)
-    assert info.transport == "usb" and info.removable and info.is_system
-    assert info.serial == "4C530001230915117204" and info.model == "SanDisk Ultra Fit"
-    assert info.partitions[0].type == "c" and info.partitions[0].label == "BACKUPS"
+def test_the_recordings_are_what_they_say():
+    assert recorded(LIVE_UDEV)["udev_running"] and not recorded(LIVE_NO_UDEV)["udev_running"]
+    assert live_record(LIVE_UDEV, "sda")["udev"] and not live_record(LIVE_NO_UDEV, "sda")["udev"]
 
 
-def test_sata_without_udev():
-    info = classify.disk_info(HANDMADE_SATA)
-    assert info.transport == "sata" and info.serial == "WD-WCC6Y0123456"
-    assert info.model == "WDC WD10EZEX-08W" and not info.is_system
+@pytest.mark.parametrize("recording", [LIVE_UDEV, LIVE_NO_UDEV])
+def test_nvme_disk(recording):
+    info = classify.disk_info(live_record(recording, "nvme0n1"))
+    assert info.transport == "nvme" and info.serial == "REC-NVME-0001" and info.model == "QEMU NVMe Ctrl"
+    assert info.by_id == "/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_REC-NVME-0001"
+    assert info.size == 256 * 1024 * 1024 and info.table == "gpt" and not info.removable
+    esp, root = info.partitions
+    assert (esp.path, esp.type, esp.fs, esp.label) == ("/dev/nvme0n1p1", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "vfat", "ESP")
+    assert (root.fs, root.label, root.mountpoints) == ("ext4", "nvme-root", ("/mnt/nvroot",))
+    assert not info.is_system, "mounted at /mnt/nvroot, which is no system place"
+
+
+@pytest.mark.parametrize("recording", [LIVE_UDEV, LIVE_NO_UDEV])
+def test_sata_disk_with_a_device_mapper_volume_on_it(recording):
+    info = classify.disk_info(live_record(recording, "sda"))
+    assert info.transport == "sata" and info.serial == "REC-SATA-0002" and info.model == "QEMU HARDDISK"
+    assert info.table == "dos" and [(p.number, p.type, p.fs, p.label) for p in info.partitions] == [
+        (1, "7", "ntfs", "Windows"), (2, "83", "ext4", "sata-data")]
+    # the volume stacked on sda2 is mounted: the disk counts as in use through it
+    assert info.partitions[1].mountpoints == ("/mnt/lv",)
+
+
+@pytest.mark.parametrize("recording", [LIVE_UDEV, LIVE_NO_UDEV])
+def test_usb_stick(recording):
+    info = classify.disk_info(live_record(recording, "sdb"))
+    assert info.transport == "usb" and info.removable and not info.is_system
+    assert info.serial == "REC-USB-0003", "without udev the serial comes from the USB device in sysfs"
+    assert info.model == "QEMU QEMU HARDDISK"
+    assert [(p.type, p.fs, p.label) for p in info.partitions] == [("c", "vfat", "BACKUPS")]
+
+
+@pytest.mark.parametrize("recording", [LIVE_UDEV, LIVE_NO_UDEV])
+def test_virtio_disk(recording):
+    info = classify.disk_info(live_record(recording, "vda"))
+    assert info.transport == "virtio" and info.serial == "REC-VIRTIO-0004" and info.table is None
+
+
+@pytest.mark.parametrize("recording", [LIVE_UDEV, LIVE_NO_UDEV])
+@pytest.mark.parametrize("name,reason", [
+    ("dm-0", "it is a device-mapper volume (LVM, encryption); give the disk underneath"),
+    ("sr0", "it is an optical, floppy, network or hardware-boot device"),
+    ("loop3", "no image file is attached to this loop device"),
+])
+def test_recorded_devices_that_are_not_disks(recording, name, reason):
+    assert classify.not_a_disk_reason(live_record(recording, name)) == reason
 
 
 def test_scsi_bus_behind_usb_bridge_is_usb():
-    record = dict(HANDMADE_USB, udev={"ID_BUS": "scsi"})
+    """A UAS bridge makes udev say ID_BUS=scsi; the sysfs path still runs through usb."""
+    record = dict(live_record(LIVE_UDEV, "sdb"), udev={"ID_BUS": "scsi"})
     assert classify.transport_of(record) == "usb"
+
+
+SATA = live_record(LIVE_NO_UDEV, "sda")
 
 
 @pytest.mark.parametrize("target", ["/run/lifeboat/medium", "/run/live/medium", "/lib/live/mount/medium", "/boot"])
 def test_live_media_and_boot_mounts_are_system(target):
-    assert classify.is_system(dict(HANDMADE_SATA, all_mountpoints=[target]))
-    assert not classify.is_system(dict(HANDMADE_SATA, all_mountpoints=[target + "-not"]))
+    assert classify.is_system(dict(SATA, all_mountpoints=[target]))
+    assert not classify.is_system(dict(SATA, all_mountpoints=[target + "-not"]))

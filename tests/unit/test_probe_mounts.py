@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -50,39 +52,22 @@ def test_image_file_with_no_loop_has_no_mounts(tmp_path):
     assert mounts_on_disk(str(img)) == []
 
 
-def handmade_sysfs(root):
-    """A hand-made sysfs tree in the kernel's shape (the test machine's kernel has no
-    device-mapper to record one from): sdz with partition sdz1, LVM volume dm-0 on top of sdz1."""
-    def block(devpath, numbers, partition=None):
-        d = root / devpath
-        d.mkdir(parents=True)
-        (d / "dev").write_text(numbers + "\n")
-        (d / "holders").mkdir()
-        (d / "slaves").mkdir()
-        if partition:
-            (d / "partition").write_text(partition + "\n")
-        link = root / "class" / "block" / d.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(d)
-        dev_link = root / "dev" / "block" / numbers
-        dev_link.parent.mkdir(parents=True, exist_ok=True)
-        dev_link.symlink_to(d)
-        return d
-    disk = block("devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sdz", "8:240")
-    part = block(str((disk / "sdz1").relative_to(root)), "8:241", partition="1")
-    dm = block("devices/virtual/block/dm-0", "254:0")
-    (part / "holders" / "dm-0").symlink_to(dm)
-    (dm / "slaves" / "sdz1").symlink_to(part)
-    return root
-
-
-def test_stacked_devices_through_a_handmade_sysfs(tmp_path):
-    from recovery.probe.mounts import Mount, devices_of_disk, whole_disk_of
-    root = handmade_sysfs(tmp_path)
-    assert devices_of_disk("sdz", str(root)) == {(8, 240): "/dev/sdz", (8, 241): "/dev/sdz1", (254, 0): "/dev/dm-0"}
-    lvm_root = Mount("/dev/mapper/vg-root", "/", "ext4", False, (254, 0))
-    other = Mount("/dev/sda1", "/mnt", "ext4", False, (8, 1))
-    assert mounts_on_disk("/dev/sdz", [lvm_root, other], str(root)) == [lvm_root]
-    assert whole_disk_of((254, 0), str(root)) == "/dev/sdz"
-    assert whole_disk_of((8, 241), str(root)) == "/dev/sdz"
+def test_stacked_devices_through_a_recorded_sysfs(tmp_path):
+    """The sysfs shape and mount table the live system showed under QEMU: a device-mapper
+    volume (dm-0, /dev/mapper/vg0-data, as LVM makes one) over sda2, mounted at /mnt/lv."""
+    from recovery.probe.mounts import devices_of_disk, whole_disk_of
+    from recovery.probe.record import build_sysfs
+    recording = json.loads((Path(__file__).resolve().parent.parent / "data" / "probe_qemu_live_udev.json").read_text())
+    root = build_sysfs(recording["sysfs"], tmp_path / "sys")
+    mounts = parse_mountinfo(recording["mountinfo"])
+    assert devices_of_disk("sda", str(root)) == {(8, 0): "/dev/sda", (8, 1): "/dev/sda1", (8, 2): "/dev/sda2",
+                                                 (253, 0): "/dev/dm-0"}
+    lv = next(m for m in mounts if m.target == "/mnt/lv")
+    assert lv.source == "/dev/mapper/vg0-data" and lv.major_minor == (253, 0)
+    assert mounts_on_disk("/dev/sda", mounts, str(root)) == [lv]
+    nvme_root = next(m for m in mounts if m.target == "/mnt/nvroot")
+    assert mounts_on_disk("/dev/nvme0n1", mounts, str(root)) == [nvme_root]
+    assert whole_disk_of((253, 0), str(root)) == "/dev/sda"
+    assert whole_disk_of((8, 2), str(root)) == "/dev/sda"
+    assert whole_disk_of((259, 2), str(root)) == "/dev/nvme0n1"
     assert whole_disk_of((9, 9), str(root)) is None

@@ -1,5 +1,7 @@
-"""write-usb's rules on recorded (and one hand-made) disk records: which disks are sticks,
-which are refused and why, what the plan says will be destroyed. Nothing here opens a disk."""
+"""write-usb's rules on recorded disk records: which disks are sticks, which are refused and why,
+what the plan says will be destroyed. Nothing here opens a disk. The stick is a USB-storage
+disk of the live system under QEMU (tests/vm/record_probe_data.py), mounted where a desktop
+mounts one."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ def recorded(name: str) -> dict:
 
 
 def stick_record(**attrs) -> dict:
-    record = copy.deepcopy(recorded("probe_usb_stick_sdb-handmade.json"))
+    live = recorded("probe_qemu_live_udev.json")["records"]
+    record = copy.deepcopy(next(r for r in live if r["name"] == "sdb"))
     record["attrs"].update(attrs)
     return record
 
@@ -51,8 +54,8 @@ def test_usb_stick_is_listed_with_what_is_on_it():
     info = classify.disk_info(stick_record())
     assert usbstick.is_usb_stick(info) and usbstick.override_reason(info) is None
     line = usbstick.describe_line(info)
-    assert line == ("/dev/sdb  14.9 GiB  usb  removable  SanDisk Cruzer Blade  serial 4C530001230815118374"
-                    ' — #1 14.9 GiB vfat "KINGSTON" mounted on /media/anna/KINGSTON')
+    assert line == ("/dev/sdb  128.0 MiB  usb  removable  QEMU QEMU HARDDISK  serial REC-USB-0003"
+                    ' — #1 127.0 MiB vfat "BACKUPS" mounted on /media/anna/BACKUPS')
 
 
 def test_only_removable_usb_disks_are_candidates():
@@ -122,8 +125,8 @@ def test_mounted_stick_refused_with_the_command_to_unmount(fake_iso):
     mounted = classify.disk_info(stick_record())
     with pytest.raises(RefusedError) as exc:
         usbstick.plan_stick(str(fake_iso), mounted.path, disk=mounted)
-    assert exc.value.message == ("/dev/sdb is in use: /dev/sdb1 on /media/anna/KINGSTON; "
-                                 "unmount it first: umount /media/anna/KINGSTON")
+    assert exc.value.message == ("/dev/sdb is in use: /dev/sdb1 on /media/anna/BACKUPS; "
+                                 "unmount it first: umount /media/anna/BACKUPS")
 
 
 def test_non_usb_needs_force(fake_iso):
@@ -146,9 +149,9 @@ def test_plan_lists_what_will_be_destroyed_and_the_data_partition(stick, fake_is
     assert plan.data_offset + plan.data_size <= stick.size - 63 * 512
     assert plan.data_size % MIB == 0 and stick.size - (plan.data_offset + plan.data_size) < 2 * MIB
     assert plan.lines() == [
-        "Target: /dev/sdb  14.9 GiB  usb  SanDisk Cruzer Blade  serial 4C530001230815118374",
+        "Target: /dev/sdb  128.0 MiB  usb  QEMU QEMU HARDDISK  serial REC-USB-0003",
         "Everything on it will be destroyed:",
-        '  #1 14.9 GiB vfat "KINGSTON"',
+        '  #1 127.0 MiB vfat "BACKUPS"',
         "Write lifeboat.iso (3.0 MiB), then read it back to check it.",
         f"Then add an exfat partition LIFEBOATDAT of {usbstick.human_size(plan.data_size)} holding an empty "
         "Lifeboat repository in lifeboat/.",

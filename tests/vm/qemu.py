@@ -74,10 +74,13 @@ class Disk:
     snapshot: bool = False
     serial: str | None = None
     sector_size: int = 512
+    removable: bool = False      # usb: the removable-medium bit a USB stick reports
 
     def __post_init__(self):
         if self.bus not in BUSES:
             raise ValueError(f"unknown bus {self.bus!r}; one of {BUSES}")
+        if self.removable and self.bus != "usb":
+            raise ValueError("only a usb disk can be removable here")
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,8 @@ class Machine:
             ports["ide"] += 1
         else:  # usb
             dev = ["usb-storage", f"drive={ident}", "bus=xhci0.0", f"serial={serial}"]
+            if disk.removable:
+                dev.append("removable=on")
         if bootindex is not None:
             dev.append(f"bootindex={bootindex}")
         return args + ["-device", ",".join(dev)]
