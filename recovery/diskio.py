@@ -17,8 +17,9 @@ VANISHED = {errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ESHUTDOWN}
 class Disk:
     """A whole disk or image file opened by path; size known; preadv/pwrite with plain errors."""
 
-    def __init__(self, path: str, writable: bool = False):
+    def __init__(self, path: str, writable: bool = False, incomplete: str | None = None):
         self.path = path
+        self.incomplete = incomplete or INCOMPLETE     # what a failed write leaves, for people
         flags = os.O_RDWR if writable else os.O_RDONLY
         try:
             st = os.stat(path)
@@ -70,7 +71,7 @@ class Disk:
             try:
                 n = os.pwrite(self.fd, view, pos)
             except OSError as exc:
-                raise write_error(self.path, pos, what, exc) from exc
+                raise write_error(self.path, pos, what, exc, self.incomplete) from exc
             view = view[n:]
             pos += n
 
@@ -79,7 +80,7 @@ class Disk:
         try:
             os.fsync(self.fd)
         except OSError as exc:
-            raise write_error(self.path, 0, "flushing", exc) from exc
+            raise write_error(self.path, 0, "flushing", exc, self.incomplete) from exc
 
     def flush_behind(self) -> None:
         """Start writing what is cached to the drive on a background thread, unless the last
@@ -113,9 +114,9 @@ class Disk:
 INCOMPLETE = "the target is incomplete and will not boot; run the restore again"
 
 
-def write_error(path: str, pos: int, what: str, exc: OSError) -> DiskError:
+def write_error(path: str, pos: int, what: str, exc: OSError, incomplete: str = INCOMPLETE) -> DiskError:
     if exc.errno in VANISHED:
-        return DiskError(f"the target {path} vanished while writing ({what}); {INCOMPLETE}")
+        return DiskError(f"the target {path} vanished while writing ({what}); {incomplete}")
     if exc.errno == errno.ENOSPC:
-        return NoSpaceError(f"no space left writing {path} at byte {pos} ({what}); {INCOMPLETE}")
-    return DiskError(f"cannot write {path} at byte {pos} ({what}): {exc.strerror}; {INCOMPLETE}")
+        return NoSpaceError(f"no space left writing {path} at byte {pos} ({what}); {incomplete}")
+    return DiskError(f"cannot write {path} at byte {pos} ({what}): {exc.strerror}; {incomplete}")

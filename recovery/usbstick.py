@@ -376,12 +376,16 @@ def write_stick(plan: StickPlan, on_event: EventSink = ignore, cancel: CancelTok
     return result
 
 
+# A stick that refuses writes before its stated end is failing or fake (smaller than it claims).
+STICK_INCOMPLETE = "the stick is incomplete and will not boot; write it again, and if it fails at the same place the stick may be fake (smaller than it claims)"
+
+
 def _write_image(plan: StickPlan, on_event: EventSink, cancel: CancelToken) -> tuple[str, float]:
     hasher = blake3.blake3()
     meter = Meter("write", plan.image_size, on_event)
     started = time.monotonic()
     buf = bytearray(BLOCK)
-    with open(plan.image, "rb", buffering=0) as src, Disk(plan.target.path, writable=True) as dst:
+    with open(plan.image, "rb", buffering=0) as src, Disk(plan.target.path, writable=True, incomplete=STICK_INCOMPLETE) as dst:
         if dst.size < plan.image_size:
             raise RefusedError(f"{plan.target.path} is too small for the image")
         if dst.size >= plan.image_size + 2 * TAIL_WIPE:

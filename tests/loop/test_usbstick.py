@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -435,3 +436,23 @@ def test_a_failing_mkfs_for_the_data_partition_is_exit_8(loops, hybrid_iso, tmp_
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("lifeboat: ") and "making the ext4 filesystem failed" in last \
         and "Device size reported to be zero" in last, last
+
+
+def test_a_stick_that_runs_out_of_space_while_written_is_exit_7(hybrid_iso, tmp_path):
+    """A fake-capacity stick: it claims 32 MiB but refuses writes past its real size with
+    ENOSPC. Exit 7 (destination full), one line that says the stick is unusable as written."""
+    from tests.integration.faulty_disk import faulty_disk
+
+    backing = old_stick(tmp_path / "stick.img", 32 * MIB)
+    real = hybrid_iso.stat().st_size // 2
+    with faulty_disk(backing, tmp_path / "mnt", "--fail-writes-after", str(real), "--errno", "ENOSPC") as stick:
+        out = lifeboat(hybrid_iso, stick, "--yes", tmp_path=tmp_path)
+    assert out.returncode == 7, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr
+    m = re.fullmatch(rf"lifeboat: no space left writing {re.escape(str(stick))} at byte (\d+) \(writing the image\); "
+                     r"the stick is incomplete and will not boot; write it again, and if it fails at the same "
+                     r"place the stick may be fake \(smaller than it claims\)", lines[-1])
+    assert m, lines[-1]
+    assert real - 4 * MIB <= int(m[1]) <= real      # where the write the stick refused began
+    assert "Done:" not in out.stdout
