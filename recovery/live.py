@@ -8,6 +8,12 @@ A technician (or a test) boots the ISO with, for example::
 (``lifeboat.name=PC`` picks the computer when the repository keeps several; ``latest`` is
 otherwise the newest snapshot of the target disk's own serial, or of the only computer.)
 
+The repository may be on the network (``lifeboat.repo=sftp://…``, ``smb://…``, ``nfs://…``,
+``s3://…``): the live system brings wired Ethernet up by DHCP as it boots (or as
+``lifeboat.net=`` says), and the secrets come from a file on a labelled partition,
+``lifeboat.secrets=LABEL=KEYS:/lifeboat-secrets``, never from the command line: one
+``NAME=value`` a line, NAME one of SECRET_NAMES.
+
 The live system's init runs ``lifeboat live``: it finds and mounts (read-only) the filesystem
 holding the repository, restores through the engine API, and prints one line on every
 console::
@@ -40,11 +46,13 @@ DEVICE_WAIT_SECONDS = 30
 class RepoLocator:
     """Which filesystem holds the repository, and where inside it."""
 
-    kind: str        # "label", "uuid" or "device"
-    value: str       # the label, the UUID or the device path
-    path: str        # absolute path inside that filesystem
+    kind: str        # "label", "uuid", "device", or "url" (a network location)
+    value: str       # the label, the UUID, the device path or the URL
+    path: str        # absolute path inside that filesystem ("" for a URL)
 
     def describe(self) -> str:
+        if self.kind == "url":
+            return f"the network repository {self.value}"
         what = {"label": f"the filesystem labelled {self.value!r}",
                 "uuid": f"the filesystem with UUID {self.value}",
                 "device": self.value}[self.kind]
@@ -60,6 +68,7 @@ class LiveRequest:
     yes: bool = False
     then: str = "shell"
     name: str | None = None      # the computer whose backups to use (needed when several are kept)
+    secrets: RepoLocator | None = None   # a file of NAME=value lines on a partition (network secrets)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -95,11 +104,19 @@ def lifeboat_params(text: str) -> dict[str, str]:
     return out
 
 
-def parse_repo_locator(text: str) -> RepoLocator:
+def parse_repo_locator(text: str, param: str = "lifeboat.repo") -> RepoLocator:
     """``LABEL=NAME:/path``, ``UUID=...:/path`` or ``/dev/...:/path``; no path means the
-    filesystem's top folder."""
+    filesystem's top folder. For lifeboat.repo also a network location (``s3://``, ...)."""
+    from recovery.storage import location
+
     if not text:
-        raise UsageError("lifeboat.repo is empty; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
+        raise UsageError(f"{param} is empty; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
+    if param == "lifeboat.repo" and location.is_url(text):
+        try:
+            location.parse(text)             # a mistyped URL is refused here, before anything
+        except UsageError as exc:
+            raise UsageError(f"{param}: {exc.message}") from None
+        return RepoLocator("url", text, "")
     # The first ":/" separates the two halves: by-id device names may contain ':' but
     # never ":/".
     where, sep, path = text.partition(":/")
@@ -113,9 +130,9 @@ def parse_repo_locator(text: str) -> RepoLocator:
         kind, value = "device", where
     else:
         raise UsageError(
-            f"lifeboat.repo={text} is not understood; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
+            f"{param}={text} is not understood; give LABEL=NAME:/path, UUID=...:/path or /dev/...:/path")
     if not value:
-        raise UsageError(f"lifeboat.repo={text} names no filesystem")
+        raise UsageError(f"{param}={text} names no filesystem")
     return RepoLocator(kind, value, path)
 
 
@@ -146,7 +163,32 @@ def parse_request(cmdline: str) -> LiveRequest | None:
     if then not in THEN_CHOICES:
         raise UsageError(f"lifeboat.then={then} is not one of {', '.join(THEN_CHOICES)}")
     name = p.get("name", "").strip() or None
-    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then, name)
+    secrets = parse_repo_locator(p["secrets"], "lifeboat.secrets") if p.get("secrets") else None
+    if secrets is not None and secrets.path == "/":
+        raise UsageError(f"lifeboat.secrets={p['secrets']} names no file; give LABEL=NAME:/path/to/file")
+    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then, name, secrets)
+
+
+# What a secrets file may set: the names the storage layer reads for each protocol.
+SECRET_NAMES = ("LIFEBOAT_PASSWORD", "LIFEBOAT_SSH_KEY", "LIFEBOAT_SSH_HOST_KEY", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_S3_REGION",
+                "LIFEBOAT_S3_PATH_STYLE")
+
+
+def parse_secrets(text: str, where: str) -> dict[str, str]:
+    """NAME=value lines (blank lines and # comments skipped). A line that is not understood is
+    named by its number only: its value may be a secret."""
+    found = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        name = name.strip()
+        if not eq or name not in SECRET_NAMES:
+            raise UsageError(f"line {number} of {where} is not NAME=value with NAME one of {', '.join(SECRET_NAMES)}")
+        found[name] = value.strip()
+    return found
 
 
 def then_after_error(cmdline: str) -> str:
@@ -286,12 +328,22 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
     from recovery.repo.repository import Repository
 
     say(f"lifeboat: unattended restore from {req.repo.describe()}")
-    device = locate_device(req.repo)
-    mountpoint = RUN_DIR / "repos" / Path(device).name
-    mount_readonly(device, mountpoint)
+    if req.secrets is not None:
+        load_secrets(req.secrets)
+    if req.repo.kind == "url":
+        from recovery.network import wait_for_address
+
+        found = wait_for_address(say)
+        say(f"lifeboat: network: {', '.join(f'{a.interface} {a.cidr}' for a in found)}")
+        mountpoint = None
+        repo = Repository.open(req.repo.value)
+    else:
+        device = locate_device(req.repo)
+        mountpoint = RUN_DIR / "repos" / Path(device).name
+        mount_readonly(device, mountpoint)
     try:
-        repo_path = mountpoint / req.repo.path.lstrip("/")
-        repo = Repository.open(str(repo_path))
+        if mountpoint is not None:
+            repo = Repository.open(str(mountpoint / req.repo.path.lstrip("/")))
         target = resolve_target(req.target, list_disks())
         job = RestoreJob(repo, req.snapshot, target, name=req.name, layout=req.layout)
 
@@ -313,6 +365,40 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
             if w not in sink.warnings:
                 say(f"lifeboat: note: {w}")
         return result.snapshot, result.target, result.seconds
+    finally:
+        if mountpoint is not None:
+            host_mounts.unmount(mountpoint)
+        else:
+            repo.close()
+
+
+def load_secrets(loc: RepoLocator) -> None:
+    """Read the secrets file from its partition (mounted read-only for the moment it takes)
+    into this process's environment. An SSH key named in it (LIFEBOAT_SSH_KEY, a path on the
+    same filesystem) is copied to a root-only file first."""
+    device = locate_device(loc)
+    mountpoint = RUN_DIR / "secrets-mount"
+    mount_readonly(device, mountpoint)
+    try:
+        path = mountpoint / loc.path.lstrip("/")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RefusedError(f"cannot read the secrets file {loc.path} on {device}: {exc.strerror}") from exc
+        secrets = parse_secrets(text, f"the secrets file {loc.path}")
+        key = secrets.get("LIFEBOAT_SSH_KEY")
+        if key:
+            source = mountpoint / key.lstrip("/")
+            copy = RUN_DIR / "ssh-key"
+            try:
+                data = source.read_bytes()
+                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as exc:
+                raise RefusedError(f"cannot read the SSH key {key} named in the secrets file: {exc.strerror}") from exc
+            secrets["LIFEBOAT_SSH_KEY"] = str(copy)
+        os.environ.update(secrets)
     finally:
         host_mounts.unmount(mountpoint)
 

@@ -194,3 +194,104 @@ def sshd(tmp_path_factory):
     server.start()
     yield server
     server.kill()
+
+
+SMB_USER = "lifeboat"
+SMB_PASSWORD = "smb-test-Pa55"
+
+
+class PrivateSmbd:
+    """Samba's smbd on 127.0.0.1 port 445 with its own configuration, state folders and
+    password database: one share `backups` (read-write), user `lifeboat` (mapped to root,
+    who owns the share's folder) with SMB_PASSWORD. Nothing of the system's Samba is used."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.share = work / "share"
+        self.share.mkdir(parents=True, exist_ok=True)
+        state = {name: work / name for name in ("private", "lock", "state", "cache", "run", "ncalrpc")}
+        for folder in state.values():
+            folder.mkdir(exist_ok=True)
+        (work / "users.map").write_text(f"root = {SMB_USER}\n")
+        self.config = work / "smb.conf"
+        self.config.write_text(
+            "[global]\n  server role = standalone server\n  smb ports = 445\n  interfaces = 127.0.0.1/8\n"
+            "  bind interfaces only = yes\n  disable netbios = yes\n  server min protocol = SMB2_10\n"
+            f"  private dir = {state['private']}\n  lock directory = {state['lock']}\n"
+            f"  state directory = {state['state']}\n  cache directory = {state['cache']}\n"
+            f"  pid directory = {state['run']}\n  ncalrpc dir = {state['ncalrpc']}\n"
+            f"  log file = {work}/smbd.log\n  passdb backend = tdbsam:{state['private']}/passdb.tdb\n"
+            f"  username map = {work}/users.map\n  map to guest = never\n  load printers = no\n"
+            "  printing = bsd\n  printcap name = /dev/null\n  disable spoolss = yes\n"
+            f"[backups]\n  path = {self.share}\n  read only = no\n  force user = root\n")
+        subprocess.run(["smbpasswd", "-c", str(self.config), "-s", "-a", "root"],
+                       input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n", text=True, check=True, capture_output=True)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # smbd in the foreground exits when its standard input ends: give it a pipe kept open.
+        self.proc = subprocess.Popen(["smbd", "--foreground", "--no-process-group", "--debug-stdout",
+                                      "-s", str(self.config)], stdin=subprocess.PIPE,
+                                     stdout=open(self.work / "smbd.out", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(445)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            for pid in [*descendants(self.proc.pid), self.proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+            self.proc = None
+
+
+class PrivateGanesha:
+    """nfs-ganesha (an NFS server in user space: this machine's kernel has no NFS server) on
+    127.0.0.1 port 2049, NFSv4 only, exporting one folder read-write as /backups."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.export = work / "export"
+        self.export.mkdir(parents=True, exist_ok=True)
+        (work / "recovery").mkdir(exist_ok=True)
+        self.config = work / "ganesha.conf"
+        self.config.write_text(
+            "NFS_CORE_PARAM { Protocols = 4; NFS_Port = 2049; Bind_addr = 127.0.0.1; Enable_NLM = false;"
+            " Enable_RQUOTA = false; }\n"
+            f"NFSV4 {{ Graceless = true; RecoveryBackend = fs; }}\n"
+            f"NFS_KRB5 {{ Active_krb5 = false; }}\n"
+            "EXPORT { Export_Id = 1; Path = %s; Pseudo = /backups; Access_Type = RW; Squash = No_Root_Squash;"
+            " Protocols = 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }\n"
+            "LOG { Default_Log_Level = WARN; }\n" % self.export)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["ganesha.nfsd", "-F", "-f", str(self.config), "-L", str(self.work / "ganesha.log"),
+                                      "-p", str(self.work / "ganesha.pid")],
+                                     stdout=open(self.work / "ganesha.out", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(2049)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def smbd(tmp_path_factory):
+    server = PrivateSmbd(tmp_path_factory.mktemp("smbd"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def ganesha(tmp_path_factory):
+    server = PrivateGanesha(tmp_path_factory.mktemp("ganesha"))
+    server.start()
+    yield server
+    server.kill()

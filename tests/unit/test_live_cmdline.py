@@ -3,7 +3,7 @@
 import pytest
 
 from recovery.errors import RefusedError, UsageError
-from recovery.live import (RepoLocator, lifeboat_params, parse_repo_locator, parse_request,
+from recovery.live import (RepoLocator, lifeboat_params, parse_repo_locator, parse_request, parse_secrets,
                            resolve_target, split_cmdline, then_after_error)
 from recovery.model.disk import DiskInfo
 
@@ -58,6 +58,36 @@ def test_bad_repo_locators_are_refused_in_plain_words(text):
     with pytest.raises(UsageError) as exc:
         parse_repo_locator(text)
     assert "lifeboat.repo" in exc.value.message
+
+
+@pytest.mark.parametrize("url", ["s3://backups/office", "sftp://anna@nas.local/srv/lifeboat",
+                                 "smb://WORK;anna@nas/backups/lifeboat", "nfs://10.0.0.2/export/lifeboat"])
+def test_network_repository_with_secrets_from_a_partition(url):
+    req = parse_request(f"lifeboat.repo={url} lifeboat.secrets=LABEL=KEYS:/lifeboat-secrets lifeboat.target=SER1")
+    assert req.repo == RepoLocator("url", url, "")
+    assert req.repo.describe() == f"the network repository {url}"
+    assert req.secrets == RepoLocator("label", "KEYS", "/lifeboat-secrets")
+
+
+@pytest.mark.parametrize("text,word", [
+    ("lifeboat.repo=sftp://anna:hunter2@nas/x", "password"),    # a secret on the command line
+    ("lifeboat.repo=ftp://nas/x", "lifeboat.repo"),
+    ("lifeboat.repo=s3://backups/p lifeboat.secrets=LABEL=KEYS", "names no file"),
+    ("lifeboat.repo=s3://backups/p lifeboat.secrets=keys.txt", "lifeboat.secrets"),
+])
+def test_bad_network_requests_are_refused_before_anything(text, word):
+    with pytest.raises(UsageError) as exc:
+        parse_request(f"{text} lifeboat.target=SER1")
+    assert word in exc.value.message
+    assert "hunter2" not in exc.value.message
+
+
+def test_secrets_file_lines():
+    text = "# the office NAS\nLIFEBOAT_PASSWORD=s3cret = with spaces\n\nAWS_ACCESS_KEY_ID = AKIA1\n"
+    assert parse_secrets(text, "the file") == {"LIFEBOAT_PASSWORD": "s3cret = with spaces", "AWS_ACCESS_KEY_ID": "AKIA1"}
+    with pytest.raises(UsageError) as exc:
+        parse_secrets("LIFEBOAT_PASSWORD=ok\nPASSWORD=topsecret\n", "the file")
+    assert exc.value.message.startswith("line 2 of the file is not NAME=value") and "topsecret" not in exc.value.message
 
 
 @pytest.mark.parametrize("extra,word", [

@@ -18,7 +18,8 @@ API
   (``bus="usb"`` attaches it as a USB stick instead, which is how a written ISO boots).
 - ``Machine(disks, cdrom=None, firmware="bios"|"uefi"|"uefi-secure", memory_mb=1024,
   cpus=1, kernel=None, initrd=None, append=None, extra_args=(), log=None,
-  boot="disk"|"cdrom")``; ``start()``/``stop()`` or a ``with`` block.
+  boot="disk"|"cdrom", nic=None|"e1000"|"rtl8139"|...)``; ``start()``/``stop()`` or a
+  ``with`` block. ``nic`` adds a network card on QEMU's user network (the host is 10.0.2.2).
   Firmware ``bios`` is SeaBIOS, ``uefi`` OVMF (with a private copy of the variable store),
   ``uefi-secure`` OVMF with Microsoft keys and Secure Boot on. ``vars_file=path`` keeps the
   UEFI variable store (boot entries) in that file across machines (made on first use).
@@ -143,7 +144,7 @@ class Machine:
     def __init__(self, disks=(), cdrom: Cdrom | None = None, firmware: str = "bios",
                  memory_mb: int = 1024, cpus: int = 1, kernel=None, initrd=None,
                  append: str | None = None, extra_args=(), log=None, boot: str | None = None,
-                 vars_file=None, keyboard: bool = False):
+                 vars_file=None, keyboard: bool = False, nic: str | None = None):
         if firmware not in ("bios", "uefi", "uefi-secure"):
             raise ValueError(f"unknown firmware {firmware!r}")
         self.disks = list(disks)
@@ -159,6 +160,9 @@ class Machine:
         # keyboard: a QEMU monitor socket, so keys reach the emulated PC keyboard (the VGA
         # consoles) and not only the serial line.
         self.keyboard = keyboard
+        # nic: a wired network card of this QEMU model ("e1000" is Intel's, "rtl8139" Realtek's)
+        # on QEMU's user network, where the host is 10.0.2.2 and its loopback servers answer.
+        self.nic = nic
         self._monitor: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -197,6 +201,8 @@ class Machine:
             cmd += self._disk_args(i, disk, ports, bootindex=order if i == 0 and self.boot == "disk" else None)
         if self.cdrom is not None and self.boot != "cdrom":
             cmd += self._cdrom_args(ports, bootindex=None)
+        if self.nic:
+            cmd += ["-nic", f"user,model={self.nic}"]
         if self.kernel:
             cmd += ["-kernel", str(Path(self.kernel).resolve())]
             if self.initrd:
