@@ -29,6 +29,7 @@ from recovery.fs import merge_ranges
 from recovery.model.layout import Layout, PartitionEntry
 from recovery.repo.format import blob_id
 from recovery.sources.base import Damage as SourceDamage, Piece, Source
+from recovery.storage.base import UnreachableError
 from recovery.units import human_size
 from recovery.workers import ordered_map
 
@@ -256,6 +257,8 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
             raw = memoryview(piece.fetch())
         except DamageError as exc:   # proven a moment ago: the source's drive is failing now
             raise DamageError(f"{exc.message}; {INCOMPLETE}") from exc
+        except UnreachableError as exc:   # the repository's server went away mid-write
+            raise UnreachableError(f"{exc.head}; {INCOMPLETE} once the server is back", exc.head) from exc
         if ctx.resume and whole and piece.digest is None and _same_there(disk, base, at, subs, raw):
             return 0, sum(n for _, n in kept)
         for off, n in kept:

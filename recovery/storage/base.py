@@ -28,7 +28,13 @@ class StorageError(RepositoryError):
 
 class UnreachableError(StorageError):
     """The server stopped answering and did not come back in time. Never a sign of damage:
-    whoever reads blobs lets it through instead of marking anything damaged."""
+    whoever reads blobs lets it through instead of marking anything damaged. `head` is what
+    happened ("the S3 server … stopped answering …; gave up after 300 s"), for a caller that
+    says itself what that leaves behind (a restore: an incomplete disk)."""
+
+    def __init__(self, message: str, head: str | None = None):
+        super().__init__(message)
+        self.head = head or message
 
 
 @dataclass(frozen=True)

@@ -105,9 +105,9 @@ class MountedStorage(LocalStorage):
     # -- every call retried while the connection is away -------------------------------
     def _again(self, fn):
         def fail(exc, waited):
-            return UnreachableError(f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up "
-                                f"after {int(waited)} s — nothing already saved is lost; run it again when "
-                                "the server is back (LIFEBOAT_RETRY_SECONDS sets how long to wait)")
+            head = f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up after {int(waited)} s"
+            return UnreachableError(f"{head} — nothing already saved is lost; run it again when the server is "
+                                    "back (LIFEBOAT_RETRY_SECONDS sets how long to wait)", head)
 
         def attempt():
             try:

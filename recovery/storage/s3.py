@@ -120,9 +120,9 @@ class S3Storage(Storage):
     def _fail(self, exc, waited: float) -> Exception:
         reason = self._reason(exc)
         if self.retrier.reached:
-            return UnreachableError(f"the S3 server {self.endpoint} stopped answering ({reason}); gave up "
-                                f"after {int(waited)} s — nothing already saved is lost; run it again "
-                                "when the server is back (LIFEBOAT_RETRY_SECONDS sets how long to wait)")
+            head = f"the S3 server {self.endpoint} stopped answering ({reason}); gave up after {int(waited)} s"
+            return UnreachableError(f"{head} — nothing already saved is lost; run it again when the server is "
+                                    "back (LIFEBOAT_RETRY_SECONDS sets how long to wait)", head)
         return StorageError(f"cannot reach the S3 server {self.endpoint} ({reason}); check the address "
                             "(--s3-endpoint) and the network")
 

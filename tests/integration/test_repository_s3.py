@@ -186,3 +186,41 @@ def test_each_mistake_is_one_plain_line(tmp_path, s3env, monkeypatch, case):
 def initialised(bucket, server) -> bool:
     return any(True for _ in server.client().list_objects(bucket, prefix="r/lifeboat-repo.json"))
 
+
+
+def test_server_killed_mid_restore_leaves_an_incomplete_restore_that_resumes(tmp_path, s3env, monkeypatch):
+    """The server goes away while the disk is being written: retried for
+    LIFEBOAT_RETRY_SECONDS, then one line, and the target carries the incomplete-restore mark
+    (never a disk that looks fine). With the server back, the same restore finishes it."""
+    from recovery.probe.restore_mark import read_mark
+
+    s3env.bucket("restorefaults")
+    repo = "s3://restorefaults/r"
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(4 * MiB))
+    lifeboat("repo", "init", repo)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 200 * MiB,
+                                                              data_tree(tmp_path / "bt", 160, MiB, seed=7)), 208 * MiB)
+    snapshot = lifeboat("backup", big, "--repo", repo, "--json", json_out=True).data["snapshot"]
+    target = blank(tmp_path / "t.img", 208 * MiB)
+    monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "4")
+    proc = subprocess.Popen([sys.executable, "-m", "recovery", "restore", snapshot, str(target), "--repo", repo,
+                             "--layout", "keep", "--yes"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while read_mark(str(target)) is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None and read_mark(str(target)) is not None, "the restore did not start writing"
+    s3env.kill()
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        s3env.start()
+    assert proc.returncode == 5, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "stopped answering" in lines[0] and "incomplete" in lines[0], lines[0]
+    mark = read_mark(str(target))
+    assert mark is not None and mark.snapshot == snapshot      # the disk says what it is
+    lifeboat("restore", snapshot, target, "--repo", repo, "--layout", "keep", "--yes")
+    assert read_mark(str(target)) is None
+    assert fi.ext_tree(target, 1 * MiB, 200 * MiB) == fi.ext_tree(tmp_path / "b.img")
