@@ -155,7 +155,10 @@ def search_images(root: Path) -> list[tuple[str, str]]:
 
 
 def check_directory(path: str | os.PathLike) -> Place:
-    """A plain directory: a repository, or an empty/missing folder where one can be made."""
+    """A plain directory (or file): a repository, an image another tool made, or an
+    empty/missing folder where a repository can be made."""
+    from recovery.sources.open import peek
+
     p = Path(path).expanduser().absolute()
     facts = _repository_facts(p)
     probe = p
@@ -163,6 +166,9 @@ def check_directory(path: str | os.PathLike) -> Place:
         probe = probe.parent
     writable = os.access(probe, os.W_OK)
     if facts is None:
+        words = peek(str(p)) if p.exists() else None
+        if words:
+            return Place(None, None, "", str(p), _free_bytes(probe), None, writable=False, image=words)
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
             raise RepositoryError(f"{p} is not a Lifeboat repository and is not empty")
         return Place(None, None, "", str(p), _free_bytes(probe), None, writable=writable)

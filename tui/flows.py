@@ -64,7 +64,8 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "", imag
             return choice
         path = await app.push_screen_wait(PathPrompt(
             "Type a folder", "A folder holding a Lifeboat repository" +
-            (", or an empty folder for a new one." if for_backup else ".")))
+            (", or an empty folder for a new one." if for_backup else
+             ", or an image another tool made (a file or folder)." if images else ".")))
         if not path:
             continue
         try:
@@ -72,7 +73,11 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "", imag
         except LifeboatError as exc:
             await app.show_error(exc, "use that folder")
             continue
-        if not for_backup and not place.is_repository:
+        if for_backup and place.is_image:
+            await app.show_message("Not a place for backups", f"{path} is {place.image}; choose a Lifeboat "
+                                   "repository or an empty folder.")
+            continue
+        if not for_backup and not place.is_repository and not (images and place.is_image):
             await app.show_message("No backups there", f"{path} holds no Lifeboat repository.")
             continue
         return place

@@ -1,5 +1,6 @@
 """The "Get files back" wizard: repository -> computer -> snapshot -> partition -> files ->
-destination drive -> copy, without restoring anything.
+destination drive -> copy, without restoring anything. An image another tool made (found on
+the disks like a repository) goes straight to its partitions.
 
 The chosen partition is mounted read-only in a private folder (recovery.browse.view) for as
 long as the person browses it, and unmounted when the wizard ends, however it ends (a TUI that
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recovery.browse import files
-from recovery.browse.saved import describe, open_snapshot
+from recovery.browse.saved import describe, open_image, open_snapshot
 from recovery.browse.view import temporary_view
 from recovery.errors import LifeboatError
 from tui import humanize
@@ -86,14 +87,23 @@ def result_lines(result: files.CopyResult, folder: Path) -> tuple[list[str], lis
 
 async def get_files(app) -> None:
     await app.ready()
-    opened = await repo_with_snapshots(app, "1/6")
+    opened = await repo_with_snapshots(app, "1/6", images=True)
     if opened is None:
         return
     place, repo, snaps = opened
-    view = None
+    view = disk = None
+    if repo is None:                       # an image another tool made: its one disk, no snapshots to pick
+        try:
+            disk = await app.blocking(lambda: open_image(str(app.session.mounts.path_of(place))))
+        except LifeboatError as exc:
+            await app.show_error(exc, "open the image")
+            return
+        snaps = []
     try:
-        names = sorted({x.name for x in snaps})
-        step, name, snap, disk, part, picked = (0 if len(names) > 1 else 1), names[0], None, None, None, None
+        names = sorted({x.name for x in snaps}) or [disk.name]
+        step, name, snap, part, picked = (0 if len(names) > 1 else 1), names[0], None, None, None
+        if repo is None:
+            step, snap = 2, disk
         letters: dict[int, str] = {}
         while True:
             if step == 0:
@@ -124,6 +134,8 @@ async def get_files(app) -> None:
                 part = await app.push_screen_wait(PartitionPickerScreen(
                     f"Inside “{name}” from {humanize.when(snap.created)}", disk.partitions, step="3/6",
                     letters=letters))
+                if part is None and repo is None:
+                    return
                 step = 1 if part is None else 3
             elif step == 3:
                 if view is None:
@@ -146,7 +158,7 @@ async def get_files(app) -> None:
                 step = 2 if picked is None else 4
             else:
                 paths, total = picked
-                base = await pick_destination(app, place, str(repo.path), disk, total)
+                base = await pick_destination(app, place, str(repo.path) if repo else disk.source["path"], disk, total)
                 if base is None:
                     step = 3
                     continue
@@ -182,4 +194,7 @@ async def get_files(app) -> None:
     finally:
         if view is not None:
             view.close()
-        repo.close()
+        if disk is not None:
+            disk.close()             # closes the repository with the snapshot
+        elif repo is not None:
+            repo.close()

@@ -5,6 +5,9 @@
     lifeboat ls SNAPSHOT [PARTITION:PATH] --repo R [--json]
     lifeboat get SNAPSHOT PARTITION:PATH DEST --repo R [--json]
 
+SNAPSHOT may also be an image another tool made (a file or folder, as `lifeboat inspect`
+takes), browsed in place without --repo.
+
 `ls` and `get` mount the one partition they need in a private folder and let it go again.
 """
 
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 
 from recovery.browse import files
-from recovery.browse.saved import (BROWSABLE, describe, entry_name, find_partition, fs_name, open_snapshot,
+from recovery.browse.saved import (BROWSABLE, describe, entry_name, find_partition, fs_name, open_image, open_snapshot,
                                    shown_name, split_ref)
 from recovery.browse.view import SnapshotView, clean_stale, temporary_view, unmount_view
 from recovery.errors import Cancelled, RefusedError, RepositoryError, UsageError
@@ -30,31 +33,43 @@ def add_parsers(sub, repo_arg) -> None:
     m = sub.add_parser("mount", help="mount a snapshot read-only: partitions as images, filesystems beneath")
     m.add_argument("snapshot")
     m.add_argument("mountpoint")
-    repo_arg(m)
+    repo_arg(m, required=False)
     m.add_argument("--name")
     u = sub.add_parser("umount", help="unmount a mounted snapshot")
     u.add_argument("mountpoint")
     ls = sub.add_parser("ls", help="list a snapshot's partitions, or a folder in one")
     ls.add_argument("snapshot")
     ls.add_argument("where", nargs="?", metavar="PARTITION:PATH")
-    repo_arg(ls)
+    repo_arg(ls, required=False)
     ls.add_argument("--name")
     ls.add_argument("--json", action="store_true")
     g = sub.add_parser("get", help="copy a file or folder out of a snapshot")
     g.add_argument("snapshot")
     g.add_argument("where", metavar="PARTITION:PATH")
     g.add_argument("dest")
-    repo_arg(g)
+    repo_arg(g, required=False)
     g.add_argument("--name")
     g.add_argument("--json", action="store_true")
 
 
 def _open(args):
+    """The saved disk the command names: an image file or folder another tool made, else a
+    snapshot of --repo."""
+    from recovery.cli import is_foreign
     from recovery.repo.repository import Repository
 
     clean_stale()         # a view left by a killed process goes before anything else is done
+    if is_foreign(args.snapshot):
+        return open_image(args.snapshot)
+    if not args.repo:
+        raise UsageError(f"{args.snapshot} is neither an image file or folder nor, without --repo, a snapshot: "
+                         "name the repository with --repo (or set LIFEBOAT_REPO)")
     repo = Repository.open(args.repo)
-    return repo, open_snapshot(repo, args.snapshot, args.name)
+    try:
+        return open_snapshot(repo, args.snapshot, args.name)
+    except BaseException:
+        disk.close()
+        raise
 
 
 def _signals_raise() -> None:
@@ -66,12 +81,12 @@ def _signals_raise() -> None:
 
 
 def cmd_mount(args) -> int:
-    repo, disk = _open(args)
+    disk = _open(args)
     _signals_raise()
     view = SnapshotView(disk, args.mountpoint)
     try:
         view.start()
-        print(f"snapshot {disk.id[:8]} of {disk.name} ({disk.created}) mounted read-only at {view.where}",
+        print(f"{disk.title()} ({disk.created}) mounted read-only at {view.where}",
               file=sys.stderr)
         letters = disk.drive_letters()
         for part in disk.partitions:
@@ -86,7 +101,7 @@ def cmd_mount(args) -> int:
         pass
     finally:
         view.close()
-        repo.close()
+        disk.close()
     return 0
 
 
@@ -135,11 +150,11 @@ def _mounted_partition(disk, spec: str):
 
 
 def cmd_ls(args) -> int:
-    repo, disk = _open(args)
+    disk = _open(args)
     try:
         if not args.where:
             letters = disk.drive_letters()
-            lines = [f"snapshot {disk.id[:8]} of {disk.name}, {disk.created}"]
+            lines = [f"{disk.title()}, {disk.created}"]
             lines += [f"  {p.number:>2}  {fs_name(p.fs):<8} {human_size(p.size):>10}  "
                       f"{shown_name(p, letters.get(p.number)) if p.label or p.number in letters else ''}"
                       for p in disk.partitions]
@@ -158,13 +173,13 @@ def cmd_ls(args) -> int:
             view.close()
         return 0
     finally:
-        repo.close()
+        disk.close()
 
 
 def cmd_get(args) -> int:
     from recovery.cli import progress_for
 
-    repo, disk = _open(args)
+    disk = _open(args)
     dest = Path(args.dest)
     if dest.exists() and not dest.is_dir():
         raise RefusedError(f"{dest} already exists and is not a folder: name a folder to copy into")
@@ -189,7 +204,7 @@ def cmd_get(args) -> int:
         finally:
             view.close()
     finally:
-        repo.close()
+        disk.close()
     lines = [f"copied {result.files} file(s), {human_size(result.bytes)}, into {dest}"]
     lines += [f"renamed: {a} -> {b}" for a, b in result.renamed]
     lines += [f"skipped: {a}: {b}" for a, b in result.skipped]

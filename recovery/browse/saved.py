@@ -1,9 +1,10 @@
-"""A Lifeboat snapshot seen as a saved disk to browse: its partitions described as any
-source describes them (recovery.sources.base.SourcePartition) and a PartitionData reader per
-partition. The browse code uses only this surface, so any other source plugs in alike."""
+"""A saved disk to browse, a Lifeboat snapshot or an image another tool made: its partitions
+described as any source describes them (recovery.sources.base.SourcePartition) and a
+PartitionData reader per partition. The browse code uses only this surface."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recovery.errors import LifeboatError, NotFoundError, UsageError
@@ -20,19 +21,29 @@ FS_NAMES = {"vfat": "FAT", "ntfs": "NTFS", "exfat": "exFAT"}
 
 @dataclass
 class SavedDisk:
-    """What browsing needs of a source: id, name, date, partitions, and a reader of each."""
+    """What browsing needs of a saved disk, a Lifeboat snapshot or an image another tool made:
+    id, name, date, partitions, and a reader of each."""
     id: str
     name: str
     created: str
     partitions: list[SourcePartition]
-    _repo: Repository
-    _parts: dict                 # number -> the manifest's PartitionImage
-    _chunk_size: int
-    source: dict = field(default_factory=dict)   # the saved disk as the backup described it: path, serial, model
+    _reader: Callable[[int], PartitionData]
+    _close: Callable[[], None]
+    source: dict = field(default_factory=dict)   # the saved disk as its maker described it: path, serial, model
+    kind: str = "snapshot"                       # "snapshot", or what an image is ("Clonezilla image", ...)
     _letters: dict | None = None
 
+    def title(self) -> str:
+        """A few words naming it for people: "snapshot 1a2b3c4d of office-pc"."""
+        if self.kind == "snapshot":
+            return f"snapshot {self.id[:8]} of {self.name}"
+        return f"{self.kind} {self.name}"
+
     def reader(self, number: int) -> PartitionData:
-        return PartitionReader(self._repo, self._parts[number], self._chunk_size)
+        return self._reader(number)
+
+    def close(self) -> None:
+        self._close()
 
     def drive_letters(self) -> dict[int, str]:
         """Partition number -> the letter Windows gave it, where that is known cheaply: `C:`
@@ -53,12 +64,23 @@ class SavedDisk:
 
 
 def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedDisk:
+    """A snapshot of `repo` to browse; closing it closes the repository."""
     sid = repo.resolve(ref, name)
     m = repo.load_manifest(sid)
     parts = [SourcePartition(number=p.number, start=p.start, size=p.size, fs=p.fs or "", label=p.label,
                              uuid=p.uuid, used_bytes=p.used_bytes, whole=p.whole) for p in m.partitions]
-    return SavedDisk(sid, m.name, m.created, parts, repo, {p.number: p for p in m.partitions}, m.chunk_size,
-                     dict(m.source or {}))
+    images = {p.number: p for p in m.partitions}
+    return SavedDisk(sid, m.name, m.created, parts, lambda n: PartitionReader(repo, images[n], m.chunk_size),
+                     repo.close, dict(m.source or {}))
+
+
+def open_image(path: str) -> SavedDisk:
+    """An image another tool made (anything `lifeboat inspect` reads) to browse, read in place."""
+    from recovery.sources.open import open_source
+
+    source = open_source(path)
+    return SavedDisk(source.id, source.name, source.created, list(source.partitions), source.reader, source.close,
+                     {"path": source.location}, kind=source.kind)
 
 
 def browsable(part: SourcePartition) -> bool:

@@ -251,3 +251,61 @@ def test_partition_picker_shows_the_drive_letter_when_known():
     assert partition_prompt(win).plain.startswith("Windows  NTFS  ")
     data = SourcePartition(number=4, start=0, size=10**9, fs="ntfs", label=None, uuid=None, used_bytes=0, whole=False)
     assert partition_prompt(data).plain.startswith("Partition 4  NTFS  ")
+
+
+def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path, tmp_path_factory):
+    """Get files back takes an image another tool made: typed as a folder, it goes straight to
+    its partitions; the ext4 one is browsed and one folder copied, every byte compared."""
+    from tests import clonezilla_images as cz
+    from tests.conftest import LoopDevices
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+    from tui.screens.path_prompt import PathPrompt
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.result import ResultScreen
+
+    work = tmp_path_factory.mktemp("cz")
+    loops = LoopDevices(work)
+    try:
+        disk, folder = cz.clonezilla_image("linux", "zstd-split", loops, work)
+    finally:
+        loops.detach_all()
+    dest = tmp_path / "usb"
+    dest.mkdir()
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("g")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("t")
+            prompt = await wait_screen(pilot, PathPrompt)
+            prompt.query_one(Input).value = str(folder)
+            await pilot.press("enter")
+            picker = await wait_screen(pilot, PartitionPickerScreen)
+            assert "Clonezilla" in screen_text(app) or "rootfs" in screen_text(app)
+            ext4 = next(i for i, p in enumerate(picker.partitions) if p.fs == "ext4")
+            from textual.widgets import OptionList
+            picker.query_one(OptionList).highlighted = ext4
+            await pilot.press("enter")
+            browser = await wait_screen(pilot, FileBrowserScreen)
+            await wait_for(pilot, lambda: "one" in row_names(browser))
+            while browser.current().name != "one":
+                await pilot.press("down")
+            await pilot.press("space")
+            await wait_for(pilot, lambda: None not in browser.marked.values(), what="folder counted")
+            await copy_marked(pilot, dest)
+            result = await wait_screen(pilot, ResultScreen, timeout=60)
+            assert result.title_text == "Files copied"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not views(), what="the view unmounted")
+
+    asyncio.run(scenario())
+    start = next(p for p in json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True,
+                                                      check=True).stdout)["partitiontable"]["partitions"]
+                 if p["node"].endswith("2"))["start"] * 512
+    want = fi.ext_tree(disk, start)
+    (copied,) = dest.iterdir()
+    got = fi.tree_hashes(copied / "one")
+    assert got and got == {k[len("one/"):]: v for k, v in want.items() if k.startswith("one/")}
