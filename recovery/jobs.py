@@ -107,7 +107,7 @@ class BackupJob:
     kind = "backup"
 
     def plan(self) -> BackupPlan:
-        return BackupPlan(self.source, str(self.repo.path), self.name)
+        return BackupPlan(self.source, self.repo.location, self.name)
 
     def confirm_name(self, plan) -> None:
         return None     # a backup destroys nothing
@@ -129,7 +129,7 @@ class ImportJob:
     kind = "import"
 
     def plan(self) -> BackupPlan:
-        return BackupPlan(f"the {self.source.kind} {self.source.location}", str(self.repo.path), self.name)
+        return BackupPlan(f"the {self.source.kind} {self.source.location}", self.repo.location, self.name)
 
     def confirm_name(self, plan) -> None:
         return None     # an import destroys nothing

@@ -359,7 +359,7 @@ async def restore_image(app, place: Place) -> None:
         while True:
             if step == 2:
                 refusals = await app.blocking(
-                    lambda: {d.path: why for d in s.disks if (why := s.restore_refusal(d, place, source.location))})
+                    lambda: {d.path: why for d in s.disks if (why := s.restore_refusal(d, place, source.on_disk()))})
                 target = await app.push_screen_wait(DiskPickerScreen(
                     "Restore onto which disk?",
                     f"The disk will be erased and will hold the {source.kind} “{source.name}” of {when}.",

@@ -141,7 +141,7 @@ def plan_source(source: Source, target: str, *, layout_mode: str = "grow", salva
         raise RefusedError(f"unknown layout {layout_mode!r}; choose keep, grow or proportional")
     if info is None:
         info = describe(target)
-        check_target(info, source.location or None)
+        check_target(info, source.on_disk())
     fs = {p.number: p.fs for p in source.partitions}
     saved = source.layout
 

@@ -167,6 +167,11 @@ class Source(ABC):
             meter.finish()
         return found
 
+    def on_disk(self) -> str | None:
+        """The file or folder on this machine it is read from, which a restore must not write
+        over: its location, unless it says otherwise (a network repository has none here)."""
+        return self.location or None
+
     def to_json(self) -> dict:
         """What `lifeboat inspect --json` shows of it."""
         return {

@@ -44,12 +44,16 @@ class SnapshotSource(Source):
         self.layout = manifest.layout
         self.chunk_size = manifest.chunk_size
         self.repository_id = str(repo.config.get("id", ""))
-        self.location = str(repo.path)
+        self.location = repo.location        # for people: a folder, or a network location without secrets
         self.partitions = [SourcePartition(p.number, p.start, p.size, p.fs, p.label, p.uuid, p.used_bytes, p.whole)
                            for p in manifest.partitions]
         self.tables, unreadable = _load_tables(repo, manifest, salvage)
         self.unreadable = frozenset(unreadable)
         self.bad: set[bytes] = set()         # chunk ids prove() found missing or damaged
+
+    def on_disk(self) -> str | None:
+        local = self.repo.local_path
+        return str(local) if local is not None else None
 
     def refresh(self) -> None:
         self.repo.reload_index()

@@ -45,6 +45,8 @@ def test_round_trip_over_sftp_compares_every_file(tmp_path, sftp):
     assert (tmp_path / "srv" / "repo" / "snapshots" / f"{out.data['snapshot']}.json").exists()
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     target = blank(tmp_path / "target.img", 96 * MiB)
+    plan = lifeboat("restore", "latest", target, "--repo", repo, "--dry-run", "--json", json_out=True).data["plan"]
+    assert plan["from"]["location"] == repo          # the place as the person named it, not where it is mounted
     lifeboat("restore", "latest", target, "--repo", repo, "--yes")
     assert_restored(pc, target)
     assert no_mounts_left()                          # every run unmounted what it mounted
