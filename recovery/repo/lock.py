@@ -64,12 +64,18 @@ def who(holder: dict | None) -> str:
     return f"process {holder.get('pid')} on {holder.get('host')}"
 
 
+# How long a write already sent may take to land in an object store: an exclusive lock taken
+# there is read back at once and again after this pause before it counts as held.
+SETTLE_SECONDS = 2.0
+
+
 class Lock:
     def __init__(self, storage: Storage, exclusive: bool = False, ttl: float | None = None):
         self.storage = storage
         self.exclusive = exclusive
         self.ttl = ttl_seconds() if ttl is None else ttl
-        me = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.token = uuid.uuid4().hex[:12]      # tells this holder's lock object from any other
+        me = f"{socket.gethostname()}-{os.getpid()}-{self.token}"
         self.name = EXCLUSIVE if exclusive else f"{SHARED_PREFIX}{me}.json"
         self.held = False
         self.broken: list[str] = []       # stale locks removed while taking this one
@@ -134,7 +140,7 @@ class Lock:
         return json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(),
             "mode": "exclusive" if self.exclusive else "shared",
-            "since": self._since, "refreshed": now, "expires": now + self.ttl,
+            "since": self._since, "refreshed": now, "expires": now + self.ttl, "token": self.token,
         }).encode()
 
     def _busy(self, holder: dict | None) -> RepositoryError:
@@ -162,6 +168,14 @@ class Lock:
             if not self.storage.write_new(EXCLUSIVE, self._content()):
                 self._refuse_if_backups(self._shared_holders())
                 raise self._busy(self._read(EXCLUSIVE))
+            if not self.storage.atomic_create:
+                # Another taker may have found no lock either and written its own over ours (or
+                # be about to): the object names the winner once every write in flight landed.
+                for pause in (0.0, SETTLE_SECONDS):
+                    time.sleep(pause)
+                    holder = self._read(EXCLUSIVE)
+                    if not holder or holder.get("token") != self.token:
+                        raise self._busy(holder)
             self.held = True
             others = self._shared_holders()
             if others:

@@ -122,6 +122,10 @@ class Storage(ABC):
     def write(self, name: str, data: bytes) -> None:
         """Make object `name` hold `data`, atomically (replacing an older one)."""
 
+    # Whether write_new() is atomic (a folder: O_EXCL). Where it is not, a caller that must be
+    # alone reads the object back to learn who won.
+    atomic_create = False
+
     def write_new(self, name: str, data: bytes) -> bool:
         """Create `name` only if it does not exist; False when it does. Object stores without
         conditional writes check first, which leaves a short window: callers (locks) check

@@ -196,6 +196,8 @@ class LocalStorage(Storage):
         writer.write(data)
         writer.commit(name)
 
+    atomic_create = True                 # O_EXCL
+
     def write_new(self, name: str, data: bytes) -> bool:
         path = self.root / name
         try:

@@ -71,6 +71,7 @@ def _transient(exc) -> bool:
 class MountedStorage(LocalStorage):
     parallelism = 8
     remote = True
+    atomic_create = False     # O_EXCL is only as good as the server's and the client's support
 
     def __init__(self, loc: Location, mountpoint: Path, folder: Path):
         super().__init__(folder)

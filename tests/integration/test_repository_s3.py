@@ -224,3 +224,43 @@ def test_server_killed_mid_restore_leaves_an_incomplete_restore_that_resumes(tmp
     lifeboat("restore", snapshot, target, "--repo", repo, "--layout", "keep", "--yes")
     assert read_mark(str(target)) is None
     assert fi.ext_tree(target, 1 * MiB, 200 * MiB) == fi.ext_tree(tmp_path / "b.img")
+
+
+def test_two_deleting_operations_racing_for_the_lock_in_s3_never_both_hold_it(tmp_path, s3env):
+    """An object store has no create-if-absent: two processes that both find no lock both
+    write one. Each reads the lock back (and again after a pause, for whatever was in
+    flight): exactly one holds it, the other says the repository is busy."""
+    import threading
+
+    from recovery.errors import RepositoryError
+    from recovery.repo.lock import Lock
+
+    s3env.bucket("lockrace")
+    lifeboat("repo", "init", "s3://lockrace/r")
+    for _ in range(4):
+        repos = [Repository.open("s3://lockrace/r") for _ in range(2)]
+        locks = [Lock(r.storage, exclusive=True) for r in repos]
+        start = threading.Barrier(2)
+        outcome: list[str] = []
+
+        def take(lock):
+            start.wait()
+            try:
+                lock.acquire()
+                outcome.append("held")
+            except RepositoryError as exc:
+                outcome.append(exc.message)
+
+        threads = [threading.Thread(target=take, args=(lock,)) for lock in locks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcome.count("held") == 1, outcome
+        assert "the repository is busy" in next(o for o in outcome if o != "held")
+        holder = next(lock for lock in locks if lock.held)
+        holder.release()
+        for r in repos:
+            r.close()
+    names = [o.object_name for o in s3env.client().list_objects("lockrace", prefix="r/lock", recursive=True)]
+    assert names == []                  # released, and the loser never removed the winner's lock
