@@ -260,7 +260,7 @@ class PrivateGanesha:
         self.config.write_text(
             "NFS_CORE_PARAM { Protocols = 4; NFS_Port = 2049; Bind_addr = 127.0.0.1; Enable_NLM = false;"
             " Enable_RQUOTA = false; }\n"
-            f"NFSV4 {{ Graceless = true; RecoveryBackend = fs; }}\n"
+            f"NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {work}/recovery; }}\n"
             f"NFS_KRB5 {{ Active_krb5 = false; }}\n"
             "EXPORT { Export_Id = 1; Path = %s; Pseudo = /backups; Access_Type = RW; Squash = No_Root_Squash;"
             " Protocols = 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }\n"
