@@ -152,22 +152,28 @@ class PrivateSshd:
         wait_port(self.port)
 
     def kill(self) -> None:
-        """The server and every session it serves go away at once (sessions leave the
-        server's process group, so they are found as its descendants)."""
-        if self.proc is not None:
-            for pid in [*descendants(self.proc.pid), self.proc.pid]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.wait()
-            self.proc = None
+        """The server and every session it serves go away at once."""
+        kill_tree(self.proc)
+        self.proc = None
 
     def env(self, data_dir: Path, **extra) -> dict:
         env = {"LIFEBOAT_SSH_KEY": str(self.client_key), "LIFEBOAT_DATA_DIR": str(data_dir),
                "LIFEBOAT_SSH_HOST_KEY": self.fingerprint()}
         env.update(extra)
         return env
+
+
+def kill_tree(proc: subprocess.Popen | None) -> None:
+    """A server and every process it started, at once (its sessions leave its process group,
+    so they are found as its descendants)."""
+    if proc is None:
+        return
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def descendants(pid: int) -> list[int]:
@@ -237,14 +243,8 @@ class PrivateSmbd:
         wait_port(445)
 
     def kill(self) -> None:
-        if self.proc is not None:
-            for pid in [*descendants(self.proc.pid), self.proc.pid]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.wait()
-            self.proc = None
+        kill_tree(self.proc)
+        self.proc = None
 
 
 class PrivateGanesha:

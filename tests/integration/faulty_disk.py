@@ -84,24 +84,33 @@ def serve(image: str, mountpoint: str, bad_read: tuple[int, int] | None, fail_af
 
 
 @contextlib.contextmanager
-def faulty_disk(image: Path, mountpoint: Path, *args: str):
-    """Mount the faulty view of `image`; yields the path of the faulty disk-image file."""
+def fuse_program(module: str, args: list[str], mountpoint: Path, ready: Path):
+    """Run `python -m module *args` (a FUSE server) until the block ends; waits for `ready` to
+    appear first, and unmounts `mountpoint` after."""
     mountpoint.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.faulty_disk", str(image), str(mountpoint), *args],
+    proc = subprocess.Popen([sys.executable, "-m", module, *args],
                             cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
-        while not (mountpoint / NAME[1:]).exists():
+        while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"faulty disk did not mount: {proc.stderr.read() if proc.stderr else ''}")
+                raise AssertionError(f"{module} did not mount: {proc.stderr.read() if proc.stderr else ''}")
             time.sleep(0.05)
-        yield mountpoint / NAME[1:]
+        yield
     finally:
         subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def faulty_disk(image: Path, mountpoint: Path, *args: str):
+    """Mount the faulty view of `image`; yields the path of the faulty disk-image file."""
+    with fuse_program("tests.integration.faulty_disk", [str(image), str(mountpoint), *args], mountpoint,
+                      mountpoint / NAME[1:]):
+        yield mountpoint / NAME[1:]
 
 
 def main() -> None:

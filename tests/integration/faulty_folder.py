@@ -14,8 +14,6 @@ import argparse
 import contextlib
 import errno
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -120,23 +118,16 @@ def serve(root: str, mountpoint: str, read_mibps: float | None, flip_under: str 
 @contextlib.contextmanager
 def faulty_folder(folder: Path, mountpoint: Path, *args: str):
     """Mount the faulty view of `folder` at `mountpoint`; yields the mountpoint."""
+    from tests.integration.faulty_disk import fuse_program
+
     folder.mkdir(exist_ok=True)
-    mountpoint.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.faulty_folder", str(folder), str(mountpoint),
-                             *args], cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.ismount(mountpoint):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"faulty folder did not mount: {proc.stderr.read() if proc.stderr else ''}")
-            time.sleep(0.05)
+    # the folder's own entries show through once it is mounted; an empty one gets a marker
+    marker = folder / ".faulty-folder"
+    marker.touch()
+    with fuse_program("tests.integration.faulty_folder", [str(folder), str(mountpoint), *args], mountpoint,
+                      mountpoint / marker.name):
         yield mountpoint
-    finally:
-        subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    marker.unlink(missing_ok=True)
 
 
 def main() -> None:
