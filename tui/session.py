@@ -91,13 +91,17 @@ class Session:
         return [p for p in self.places if p.is_image]
 
     # -- using a place -------------------------------------------------------------------
-    def open_repository(self, place: Place, writable: bool = False):
-        """The repository at ``place``; a new one is made there when ``writable`` and none exists."""
+    def open_repository(self, place: Place, writable: bool = False, passphrase: str | None = None):
+        """The repository at ``place``; a new one is made there when ``writable`` and none exists.
+        An encrypted one is unlocked with ``passphrase`` (or LIFEBOAT_PASSPHRASE_FILE); without
+        either it raises PassphraseNeeded, and the caller asks (never on the terminal behind
+        the screen)."""
+        from recovery.repo.keys import Unlock
         from recovery.repo.repository import Repository
 
         path = self.mounts.path_of(place, writable=writable)
         if place.is_repository:
-            return Repository.open(path)
+            return Repository.open(path, Unlock(passphrase=passphrase, terminal=False))
         if place.partition is None:
             # A folder the person typed: the engine's rule, worded for the TUI (no --force here).
             from recovery.errors import RefusedError

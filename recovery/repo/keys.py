@@ -183,6 +183,10 @@ def read_secret_file(path: str, what: str) -> str:
     return line
 
 
+class PassphraseNeeded(UsageError):
+    """An encrypted repository, and no passphrase to try: the caller may ask for one."""
+
+
 @dataclass
 class Unlock:
     """How to unlock an encrypted repository: a passphrase (given, or from a file), a
@@ -194,6 +198,7 @@ class Unlock:
     recovery_code_file: str | None = None
     ask: Callable[[str], str] | None = None
     attempts: int = 3                      # questions asked before giving up
+    terminal: bool = True                  # may fall back to `ask_passphrase` (not in the TUI)
 
     def master_key(self, storage, config: dict) -> tuple[bytes, str | None]:
         """(master key, id of the key object that opened it; None for a recovery code)."""
@@ -219,10 +224,10 @@ class Unlock:
             if found is None:
                 raise WrongPassphraseError("wrong passphrase: it opens none of this repository's keys")
             return found
-        ask = self.ask or ask_passphrase
+        ask = self.ask or (ask_passphrase if self.terminal else None)
         if ask is None:
-            raise UsageError("the repository is encrypted: give its passphrase with --passphrase-file FILE "
-                             f"or {PASSPHRASE_ENV}=FILE (or run on a terminal to be asked)")
+            raise PassphraseNeeded("the repository is encrypted: give its passphrase with --passphrase-file FILE "
+                                   f"or {PASSPHRASE_ENV}=FILE (or run on a terminal to be asked)")
         for attempt in range(self.attempts):
             found = _try_keys(keys, ask("Passphrase of the repository: "), repo_id, enc)
             if found is not None:
