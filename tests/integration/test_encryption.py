@@ -75,6 +75,15 @@ def test_backup_restore_verify_ls_of_an_encrypted_repository(tmp_path, gpt_pc, t
     assert [s["name"] for s in listed["snapshots"]] == ["Accounting-PC-Morgan"]
     ls = lifeboat("ls", "latest", "2:/", "--repo", repo, "--json", json_out=True).data
     assert ls["entries"]
+    got = tmp_path / "got"
+    lifeboat("get", "latest", "2:/", got, "--repo", repo)
+    copied = sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file())
+    assert copied and all((tree / name).read_bytes() == (got / name).read_bytes()
+                          for name in copied if (tree / name).is_file())
+    # import of the same disk as a raw image: the same keyed ids, so next to nothing is new
+    imported = lifeboat("import", gpt_pc.disk, "--repo", repo, "--name", "imported", "--json", json_out=True).data
+    assert imported["bytes_stored_new"] < made["bytes_used"] // 50
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
 
     # Nothing readable at rest: no name, no file content, no plain JSON manifest.
     marker = sorted(p for p in tree.rglob("*") if p.is_file() and p.stat().st_size > 64)[0].read_bytes()[:48]
@@ -86,6 +95,35 @@ def test_backup_restore_verify_ls_of_an_encrypted_repository(tmp_path, gpt_pc, t
     for manifest in (repo / "snapshots").iterdir():
         with pytest.raises(ValueError):
             json.loads(manifest.read_bytes())
+
+
+def test_an_interrupted_restore_resumes_by_the_keyed_ids(tmp_path, gpt_pc, monkeypatch):
+    """The re-run checks what is on the target against the repository's keyed chunk ids."""
+    from recovery.errors import Cancelled
+    from recovery.events import CancelToken, Progress
+    from recovery.jobs import RestoreJob, run_job
+    from recovery.repo.repository import Repository
+
+    repo, pw, _ = init_encrypted(tmp_path)
+    monkeypatch.setenv("LIFEBOAT_PASSPHRASE_FILE", str(pw))
+    made = lifeboat("backup", gpt_pc.disk, "--repo", repo, "--json", json_out=True).data
+    target = tmp_path / "t.img"
+    with open(target, "wb") as f:
+        f.truncate(gpt_pc.disk.stat().st_size)
+    token = CancelToken()
+
+    def stop_half_way(event):      # at the first progress report of written data
+        if isinstance(event, Progress) and event.phase == "restore" and 0 < event.done < event.total:
+            token.cancel()
+
+    opened = Repository.open(repo)
+    with pytest.raises(Cancelled):
+        run_job(RestoreJob(opened, "latest", str(target)), confirm=lambda plan: True, on_event=stop_half_way,
+                cancel=token)
+    opened.close()
+    done = lifeboat("restore", "latest", target, "--repo", repo, "--yes", "--json", json_out=True).data
+    assert 0 < done["bytes_skipped"] < made["bytes_used"]
+    assert_restored(gpt_pc, target)
 
 
 def test_wrong_passphrase_is_one_line_its_own_code_and_writes_nothing(tmp_path, gpt_pc):
@@ -199,6 +237,11 @@ def test_tampering_is_detected_and_named_by_verify(tmp_path, gpt_pc):
     pack.write_bytes(bytes(data))
     code, out = _verify(repo, pw)
     assert code == 6 and "damaged or missing" in out
+    # the damage mark is sealed, and read back through the key
+    listed = lifeboat("snapshots", "--repo", repo, "--passphrase-file", pw, "--json", json_out=True).data
+    assert any(s["damaged"] for s in listed["snapshots"])
+    for mark in (repo / "damaged").iterdir():
+        assert b"partition" not in mark.read_bytes()
 
     # one byte changed in a footer
     repo = copy("flip-footer")
