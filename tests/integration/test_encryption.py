@@ -348,3 +348,27 @@ def test_the_passphrase_is_never_in_argv_environment_logs_or_json(tmp_path, gpt_
     for path in repo.rglob("*"):
         if path.is_file():
             assert PASSPHRASE.encode() not in path.read_bytes()
+
+
+def test_init_on_a_terminal_asks_twice_and_prints_the_recovery_code_once(tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+
+    def init(first: str, second: str):
+        child = pexpect.spawn(sys.executable, ["-m", "recovery", "repo", "init", str(tmp_path / "repo"), "--encrypt",
+                                               *FAST_KDF], cwd=str(ROOT), encoding="utf-8", timeout=60)
+        child.expect("Type the new passphrase: ")
+        child.sendline(first)
+        child.expect("Type the new passphrase again: ")
+        child.sendline(second)
+        child.expect(pexpect.EOF)
+        child.close()
+        return child.exitstatus, child.before
+
+    code, out = init(PASSPHRASE, PASSPHRASE + "x")
+    assert code == 2 and "the two passphrases differ" in out and not (tmp_path / "repo").exists()
+    code, out = init(PASSPHRASE, PASSPHRASE)
+    assert code == 0 and PASSPHRASE not in out
+    assert "Recovery code (shown only this once)" in out and "keep it apart from the backups" in out
+    recovery = next(line.strip() for line in out.splitlines() if line.strip().count("-") == 13)
+    lifeboat("snapshots", "--repo", tmp_path / "repo",
+             "--recovery-code-file", secret_file(tmp_path / "code", recovery))
