@@ -265,10 +265,14 @@ class Repository:
             path.mkdir(exist_ok=True)
             for sub in SUBDIRS + ((KEYS_DIR,) if keys else ()):
                 (path / sub).mkdir(exist_ok=True)
-            for name, body in keys:
+            for name, body in keys:       # flushed before the configuration names the repository
                 tmp = path / "tmp" / name.replace("/", "-")
-                tmp.write_bytes(body)
+                with open(tmp, "wb") as out:
+                    out.write(body)
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.replace(tmp, path / name)
+                fsync_dir(path / KEYS_DIR)
             tmp = path / "tmp" / CONFIG_FILE
             tmp.write_text(json.dumps(config, indent=2) + "\n")
             os.replace(tmp, path / CONFIG_FILE)
