@@ -57,6 +57,10 @@ def test_restore_asks_for_the_passphrase_until_it_is_right(machine, tmp_path):
             history = await wait_screen(pilot, SnapshotPickerScreen)
             assert history.query_one(DataTable).row_count == 1
             assert "demo-pc" in screen_text(app)
+            # opened again in this run (a backup opens it twice): not asked again
+            reopened = await app.blocking(app.session.open_repository, app.session.repositories()[0])
+            assert reopened.sealer is not None
+            reopened.close()
 
     asyncio.run(scenario())
     for path in list(machine.rglob("*")) + list(tmp_path.rglob("*")):
