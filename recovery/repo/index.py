@@ -284,8 +284,9 @@ def index_file_packs(name: str, data: bytes, sealer: Sealer | None = None) -> li
     label = name.rpartition("/")[2]
     magic = INDEX_MAGIC if sealer is None else INDEX_MAGIC_SEALED
     if not data.startswith(magic) or len(data) < len(magic) + 32:
-        raise DamageError(f"index file {label} is damaged" if data[:len(magic) - 1] == magic[:-1]
-                          else f"index file {label} is not of this repository's kind")
+        other = INDEX_MAGIC_SEALED if sealer is None else INDEX_MAGIC
+        raise DamageError(f"index file {label} is {'sealed' if sealer is None else 'not sealed'}, unlike its "
+                          "repository" if data.startswith(other) else f"index file {label} is damaged")
     body = memoryview(data)[:-32]
     if blake3.blake3(body).digest() != data[-32:]:
         raise DamageError(f"index file {label} is damaged")
