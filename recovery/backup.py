@@ -205,7 +205,8 @@ def _store_windows(read_window, used, size: int, chunk: int, session, meter, can
     """Store every window holding used bytes; the partition's chunk table. `read_window(w, subs,
     length)` gives window w's bytes with every byte outside `subs` zero."""
     table = bytearray(window_count(size, chunk) * ID_SIZE)   # zero = NO_DATA
-    has, compress = session.has, session.compressor.compress
+    has, compress, seal = session.has, session.compressor.compress, session.seal_blob
+    blob_id = session.repo.blob_id       # keyed in an encrypted repository
 
     def hash_and_pack(item):
         """In a worker: read the window (unused bytes zero), hash, and compress unless
@@ -217,7 +218,7 @@ def _store_windows(read_window, used, size: int, chunk: int, session, meter, can
         if has(bid):
             return w, len(view), used_here, bid, None, 0
         stored, codec = compress(view)
-        return w, len(view), used_here, bid, stored, codec
+        return w, len(view), used_here, bid, seal(bid, KIND_DATA, stored), codec
 
     windows = used_windows(used, size, chunk)
     results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads)

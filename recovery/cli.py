@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from recovery import __version__
 from recovery.errors import Cancelled, DiskError, LifeboatError, RefusedError, UsageError
 from recovery.events import Progress, Warning_
+from recovery.repo.keys import DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM
 from recovery.units import human_duration, human_size
 
 log = logging.getLogger("recovery.cli")
@@ -36,6 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the repository: a folder, or s3://bucket/prefix, sftp://user@host/path, "
                              "smb://[domain;]user@host/share/path, nfs://host/export/path (or set LIFEBOAT_REPO)")
         location_args(sp)
+        unlock_args(sp)
+
+    def unlock_args(sp):
+        sp.add_argument("--passphrase-file", metavar="FILE",
+                        help="an encrypted repository's passphrase: the first line of FILE "
+                             "(or set LIFEBOAT_PASSPHRASE_FILE; on a terminal it is asked)")
+        sp.add_argument("--recovery-code-file", metavar="FILE",
+                        help="unlock an encrypted repository with its recovery code, kept in FILE "
+                             "(or set LIFEBOAT_RECOVERY_CODE_FILE)")
+
+    def kdf_args(sp):
+        sp.add_argument("--kdf-memory", type=int, metavar="MiB", default=DEFAULT_MEMORY_KIB // 1024,
+                        help=f"Argon2id memory for the passphrase's key (default {DEFAULT_MEMORY_KIB // 1024} MiB)")
+        sp.add_argument("--kdf-iterations", type=int, metavar="N", default=DEFAULT_ITERATIONS,
+                        help=f"Argon2id passes (default {DEFAULT_ITERATIONS})")
+        sp.add_argument("--kdf-parallelism", type=int, metavar="N", default=DEFAULT_PARALLELISM,
+                        help=f"Argon2id lanes (default {DEFAULT_PARALLELISM})")
 
     d = sub.add_parser("disks", help="list whole disks")
     d.add_argument("--json", action="store_true")
@@ -50,7 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per chunk (default 1 MiB)")
     ri.add_argument("--force", action="store_true",
                     help="create it even on a read-only or in-memory (tmpfs) filesystem")
+    ri.add_argument("--encrypt", action="store_true",
+                    help="encrypt everything stored; asks for a passphrase twice (or --passphrase-file) "
+                         "and prints a recovery code once")
+    ri.add_argument("--passphrase-file", metavar="FILE",
+                    help="with --encrypt: the passphrase is the first line of FILE (or set LIFEBOAT_PASSPHRASE_FILE)")
+    kdf_args(ri)
     ri.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("key", help="the passphrases of an encrypted repository")
+    ksub = k.add_subparsers(dest="key_command", metavar="ACTION")
+    kl = ksub.add_parser("list", help="list the repository's keys")
+    ka = ksub.add_parser("add", help="let one more passphrase open the repository")
+    kc = ksub.add_parser("change", help="replace the passphrase used to unlock by a new one")
+    kr = ksub.add_parser("remove", help="remove a key (never the last)")
+    kr.add_argument("key_id", help="the key's id (or its first digits), from key list")
+    for sp in (kl, ka, kc, kr):
+        repo_arg(sp)
+        sp.add_argument("--json", action="store_true")
+    for sp in (ka, kc):
+        sp.add_argument("--new-passphrase-file", metavar="FILE",
+                        help="the new passphrase is the first line of FILE (else it is asked twice)")
+        kdf_args(sp)
 
     b = sub.add_parser("backup", help="back up a whole disk or disk-image file")
     b.add_argument("disk")
@@ -181,9 +220,77 @@ def cmd_repo(args) -> int:
 
     if args.repo_command != "init":
         raise UsageError("usage: lifeboat repo init PATH")
-    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force)
-    emit(args, {"repository": repo.location, "id": repo.config["id"]}, [f"created repository {repo.location}"])
+    encryption = None
+    if args.encrypt:
+        from recovery.repo.keys import PASSPHRASE_ENV, new_passphrase
+        from recovery.repo.repository import NewEncryption
+
+        kdf = kdf_params(args)
+        kdf.check()
+        passphrase = new_passphrase(None, args.passphrase_file or os.environ.get(PASSPHRASE_ENV))
+        encryption = NewEncryption(passphrase, kdf)
+    elif args.passphrase_file:
+        raise UsageError("--passphrase-file makes sense with --encrypt only")
+    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force, encryption=encryption)
+    data = {"repository": repo.location, "id": repo.config["id"], "encrypted": repo.encrypted}
+    lines = [f"created {'encrypted ' if repo.encrypted else ''}repository {repo.location}"]
+    if repo.recovery_code:
+        data["recovery_code"] = repo.recovery_code
+        data["key"] = repo.key_id
+        lines += ["", "Recovery code (shown only this once):", "", f"    {repo.recovery_code}", "",
+                  "It opens the repository if the passphrase is forgotten. Print it or write it down now,",
+                  "and keep it apart from the backups (not on the same drive, not in the same bag).",
+                  "Use it with --recovery-code-file FILE; then 'lifeboat key add' sets a new passphrase."]
+    emit(args, data, lines)
     return 0
+
+
+def kdf_params(args):
+    from recovery.repo.keys import KdfParams
+
+    return KdfParams(memory_kib=args.kdf_memory * 1024, iterations=args.kdf_iterations,
+                     parallelism=args.kdf_parallelism)
+
+
+def cmd_key(args) -> int:
+    from recovery.repo import keys
+    from recovery.repo.repository import Repository, now_iso
+
+    if not args.key_command:
+        raise UsageError("usage: lifeboat key list|add|change|remove --repo REPO")
+    if args.key_command in ("add", "change"):
+        kdf_params(args).check()          # a mistyped figure is refused before anything is asked
+    repo = Repository.open(args.repo)
+    try:
+        if not repo.encrypted:
+            raise UsageError(f"{repo.location} is not encrypted: it has no keys")
+        if args.key_command == "list":
+            found = keys.key_objects(repo.storage)
+            emit(args, {"keys": [{"id": k.id, "created": k.created, "in_use": k.id == repo.key_id,
+                                  "memory_kib": k.kdf.memory_kib, "iterations": k.kdf.iterations,
+                                  "parallelism": k.kdf.parallelism} for k in found]},
+                 [f"{k.id}  {k.created}  argon2id {k.kdf.memory_kib // 1024} MiB x{k.kdf.iterations} "
+                  f"p{k.kdf.parallelism}{'  (unlocked this time)' if k.id == repo.key_id else ''}" for k in found])
+            return 0
+        if args.key_command == "remove":
+            keys.remove_key(repo, args.key_id)
+            emit(args, {"removed": args.key_id}, [f"removed key {args.key_id}"])
+            return 0
+        if args.key_command == "change" and repo.key_id is None:
+            raise UsageError("unlocked with the recovery code: there is no passphrase to change; "
+                             "use 'lifeboat key add' to set one")
+        passphrase = keys.new_passphrase(None, args.new_passphrase_file)
+        new_id = keys.add_key(repo, passphrase, kdf_params(args), now_iso())
+        if args.key_command == "change":
+            # The new key is stored before the old one goes: a crash leaves both working.
+            repo.storage.delete(keys.key_name(repo.key_id))
+            emit(args, {"added": new_id, "removed": repo.key_id},
+                 [f"passphrase changed: key {repo.key_id} replaced by key {new_id}"])
+        else:
+            emit(args, {"added": new_id}, [f"added key {new_id}"])
+        return 0
+    finally:
+        repo.close()
 
 
 def cmd_backup(args) -> int:
@@ -242,7 +349,8 @@ def cmd_verify(args) -> int:
     with progress_for(args) as sink:
         report = run_job(VerifyJob(repo, ids), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
-    lines += [f"DAMAGED snapshot {d.snapshot[:8]}: {d.message}" for d in report.damaged]
+    lines += [f"DAMAGED {'snapshot ' + d.snapshot[:8] if d.snapshot else 'repository'}: {d.message}"
+              for d in report.damaged]
     lines.append("all good" if report.ok else "damage found")
     emit(args, report.to_json(), lines)
     return 0 if report.ok else 6
@@ -448,7 +556,7 @@ def cmd_tui(args) -> int:
 COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
     "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
-    "inspect": cmd_inspect, "import": cmd_import,
+    "inspect": cmd_inspect, "import": cmd_import, "key": cmd_key,
 }
 
 
@@ -485,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import") else None
     try:
         location_options(args)
+        unlock_options(args)
         terminal_prompts()
         return COMMANDS[args.command](args)
     except LifeboatError as exc:
@@ -508,6 +617,18 @@ def location_options(args) -> None:
         os.environ["LIFEBOAT_S3_PATH_STYLE"] = "1"
 
 
+def unlock_options(args) -> None:
+    """--passphrase-file / --recovery-code-file become the environment every repository is
+    opened with, so each command (and each repository it opens) unlocks alike. Only the
+    file's name travels; the passphrase is never in argv or the environment."""
+    from recovery.repo.keys import PASSPHRASE_ENV, RECOVERY_CODE_ENV
+
+    for flag, var in (("passphrase_file", PASSPHRASE_ENV), ("recovery_code_file", RECOVERY_CODE_ENV)):
+        value = getattr(args, flag, None)
+        if value and getattr(args, "command", None) != "repo":
+            os.environ[var] = os.path.abspath(value)
+
+
 def terminal_prompts() -> None:
     """On a terminal, an unknown SSH host key is shown and accepted by typing yes, and a
     password is asked without echo; elsewhere both come from the environment or fail."""
@@ -526,6 +647,9 @@ def terminal_prompts() -> None:
 
     mounted.ask_host_key = host_key
     mounted.ask_password = lambda prompt: getpass.getpass(prompt)
+    from recovery.repo import keys
+
+    keys.ask_passphrase = lambda prompt: getpass.getpass(prompt)
 
 
 def report_error(args, message: str, code: int) -> int:

@@ -17,6 +17,7 @@ makes a found place usable (mounting it again, read-write for a backup) and clea
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,9 @@ def _open_repository(path: Path):
 def _repository_facts(path: Path) -> tuple[int, tuple[str, ...]] | None:
     if not has_repository(path):
         return None
+    encrypted = _encrypted_facts(path)
+    if encrypted is not None:
+        return encrypted
     try:
         repo = _open_repository(path)
         snaps = repo.snapshots()
@@ -98,6 +102,18 @@ def _repository_facts(path: Path) -> tuple[int, tuple[str, ...]] | None:
         return None
     names = tuple(sorted({s.name for s in snaps if s.name}))
     return len(snaps), names
+
+
+def _encrypted_facts(path: Path) -> tuple[int, tuple[str, ...]] | None:
+    """An encrypted repository is not unlocked by a scan: its snapshots are counted by their
+    files, and their names stay unknown until someone gives the passphrase."""
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+        if not isinstance(config, dict) or config.get("encryption") is None:
+            return None
+        return sum(1 for p in (path / "snapshots").glob("*.json")), ()
+    except (OSError, ValueError):
+        return None
 
 
 def _free_bytes(path: Path) -> int:

@@ -60,6 +60,12 @@ class NotFoundError(LifeboatError):
     exit_code = 10
 
 
+class WrongPassphraseError(LifeboatError):
+    """The passphrase or recovery code opens none of an encrypted repository's keys."""
+
+    exit_code = 11
+
+
 class Cancelled(LifeboatError):
     exit_code = 130
 

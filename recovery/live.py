@@ -14,6 +14,11 @@ The repository may be on the network (``lifeboat.repo=sftp://…``, ``smb://…`
 ``lifeboat.secrets=LABEL=KEYS:/lifeboat-secrets``, never from the command line: one
 ``NAME=value`` a line, NAME one of SECRET_NAMES.
 
+An encrypted repository's passphrase is read from a file on a filesystem named the same way
+(``lifeboat.passphrase=LABEL=KEYS:/lifeboat/passphrase.txt``: its first line), mounted
+read-only just long enough to read it; it never travels on the command line. Without it, the
+passphrase is asked on the console (masked), or the restore stops with one line.
+
 The live system's init runs ``lifeboat live``: it finds and mounts (read-only) the filesystem
 holding the repository, restores through the engine API, and prints one line on every
 console::
@@ -69,6 +74,7 @@ class LiveRequest:
     then: str = "shell"
     name: str | None = None      # the computer whose backups to use (needed when several are kept)
     secrets: RepoLocator | None = None   # a file of NAME=value lines on a partition (network secrets)
+    passphrase: RepoLocator | None = None   # the file holding an encrypted repository's passphrase
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -166,7 +172,9 @@ def parse_request(cmdline: str) -> LiveRequest | None:
     secrets = parse_repo_locator(p["secrets"], "lifeboat.secrets") if p.get("secrets") else None
     if secrets is not None and secrets.path == "/":
         raise UsageError(f"lifeboat.secrets={p['secrets']} names no file; give LABEL=NAME:/path/to/file")
-    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then, name, secrets)
+    passphrase = parse_passphrase_locator(p["passphrase"]) if "passphrase" in p else None
+    return LiveRequest(repo, target, snapshot, layout, parse_yes(p.get("yes", "0")), then, name,
+                       secrets=secrets, passphrase=passphrase)
 
 
 # What a secrets file may set: the names the storage layer reads for each protocol.
@@ -189,6 +197,49 @@ def parse_secrets(text: str, where: str) -> dict[str, str]:
             raise UsageError(f"line {number} of {where} is not NAME=value with NAME one of {', '.join(SECRET_NAMES)}")
         found[name] = value.strip()
     return found
+
+
+def parse_passphrase_locator(text: str) -> RepoLocator:
+    """``LABEL=NAME:/file``, ``UUID=...:/file`` or ``/dev/...:/file``: the file holding the
+    passphrase (a path is required: a filesystem's top folder is not a file)."""
+    if ":/" not in text:
+        raise UsageError(f"lifeboat.passphrase={text} is not understood; give LABEL=NAME:/path/to/file "
+                         "(or UUID=...:/file, /dev/...:/file)")
+    try:
+        loc = parse_repo_locator(text, "lifeboat.passphrase")
+    except UsageError:
+        raise UsageError(f"lifeboat.passphrase={text} is not understood; give LABEL=NAME:/path/to/file "
+                         "(or UUID=...:/file, /dev/...:/file)") from None
+    if loc.path == "/":
+        raise UsageError(f"lifeboat.passphrase={text} names no file")
+    return loc
+
+
+def read_passphrase(loc: RepoLocator) -> str:
+    """The passphrase kept at `loc`: its filesystem is mounted read-only, the file's first
+    line read, and the filesystem unmounted again before anything else happens."""
+    from recovery.repo.keys import read_secret_file
+
+    device = locate_device(loc)
+    mountpoint = RUN_DIR / "passphrase" / Path(device).name
+    mount_readonly(device, mountpoint)
+    try:
+        path = mountpoint / loc.path.lstrip("/")
+        if not path.is_file():
+            raise RefusedError(f"the passphrase file {loc.path} is not on {loc.describe().rsplit(', folder', 1)[0]}")
+        return read_secret_file(str(path), "passphrase")
+    finally:
+        host_mounts.unmount(mountpoint)
+
+
+def unlock_for(req: LiveRequest, ask_secret=None):
+    """How the live restore unlocks an encrypted repository: the passphrase file the command
+    line names, else a masked question on the console when someone is there."""
+    from recovery.repo.keys import Unlock
+
+    if req.passphrase is not None:
+        return Unlock(passphrase=read_passphrase(req.passphrase), terminal=False)
+    return Unlock(ask=ask_secret, terminal=False)
 
 
 def then_after_error(cmdline: str) -> str:
@@ -321,13 +372,14 @@ def progress_printer(say, every: float = 5.0):
 # ----------------------------------------------------------------------------- running
 
 
-def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
+def restore(req: LiveRequest, say, ask=None, ask_secret=None) -> tuple[str, str, float]:
     """Do the restore. Returns (snapshot id, target device, seconds)."""
     from recovery.jobs import RestoreJob, run_job
     from recovery.probe.disks import list_disks
     from recovery.repo.repository import Repository
 
     say(f"lifeboat: unattended restore from {req.repo.describe()}")
+    unlock = unlock_for(req, ask_secret)
     if req.secrets is not None:
         load_secrets(req.secrets)
     if req.repo.kind == "url":
@@ -336,14 +388,14 @@ def restore(req: LiveRequest, say, ask=None) -> tuple[str, str, float]:
         found = wait_for_address(say)
         say(f"lifeboat: network: {', '.join(f'{a.interface} {a.cidr}' for a in found)}")
         mountpoint = None
-        repo = Repository.open(req.repo.value)
+        repo = Repository.open(req.repo.value, unlock)
     else:
         device = locate_device(req.repo)
         mountpoint = RUN_DIR / "repos" / Path(device).name
         mount_readonly(device, mountpoint)
     try:
         if mountpoint is not None:
-            repo = Repository.open(str(mountpoint / req.repo.path.lstrip("/")))
+            repo = Repository.open(str(mountpoint / req.repo.path.lstrip("/")), unlock)
         target = resolve_target(req.target, list_disks())
         job = RestoreJob(repo, req.snapshot, target, name=req.name, layout=req.layout)
 
@@ -421,6 +473,16 @@ def console_ask(prompt: str) -> str:
     return input(prompt)
 
 
+def console_ask_secret(prompt: str) -> str:
+    """A passphrase typed on the console, not echoed."""
+    if not sys.stdin.isatty():
+        raise RefusedError("the repository is encrypted and no lifeboat.passphrase=LABEL=NAME:/file is given; "
+                           "nothing was written")
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lifeboat live [--cmdline TEXT]``: run the unattended restore the kernel command line
     (or TEXT) asks for. Exit status 0 on success or when nothing is asked."""
@@ -442,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         from recovery.logsetup import start_log
 
         start_log("live-restore")
-        snapshot, target, seconds = restore(req, say, console_ask)
+        snapshot, target, seconds = restore(req, say, console_ask, console_ask_secret)
     except LifeboatError as exc:
         say(f"LIFEBOAT-RESULT error {exc.message}")
         run_then(then_after_error(cmdline), say)

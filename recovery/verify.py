@@ -11,7 +11,7 @@ from recovery.errors import DamageError, LifeboatError
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
-from recovery.repo.packs import WrittenPack, pack_name
+from recovery.repo.packs import WrittenPack, pack_name, read_footer
 from recovery.repo.repository import Repository
 from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
@@ -130,7 +130,7 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
             bad.add(bid)
             continue
         try:
-            repo.decode(bid, view[lo:hi], loc.raw_len, loc.codec)
+            repo.decode(bid, view[lo:hi], loc.raw_len, loc.codec, loc.kind)
         except DamageError:
             bad.add(bid)
     return bad, nbytes
@@ -199,6 +199,8 @@ def verify(
             for w, bid in table_ids(table):
                 needed[bid].append((sid, part.number, w))
 
+    if repo.sealer is not None:
+        report.damaged += [Damage("", None, line) for line in sealed_structure_problems(repo)]
     report.bytes_checked = sum(loc.stored_len for loc in map(index.get, needed) if loc is not None)
     bad = prove_blobs(repo, needed, on_event=sink, cancel=cancel, phase="verify")
 
@@ -226,6 +228,19 @@ def verify(
         else:
             repo.mark_verified(sid)
     return report
+
+
+def sealed_structure_problems(repo: Repository) -> list[str]:
+    """In an encrypted repository, what the index's opening set aside (an index file or a
+    footer that fails authentication or its name is tampering, not wear), and each pack whose
+    footer does not open under its own name (a pack renamed or swapped with another)."""
+    problems = list(repo.index.problems)
+    for pack_id in list(repo.index.packs):
+        try:
+            read_footer(repo.storage, pack_name(pack_id), sealer=repo.sealer)
+        except DamageError as exc:
+            problems.append(exc.message)
+    return problems
 
 
 def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToken) -> None:

@@ -85,6 +85,8 @@ def hermetic_env(monkeypatch, tmp_path):
     monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(4 * 1024 * 1024))
     monkeypatch.setenv("LIFEBOAT_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("LIFEBOAT_REPO", raising=False)
+    monkeypatch.delenv("LIFEBOAT_PASSPHRASE_FILE", raising=False)
+    monkeypatch.delenv("LIFEBOAT_RECOVERY_CODE_FILE", raising=False)
 
 
 def run(*cmd, **kw) -> subprocess.CompletedProcess:

@@ -19,6 +19,7 @@ from tui.screens.disk_picker import DiskPickerScreen
 from tui.screens.disks import DisksScreen
 from tui.screens.job import JobScreen
 from tui.screens.name_picker import NamePickerScreen
+from tui.screens.passphrase_prompt import PassphrasePrompt
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.place_picker import TYPE_PATH, PlacePickerScreen
 from tui.screens.plan import PlanScreen
@@ -84,11 +85,25 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "", imag
 
 
 async def open_repo(app, place: Place, writable: bool = False):
-    try:
-        return await app.blocking(app.session.open_repository, place, writable)
-    except LifeboatError as exc:
-        await app.show_error(exc, "open the repository")
-        return None
+    """Open the repository at `place`; an encrypted one asks for its passphrase (masked) until
+    it is right or the person goes back. The passphrase lives only in this coroutine."""
+    from recovery.errors import WrongPassphraseError
+    from recovery.repo.keys import PassphraseNeeded
+
+    passphrase, wrong = None, False
+    while True:
+        try:
+            return await app.blocking(app.session.open_repository, place, writable, passphrase)
+        except PassphraseNeeded:
+            pass
+        except WrongPassphraseError:
+            wrong = True
+        except LifeboatError as exc:
+            await app.show_error(exc, "open the repository")
+            return None
+        passphrase = await app.push_screen_wait(PassphrasePrompt(place.describe(), wrong))
+        if passphrase is None:
+            return None
 
 
 async def repo_with_snapshots(app, step: str, images: bool = False):

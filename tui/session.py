@@ -38,6 +38,9 @@ class Session:
     usage: dict[str, dict[int, int]] = field(default_factory=dict)   # disk path -> bytes used per partition
     mounts: discover.Mounts = field(default_factory=discover.Mounts)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Passphrases that opened an encrypted repository, by place, in memory for this run only
+    # (a backup opens its repository twice: once for the default name, once to write).
+    _passphrases: dict[str, str] = field(default_factory=dict, repr=False)
 
     # -- finding things (blocking: call from a worker) ---------------------------------
     def refresh(self) -> None:
@@ -91,13 +94,22 @@ class Session:
         return [p for p in self.places if p.is_image]
 
     # -- using a place -------------------------------------------------------------------
-    def open_repository(self, place: Place, writable: bool = False):
-        """The repository at ``place``; a new one is made there when ``writable`` and none exists."""
+    def open_repository(self, place: Place, writable: bool = False, passphrase: str | None = None):
+        """The repository at ``place``; a new one is made there when ``writable`` and none exists.
+        An encrypted one is unlocked with ``passphrase`` (or LIFEBOAT_PASSPHRASE_FILE); without
+        either it raises PassphraseNeeded, and the caller asks (never on the terminal behind
+        the screen)."""
+        from recovery.repo.keys import Unlock
         from recovery.repo.repository import Repository
 
         path = self.mounts.path_of(place, writable=writable)
         if place.is_repository:
-            return Repository.open(path)
+            key = place.describe()
+            given = passphrase if passphrase is not None else self._passphrases.get(key)
+            repo = Repository.open(path, Unlock(passphrase=given, terminal=False))
+            if given is not None and repo.encrypted:
+                self._passphrases[key] = given
+            return repo
         if place.partition is None:
             # A folder the person typed: the engine's rule, worded for the TUI (no --force here).
             from recovery.errors import RefusedError

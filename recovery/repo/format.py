@@ -13,7 +13,9 @@ CONFIG_FILE = "lifeboat-repo.json"
 
 PACK_MAGIC = b"LBPACK\x00\x01"
 PACK_END_MAGIC = b"LBPKEND1"
+PACK_END_SEALED = b"LBPKENC1"     # an encrypted repository's pack: its footer entries are sealed
 INDEX_MAGIC = b"LBINDEX\x01"
+INDEX_MAGIC_SEALED = b"LBINDEX\x02"
 
 ID_SIZE = 32
 NO_DATA = bytes(ID_SIZE)      # chunk-table entry for a window that holds no used byte

@@ -18,8 +18,9 @@ from pathlib import Path
 import blake3
 
 from recovery.errors import DamageError
-from recovery.repo.format import ENTRY, INDEX_MAGIC, BlobEntry
+from recovery.repo.format import ENTRY, INDEX_MAGIC, INDEX_MAGIC_SEALED, BlobEntry
 from recovery.repo.packs import read_footer
+from recovery.repo.sealing import AAD_INDEX, SealBroken, Sealer
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -186,14 +187,16 @@ class Index:
         return self._find_sorted(blob_id) if n is None else n
 
     @classmethod
-    def load(cls, storage, cache=None) -> "Index":
+    def load(cls, storage, cache=None, sealer: Sealer | None = None) -> "Index":
         """Every index file, then the footer of each pack no index file names. `storage` is a
         Storage (or a repository folder's path); `cache` (an IndexCache) keeps copies of
         index files and footers on this machine, so a network repository opened again costs
-        one listing plus what is new since."""
+        one listing plus what is new since. An encrypted repository (`sealer`) keeps no
+        footer copies here: index files are kept sealed, as stored; footers would be plain."""
         if not isinstance(storage, Storage):
             with LocalStorage(Path(storage)) as local:
-                return cls.load(local, cache)
+                return cls.load(local, cache, sealer)
+        footers = cache if sealer is None else None
         index = cls()
         for info in sorted(storage.list("index/"), key=lambda i: i.name):
             if not info.name.endswith(".idx"):
@@ -203,12 +206,12 @@ class Index:
                 data = cache.get(info.name) if cache else None
                 if data is not None:
                     try:
-                        packs = index_file_packs(info.name, data)
+                        packs = index_file_packs(info.name, data, sealer)
                     except DamageError:
                         cache.drop(info.name)          # a damaged copy: fetch it again
                 if packs is None:
                     data = storage.read(info.name)
-                    packs = index_file_packs(info.name, data)
+                    packs = index_file_packs(info.name, data, sealer)
                     if cache:
                         cache.put(info.name, data)
                 index._add_index_file(packs, sort=False)
@@ -221,11 +224,11 @@ class Index:
         index._sort_unsorted()
         for pack_id, info in unindexed_packs(storage, index):
             try:
-                entries = cache.footer(pack_id, info.size) if cache else None
+                entries = footers.footer(pack_id, info.size) if footers else None
                 if entries is None:
-                    entries = read_footer(storage, info.name, info.size)
-                    if cache:
-                        cache.put_footer(pack_id, info.size, entries)
+                    entries = read_footer(storage, info.name, info.size, sealer)
+                    if footers:
+                        footers.put_footer(pack_id, info.size, entries)
                 index.add_pack(pack_id, entries)
             except DamageError as exc:
                 index.problems.append(str(exc))
@@ -243,20 +246,26 @@ def unindexed_packs(storage: Storage, index: Index):
                 yield pack_id, info
 
 
-def encode_index_file(packs: list[tuple[str, list[BlobEntry]]]) -> tuple[str, bytes]:
-    """An index file's object name and bytes."""
-    body = bytearray(INDEX_MAGIC)
+def encode_index_file(packs: list[tuple[str, list[BlobEntry]]],
+                      sealer: Sealer | None = None) -> tuple[str, bytes]:
+    """An index file's object name and bytes; sealed after its magic in an encrypted repository."""
+    body = bytearray()
     for pack_id, entries in packs:
         body += PACK_HEADER.pack(bytes.fromhex(pack_id), len(entries))
         for e in entries:
             body += e.pack()
+    if sealer is None:
+        body[:0] = INDEX_MAGIC
+    else:
+        body = bytearray(INDEX_MAGIC_SEALED + sealer.seal(bytes(body), AAD_INDEX))
     digest = blake3.blake3(body).digest()
     body += digest
     return f"index/{digest.hex()}.idx", bytes(body)
 
 
-def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]]) -> str:
-    name, body = encode_index_file(packs)
+def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]],
+                     sealer: Sealer | None = None) -> str:
+    name, body = encode_index_file(packs, sealer)
     storage.write(name, body)
     return name
 
@@ -269,16 +278,28 @@ def parse_index_file(name: str, data: bytes) -> list[tuple[str, list[BlobEntry]]
     return [(pack_id, BlobEntry.unpack_all(raw)) for pack_id, raw in index_file_packs(name, data)]
 
 
-def index_file_packs(name: str, data: bytes) -> list[tuple[str, memoryview]]:
-    """Each pack an index file lists, with its entries' bytes (ENTRY.size each) unparsed."""
+def index_file_packs(name: str, data: bytes, sealer: Sealer | None = None) -> list[tuple[str, memoryview]]:
+    """Each pack an index file lists, with its entries' bytes (ENTRY.size each) unparsed.
+    An encrypted repository's (`sealer` given) must open, and hash to its name."""
     label = name.rpartition("/")[2]
-    if not data.startswith(INDEX_MAGIC) or len(data) < len(INDEX_MAGIC) + 32:
-        raise DamageError(f"index file {label} is damaged")
+    magic = INDEX_MAGIC if sealer is None else INDEX_MAGIC_SEALED
+    if not data.startswith(magic) or len(data) < len(magic) + 32:
+        other = INDEX_MAGIC_SEALED if sealer is None else INDEX_MAGIC
+        raise DamageError(f"index file {label} is {'sealed' if sealer is None else 'not sealed'}, unlike its "
+                          "repository" if data.startswith(other) else f"index file {label} is damaged")
     body = memoryview(data)[:-32]
     if blake3.blake3(body).digest() != data[-32:]:
         raise DamageError(f"index file {label} is damaged")
+    pos = len(magic)
+    if sealer is not None:
+        if label.endswith(".idx") and data[-32:].hex() != label[: -len(".idx")]:
+            raise DamageError(f"index file {label} holds another index file's content")
+        try:
+            body = memoryview(sealer.open(body[pos:], AAD_INDEX))
+        except SealBroken:
+            raise DamageError(f"index file {label} is forged or altered (it fails authentication)") from None
+        pos = 0
     out = []
-    pos = len(INDEX_MAGIC)
     while pos < len(body):
         if pos + PACK_HEADER.size > len(body):
             raise DamageError(f"index file {label} is damaged")

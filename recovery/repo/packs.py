@@ -13,12 +13,14 @@ from recovery.errors import DamageError
 from recovery.repo.format import (
     ENTRY,
     PACK_END_MAGIC,
+    PACK_END_SEALED,
     PACK_MAGIC,
     TRAILER,
     BlobEntry,
     encode_footer,
     pack_id_of,
 )
+from recovery.repo.sealing import AAD_FOOTER, OVERHEAD, SealBroken, Sealer
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -44,7 +46,8 @@ def pack_path(root: Path, pack_id: str) -> Path:
 class PackWriter:
     """Appends blobs to one new pack; `finish()` seals it and makes it visible."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, sealer: Sealer | None = None):
+        self.sealer = sealer              # an encrypted repository's: the footer is sealed
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
@@ -64,7 +67,11 @@ class PackWriter:
         return entry
 
     def finish(self) -> tuple[str, list[BlobEntry]]:
-        footer = encode_footer(self.entries)
+        if self.sealer is None:
+            footer = encode_footer(self.entries)
+        else:
+            sealed = self.sealer.seal(b"".join(e.pack() for e in self.entries), AAD_FOOTER)
+            footer = sealed + TRAILER.pack(len(self.entries), 0, blake3.blake3(sealed).digest(), PACK_END_SEALED)
         self._write(footer)
         self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
@@ -75,22 +82,32 @@ class PackWriter:
         self._out.abort()
 
 
-def parse_footer(name: str, size: int, tail: bytes) -> list[BlobEntry] | int:
+def parse_footer(name: str, size: int, tail: bytes, sealer: Sealer | None = None) -> list[BlobEntry] | int:
     """Check a pack's footer from the last bytes of the pack (`size` in all). Returns the
-    entries, or the number of trailing bytes needed when `tail` is too short."""
+    entries, or the number of trailing bytes needed when `tail` is too short. An encrypted
+    repository's footer (`sealer` given) must also open, and hash to the pack's name."""
     label = name.rpartition("/")[2]
     if size < len(PACK_MAGIC) + TRAILER.size or len(tail) < TRAILER.size:
         raise DamageError(f"pack {label} is truncated")
     count, _, digest, magic = TRAILER.unpack(tail[-TRAILER.size:])
-    body_len = count * ENTRY.size
-    if magic != PACK_END_MAGIC or body_len > size - TRAILER.size - len(PACK_MAGIC):
+    body_len = count * ENTRY.size + (OVERHEAD if magic == PACK_END_SEALED else 0)
+    if magic not in (PACK_END_MAGIC, PACK_END_SEALED) or body_len > size - TRAILER.size - len(PACK_MAGIC):
         raise DamageError(f"pack {label} has a damaged footer")
+    if (magic == PACK_END_SEALED) != (sealer is not None):
+        raise DamageError(f"pack {label} is {'not ' if sealer else ''}encrypted, unlike its repository")
     if len(tail) < body_len + TRAILER.size:
         return body_len + TRAILER.size
     body = tail[len(tail) - TRAILER.size - body_len : len(tail) - TRAILER.size]
     if blake3.blake3(body).digest() != digest:
         raise DamageError(f"pack {label} has a damaged footer")
-    return BlobEntry.unpack_all(body)
+    if sealer is None:
+        return BlobEntry.unpack_all(body)
+    if label.endswith(".pack") and digest.hex() != label[: -len(".pack")]:
+        raise DamageError(f"pack {label} holds another pack's content (its name does not match it)")
+    try:
+        return BlobEntry.unpack_all(sealer.open(body, AAD_FOOTER))
+    except SealBroken:
+        raise DamageError(f"pack {label} has a forged or altered footer (it fails authentication)") from None
 
 
 # A guess at a footer's size that covers most packs in one read (1000+ blobs), so opening a
@@ -98,7 +115,8 @@ def parse_footer(name: str, size: int, tail: bytes) -> list[BlobEntry] | int:
 FOOTER_GUESS = 64 * 1024
 
 
-def read_footer(where, name: str | None = None, size: int | None = None) -> list[BlobEntry]:
+def read_footer(where, name: str | None = None, size: int | None = None,
+                sealer: Sealer | None = None) -> list[BlobEntry]:
     """Read and check a pack's footer; DamageError when it is truncated, altered or unreadable.
     `where` is a storage and `name` the pack's object name, or `where` is a pack file's path."""
     own = name is None
@@ -111,10 +129,10 @@ def read_footer(where, name: str | None = None, size: int | None = None) -> list
             size = where.size(name)
         want = min(size, FOOTER_GUESS)
         tail = where.read(name, size - want, want)
-        got = parse_footer(name, size, tail)
+        got = parse_footer(name, size, tail, sealer)
         if isinstance(got, int):
             tail = where.read(name, size - got, got)
-            got = parse_footer(name, size, tail)
+            got = parse_footer(name, size, tail, sealer)
         assert not isinstance(got, int)
         return got
     except FileNotFoundError as exc:

@@ -24,14 +24,18 @@ from recovery.repo.format import (
     CONFIG_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
+    KIND_DATA,
     KIND_META,
     blob_id,
 )
 from recovery.repo.cache import IndexCache
 from recovery.repo.index import Index, encode_index_file, unindexed_packs, write_index_file
+from recovery.repo.keys import KdfParams, Unlock, key_name, new_key_object, opened_sealer, recovery_code
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
+from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
+                                   key_check)
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
@@ -45,6 +49,18 @@ DEFAULT_PACK_SIZE = 64 * 1024 * 1024
 UNFINISHED_FILE = "unfinished-packs"
 UNFINISHED_PREFIX = "unfinished/"
 SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
+KEYS_DIR = "keys"           # an encrypted repository's key objects
+# An encrypted repository is format 2: a reader of format 1 refuses it by the version alone.
+ENCRYPTED_VERSION = 2
+KNOWN_VERSIONS = (FORMAT_VERSION, ENCRYPTED_VERSION)
+
+
+@dataclass
+class NewEncryption:
+    """What `Repository.init` needs to make an encrypted repository."""
+
+    passphrase: str
+    kdf: KdfParams = field(default_factory=KdfParams)
 
 
 @dataclass
@@ -137,8 +153,8 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
 
 
-def _new_config(chunk_size: int) -> dict:
-    return {
+def _new_config(chunk_size: int, master: bytes | None = None) -> dict:
+    config = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "id": uuid.uuid4().hex,
@@ -147,20 +163,38 @@ def _new_config(chunk_size: int) -> dict:
         "hash": "blake3-256",
         "compression": "zstd",
     }
+    if master is not None:
+        config["version"] = ENCRYPTED_VERSION
+        config["encryption"] = {"aead": AEAD_NAME, "ids": ID_NAME, "kdf": "argon2id",
+                                "key_check": key_check(master)}
+    return config
+
+
+def _new_keys(config: dict, master: bytes | None, encryption: "NewEncryption | None") -> list[tuple[str, bytes]]:
+    """The key object an encrypted repository starts with, as (object name, bytes)."""
+    if master is None or encryption is None:
+        return []
+    key_id, body = new_key_object(master, encryption.passphrase, config["id"], encryption.kdf, config["created"])
+    return [(key_name(key_id), body)]
 
 
 def _check_config(config, where) -> None:
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
         raise RepositoryError(f"{where} is not a Lifeboat repository")
-    if config.get("version") != FORMAT_VERSION:
+    if config.get("version") not in KNOWN_VERSIONS:
         raise RepositoryError(
             f"{where} uses repository format {config.get('version')}; this Lifeboat reads "
-            f"format {FORMAT_VERSION} only — use a newer Lifeboat"
+            f"formats {', '.join(map(str, KNOWN_VERSIONS))} only — use a newer Lifeboat"
         )
+    enc = config.get("encryption")
+    if enc is not None and (not isinstance(enc, dict) or enc.get("aead") != AEAD_NAME or enc.get("ids") != ID_NAME
+                            or enc.get("kdf") != "argon2id" or config.get("version") < ENCRYPTED_VERSION):
+        raise RepositoryError(f"{where} is encrypted in a way this Lifeboat does not know — use a newer Lifeboat")
 
 
 class Repository:
-    def __init__(self, path, config: dict, storage: Storage | None = None):
+    def __init__(self, path, config: dict, storage: Storage | None = None, sealer: Sealer | None = None,
+                 key_id: str | None = None):
         # `path`: the folder on this machine (a Path) or, for a network repository, its
         # location without secrets (text). Everything reads and writes through `storage`.
         self.path = path
@@ -171,6 +205,16 @@ class Repository:
         # Network repositories keep copies of what never changes on this machine.
         self.index_cache = IndexCache.for_repository(config.get("id", "")) if self.storage.remote else None
         self._dctx = threading.local()
+        # An encrypted repository's keys once unlocked (None: a plain repository), and the key
+        # object that unlocked it (None when a recovery code did).
+        self.sealer = sealer
+        self.key_id = key_id
+        self.blob_id = sealer.blob_id if sealer is not None else blob_id
+        self.recovery_code: str | None = None    # set once, by init of an encrypted repository
+
+    @property
+    def encrypted(self) -> bool:
+        return self.config.get("encryption") is not None
 
     @property
     def local_path(self) -> Path | None:
@@ -184,13 +228,18 @@ class Repository:
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE, *, force: bool = False) -> "Repository":
+    def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE, *, force: bool = False,
+             encryption: NewEncryption | None = None) -> "Repository":
         """Make a repository in the empty folder `path`, or in a new folder there (only that
         one: a missing parent is more often a typing mistake or an unplugged drive). A place
-        on a read-only or RAM-backed filesystem is refused unless `force`."""
+        on a read-only or RAM-backed filesystem is refused unless `force`. With `encryption`,
+        an encrypted one: its recovery code is in the returned repository's `recovery_code`."""
+        master = os.urandom(MASTER_KEY_SIZE) if encryption is not None else None
+        if encryption is not None:
+            encryption.kdf.check()
         storage, where = _place(path)
         if storage.local_root is None:
-            return cls._init_remote(storage, chunk_size)
+            return cls._init_remote(storage, chunk_size, master, encryption)
         path = Path(where).absolute()
         _check_chunk_size(chunk_size)
         if (path / CONFIG_FILE).exists():
@@ -210,11 +259,20 @@ class Repository:
         if problem:
             raise RefusedError(f"not creating a repository at {path}: {problem}; "
                                "choose a folder on a disk, or add --force to create it there anyway")
-        config = _new_config(chunk_size)
+        config = _new_config(chunk_size, master)
+        keys = _new_keys(config, master, encryption)
         try:
             path.mkdir(exist_ok=True)
-            for sub in SUBDIRS:
+            for sub in SUBDIRS + ((KEYS_DIR,) if keys else ()):
                 (path / sub).mkdir(exist_ok=True)
+            for name, body in keys:       # flushed before the configuration names the repository
+                tmp = path / "tmp" / name.replace("/", "-")
+                with open(tmp, "wb") as out:
+                    out.write(body)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path / name)
+                fsync_dir(path / KEYS_DIR)
             tmp = path / "tmp" / CONFIG_FILE
             tmp.write_text(json.dumps(config, indent=2) + "\n")
             os.replace(tmp, path / CONFIG_FILE)
@@ -222,10 +280,19 @@ class Repository:
         except OSError as exc:
             raise RepositoryError(f"cannot create a repository at {path}: {exc.strerror}") from exc
         storage = LocalStorage(path) if storage.local_root != path else storage
-        return cls(path, config, storage)
+        return cls._made(path, config, storage, master, keys)
 
     @classmethod
-    def _init_remote(cls, storage: Storage, chunk_size: int) -> "Repository":
+    def _made(cls, where, config: dict, storage: Storage, master: bytes | None, keys) -> "Repository":
+        if master is None:
+            return cls(where, config, storage)
+        repo = cls(where, config, storage, Sealer(master), keys[0][0][len("keys/"):-len(".json")])
+        repo.recovery_code = recovery_code(master)
+        return repo
+
+    @classmethod
+    def _init_remote(cls, storage: Storage, chunk_size: int, master: bytes | None = None,
+                     encryption: NewEncryption | None = None) -> "Repository":
         """An object store has no folders: the repository is the config object; the prefix
         must hold nothing yet."""
         _check_chunk_size(chunk_size)
@@ -233,15 +300,22 @@ class Repository:
             raise RepositoryError(f"{storage.describe()} already holds a Lifeboat repository")
         if storage.list(""):
             raise RepositoryError(f"{storage.describe()} is not empty; choose an empty or new place")
-        config = _new_config(chunk_size)
+        config = _new_config(chunk_size, master)
+        keys = _new_keys(config, master, encryption)
+        for name, body in keys:
+            storage.write(name, body)
         storage.write(CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
-        return cls(storage.describe(), config, storage)
+        return cls._made(storage.describe(), config, storage, master, keys)
 
     @classmethod
-    def open(cls, path) -> "Repository":
+    def open(cls, path, unlock: Unlock | None = None) -> "Repository":
+        """Open a repository; an encrypted one is unlocked here, so every command that opens
+        one asks for (or reads) its passphrase alike: `unlock` says how (default: the
+        LIFEBOAT_PASSPHRASE_FILE / LIFEBOAT_RECOVERY_CODE_FILE files, else the terminal).
+        A wrong passphrase raises WrongPassphraseError before anything is written."""
         storage, where = _place(path)
         if storage.local_root is None:
-            return cls._open_remote(storage)
+            return cls._unlocked(cls._open_remote(storage), unlock)
         path = Path(where).absolute()
         if not path.exists():
             raise RepositoryError(f"no repository at {path}: the folder does not exist")
@@ -257,7 +331,18 @@ class Repository:
             if not (path / sub).is_dir():
                 raise RepositoryError(f"{path} is damaged: the folder {sub}/ is missing")
         storage = LocalStorage(path) if storage.local_root != path else storage
-        return cls(path, config, storage)
+        return cls._unlocked(cls(path, config, storage), unlock)
+
+    @classmethod
+    def _unlocked(cls, repo: "Repository", unlock: Unlock | None) -> "Repository":
+        if repo.encrypted:
+            try:
+                repo.sealer, repo.key_id = opened_sealer(repo.storage, repo.config, unlock)
+            except BaseException:
+                repo.close()
+                raise
+            repo.blob_id = repo.sealer.blob_id
+        return repo
 
     @classmethod
     def _open_remote(cls, storage: Storage) -> "Repository":
@@ -277,7 +362,7 @@ class Repository:
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = Index.load(self.storage, self.index_cache)
+            self._index = Index.load(self.storage, self.index_cache, self.sealer)
         return self._index
 
     def reload_index(self) -> Index:
@@ -293,7 +378,7 @@ class Repository:
         name = f"snapshots/{snapshot_id}.json"
         raw = self.index_cache.get(name) if self.index_cache else None
         if raw is not None and blake3.blake3(raw).hexdigest() == snapshot_id:
-            return self._parse_manifest(raw, snapshot_id)
+            return self._parse_manifest(self._unseal_manifest(raw, snapshot_id), snapshot_id)
         try:
             raw = self.storage.read(name)
         except FileNotFoundError:
@@ -304,9 +389,21 @@ class Repository:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
+        plain = self._unseal_manifest(raw, snapshot_id)
         if self.index_cache:
             self.index_cache.put(name, raw)
-        return self._parse_manifest(raw, snapshot_id)
+        return self._parse_manifest(plain, snapshot_id)
+
+    def _unseal_manifest(self, raw: bytes, snapshot_id: str) -> bytes:
+        """An encrypted repository's manifest, opened (its id, the hash of the stored bytes,
+        was checked already: a manifest copied under another name fails that)."""
+        if self.sealer is None:
+            return raw
+        try:
+            return self.sealer.open(raw, AAD_MANIFEST)
+        except SealBroken:
+            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest is forged or altered "
+                              "(it fails authentication)") from None
 
     def _parse_manifest(self, raw: bytes, snapshot_id: str) -> Manifest:
         try:
@@ -385,6 +482,8 @@ class Repository:
 
     def write_manifest(self, manifest: Manifest) -> str:
         raw = (json.dumps(manifest.to_json(), sort_keys=True, indent=1) + "\n").encode()
+        if self.sealer is not None:
+            raw = self.sealer.seal(raw, AAD_MANIFEST)
         sid = blake3.blake3(raw).hexdigest()
         self.storage.write(f"snapshots/{sid}.json", raw)
         if self.index_cache:
@@ -394,7 +493,7 @@ class Repository:
 
     def verified_at(self, snapshot_id: str) -> str | None:
         try:
-            return json.loads(self.storage.read(f"verified/{snapshot_id}.json"))["time"]
+            return json.loads(self._mark_open(snapshot_id, self.storage.read(f"verified/{snapshot_id}.json")))["time"]
         except (OSError, LifeboatError, ValueError, KeyError, TypeError):
             return None
 
@@ -402,7 +501,8 @@ class Repository:
         """Record a clean check; clears a damaged mark (written first, removed second, so a
         crash in between leaves the damaged mark, which wins)."""
         try:
-            self.storage.write(f"verified/{snapshot_id}.json", (json.dumps({"time": now_iso()}) + "\n").encode())
+            self.storage.write(f"verified/{snapshot_id}.json",
+                               self._mark_seal(snapshot_id, (json.dumps({"time": now_iso()}) + "\n").encode()))
             self.storage.delete(f"damaged/{snapshot_id}.json")
         except (OSError, LifeboatError):
             pass  # a read-only repository (live restore) simply keeps no mark
@@ -410,7 +510,7 @@ class Repository:
     def damage_marked(self, snapshot_id: str) -> list[str] | None:
         """What the last check found damaged in a snapshot (one line each), or None."""
         try:
-            damage = json.loads(self.storage.read(f"damaged/{snapshot_id}.json"))["damage"]
+            damage = json.loads(self._mark_open(snapshot_id, self.storage.read(f"damaged/{snapshot_id}.json")))["damage"]
         except FileNotFoundError:
             return None
         except (OSError, LifeboatError, ValueError, KeyError, TypeError):
@@ -421,11 +521,24 @@ class Repository:
         """Record what a check found damaged; removes the verified mark. damaged/ is made on
         first use (repositories made before it existed stay valid)."""
         try:
-            self.storage.write(f"damaged/{snapshot_id}.json",
-                               (json.dumps({"time": now_iso(), "damage": list(damage)}) + "\n").encode())
+            self.storage.write(f"damaged/{snapshot_id}.json", self._mark_seal(
+                snapshot_id, (json.dumps({"time": now_iso(), "damage": list(damage)}) + "\n").encode()))
             self.storage.delete(f"verified/{snapshot_id}.json")
         except (OSError, LifeboatError):
             pass  # a read-only repository (live restore) simply keeps no mark
+
+    def _mark_seal(self, snapshot_id: str, body: bytes) -> bytes:
+        """A check mark's content; sealed in an encrypted repository (damage lines name
+        partitions and files), bound to its snapshot so it cannot be moved to another."""
+        return body if self.sealer is None else self.sealer.seal(body, AAD_MARK + snapshot_id.encode())
+
+    def _mark_open(self, snapshot_id: str, raw: bytes) -> bytes:
+        if self.sealer is None:
+            return raw
+        try:
+            return self.sealer.open(raw, AAD_MARK + snapshot_id.encode())
+        except SealBroken:
+            raise ValueError("a forged or altered mark") from None
 
     # -- reading blobs -----------------------------------------------------------------
     def read_blob(self, bid: bytes) -> bytes:
@@ -443,9 +556,14 @@ class Repository:
             raise                 # the server is away: nothing is known to be damaged
         except StorageError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.message}") from exc
-        return self.decode(bid, stored, loc.raw_len, loc.codec)
+        return self.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
 
-    def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int) -> bytes:
+    def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int, kind: int = KIND_DATA) -> bytes:
+        if self.sealer is not None:
+            try:
+                stored = self.sealer.open_blob(bid, kind, stored)
+            except SealBroken:
+                raise DamageError(f"chunk {bid.hex()[:16]} is damaged or forged (it fails authentication)") from None
         try:
             if codec == CODEC_ZSTD:
                 dctx = getattr(self._dctx, "d", None)
@@ -456,7 +574,7 @@ class Repository:
                 raw = stored
         except zstandard.ZstdError as exc:
             raise DamageError(f"chunk {bid.hex()[:16]} is damaged (cannot decompress)") from exc
-        if len(raw) != raw_len or blob_id(raw) != bid:
+        if len(raw) != raw_len or self.blob_id(raw) != bid:
             raise DamageError(f"chunk {bid.hex()[:16]} is damaged (hash mismatch)")
         return raw
 
@@ -536,7 +654,7 @@ class WriteSession:
                 pass             # a pack whose seal failed was removed by its writer
         if self._unindexed:
             try:
-                write_index_file(self.repo.storage, self._unindexed)
+                write_index_file(self.repo.storage, self._unindexed, self.repo.sealer)
             except (OSError, LifeboatError):
                 pass   # the packs are still found through their footers
 
@@ -559,7 +677,7 @@ class WriteSession:
             storage, index = self.repo.storage, self.repo.index
             for pack_id, info in unindexed_packs(storage, index):
                 try:
-                    index.add_pack(pack_id, read_footer(storage, info.name, info.size))
+                    index.add_pack(pack_id, read_footer(storage, info.name, info.size, self.repo.sealer))
                 except DamageError:
                     continue          # one being replaced, or damaged: its blobs are simply stored again
         except (OSError, LifeboatError):
@@ -583,7 +701,7 @@ class WriteSession:
         found: set[bytes] = set()
         for pack_id in dict.fromkeys(listed):
             try:
-                found.update(e.id for e in read_footer(storage, pack_name(pack_id)))
+                found.update(e.id for e in read_footer(storage, pack_name(pack_id), sealer=self.repo.sealer))
             except (OSError, ValueError, LifeboatError):
                 continue     # gone or damaged: its blobs are not in the index either
         return found
@@ -629,7 +747,7 @@ class WriteSession:
         if self.has(bid):
             return 0
         if self._pack is None:
-            self._pack = PackWriter(self.repo.storage)
+            self._pack = PackWriter(self.repo.storage, self.repo.sealer)
         self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)
@@ -637,11 +755,17 @@ class WriteSession:
             self._seal()
         return len(stored)
 
+    def seal_blob(self, bid: bytes, kind: int, stored):
+        """A blob's stored bytes as they go into a pack: sealed in an encrypted repository
+        (called on the backup's worker threads, beside compression)."""
+        sealer = self.repo.sealer
+        return stored if sealer is None else sealer.seal_blob(bid, kind, stored)
+
     def add_meta(self, raw: bytes) -> str:
-        bid = blob_id(raw)
+        bid = self.repo.blob_id(raw)
         if not self.has(bid):
             stored, codec = self.compressor.compress(raw)
-            self.add(bid, stored, len(raw), KIND_META, codec)
+            self.add(bid, self.seal_blob(bid, KIND_META, stored), len(raw), KIND_META, codec)
         else:
             self.reused(bid)
         return bid.hex()
@@ -670,7 +794,7 @@ class WriteSession:
 
     def _write_index(self) -> None:
         if self._unindexed:
-            name, body = encode_index_file(self._unindexed)
+            name, body = encode_index_file(self._unindexed, self.repo.sealer)
             self.repo.storage.write(name, body)
             if self.repo.index_cache:
                 self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it

@@ -245,7 +245,7 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
             return 0, 0
         whole = sum(n for _, n in kept) == sum(n for _, n in subs)
         if ctx.resume and whole and piece.digest is not None and \
-                _already_there(disk, base, at, subs, piece.length, piece.digest):
+                _already_there(disk, base, at, subs, piece.length, piece.digest, piece.digest_of or blob_id):
             return 0, sum(n for _, n in kept)
         if piece.damaged:
             with _zero_lock:
@@ -277,7 +277,9 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
             since_flush = 0
 
 
-def _already_there(disk: Disk, base: int, at: int, subs, length: int, bid: bytes) -> bool:
+def _already_there(disk: Disk, base: int, at: int, subs, length: int, bid: bytes, digest_of) -> bool:
+    """The piece is on the disk already: its bytes there hash to its id, by the source's own
+    id function (an encrypted repository's ids are keyed)."""
     buf = bytearray(length)
     view = memoryview(buf)
     try:
@@ -285,7 +287,7 @@ def _already_there(disk: Disk, base: int, at: int, subs, length: int, bid: bytes
             disk.read_into(view[off : off + n], base + at + off, "checking what is already written")
     except DiskError:
         return False
-    return blob_id(buf) == bid
+    return digest_of(buf) == bid
 
 
 def _same_there(disk: Disk, base: int, at: int, subs, raw: memoryview) -> bool:

@@ -88,6 +88,7 @@ class Piece:
     fetch: Callable[[], bytes]
     digest: bytes | None = None
     damaged: bool = False
+    digest_of: Callable[[bytes], bytes] | None = None   # how `digest` is computed from the bytes
 
 
 class Source(ABC):

@@ -97,7 +97,8 @@ class SnapshotSource(Source):
         for w, subs in used_windows(ranges, size, cs):
             bid = bytes(table[w * ID_SIZE : (w + 1) * ID_SIZE])
             yield Piece(w * cs, window_length(w, size, cs), tuple(subs), self._fetcher(number, w, bid),
-                        digest=bid, damaged=bid in self.bad)
+                        digest=bid, damaged=bid in self.bad,
+                        digest_of=self.repo.blob_id)
 
     def _fetcher(self, number: int, w: int, bid: bytes) -> Callable[[], bytes]:
         def fetch() -> bytes:

@@ -139,3 +139,15 @@ def test_ambiguous_or_unknown_target_is_refused():
         resolve_target("DUP", DISKS)
     with pytest.raises(RefusedError, match="no disk matches"):
         resolve_target("NOPE", DISKS)
+
+
+def test_passphrase_file_locator():
+    from recovery.live import parse_passphrase_locator
+
+    req = parse_request(BASE + " lifeboat.repo=LABEL=BACKUPS:/lifeboat lifeboat.target=SER1"
+                        " lifeboat.passphrase=LABEL=KEYS:/secret/pass.txt")
+    assert req.passphrase == RepoLocator("label", "KEYS", "/secret/pass.txt")
+    assert parse_request(BASE + " lifeboat.repo=LABEL=B:/ lifeboat.target=SER1").passphrase is None
+    for bad in ("LABEL=KEYS", "LABEL=KEYS:/", "KEYS:/pass.txt"):
+        with pytest.raises(UsageError, match="lifeboat.passphrase"):
+            parse_passphrase_locator(bad)

@@ -76,9 +76,9 @@ def test_open_refuses_foreign_and_future_repositories(tmp_path):
     Repository.init(tmp_path / "r")
     cfg = tmp_path / "r" / "lifeboat-repo.json"
     data = json.loads(cfg.read_text())
-    data["version"] = 2
+    data["version"] = 3
     cfg.write_text(json.dumps(data))
-    with pytest.raises(RepositoryError, match="format 2"):
+    with pytest.raises(RepositoryError, match="format 3"):
         Repository.open(tmp_path / "r")
     with pytest.raises(RepositoryError, match="already holds"):
         Repository.init(tmp_path / "r")
