@@ -56,17 +56,18 @@ def _quiet(_line: str) -> None:
 
 
 # -- test hook ------------------------------------------------------------------------------
-# The crash-safety tests kill a real prune after its N-th change to the repository (an object
-# written or deleted): LIFEBOAT_TEST_KILL_AFTER=N. Unset, it does nothing.
+# The crash-safety tests stop or kill a real prune right after its N-th change to the
+# repository (an object written or deleted): LIFEBOAT_TEST_SIGNAL_AFTER="N:KILL" or "N:STOP".
+# Unset, it does nothing.
 _changes = 0
 
 
 def test_hook_count_change() -> None:
     global _changes
     _changes += 1
-    limit = os.environ.get("LIFEBOAT_TEST_KILL_AFTER")
-    if limit and _changes >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
+    when, _, sig = os.environ.get("LIFEBOAT_TEST_SIGNAL_AFTER", "").partition(":")
+    if when and _changes == int(when):
+        os.kill(os.getpid(), signal.SIGSTOP if sig == "STOP" else signal.SIGKILL)
 
 
 # -- locks ----------------------------------------------------------------------------------
@@ -140,12 +141,14 @@ class References:
 class PackUse:
     id: str
     size: int                                     # the pack object's size in storage
+    blob_bytes: int = 0                           # stored bytes of all its blobs
     live: list[BlobEntry] = field(default_factory=list)   # referenced blobs whose copy is here
     live_bytes: int = 0
 
     @property
     def share(self) -> float:
-        return self.live_bytes / self.size if self.size else 0.0
+        """The referenced part of its blobs' bytes (the footer is overhead any pack has)."""
+        return self.live_bytes / self.blob_bytes if self.blob_bytes else 0.0
 
 
 @dataclass
@@ -197,7 +200,8 @@ def plan_prune(repo: Repository, referenced: set[bytes], threshold: int, snapsho
         raise UsageError(f"--repack-threshold must be a percentage from 0 to 100, not {threshold}")
     index = repo.reload_index()
     sizes = _pack_sizes(repo)
-    uses = {pid: PackUse(pid, size) for pid, size in sizes.items()}
+    totals = index.pack_totals()
+    uses = {pid: PackUse(pid, size, totals.get(pid, (0, 0))[1]) for pid, size in sizes.items()}
     for bid in referenced:
         loc = index.get(bid)
         if loc is None or loc.pack_id not in uses:
@@ -206,7 +210,10 @@ def plan_prune(repo: Repository, referenced: set[bytes], threshold: int, snapsho
         use.live.append(BlobEntry(bid, loc.offset, loc.stored_len, loc.raw_len, loc.kind, loc.codec))
         use.live_bytes += loc.stored_len
     delete = sorted((u for u in uses.values() if not u.live), key=lambda u: u.id)
-    repack = sorted((u for u in uses.values() if u.live and u.share * 100 < threshold), key=lambda u: u.id)
+    # A pack whose every blob is referenced is never repacked: copied whole in the same order
+    # it would be the same pack, with the same name.
+    repack = sorted((u for u in uses.values()
+                     if u.live and u.live_bytes < u.blob_bytes and u.share * 100 < threshold), key=lambda u: u.id)
     total = sum(sizes.values())
     live = sum(u.live_bytes for u in uses.values())
     return PrunePlan(threshold, snapshots, len(uses), delete, repack, total - live, total)
@@ -342,10 +349,11 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
             new_packs: list[tuple[str, list[BlobEntry]]], result: PruneResult) -> set[str]:
     """Under the exclusive lock: what is referenced now; spare any doomed pack holding a blob a
     snapshot uses that has no copy elsewhere; then index file, old index files, old packs."""
+    index = repo.reload_index()           # first: a new snapshot's chunk tables are in new packs
     referenced = refs.current()
-    index = repo.reload_index()
     sizes = _pack_sizes(repo)
-    doomed_set = set(doomed) & set(sizes)
+    # A new pack may carry an old one's name (the same blobs in the same order): it stays.
+    doomed_set = set(doomed) & set(sizes) - {pack_id for pack_id, _ in new_packs}
     copies = {e.id for _, entries in new_packs for e in entries}
     # The blobs of each doomed pack (its footer, as the index read it: index files or footer).
     for pack_id in sorted(doomed_set):
