@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from recovery.errors import BusyError, DamageError, LifeboatError, LockWaitError, UsageError
+from recovery.errors import BusyError, DamageError, LifeboatError, LockWaitError, NoSpaceError, UsageError
 from recovery.repo.format import BlobEntry
 from recovery.repo.index import encode_index_file, index_file_packs
 from recovery.repo.lock import Lock
@@ -316,33 +316,61 @@ def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], res
 
 def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool = False,
           wait: float = DEFAULT_WAIT, say: Say = _quiet) -> PruneResult:
+    """One round, or on a full drive as many as make progress: each repacks what fits, then
+    deletes what it replaced (and the unused packs), making room for the next."""
     started = time.monotonic()
+    result, full = _round(repo, threshold, dry_run, wait, say)
+    while full:
+        if not (result.packs_deleted or result.index_files_deleted):
+            raise NoSpaceError("the destination is too full to repack even one pack: free a little space "
+                               "(or prune with --repack-threshold 0, which only deletes unused packs)")
+        say("the destination was full: the packs copied so far and the unused ones are deleted; "
+            "repacking the rest")
+        more, full = _round(repo, threshold, dry_run, wait, say)
+        for key in ("packs_deleted", "packs_repacked", "packs_written", "index_files_written",
+                    "index_files_deleted", "bytes_read", "bytes_written", "bytes_deleted"):
+            setattr(result, key, getattr(result, key) + getattr(more, key))
+        result.kept += more.kept
+        if not (more.packs_deleted or more.index_files_deleted) and full:
+            raise NoSpaceError("the destination is too full to repack the rest: free a little space, or prune "
+                               "with --repack-threshold 0 (only unused packs are deleted)")
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Say) -> tuple[PruneResult, bool]:
+    """Plan, repack and delete once; also whether the drive filled up while repacking."""
     refs = References(repo)
     with Lock(repo.storage):                     # shared: backups may run beside this part
         referenced = refs.current()
         plan = plan_prune(repo, referenced, threshold, len(refs.per_snapshot))
         result = PruneResult(plan)
         if dry_run or not (plan.delete or plan.repack):
-            result.seconds = round(time.monotonic() - started, 3)
-            return result
+            return result, False
         say(plan.lines()[1])
         repacker = _Repacker(repo, result)
         repacked: list[str] = []
+        full = False
         try:
             for use in plan.repack:
                 if repacker.copy(use):
                     repacked.append(use.id)
             repacker.seal()
+        except NoSpaceError:
+            repacker.abort()                     # what was sealed stays, and is used below
+            full = True
         except BaseException:
             repacker.abort()
             raise
         if repacker.written:
-            _write_index(repo, repacker.written, result)
+            try:
+                _write_index(repo, repacker.written, result)
+            except NoSpaceError:
+                full = True                      # the new packs are found through their footers
     with exclusive_lock(repo, wait, say):
         deleted = _finish(repo, refs, [u.id for u in plan.delete] + repacked, repacker.written, result)
     result.packs_repacked = len(deleted & set(repacked))
-    result.seconds = round(time.monotonic() - started, 3)
-    return result
+    return result, full
 
 
 def _finish(repo: Repository, refs: References, doomed: list[str],

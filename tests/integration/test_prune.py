@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import fsimages as fi
 from tests.integration.engine_fixtures import MiB, ROOT, lifeboat
-from tests.integration.prune_history import history, new_repo, restores_exactly, stored_objects
+from tests.integration.prune_history import WINDOW, history, new_repo, restores_exactly, stored_objects
 from tests.integration.test_repository_safety import one_line_error
 
 
@@ -197,3 +198,60 @@ def test_prune_waits_for_a_running_backup_then_deletes(tmp_path):
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     restores_exactly(repo, json.loads(back_out)["snapshot"], big, tmp_path)
     restores_exactly(repo, snaps[-1][0], snaps[-1][1], tmp_path)
+
+
+def test_forget_and_prune_in_an_s3_bucket(tmp_path, seaweedfs, monkeypatch):
+    for key, value in seaweedfs.env().items():
+        monkeypatch.setenv(key, value)
+    seaweedfs.bucket("prune")
+    repo = "s3://prune/office"
+
+    def data_bytes():
+        return sum(o.size for o in seaweedfs.client().list_objects("prune", prefix="office/", recursive=True)
+                   if o.object_name.startswith(("office/packs/", "office/index/")))
+
+    new_repo(repo)
+    snaps = history(tmp_path, repo, 4)
+    before = data_bytes()
+    out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--prune", "--json", json_out=True).data
+    assert len(out["remove"]) == 3
+    assert out["prune"]["bytes_freed"] == before - data_bytes() > 0
+    ids = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+    assert [s["id"] for s in ids] == [snaps[-1][0]]
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    restores_exactly(repo, snaps[-1][0], snaps[-1][1], tmp_path)
+
+
+@pytest.mark.loop
+def test_full_destination_says_what_forget_and_prune_would_free(tmp_path, loops):
+    """The repository on a 30 MiB ext4 filesystem: six backups of a disk changing 2 MiB each
+    time, then a new disk that does not fit. The error says what the default policy (keep last
+    3, ...: all six were made today, so only the three newest stay) would free: the windows only
+    the three oldest hold (random, stored as they are: 64 KiB each) and their own chunk tables."""
+    from recovery.units import human_size
+
+    store = fi.make_ext4(tmp_path / "store.img", 30 * MiB, None, garbage=False)
+    mnt = tmp_path / "usb"
+    mnt.mkdir()
+    subprocess.run(["mount", loops.attach(store), mnt], check=True)
+    try:
+        repo = new_repo(mnt / "repo")
+        snaps = history(tmp_path, repo, 6, changed=32)
+        windows = [{v.read_bytes()[i:i + WINDOW] for i in range(0, 8 * MiB, WINDOW)} for _, v in snaps]
+        only_old = set().union(*windows[:3]) - set().union(*windows[3:])
+        table = 8 * MiB // WINDOW * 32                 # one chunk table: 32 random bytes a window
+        expected = len(only_old) * WINDOW + 3 * table
+        newcomer = tmp_path / "new.img"
+        newcomer.write_bytes(os.urandom(8 * MiB))
+        line = one_line_error(lifeboat("backup", newcomer, "--repo", repo, "--name", "pc", check=False), 7)
+        assert "full" in line
+        assert (f"forgetting 3 snapshot(s) by the default retention policy (keep last 3, daily 7, weekly 4, "
+                f"monthly 12) and pruning would free {human_size(expected)}") in line, line
+        # Doing what it says makes room for it.
+        out = lifeboat("forget", "--repo", repo, "--keep-last", "3", "--keep-daily", "7", "--keep-weekly", "4",
+                       "--keep-monthly", "12", "--prune", "--json", json_out=True).data
+        assert len(out["remove"]) == 3 and out["prune"]["bytes_freed"] >= 0.8 * expected
+        lifeboat("backup", newcomer, "--repo", repo, "--name", "pc")
+        assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    finally:
+        subprocess.run(["umount", mnt], check=True)
