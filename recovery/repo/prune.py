@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
+from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.errors import BusyError, DamageError, LifeboatError, LockWaitError, NoSpaceError, UsageError
 from recovery.repo.format import BlobEntry
 from recovery.repo.index import encode_index_file, index_file_packs
@@ -315,18 +316,19 @@ def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], res
 
 
 def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool = False,
-          wait: float = DEFAULT_WAIT, say: Say = _quiet) -> PruneResult:
+          wait: float = DEFAULT_WAIT, say: Say = _quiet, on_event: EventSink = ignore,
+          cancel: CancelToken | None = None) -> PruneResult:
     """One round, or on a full drive as many as make progress: each repacks what fits, then
     deletes what it replaced (and the unused packs), making room for the next."""
     started = time.monotonic()
-    result, full = _round(repo, threshold, dry_run, wait, say)
+    result, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel)
     while full:
         if not (result.packs_deleted or result.index_files_deleted):
             raise NoSpaceError("the destination is too full to repack even one pack: free a little space "
                                "(or prune with --repack-threshold 0, which only deletes unused packs)")
         say("the destination was full: the packs copied so far and the unused ones are deleted; "
             "repacking the rest")
-        more, full = _round(repo, threshold, dry_run, wait, say)
+        more, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel)
         for key in ("packs_deleted", "packs_repacked", "packs_written", "index_files_written",
                     "index_files_deleted", "bytes_read", "bytes_written", "bytes_deleted"):
             setattr(result, key, getattr(result, key) + getattr(more, key))
@@ -338,7 +340,8 @@ def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool
     return result
 
 
-def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Say) -> tuple[PruneResult, bool]:
+def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Say,
+           on_event: EventSink, cancel: CancelToken | None) -> tuple[PruneResult, bool]:
     """Plan, repack and delete once; also whether the drive filled up while repacking."""
     refs = References(repo)
     with Lock(repo.storage):                     # shared: backups may run beside this part
@@ -348,14 +351,19 @@ def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Sa
         if dry_run or not (plan.delete or plan.repack):
             return result, False
         say(plan.lines()[1])
+        meter = Meter("repack", plan.bytes_to_read, on_event)
         repacker = _Repacker(repo, result)
         repacked: list[str] = []
         full = False
         try:
             for use in plan.repack:
+                if cancel is not None:
+                    cancel.check()               # stopping here leaves copies, never a gap
                 if repacker.copy(use):
                     repacked.append(use.id)
+                meter.add(use.size, 0)
             repacker.seal()
+            meter.finish()
         except NoSpaceError:
             repacker.abort()                     # what was sealed stays, and is used below
             full = True
@@ -500,23 +508,34 @@ def _judge(repo: Repository, policy: Policy, name: str | None, dry_run: bool) ->
     return ForgetResult(policy, judge(snaps, policy), dry_run, unjudged)
 
 
-def freed_by_forgetting(repo: Repository, policy: Policy) -> tuple[int, int]:
-    """(snapshots the policy would remove, stored bytes of the blobs only they use): what a
-    forget with `policy` followed by prune would free, computed from the manifests and the index
-    (packs left partly used below the repack threshold may keep some of it)."""
+def forget_preview(repo: Repository, policy: Policy, refs: References | None = None) -> tuple[list[Verdict], int]:
+    """The verdicts a policy gives now and the stored bytes of the blobs only the snapshots it
+    removes use: what forget followed by prune would free, computed from the manifests and the
+    index (a pack left mostly used, under the repack threshold, may keep a little of it).
+    `refs` keeps what each snapshot uses between calls (a screen trying several policies)."""
+    refs = refs or References(repo)
     snaps = [s for s in repo.snapshots() if not (s.damaged and s.name == "(damaged)")]
     verdicts = judge(snaps, policy)
-    gone = [v.id for v in verdicts if not v.keep]
+    gone = {v.id for v in verdicts if not v.keep}
     if not gone:
-        return 0, 0
-    refs = References(repo)
-    kept = refs.current(skip=set(gone))
+        return verdicts, 0
+    refs.current()
+    kept: set[bytes] = set()
+    for sid, ids in refs.per_snapshot.items():
+        if sid not in gone:
+            kept |= ids
     only_gone: set[bytes] = set()
     for sid in gone:
-        only_gone |= snapshot_blobs(repo, repo.load_manifest(sid)) - kept
+        only_gone |= refs.per_snapshot[sid] - kept
     index = repo.index
-    return len(gone), sum(loc.stored_len for loc in map(index.get, only_gone) if loc is not None)
+    return verdicts, sum(loc.stored_len for loc in map(index.get, only_gone) if loc is not None)
+
+
+def freed_by_forgetting(repo: Repository, policy: Policy) -> tuple[int, int]:
+    """(snapshots `policy` would remove, bytes forget and prune would then free)."""
+    verdicts, freed = forget_preview(repo, policy)
+    return sum(1 for v in verdicts if not v.keep), freed
 
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_WAIT", "ForgetResult", "PrunePlan", "PruneResult", "forget",
-           "freed_by_forgetting", "plan_prune", "prune", "LifeboatError"]
+           "forget_preview", "freed_by_forgetting", "plan_prune", "prune", "LifeboatError"]
