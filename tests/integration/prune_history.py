@@ -35,12 +35,11 @@ def history(work: Path, repo: str, count: int, *, name: str = "pc", size: int = 
                 for _ in range(changed):
                     f.seek(rng.randrange(size // WINDOW) * WINDOW)
                     f.write(rng.randbytes(WINDOW))
-        started = time.time()
         sid = lifeboat("backup", disk, "--repo", repo, "--name", name, "--json", json_out=True).data["snapshot"]
         version = work / f"{name}-v{i}.img"
         shutil.copyfile(disk, version)
         out.append((sid, version))
-        time.sleep(max(0.0, 1.05 - (time.time() - started)))
+        time.sleep(1.02 - time.time() % 1)       # the next manifest is written in a later second
     return out
 
 
