@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from recovery.events import CancelToken, EventSink, Meter, ignore
-from recovery.errors import BusyError, DamageError, LifeboatError, LockWaitError, NoSpaceError, UsageError
+from recovery.errors import BusyError, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.repo.format import BlobEntry
 from recovery.repo.index import encode_index_file, index_file_packs
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
-from recovery.repo.packs import PackWriter, delete_pack, pack_name
+from recovery.repo.packs import PackWriter, delete_pack, pack_name, read_footer
 from recovery.repo.repository import DEFAULT_PACK_SIZE, Repository
 from recovery.repo.retention import Policy, Verdict, judge
 from recovery.storage.base import StorageError
@@ -261,10 +261,13 @@ class _Repacker:
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
         self.writer: PackWriter | None = None
         self.written: list[tuple[str, list[BlobEntry]]] = []
+        self._pending: list[str] = []     # old packs copied whole, some blobs not sealed yet
+        self.done: list[str] = []         # old packs every live blob of which is in a sealed pack
 
     def copy(self, use: PackUse) -> bool:
         """Read and check the live blobs of one pack and add them; False (nothing added) when
-        one of them does not read back whole, so the old pack stays."""
+        one of them does not read back whole, so the old pack stays. The pack joins `done`
+        once the last of its blobs is in a sealed pack."""
         live = sorted(use.live, key=lambda e: e.offset)
         start, end = live[0].offset, max(e.offset + e.stored_len for e in live)
         data = self.repo.storage.read(pack_name(use.id), start, end - start)
@@ -284,16 +287,21 @@ class _Repacker:
             self.writer.add(e.id, stored, e.raw_len, e.kind, e.codec)
             if self.writer.size >= self.pack_size:
                 self.seal()
+        self._pending.append(use.id)
         return True
 
     def seal(self) -> None:
-        if self.writer is None:
+        if self.writer is None or not self.writer.entries:
+            if self.writer is not None:
+                self.writer.abort()
+                self.writer = None
+            self.done += self._pending     # no blob is waiting in an open pack
+            self._pending = []
             return
         writer, self.writer = self.writer, None
-        if not writer.entries:
-            writer.abort()
-            return
         pack_id, entries = writer.finish()
+        self.done += self._pending
+        self._pending = []
         test_hook_count_change()
         self.written.append((pack_id, entries))
         self.result.packs_written += 1
@@ -353,14 +361,12 @@ def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Sa
         say(plan.lines()[1])
         meter = Meter("repack", plan.bytes_to_read, on_event)
         repacker = _Repacker(repo, result)
-        repacked: list[str] = []
         full = False
         try:
             for use in plan.repack:
                 if cancel is not None:
                     cancel.check()               # stopping here leaves copies, never a gap
-                if repacker.copy(use):
-                    repacked.append(use.id)
+                repacker.copy(use)
                 meter.add(use.size, 0)
             repacker.seal()
             meter.finish()
@@ -375,6 +381,7 @@ def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Sa
                 _write_index(repo, repacker.written, result)
             except NoSpaceError:
                 full = True                      # the new packs are found through their footers
+    repacked = repacker.done                     # only packs whose live blobs were all sealed
     with exclusive_lock(repo, wait, say):
         deleted = _finish(repo, refs, [u.id for u in plan.delete] + repacked, repacker.written, result)
     result.packs_repacked = len(deleted & set(repacked))
@@ -438,8 +445,6 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
 
 
 def _pack_entries(repo: Repository, pack_id: str) -> list[BlobEntry]:
-    from recovery.repo.packs import read_footer
-
     return read_footer(repo.storage, pack_name(pack_id))
 
 
@@ -473,13 +478,9 @@ class ForgetResult:
                 out.append(f"  {'would remove' if self.dry_run else 'remove'}  {v.id[:8]}  {v.created}")
         out += [f"kept {u}: its manifest cannot be read, so no rule judged it" for u in self.unjudged]
         verb = "would remove" if self.dry_run else "removed"
-        out.append(f"{policy_line(self.policy)}: {len(self.verdicts) - len(self.removed)} kept, "
+        out.append(f"{self.policy.describe()}: {len(self.verdicts) - len(self.removed)} kept, "
                    f"{len(self.removed)} {verb}")
         return out
-
-
-def policy_line(policy: Policy) -> str:
-    return policy.describe()
 
 
 def forget(repo: Repository, policy: Policy, *, name: str | None = None, dry_run: bool = False,
@@ -538,4 +539,4 @@ def freed_by_forgetting(repo: Repository, policy: Policy) -> tuple[int, int]:
 
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_WAIT", "ForgetResult", "PrunePlan", "PruneResult", "forget",
-           "forget_preview", "freed_by_forgetting", "plan_prune", "prune", "LifeboatError"]
+           "forget_preview", "freed_by_forgetting", "plan_prune", "prune"]

@@ -72,6 +72,20 @@ def test_dry_runs_change_nothing_and_say_what_would_go(tmp_path):
     assert stored_objects(repo) == before
 
 
+def test_forget_judges_each_machine_apart_and_name_limits_it(tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    a = history(tmp_path, repo, 3, name="office-a")
+    b = history(tmp_path, repo, 2, name="office-b", seed=2)
+    out = lifeboat("forget", "--repo", repo, "--name", "office-a", "--keep-last", "1", "--json", json_out=True).data
+    assert [v["id"] for v in out["remove"]] == [a[1][0], a[0][0]]
+    left = {s["id"] for s in lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]}
+    assert left == {a[2][0], b[0][0], b[1][0]}
+    # Without --name, each machine keeps its own newest.
+    out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--json", json_out=True).data
+    assert [v["id"] for v in out["keep"]] == [a[2][0], b[1][0]]
+    assert [v["id"] for v in out["remove"]] == [b[0][0]]
+
+
 def test_bad_input_is_one_line_and_removes_nothing(tmp_path):
     repo = new_repo(tmp_path / "repo")
     history(tmp_path, repo, 2)

@@ -84,3 +84,17 @@ def test_machines_are_judged_apart():
 
 def test_default_policy_is_the_documented_one():
     assert DEFAULT_POLICY.describe() == "keep last 3, daily 7, weekly 4, monthly 12"
+
+
+def test_ages_for_the_manage_screen():
+    from datetime import datetime, timezone
+
+    from tui.humanize import age
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    assert age("2026-11-30T11:59:00Z", now) == "1 minute"
+    assert age("2026-11-30T10:30:00Z", now) == "1 hour"
+    assert age("2026-11-28T12:00:00Z", now) == "2 days"
+    assert age("2026-10-01T12:00:00Z", now) == "8 weeks"
+    assert age("2023-11-30T12:00:00Z", now) == "3 years"
+    assert age(None, now) == "?"
