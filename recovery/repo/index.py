@@ -276,6 +276,11 @@ def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]])
     return name
 
 
+def load_index_file(storage: Storage, name: str) -> list[tuple[str, memoryview]]:
+    """One index file of a repository, read and checked: each pack it lists with its entries."""
+    return index_file_packs(name, storage.read(name))
+
+
 def read_index_file(path: Path) -> list[tuple[str, list[BlobEntry]]]:
     return parse_index_file(Path(path).name, Path(path).read_bytes())
 

@@ -35,7 +35,7 @@ from typing import Callable
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.errors import BusyError, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.repo.format import BlobEntry
-from recovery.repo.index import encode_index_file, index_file_packs
+from recovery.repo.index import encode_index_file, load_index_file
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
 from recovery.repo.packs import PackWriter, delete_pack, pack_name, read_footer
@@ -421,7 +421,7 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
         if not info.name.endswith(".idx"):
             continue
         try:
-            packs = index_file_packs(info.name, repo.storage.read(info.name))
+            packs = load_index_file(repo.storage, info.name)
         except (DamageError, FileNotFoundError, StorageError):
             continue              # unreadable: readers ignore it already
         if any(pid in doomed_set for pid, _ in packs):
@@ -495,10 +495,8 @@ def forget(repo: Repository, policy: Policy, *, name: str | None = None, dry_run
     with exclusive_lock(repo, wait, say):
         result = _judge(repo, policy, name, False)
         for v in result.removed:
-            repo.storage.delete(f"snapshots/{v.id}.json")
+            repo.delete_snapshot(v.id)
             test_hook_count_change()
-            for mark in ("verified", "damaged"):
-                repo.storage.delete(f"{mark}/{v.id}.json")
     return result
 
 
