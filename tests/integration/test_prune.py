@@ -269,3 +269,38 @@ def test_full_destination_says_what_forget_and_prune_would_free(tmp_path, loops)
         assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     finally:
         subprocess.run(["umount", mnt], check=True)
+
+
+@pytest.mark.loop
+def test_prune_on_a_full_drive_deletes_first_then_repacks_the_rest(tmp_path, loops):
+    """The repository's filesystem is filled to the last few KiB by another file: the repack's
+    first new pack cannot be written. Prune then deletes what it can (unused packs), and
+    repacks the rest in the room that made."""
+    store = fi.make_ext4(tmp_path / "store.img", 40 * MiB, None, garbage=False)
+    mnt = tmp_path / "usb"
+    mnt.mkdir()
+    subprocess.run(["mount", loops.attach(store), mnt], check=True)
+    try:
+        repo = new_repo(mnt / "repo")
+        snaps = history(tmp_path, repo, 5, changed=32)
+        lifeboat("forget", "--repo", repo, "--keep-last", "2")
+        filler = mnt / "filler.bin"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\xa5" * MiB)
+                    f.flush()
+            except OSError:
+                pass
+        with open(filler, "r+b") as f:        # leave less than one new pack of room
+            f.truncate(max(filler.stat().st_size - 128 * 1024, 0))
+        proc = lifeboat("prune", "--repo", repo, "--repack-threshold", "100", "--json", json_out=True)
+        assert "the destination was full" in proc.stderr, proc.stderr
+        assert proc.data["packs_deleted"] > 0 and proc.data["bytes_freed"] > 0
+        assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+        for sid, version in snaps[3:]:
+            restores_exactly(repo, sid, version, tmp_path)
+        again = lifeboat("prune", "--repo", repo, "--repack-threshold", "100", "--json", json_out=True).data
+        assert again["plan"]["packs_to_delete"] == again["plan"]["packs_to_repack"] == 0
+    finally:
+        subprocess.run(["umount", mnt], check=True)
