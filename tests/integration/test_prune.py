@@ -312,3 +312,19 @@ def test_prune_on_a_full_drive_deletes_first_then_repacks_the_rest(tmp_path, loo
         assert again["plan"]["packs_to_delete"] == again["plan"]["packs_to_repack"] == 0
     finally:
         subprocess.run(["umount", mnt], check=True)
+
+
+def test_a_damaged_manifest_is_kept_by_forget_and_stops_prune(tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    snaps = history(tmp_path, repo, 3)
+    manifest = Path(repo) / "snapshots" / f"{snaps[0][0]}.json"
+    data = bytearray(manifest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    manifest.write_bytes(bytes(data))
+    out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--json", json_out=True).data
+    assert out["unjudged"] == [snaps[0][0][:8]] and [v["id"] for v in out["remove"]] == [snaps[1][0]]
+    assert manifest.exists()
+    before = stored_objects(repo)
+    line = one_line_error(lifeboat("prune", "--repo", repo, check=False), 6)
+    assert "prune needs every snapshot readable" in line
+    assert stored_objects(repo) == before
