@@ -282,7 +282,9 @@ def cmd_forget(args) -> int:
     result = forget(repo, policy, name=args.name, dry_run=args.dry_run, wait=args.wait, say=_say)
     data, lines = result.to_json(), result.lines()
     if args.prune:
-        pruned = prune(repo, threshold=args.repack_threshold, dry_run=args.dry_run, wait=args.wait, say=_say)
+        gone = frozenset(v.id for v in result.removed) if args.dry_run else frozenset()
+        pruned = prune(repo, threshold=args.repack_threshold, dry_run=args.dry_run, wait=args.wait, say=_say,
+                       without=gone)
         data["prune"] = pruned.to_json()
         lines += pruned.plan.lines() if args.dry_run else pruned.lines()
     emit(args, data, lines + (["(dry run: nothing removed)"] if args.dry_run else []))

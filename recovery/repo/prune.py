@@ -325,18 +325,21 @@ def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], res
 
 def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool = False,
           wait: float = DEFAULT_WAIT, say: Say = _quiet, on_event: EventSink = ignore,
-          cancel: CancelToken | None = None) -> PruneResult:
+          cancel: CancelToken | None = None, without: frozenset[str] = frozenset()) -> PruneResult:
     """One round, or on a full drive as many as make progress: each repacks what fits, then
-    deletes what it replaced (and the unused packs), making room for the next."""
+    deletes what it replaced (and the unused packs), making room for the next. `without`: for
+    a dry run, snapshots to count as gone already (what a forget would remove)."""
+    if without and not dry_run:
+        raise UsageError("only a dry run of prune can leave snapshots out")
     started = time.monotonic()
-    result, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel)
+    result, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel, without)
     while full:
         if not (result.packs_deleted or result.index_files_deleted):
             raise NoSpaceError("the destination is too full to repack even one pack: free a little space "
                                "(or prune with --repack-threshold 0, which only deletes unused packs)")
         say("the destination was full: the packs copied so far and the unused ones are deleted; "
             "repacking the rest")
-        more, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel)
+        more, full = _round(repo, threshold, dry_run, wait, say, on_event, cancel, without)
         for key in ("packs_deleted", "packs_repacked", "packs_written", "index_files_written",
                     "index_files_deleted", "bytes_read", "bytes_written", "bytes_deleted"):
             setattr(result, key, getattr(result, key) + getattr(more, key))
@@ -349,11 +352,12 @@ def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool
 
 
 def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Say,
-           on_event: EventSink, cancel: CancelToken | None) -> tuple[PruneResult, bool]:
+           on_event: EventSink, cancel: CancelToken | None,
+           without: frozenset[str] = frozenset()) -> tuple[PruneResult, bool]:
     """Plan, repack and delete once; also whether the drive filled up while repacking."""
     refs = References(repo)
     with Lock(repo.storage):                     # shared: backups may run beside this part
-        referenced = refs.current()
+        referenced = refs.current(skip=without)
         plan = plan_prune(repo, referenced, threshold, len(refs.per_snapshot))
         result = PruneResult(plan)
         if dry_run or not (plan.delete or plan.repack):

@@ -68,6 +68,10 @@ def test_dry_runs_change_nothing_and_say_what_would_go(tmp_path):
     before = stored_objects(repo)
     out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--dry-run", "--prune")
     assert "would remove" in out.stdout and snaps[0][0][:8] in out.stdout and "(dry run" in out.stdout
+    # The prune part plans as if the forget had happened: the two older snapshots' own chunks.
+    plan = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--dry-run", "--prune", "--json",
+                    json_out=True).data["prune"]["plan"]
+    assert plan["snapshots"] == 1 and plan["garbage_bytes"] >= 2 * 8 * 64 * 1024 * 0.9
     assert lifeboat("prune", "--repo", repo, "--dry-run", "--json", json_out=True).data["bytes_freed"] == 0
     assert stored_objects(repo) == before
 
