@@ -91,6 +91,34 @@ def backup(
     zstd_level: int = 3,
     threads: int | None = None,
 ) -> BackupResult:
+    try:
+        return _backup(source, repo, name, verify=verify, on_event=on_event, cancel=cancel,
+                       zstd_level=zstd_level, threads=threads)
+    except NoSpaceError as exc:
+        raise NoSpaceError(exc.message + room_hint(repo)) from exc
+
+
+def room_hint(repo: Repository) -> str:
+    """What forgetting by the default policy, then pruning, would free: '' when it cannot be
+    worked out (a damaged snapshot), so the error itself is never lost."""
+    from recovery.errors import LifeboatError
+    from recovery.repo.prune import freed_by_forgetting
+    from recovery.repo.retention import DEFAULT_POLICY as P
+
+    try:
+        count, freed = freed_by_forgetting(repo, P)
+    except (LifeboatError, OSError):
+        return ""
+    policy = P.describe()
+    if not count:
+        return f"; the default retention policy ({policy}) would remove no snapshot"
+    return (f"; forgetting {count} snapshot(s) by the default retention policy ({policy}) and pruning "
+            f"would free {human_size(freed)}: lifeboat forget --keep-last {P.last} --keep-daily {P.daily} "
+            f"--keep-weekly {P.weekly} --keep-monthly {P.monthly} --prune --repo {repo.location}")
+
+
+def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on_event: EventSink | None,
+            cancel: CancelToken | None, zstd_level: int, threads: int | None) -> BackupResult:
     sink = on_event or ignore
     cancel = cancel or CancelToken()
     if threads is not None and threads < 1:

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--s3-path-style", action="store_true", default=None,
                         help="address buckets as URL/bucket/key (what most self-hosted stores serve)")
 
+    def prune_args(sp):
+        sp.add_argument("--repack-threshold", type=int, default=80, metavar="PCT",
+                        help="repack a pack when less than PCT %% of it is still used (default 80)")
+        sp.add_argument("--wait", type=float, default=300, metavar="SECONDS",
+                        help="how long to wait for running backups before deleting (default 300)")
+
     def repo_arg(sp, required=True):
         sp.add_argument("--repo", default=os.environ.get("LIFEBOAT_REPO"), required=required and not os.environ.get("LIFEBOAT_REPO"),
                         help="the repository: a folder, or s3://bucket/prefix, sftp://user@host/path, "
@@ -104,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     repo_arg(s)
     s.add_argument("--name")
     s.add_argument("--json", action="store_true")
+
+    fg = sub.add_parser("forget", help="remove snapshots a retention policy does not keep")
+    repo_arg(fg)
+    fg.add_argument("--name", help="only this machine's snapshots (default: every machine, each on its own)")
+    for rule, what in (("last", "the N newest snapshots"), ("daily", "the newest snapshot of each of the last N days"),
+                       ("weekly", "... of the last N weeks"), ("monthly", "... of the last N months"),
+                       ("yearly", "... of the last N years")):
+        fg.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep {what}")
+    fg.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    fg.add_argument("--prune", action="store_true", help="then prune: delete the data no snapshot uses any more")
+    prune_args(fg)
+    fg.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("prune", help="delete the data no snapshot uses any more")
+    repo_arg(pr)
+    prune_args(pr)
+    pr.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    pr.add_argument("--json", action="store_true")
 
     v = sub.add_parser("verify", help="check every chunk of one or all snapshots")
     v.add_argument("snapshot", nargs="?")
@@ -356,6 +380,42 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 6
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_forget(args) -> int:
+    from recovery.repo.prune import forget, prune
+    from recovery.repo.retention import Policy, judge
+    from recovery.repo.repository import Repository
+
+    policy = Policy(last=args.keep_last, daily=args.keep_daily, weekly=args.keep_weekly,
+                    monthly=args.keep_monthly, yearly=args.keep_yearly)
+    judge([], policy)            # no rule at all: a usage error before anything is opened
+    repo = Repository.open(args.repo)
+    result = forget(repo, policy, name=args.name, dry_run=args.dry_run, wait=args.wait, say=_say)
+    data, lines = result.to_json(), result.lines()
+    if args.prune:
+        gone = frozenset(v.id for v in result.removed) if args.dry_run else frozenset()
+        pruned = prune(repo, threshold=args.repack_threshold, dry_run=args.dry_run, wait=args.wait, say=_say,
+                       without=gone)
+        data["prune"] = pruned.to_json()
+        lines += pruned.plan.lines() if args.dry_run else pruned.lines()
+    emit(args, data, lines + (["(dry run: nothing removed)"] if args.dry_run else []))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from recovery.repo.prune import prune
+    from recovery.repo.repository import Repository
+
+    repo = Repository.open(args.repo)
+    result = prune(repo, threshold=args.repack_threshold, dry_run=args.dry_run, wait=args.wait, say=_say)
+    lines = result.plan.lines() + ["(dry run: nothing deleted)"] if args.dry_run else result.lines()
+    emit(args, result.to_json(), lines)
+    return 0
+
+
 def is_foreign(ref: str) -> bool:
     """A restore's first argument names an image when it is a path that exists (a snapshot id
     or "latest" is not)."""
@@ -556,7 +616,7 @@ def cmd_tui(args) -> int:
 COMMANDS = {
     "disks": cmd_disks, "repo": cmd_repo, "backup": cmd_backup, "snapshots": cmd_snapshots,
     "verify": cmd_verify, "restore": cmd_restore, "tui": cmd_tui, "write-usb": cmd_write_usb,
-    "inspect": cmd_inspect, "import": cmd_import, "key": cmd_key,
+    "inspect": cmd_inspect, "import": cmd_import, "key": cmd_key, "forget": cmd_forget, "prune": cmd_prune,
 }
 
 
@@ -590,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     from recovery.logsetup import start_log
 
     logging.getLogger().addHandler(logging.NullHandler())   # details only ever go to the log file
-    log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import") else None
+    log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import",
+                                                                "forget", "prune") else None
     try:
         location_options(args)
         unlock_options(args)

@@ -36,6 +36,16 @@ class RepositoryError(LifeboatError):
     exit_code = 5
 
 
+class BusyError(RepositoryError):
+    """Another process holds the repository's lock (a backup, or an operation deleting data)."""
+
+
+class LockWaitError(BusyError):
+    """Waited the time allowed for running backups to finish, and they had not."""
+
+    exit_code = 12
+
+
 class DamageError(LifeboatError):
     """Data in the repository fails its hash or is missing."""
 

@@ -137,6 +137,7 @@ class LifeboatApp(App[int]):
             "backup": flows.backup,
             "restore": flows.restore,
             "check": flows.check,
+            "manage": flows.manage,
             "files": get_files,
             "disks": flows.disks,
             "shell": flows.system_action,

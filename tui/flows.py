@@ -505,6 +505,65 @@ async def check(app) -> None:
         repo.close()
 
 
+# -- manage backups: forget and prune ------------------------------------------------------------
+MANAGE_CANCEL = ("Stop freeing space?", "Every backup kept stays whole. The backups already removed stay removed; "
+                 "some space may stay used until the next time.")
+
+
+async def manage(app) -> None:
+    from recovery.repo.prune import References, forget, forget_preview, prune
+    from tui.screens.manage import ManageScreen
+
+    await app.ready()
+    place = await pick_place(app, for_backup=False, step="1/3")
+    if place is None:
+        return
+    repo = await open_repo(app, place, writable=True)
+    if repo is None:
+        return
+    try:
+        snaps = [x for x in await app.blocking(repo.snapshots) if x.name != "(damaged)"]
+        if not snaps:
+            await app.show_message("No backups", "This repository holds no snapshot yet.")
+            return
+        refs = References(repo)
+        while True:
+            screen = ManageScreen(snaps, lambda policy: forget_preview(repo, policy, refs), step="2/3")
+            policy = await app.push_screen_wait(screen)
+            if policy is None:
+                return
+            if await app.push_screen_wait(QuestionDialog(
+                    "Remove old backups?",
+                    f"{screen.removes} backup(s) will be removed for good ({policy.describe()}), and the space "
+                    "only they use is freed. The backups kept are not changed.",
+                    yes="Remove them", no="Back", danger=True)):
+                break
+
+        def run(on_event, cancel):
+            forgot = forget(repo, policy, wait=60)
+            return forgot, prune(repo, wait=600, on_event=on_event, cancel=cancel)
+
+        outcome = await app.push_screen_wait(JobScreen(
+            "Freeing space", run, cancel_title=MANAGE_CANCEL[0], cancel_text=MANAGE_CANCEL[1],
+            intro=f"Removing {screen.removes} backup(s), then the data no backup uses any more.",
+            phases={"repack": "Copying the pieces still used out of mostly unused packs"}))
+        if outcome.cancelled:
+            await app.show_message("Stopped", MANAGE_CANCEL[1])
+        elif outcome.error is not None:
+            await app.show_error(outcome.error, "free space")
+        else:
+            forgot, pruned = outcome.result
+            await app.push_screen_wait(ResultScreen("Space freed", [
+                f"Removed {len(forgot.removed)} backup(s); "
+                f"{len(forgot.verdicts) - len(forgot.removed)} kept.",
+                f"Freed {humanize.size(pruned.bytes_freed)} (read {humanize.size(pruned.bytes_read)}, "
+                f"wrote {humanize.size(pruned.bytes_written)}) in {humanize.duration(pruned.seconds)}.",
+            ], warnings=[f"kept {k}" for k in pruned.kept]))
+    finally:
+        repo.close()
+    await rescan(app)
+
+
 # -- the rest -------------------------------------------------------------------------------------
 async def disks(app) -> None:
     await app.push_screen_wait(DisksScreen())

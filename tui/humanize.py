@@ -31,6 +31,23 @@ def when(iso: str | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M")
 
 
+def age(iso: str | None, now: datetime | None = None) -> str:
+    """How long ago: '40 minutes', '3 hours', '5 days', '7 weeks', '2 years'."""
+    if not iso:
+        return "?"
+    try:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    now = now or datetime.now(t.tzinfo)
+    minutes = max(int((now - t).total_seconds() // 60), 0)
+    for unit, span in (("year", 525_600), ("week", 10_080), ("day", 1_440), ("hour", 60)):
+        if minutes >= 2 * span or (unit in ("day", "hour") and minutes >= span):
+            n = minutes // span
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
 def percent(part: int | None, whole: int | None) -> str:
     if part is None or not whole:
         return ""

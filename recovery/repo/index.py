@@ -105,6 +105,21 @@ class Index:
         pack = self._seg_packs[bisect.bisect_right(self._seg_starts, n) - 1]
         return Location(self.packs[pack], offset, stored_len, raw_len, kind, codec)
 
+    def pack_totals(self) -> dict[str, tuple[int, int]]:
+        """Each pack's (blob count, stored bytes of its blobs), from its first segment (a pack
+        named by two index files is counted once)."""
+        out: dict[str, tuple[int, int]] = {}
+        with self._adding:
+            ends = list(self._seg_starts[1:]) + [len(self._entries) // ENTRY.size]
+            for start, end, number in zip(self._seg_starts, ends, self._seg_packs):
+                pack_id = self.packs[number]
+                if pack_id in out:
+                    continue
+                view = memoryview(self._entries)[start * ENTRY.size:end * ENTRY.size]
+                out[pack_id] = (end - start, sum(e[2] for e in ENTRY.iter_unpack(view)))
+                view.release()
+        return out
+
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self._pack_numbers
 
@@ -268,6 +283,11 @@ def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]],
     name, body = encode_index_file(packs, sealer)
     storage.write(name, body)
     return name
+
+
+def load_index_file(storage: Storage, name: str) -> list[tuple[str, memoryview]]:
+    """One index file of a repository, read and checked: each pack it lists with its entries."""
+    return index_file_packs(name, storage.read(name))
 
 
 def read_index_file(path: Path) -> list[tuple[str, list[BlobEntry]]]:

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 
-from recovery.errors import RepositoryError
+from recovery.errors import BusyError, RepositoryError
 from recovery.host.tools import pid_alive
 from recovery.storage.base import Storage, StorageError
 
@@ -132,7 +132,7 @@ class Lock:
     def _refuse_if_backups(others: list[dict]) -> None:
         if others:
             names = ", ".join(who(h) for h in others)
-            raise RepositoryError(f"the repository is busy: backups are running ({names}); "
+            raise BusyError(f"the repository is busy: backups are running ({names}); "
                                   "wait for them to finish")
 
     def _content(self) -> bytes:
@@ -143,8 +143,8 @@ class Lock:
             "since": self._since, "refreshed": now, "expires": now + self.ttl, "token": self.token,
         }).encode()
 
-    def _busy(self, holder: dict | None) -> RepositoryError:
-        return RepositoryError(
+    def _busy(self, holder: dict | None) -> BusyError:
+        return BusyError(
             f"the repository is busy: {who(holder)} holds its lock "
             f"({self.storage.where(EXCLUSIVE)}) to delete data; wait for it to finish, or delete "
             "that lock if nothing is running there")

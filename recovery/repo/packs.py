@@ -38,6 +38,18 @@ def pack_name(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}.pack"
 
 
+def delete_pack(storage: Storage, pack_id: str) -> int:
+    """Remove a pack and every object that belongs to it; the bytes removed (0 when it was
+    already gone). The only place a pack is deleted, so nothing belonging to one is left."""
+    name = pack_name(pack_id)
+    try:
+        size = storage.size(name)
+    except FileNotFoundError:
+        return 0
+    storage.delete(name)
+    return size
+
+
 def pack_path(root: Path, pack_id: str) -> Path:
     """A pack's file in a repository folder on this machine."""
     return Path(root) / pack_name(pack_id)

@@ -491,6 +491,15 @@ class Repository:
         manifest.id = sid
         return sid
 
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot: its manifest, then its check marks (a mark left by a crash in
+        between names no snapshot and is ignored). Only under the exclusive lock (forget)."""
+        self.storage.delete(f"snapshots/{snapshot_id}.json")
+        if self.index_cache:
+            self.index_cache.drop(f"snapshots/{snapshot_id}.json")
+        for mark in ("verified", "damaged"):
+            self.storage.delete(f"{mark}/{snapshot_id}.json")
+
     def verified_at(self, snapshot_id: str) -> str | None:
         try:
             return json.loads(self._mark_open(snapshot_id, self.storage.read(f"verified/{snapshot_id}.json")))["time"]

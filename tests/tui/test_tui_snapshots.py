@@ -186,3 +186,44 @@ def test_file_browser(machine, snap_compare):
         await pilot.pause(0.1)
 
     assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)
+
+
+def test_manage_backups(machine, snap_compare, monkeypatch):
+    """Four backups of one small disk, the standard policy's preview. Dates, ages and the day
+    buckets in the reasons are frozen (they are clock times)."""
+    from textual.widgets import DataTable
+
+    from tests.integration.prune_history import history, new_repo
+    from tests.tui.helpers import wait_for
+    from tui.screens.manage import ManageScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(256 * 1024))
+    versions = machine / "versions"
+    versions.mkdir()
+    history(versions, new_repo(machine / "history"), 4)
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("m")
+        places = await wait_screen(pilot, PlacePickerScreen)
+        places.query_one("#places").highlighted = next(
+            i for i, p in enumerate(places.places) if str(p.path).endswith("history"))
+        await pilot.press("enter")
+        screen = await wait_screen(pilot, ManageScreen)
+        await wait_for(pilot, lambda: "removed" in str(screen.query_one("#preview").content), what="preview")
+        await wait_for(pilot, lambda: not [w for w in screen.workers if w.group == "preview" and w.is_running],
+                       what="the last preview")
+        await pilot.pause(0.2)
+        table = screen.query_one("#snapshots", DataTable)
+        columns = list(table.columns)
+        for n, row in enumerate(table.rows):
+            table.update_cell(row, columns[1], f"2026-01-01 12:0{n}")
+            table.update_cell(row, columns[2], "5 minutes")
+            why = str(table.get_cell(row, columns[5]))
+            frozen = re.sub(r"\d{4}-(W?)\d\d(-\d\d)?",
+                            lambda m: "2026-" + ("W01" if m[1] else "01") + ("-01" if m[2] else ""), why)
+            table.update_cell(row, columns[5], frozen)
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(machine, repo="history"), terminal_size=(100, 30), run_before=before)

@@ -32,6 +32,7 @@ class HomeScreen(Screen[None]):
         Binding("b", "choose('backup')", "Back up", show=False),
         Binding("r", "choose('restore')", "Restore", show=False),
         Binding("c", "choose('check')", "Check", show=False),
+        Binding("m", "choose('manage')", "Manage backups", show=False),
         Binding("g", "choose('files')", "Get files back", show=False),
         Binding("d", "choose('disks')", "Disks", show=False),
         Binding("f5", "app.rescan", "Look again"),
@@ -48,6 +49,7 @@ class HomeScreen(Screen[None]):
                 Option("[b]R[/b]estore a backup", id="restore"),
                 Option("[b]G[/b]et files back", id="files"),
                 Option("[b]C[/b]heck backups", id="check"),
+                Option("[b]M[/b]anage backups (free space)", id="manage"),
                 Option("[b]D[/b]isks", id="disks"),
             ]
             if self.app.live:
