@@ -285,9 +285,9 @@ def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]],
     return name
 
 
-def load_index_file(storage: Storage, name: str) -> list[tuple[str, memoryview]]:
+def load_index_file(storage: Storage, name: str, sealer: Sealer | None = None) -> list[tuple[str, memoryview]]:
     """One index file of a repository, read and checked: each pack it lists with its entries."""
-    return index_file_packs(name, storage.read(name))
+    return index_file_packs(name, storage.read(name), sealer)
 
 
 def read_index_file(path: Path) -> list[tuple[str, list[BlobEntry]]]:

@@ -276,14 +276,14 @@ class _Repacker:
         for e in live:
             stored = data[e.offset - start: e.offset - start + e.stored_len]
             try:
-                self.repo.decode(e.id, stored, e.raw_len, e.codec)
+                self.repo.decode(e.id, stored, e.raw_len, e.codec, e.kind)
             except DamageError as exc:
                 self.result.kept.append(f"pack {use.id[:16]}: {exc.message} (run lifeboat verify)")
                 return False
             blobs.append((e, stored))
         for e, stored in blobs:
             if self.writer is None:
-                self.writer = PackWriter(self.repo.storage)
+                self.writer = PackWriter(self.repo.storage, self.repo.sealer)
             self.writer.add(e.id, stored, e.raw_len, e.kind, e.codec)
             if self.writer.size >= self.pack_size:
                 self.seal()
@@ -314,7 +314,7 @@ class _Repacker:
 
 
 def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], result: PruneResult) -> None:
-    name, body = encode_index_file(packs)
+    name, body = encode_index_file(packs, repo.sealer)
     repo.storage.write(name, body)
     if repo.index_cache:
         repo.index_cache.put(name, body)
@@ -425,7 +425,7 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
         if not info.name.endswith(".idx"):
             continue
         try:
-            packs = load_index_file(repo.storage, info.name)
+            packs = load_index_file(repo.storage, info.name, repo.sealer)
         except (DamageError, FileNotFoundError, StorageError):
             continue              # unreadable: readers ignore it already
         if any(pid in doomed_set for pid, _ in packs):
@@ -449,7 +449,7 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
 
 
 def _pack_entries(repo: Repository, pack_id: str) -> list[BlobEntry]:
-    return read_footer(repo.storage, pack_name(pack_id))
+    return read_footer(repo.storage, pack_name(pack_id), sealer=repo.sealer)
 
 
 # -- forget ---------------------------------------------------------------------------------

@@ -332,3 +332,23 @@ def test_a_damaged_manifest_is_kept_by_forget_and_stops_prune(tmp_path):
     line = one_line_error(lifeboat("prune", "--repo", repo, check=False), 6)
     assert "prune needs every snapshot readable" in line
     assert stored_objects(repo) == before
+
+
+def test_forget_and_prune_in_an_encrypted_repository(tmp_path, monkeypatch):
+    """Sealed blobs are copied as they are, new packs get sealed footers and the new index file
+    is sealed: the kept snapshots still open and restore bit for bit."""
+    secret = tmp_path / "pass"
+    secret.write_text("a long passphrase for pruning\n")
+    secret.chmod(0o600)
+    monkeypatch.setenv("LIFEBOAT_PASSPHRASE_FILE", str(secret))
+    repo = str(tmp_path / "repo")
+    lifeboat("repo", "init", repo, "--chunk-size", WINDOW, "--encrypt",
+             "--kdf-memory", "8", "--kdf-iterations", "1", "--kdf-parallelism", "1")
+    snaps = history(tmp_path, repo, 4)
+    out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--prune", "--json", json_out=True).data
+    assert out["prune"]["bytes_freed"] > 0 and out["prune"]["packs_repacked"] > 0, out["prune"]
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    sid, version = snaps[-1]
+    restores_exactly(repo, sid, version, tmp_path)
+    index_files = list((tmp_path / "repo" / "index").glob("*.idx"))
+    assert index_files and all(not f.read_bytes().startswith(b"LBINDEX\x01") for f in index_files)
