@@ -32,6 +32,7 @@ from recovery.repo.index import Index, encode_index_file, unindexed_packs, write
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
+from recovery.stages import StageClock
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
@@ -506,6 +507,7 @@ class WriteSession:
         self.bytes_resumed = 0     # stored bytes reused from packs of an unfinished backup
         self._resumable: set[bytes] = set()
         self.resumed_ids: set[bytes] = set()   # reused from an interrupted backup: checked before the snapshot
+        self.clock = StageClock()              # the backup sets its own, to report where time went
 
     def __enter__(self) -> "WriteSession":
         self.lock.acquire()
@@ -620,7 +622,8 @@ class WriteSession:
             pass
 
     def _finish_pack(self, writer: PackWriter):
-        pack_id, entries = writer.finish()
+        with self.clock.stage("seal", writer.size):
+            pack_id, entries = writer.finish()
         self._note_unfinished(pack_id)
         return pack_id, entries
 
@@ -628,9 +631,10 @@ class WriteSession:
         """Store a blob unless present; returns the bytes newly written."""
         if self.has(bid):
             return 0
-        if self._pack is None:
-            self._pack = PackWriter(self.repo.storage)
-        self._pack.add(bid, stored, raw_len, kind, codec)
+        with self.clock.stage("write", len(stored)):
+            if self._pack is None:
+                self._pack = PackWriter(self.repo.storage)
+            self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)
         if self._pack.size >= self.pack_size:
@@ -649,7 +653,8 @@ class WriteSession:
     def _seal(self) -> None:
         writer, self._pack = self._pack, None
         self._sealing.append((self._sealer.submit(self._finish_pack, writer), writer))
-        self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
+        with self.clock.stage("seal wait"):
+            self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
 
     def _collect(self, keep: int | None = None) -> None:
         """Index the packs whose seal has finished, oldest first, waiting for more until at
