@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from recovery import __version__
@@ -120,8 +121,13 @@ def backup(
         _check_room(repo, name, bytes_used)
 
         meter = Meter("backup", bytes_used, sink)
-        with repo.writer(zstd_level, threads) as session:
+        from recovery.verify import ReadBack
+
+        # The read-back check starts on each pack as it is sealed; closed after the session.
+        with ReadBack(repo) if verify else nullcontext() as early, repo.writer(zstd_level, threads) as session:
             session.clock = clock
+            if early is not None:
+                session.on_sealed = early.start
             for line in session.lock.broken:         # a stale lock of a writer that is gone
                 warnings.append(line)
                 sink(Warning_(line))
@@ -140,7 +146,7 @@ def backup(
                 from recovery.verify import check_new_packs
 
                 with clock.stage("check"):
-                    check_new_packs(repo, session.new_packs, images, sink, cancel)
+                    check_new_packs(repo, session.new_packs, images, sink, cancel, early)
                 if session.resumed_ids:
                     # What the interrupted run stored was never read back: prove it now.
                     from recovery.verify import prove_blobs

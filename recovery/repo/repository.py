@@ -508,6 +508,9 @@ class WriteSession:
         self._resumable: set[bytes] = set()
         self.resumed_ids: set[bytes] = set()   # reused from an interrupted backup: checked before the snapshot
         self.clock = StageClock()              # the backup sets its own, to report where time went
+        # Called on the sealing thread with each pack once it is on the drive (the backup's
+        # read-back check starts there, while the next packs are still being written).
+        self.on_sealed = None
 
     def __enter__(self) -> "WriteSession":
         self.lock.acquire()
@@ -625,6 +628,8 @@ class WriteSession:
         with self.clock.stage("seal", writer.size):
             pack_id, entries = writer.finish()
         self._note_unfinished(pack_id)
+        if self.on_sealed is not None:
+            self.on_sealed(WrittenPack(pack_id, writer.digest, writer.size))
         return pack_id, entries
 
     def add(self, bid: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> int:
