@@ -124,7 +124,7 @@ def backup(
         from recovery.verify import ReadBack
 
         # The read-back check starts on each pack as it is sealed; closed after the session.
-        with ReadBack(repo) if verify else nullcontext() as early, repo.writer(zstd_level, threads) as session:
+        with ReadBack(repo, clock) if verify else nullcontext() as early, repo.writer(zstd_level, threads) as session:
             session.clock = clock
             if early is not None:
                 session.on_sealed = early.start

@@ -18,6 +18,7 @@ class StageClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.started = time.perf_counter()
+        self.started_at = time.time()          # the same moment, for comparing across processes
         self._cpu_started = time.process_time()
         self.cpu: dict[str, float] = {}
         self.wall: dict[str, float] = {}
@@ -47,6 +48,7 @@ class StageClock:
     def to_json(self) -> dict:
         with self._lock:
             return {
+                "started_at": self.started_at,
                 "wall_s": round(time.perf_counter() - self.started, 4),
                 "process_cpu_s": round(time.process_time() - self._cpu_started, 4),
                 "stages": {name: {"cpu_s": round(self.cpu[name], 4), "wall_s": round(self.wall[name], 4),

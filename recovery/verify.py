@@ -14,6 +14,7 @@ from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name
 from recovery.repo.repository import Repository
+from recovery.stages import StageClock
 from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
 
@@ -238,17 +239,22 @@ class ReadBack:
     than it claims), so `check_new_packs` reads again, after the last write, one block of
     every MiB of each pack (`sample_spans`) and compares it with what this first read saw."""
 
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, clock: StageClock | None = None):
         self.repo = repo
+        self.clock = clock or StageClock()
         threads = repo.storage.parallelism if repo.storage.remote else 1
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="read-back")
         self._lock = threading.Lock()
         self._started: dict[str, Future] = {}
 
     def start(self, pack: WrittenPack) -> None:
-        future = self._pool.submit(_read_back_whole, self.repo, pack)
+        future = self._pool.submit(self._read_back, pack)
         with self._lock:
             self._started[pack.id] = future
+
+    def _read_back(self, pack: WrittenPack) -> bytes:
+        with self.clock.stage("read-back", pack.size):
+            return _read_back_whole(self.repo, pack)
 
     def result(self, pack_id: str) -> bytes | None:
         """The digest of the pack's sample blocks as first read back (DamageError when that
