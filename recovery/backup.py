@@ -104,6 +104,7 @@ def backup(
     info = describe(source)
     check_source(info, repo)
     layout = read_layout(source)
+    clock.mark("layout_read")
     name = name or default_name(info)
     warnings: list[str] = []
 
@@ -118,7 +119,9 @@ def backup(
                 sink(Warning_(text))
             maps.append((part, fsinfo))
         bytes_used = sum(f.used_bytes for _, f in maps)
+        clock.mark("used_maps_read")
         _check_room(repo, name, bytes_used)
+        clock.mark("room_checked")
 
         meter = Meter("backup", bytes_used, sink)
         from recovery.verify import ReadBack
@@ -126,6 +129,7 @@ def backup(
         # The read-back check starts on each pack as it is sealed; closed after the session.
         with ReadBack(repo, clock) if verify else nullcontext() as early, repo.writer(zstd_level, threads) as session:
             session.clock = clock
+            clock.mark("repository_open")
             if early is not None:
                 session.on_sealed = early.start
             for line in session.lock.broken:         # a stale lock of a writer that is gone
