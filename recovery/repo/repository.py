@@ -81,18 +81,27 @@ class Compressor:
         highest = zstandard.MAX_COMPRESSION_LEVEL
         if level > highest:
             raise UsageError(f"zstd level {level} is out of range: the highest is {highest}")
-        # The queue holds the contexts not in use: taking one waits while all are busy.
-        self._idle: queue.SimpleQueue[zstandard.ZstdCompressor] = queue.SimpleQueue()
+        # The queue holds the contexts not in use, each with when it was put back (None before
+        # its first use): taking one waits while all are busy.
+        self._idle: queue.SimpleQueue[tuple[zstandard.ZstdCompressor, float | None]] = queue.SimpleQueue()
         for _ in range(worker_count(cores=threads)):
-            self._idle.put(zstandard.ZstdCompressor(level=level))
+            self._idle.put((zstandard.ZstdCompressor(level=level), None))
+        # Seconds contexts sat unused between two chunks, summed: a core left without a
+        # window to compress (reads not keeping up), for the backup's profile.
+        self.starved_s = 0.0
+        self._lock = threading.Lock()
 
     def compress(self, raw) -> tuple[bytes, int]:
         """The stored form and its codec: raw bytes when compression does not pay (< 1/64 saved)."""
-        cctx = self._idle.get()
+        cctx, since = self._idle.get()
+        if since is not None:
+            waited = time.perf_counter() - since
+            with self._lock:
+                self.starved_s += waited
         try:
             packed = cctx.compress(raw)
         finally:
-            self._idle.put(cctx)
+            self._idle.put((cctx, time.perf_counter()))
         if len(packed) >= len(raw) - len(raw) // 64:
             return bytes(raw), CODEC_RAW
         return packed, CODEC_ZSTD

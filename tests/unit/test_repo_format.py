@@ -231,6 +231,7 @@ def test_compressor_shares_its_contexts_and_keeps_raw_what_does_not_shrink():
     with pytest.raises(TypeError):
         comp.compress(12345)                        # a failed call still gives its context back
     assert comp._idle.qsize() == 2                  # both contexts are back, none lost
+    assert comp.starved_s >= 0
     for raw, (stored, codec) in zip(text, results):
         assert codec == 1 and zstandard.ZstdDecompressor().decompress(stored) == raw
     noise = os.urandom(100_000)
