@@ -254,7 +254,7 @@ def _store_windows(read_window, used, size: int, chunk: int, session, meter, can
     windows = used_windows(used, size, chunk)
     # As many windows being read as being compressed, plus two: with two readers the
     # compressors waited for data 35-50 % of the time on a shared 2-core machine (the
-    # profile's "compress starved" seconds), with cores + 2 readers 25-30 %.
+    # profile's "compress starved" seconds), with cores + 2 readers 24-35 %.
     cores = worker_count(cores=threads)
     results = ordered_map(hash_and_pack, windows, cancel, io_bound=True, cores=threads, readers=cores + 2)
     c0, w0 = tick(), time.perf_counter()
