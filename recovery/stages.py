@@ -56,12 +56,3 @@ class StageClock:
                 "marks": {k: round(v, 4) for k, v in self.marks.items()},
             }
 
-
-class NoClock(StageClock):
-    """Counts nothing: for callers that do not profile."""
-
-    def add(self, stage: str, cpu: float, wall: float, nbytes: int = 0) -> None:
-        pass
-
-    def mark(self, name: str) -> None:
-        pass
