@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -13,6 +14,7 @@ from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name, read_footer
 from recovery.repo.repository import Repository
+from recovery.stages import StageClock
 from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
 
@@ -243,28 +245,102 @@ def sealed_structure_problems(repo: Repository) -> list[str]:
     return problems
 
 
-def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToken) -> None:
+class ReadBack:
+    """The first half of a backup's read-back check, done while the backup still writes:
+    each pack, once sealed (flushed, its cached pages dropped), is read back whole from the
+    drive and compared with what was written, on a thread of its own, so the check costs the
+    backup no wall time where the drive has bandwidth to spare. Reading a pack right after
+    writing it cannot see a later write overwriting it (a drive that wraps around, smaller
+    than it claims), so `check_new_packs` reads again, after the last write, one block of
+    every MiB of each pack (`sample_spans`) and compares it with what this first read saw."""
+
+    def __init__(self, repo: Repository, clock: StageClock | None = None):
+        self.repo = repo
+        self.clock = clock or StageClock()
+        threads = repo.storage.parallelism if repo.storage.remote else 1
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="read-back")
+        self._lock = threading.Lock()
+        self._started: dict[str, Future] = {}
+
+    def start(self, pack: WrittenPack) -> None:
+        future = self._pool.submit(self._read_back, pack)
+        with self._lock:
+            self._started[pack.id] = future
+
+    def _read_back(self, pack: WrittenPack) -> bytes:
+        with self.clock.stage("read-back", pack.size):
+            return _read_back_whole(self.repo, pack)
+
+    def result(self, pack_id: str) -> bytes | None:
+        """The digest of the pack's sample blocks as first read back (DamageError when that
+        read failed), or None when the pack was not read back early."""
+        with self._lock:
+            future = self._started.get(pack_id)
+        return None if future is None else future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ReadBack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+FAILING = "the destination drive may be failing — the snapshot was not saved"
+
+
+def _read_back_whole(repo: Repository, pack: WrittenPack) -> bytes:
+    """Read a pack back whole; DamageError unless every byte is what was written. Returns the
+    digest of its sample blocks."""
+    name = pack_name(pack.id)
+    path = repo.storage.where(name)
+    try:
+        digest, samples = repo.storage.read_back(name, pack.size)
+    except OSError as exc:
+        raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {FAILING}") from exc
+    except UnreachableError:
+        raise
+    except LifeboatError as exc:
+        raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {FAILING}") from exc
+    if digest != pack.digest:
+        raise DamageError(f"the backup did not read back correctly from {path}; {FAILING}")
+    return samples
+
+
+def _read_back_samples(repo: Repository, pack: WrittenPack, expected: bytes) -> None:
+    name = pack_name(pack.id)
+    path = repo.storage.where(name)
+    try:
+        samples = repo.storage.read_back_samples(name, pack.size)
+    except OSError as exc:
+        raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {FAILING}") from exc
+    except UnreachableError:
+        raise
+    except LifeboatError as exc:
+        raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {FAILING}") from exc
+    if samples != expected:
+        raise DamageError(f"the backup did not read back correctly from {path}: a later write overwrote it "
+                          f"(the drive may be smaller than it claims); {FAILING}")
+
+
+def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToken,
+                    early: ReadBack | None = None) -> None:
     """After a backup: read back every pack it wrote, straight from the drive, and compare
     each byte (through its BLAKE3 digest) with what was written; then make sure every chunk
     the snapshot references is indexed. Raises DamageError before the snapshot becomes
-    visible. Decoding and hashing every chunk is `verify`'s job: here the question is only
+    visible. A pack `early` already read back whole is only sampled again here (see
+    ReadBack). Decoding and hashing every chunk is `verify`'s job: here the question is only
     whether the drive kept what it was given."""
     meter = Meter("check", sum(p.size for p in new_packs), sink)
-    failing = "the destination drive may be failing — the snapshot was not saved"
 
     def read_back(pack: WrittenPack):
-        name = pack_name(pack.id)
-        path = repo.storage.where(name)
-        try:
-            same = repo.storage.read_back_digest(name) == pack.digest
-        except OSError as exc:
-            raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {failing}") from exc
-        except UnreachableError:
-            raise
-        except LifeboatError as exc:
-            raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {failing}") from exc
-        if not same:
-            raise DamageError(f"the backup did not read back correctly from {path}; {failing}")
+        first = early.result(pack.id) if early is not None else None
+        if first is None:
+            _read_back_whole(repo, pack)
+        else:
+            _read_back_samples(repo, pack, first)
         return pack.size
 
     for size in ordered_map(read_back, new_packs, cancel, io_bound=True):

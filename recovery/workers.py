@@ -14,20 +14,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def worker_count(io_bound: bool = False, cores: int | None = None) -> int:
-    """Threads for the pool: one per core (or `cores` when the user chose), and two more when
-    each item also waits on a read the page cache does not prefetch (O_DIRECT), so a core
+def worker_count(io_bound: bool = False, cores: int | None = None, readers: int = 2) -> int:
+    """Threads for the pool: one per core (or `cores` when the user chose), and `readers` more
+    when each item also waits on a read the page cache does not prefetch (O_DIRECT), so a core
     never idles on I/O."""
     cores = cores or max(2, min(os.cpu_count() or 2, 8))
-    return cores + 2 if io_bound else cores
+    return cores + readers if io_bound else cores
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], cancel: CancelToken,
-                io_bound: bool = False, cores: int | None = None) -> Iterator[R]:
+                io_bound: bool = False, cores: int | None = None, readers: int = 2) -> Iterator[R]:
     """fn(item) for every item on a thread pool, results in the items' order. At most a few
     items per worker are in flight, so memory stays bounded whatever the disk size; the
     cancel token is checked before each new item."""
-    workers = worker_count(io_bound, cores)
+    workers = worker_count(io_bound, cores, readers)
     pending: deque = deque()
     with ThreadPoolExecutor(workers) as pool:
         try:

@@ -36,6 +36,7 @@ from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
 from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
                                    key_check)
+from recovery.stages import StageClock
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
@@ -96,18 +97,27 @@ class Compressor:
         highest = zstandard.MAX_COMPRESSION_LEVEL
         if level > highest:
             raise UsageError(f"zstd level {level} is out of range: the highest is {highest}")
-        # The queue holds the contexts not in use: taking one waits while all are busy.
-        self._idle: queue.SimpleQueue[zstandard.ZstdCompressor] = queue.SimpleQueue()
+        # The queue holds the contexts not in use, each with when it was put back (None before
+        # its first use): taking one waits while all are busy.
+        self._idle: queue.SimpleQueue[tuple[zstandard.ZstdCompressor, float | None]] = queue.SimpleQueue()
         for _ in range(worker_count(cores=threads)):
-            self._idle.put(zstandard.ZstdCompressor(level=level))
+            self._idle.put((zstandard.ZstdCompressor(level=level), None))
+        # Seconds contexts sat unused between two chunks, summed: a core left without a
+        # window to compress (reads not keeping up), for the backup's profile.
+        self.starved_s = 0.0
+        self._lock = threading.Lock()
 
     def compress(self, raw) -> tuple[bytes, int]:
         """The stored form and its codec: raw bytes when compression does not pay (< 1/64 saved)."""
-        cctx = self._idle.get()
+        cctx, since = self._idle.get()
+        if since is not None:
+            waited = time.perf_counter() - since
+            with self._lock:
+                self.starved_s += waited
         try:
             packed = cctx.compress(raw)
         finally:
-            self._idle.put(cctx)
+            self._idle.put((cctx, time.perf_counter()))
         if len(packed) >= len(raw) - len(raw) // 64:
             return bytes(raw), CODEC_RAW
         return packed, CODEC_ZSTD
@@ -633,6 +643,10 @@ class WriteSession:
         self.bytes_resumed = 0     # stored bytes reused from packs of an unfinished backup
         self._resumable: set[bytes] = set()
         self.resumed_ids: set[bytes] = set()   # reused from an interrupted backup: checked before the snapshot
+        self.clock = StageClock()              # the backup sets its own, to report where time went
+        # Called on the sealing thread with each pack once it is on the drive (the backup's
+        # read-back check starts there, while the next packs are still being written).
+        self.on_sealed = None
 
     def __enter__(self) -> "WriteSession":
         self.lock.acquire()
@@ -747,17 +761,21 @@ class WriteSession:
             pass
 
     def _finish_pack(self, writer: PackWriter):
-        pack_id, entries = writer.finish()
+        with self.clock.stage("seal", writer.size):
+            pack_id, entries = writer.finish()
         self._note_unfinished(pack_id)
+        if self.on_sealed is not None:
+            self.on_sealed(WrittenPack(pack_id, writer.digest, writer.size))
         return pack_id, entries
 
     def add(self, bid: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> int:
         """Store a blob unless present; returns the bytes newly written."""
         if self.has(bid):
             return 0
-        if self._pack is None:
-            self._pack = PackWriter(self.repo.storage, self.repo.sealer)
-        self._pack.add(bid, stored, raw_len, kind, codec)
+        with self.clock.stage("write", len(stored)):
+            if self._pack is None:
+                self._pack = PackWriter(self.repo.storage, self.repo.sealer)
+            self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)
         if self._pack.size >= self.pack_size:
@@ -782,7 +800,8 @@ class WriteSession:
     def _seal(self) -> None:
         writer, self._pack = self._pack, None
         self._sealing.append((self._sealer.submit(self._finish_pack, writer), writer))
-        self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
+        with self.clock.stage("seal wait"):
+            self._collect(keep=self.SEALS_IN_FLIGHT + self._seal_threads - 1)
 
     def _collect(self, keep: int | None = None) -> None:
         """Index the packs whose seal has finished, oldest first, waiting for more until at

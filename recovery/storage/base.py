@@ -20,6 +20,46 @@ import blake3
 from recovery.errors import RepositoryError
 
 READ_PIECE = 4 * 1024 * 1024
+# A read-back check done while a backup still writes is repeated, after the last write, on
+# one SAMPLE_BLOCK of every SAMPLE_STRIDE bytes of each object (and its last block): a drive
+# that wraps around overwrites earlier data with later writes, which the samples see.
+SAMPLE_BLOCK = 4096
+SAMPLE_STRIDE = 1024 * 1024
+
+
+def sample_spans(size: int, stride: int = SAMPLE_STRIDE, block: int = SAMPLE_BLOCK) -> list[tuple[int, int]]:
+    """The (offset, length) blocks of an object of `size` bytes the late check re-reads:
+    one at each multiple of `stride`, and the last (partial) block; offsets block-aligned."""
+    spans = [(off, min(block, size - off)) for off in range(0, size, stride)]
+    last = (size - 1) // block * block if size else 0
+    if size and spans[-1][0] != last:
+        spans.append((last, size - last))
+    return spans
+
+
+class SampleHasher:
+    """BLAKE3 of an object's sample blocks, fed the object's pieces in order while it is read
+    whole (so the first read-back also records what the samples must read later)."""
+
+    def __init__(self, spans: list[tuple[int, int]]):
+        self._spans = spans
+        self._next = 0
+        self._hasher = blake3.blake3()
+
+    def feed(self, pos: int, piece) -> None:
+        end = pos + len(piece)
+        while self._next < len(self._spans):
+            off, n = self._spans[self._next]
+            if off + n > end:
+                if off < end:         # a block split across two pieces: take its first part now
+                    self._hasher.update(piece[off - pos:])
+                    self._spans[self._next] = (end, off + n - end)
+                return
+            self._hasher.update(piece[max(off, pos) - pos : off + n - pos])
+            self._next += 1
+
+    def digest(self) -> bytes:
+        return self._hasher.digest()
 
 
 class StorageError(RepositoryError):
@@ -152,14 +192,28 @@ class Storage(ABC):
 
     def read_back_digest(self, name: str) -> bytes:
         """BLAKE3 of an object's bytes as the storage returns them now (read-back check)."""
+        return self.read_back(name)[0]
+
+    def read_back(self, name: str, size: int | None = None) -> tuple[bytes, bytes]:
+        """BLAKE3 of an object's bytes as the storage returns them now, and BLAKE3 of its
+        sample blocks (`sample_spans` of `size`, the size it was written with) among them."""
         hasher = blake3.blake3()
+        samples = SampleHasher(sample_spans(self.size(name) if size is None else size))
         pos = 0
         while True:
             piece = self.read(name, pos, READ_PIECE)
             if not piece:
                 break
             hasher.update(piece)
+            samples.feed(pos, piece)
             pos += len(piece)
+        return hasher.digest(), samples.digest()
+
+    def read_back_samples(self, name: str, size: int) -> bytes:
+        """BLAKE3 of the sample blocks of an object written with `size` bytes, read now."""
+        hasher = blake3.blake3()
+        for off, n in sample_spans(size):
+            hasher.update(self.read(name, off, n))
         return hasher.digest()
 
     def scratch_clean(self, keep) -> None:

@@ -17,7 +17,15 @@ import blake3
 from recovery.errors import NoSpaceError
 from recovery.host import direct
 from recovery.host.tools import pid_alive
-from recovery.storage.base import READ_PIECE, ObjectInfo, ObjectWriter, Storage, StorageError
+from recovery.storage.base import (
+    READ_PIECE,
+    ObjectInfo,
+    ObjectWriter,
+    SampleHasher,
+    Storage,
+    StorageError,
+    sample_spans,
+)
 
 SCRATCH = "tmp"
 FULL = ("the backup destination is full; the repository is unchanged and every earlier "
@@ -244,34 +252,53 @@ class LocalStorage(Storage):
             return None
         return st.f_bavail * st.f_frsize
 
-    def read_back_digest(self, name: str) -> bytes:
-        """Read with O_DIRECT where the filesystem allows it (no page-cache copy, no stale
-        cached page), buffered elsewhere."""
+    def _read_back_pieces(self, name: str, spans):
+        """(offset, bytes) pieces of the spans [(offset, length or None for the rest)] of an
+        object, read with O_DIRECT where the filesystem allows it (no page-cache copy, no stale
+        cached page: what the medium holds), buffered elsewhere; each piece is valid until the
+        next one."""
         path = str(self.root / name)
         fd = direct.open_direct(path)
         is_direct = fd is not None
         if fd is None:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        hasher = blake3.blake3()
         buf = direct.aligned_buffer(READ_PIECE)
-        pos = 0
         try:
-            while True:
-                try:
-                    n = os.preadv(fd, [buf], pos)
-                except OSError as exc:
-                    if not (is_direct and direct.refused(exc)):
-                        raise
-                    os.close(fd)
-                    fd, is_direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
-                    continue
-                if n <= 0:
-                    break
-                hasher.update(buf[:n])
-                pos += n
+            for start, length in spans:
+                pos, end = start, None if length is None else start + length
+                while end is None or pos < end:
+                    want = READ_PIECE if end is None else min(READ_PIECE, -(-(end - pos) // 4096) * 4096)
+                    try:
+                        n = os.preadv(fd, [buf[:want]], pos)
+                    except OSError as exc:
+                        if not (is_direct and direct.refused(exc)):
+                            raise
+                        os.close(fd)
+                        fd, is_direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+                        continue
+                    if n <= 0:
+                        break
+                    n = n if end is None else min(n, end - pos)
+                    yield pos, buf[:n]
+                    pos += n
         finally:
             os.close(fd)
             buf.release()
+
+    def read_back(self, name: str, size: int | None = None) -> tuple[bytes, bytes]:
+        hasher = blake3.blake3()
+        samples = None
+        for pos, piece in self._read_back_pieces(name, [(0, None)]):
+            if samples is None:
+                samples = SampleHasher(sample_spans(self.size(name) if size is None else size))
+            hasher.update(piece)
+            samples.feed(pos, piece)
+        return hasher.digest(), (samples or SampleHasher([])).digest()
+
+    def read_back_samples(self, name: str, size: int) -> bytes:
+        hasher = blake3.blake3()
+        for _, piece in self._read_back_pieces(name, sample_spans(size)):
+            hasher.update(piece)
         return hasher.digest()
 
     def scratch_clean(self, keep=None) -> None:

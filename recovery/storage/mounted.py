@@ -153,6 +153,12 @@ class MountedStorage(LocalStorage):
     def read_back_digest(self, name) -> bytes:
         return self._again(lambda: super(MountedStorage, self).read_back_digest(name))
 
+    def read_back(self, name, size=None) -> tuple[bytes, bytes]:
+        return self._again(lambda: super(MountedStorage, self).read_back(name, size))
+
+    def read_back_samples(self, name, size) -> bytes:
+        return self._again(lambda: super(MountedStorage, self).read_back_samples(name, size))
+
     def unmount(self) -> None:
         self.close()
         with _lock:

@@ -39,6 +39,16 @@ def test_gpt_disk_restores_onto_a_larger_image(tmp_path, gpt_pc):
     # Garbage fills the free space; only used data may be stored (random data: ~1:1).
     assert made["bytes_stored_new"] < made["bytes_used"] * 1.05 + 2 * MiB
     assert made["bytes_used"] < 0.6 * gpt_pc.disk.stat().st_size
+    # Where the time went: every used byte read once, each window hashed, every stored byte
+    # written once, and each new pack (stored bytes plus its header and footer) read back.
+    profile = made["profile"]
+    stages = profile["stages"]
+    assert stages["read"]["bytes"] == made["bytes_used"]
+    assert stages["hash"]["bytes"] >= made["bytes_used"]
+    assert stages["write"]["bytes"] == made["bytes_stored_new"]
+    assert stages["read-back"]["bytes"] > made["bytes_stored_new"]
+    assert all(st["cpu_s"] >= 0 and st["wall_s"] >= 0 for st in stages.values())
+    assert 0 < profile["marks"]["first_read"] < profile["wall_s"]
 
     target = tmp_path / "new-disk.img"
     target.write_bytes(b"")

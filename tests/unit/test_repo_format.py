@@ -154,6 +154,75 @@ def test_read_back_check_passes_an_intact_pack_and_names_a_vanished_one(tmp_path
         check_new_packs(repo, new_packs, [], ignore, CancelToken())
 
 
+def _packs_read_back_early(tmp_path, monkeypatch):
+    """A session whose packs (3 MiB each, incompressible) are read back as each is sealed,
+    as a backup does; returns the repository, its new packs and the early read-back."""
+    from recovery.verify import ReadBack
+
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(3 * 1024 * 1024))
+    repo = Repository.init(tmp_path / "r")
+    early = ReadBack(repo)
+    with early, repo.writer() as session:
+        session.on_sealed = early.start
+        for _ in range(12):
+            raw = os.urandom(1024 * 1024)
+            stored, codec = session.compressor.compress(raw)
+            session.add(blob_id(raw), stored, len(raw), KIND_DATA, codec)
+        session.flush()
+        packs = list(session.new_packs)
+        assert len(packs) == 4 and all(early.result(p.id) is not None for p in packs)
+        return repo, packs, early
+
+
+def test_early_read_back_then_samples_catch_a_drive_that_wraps_around(tmp_path, monkeypatch):
+    """Each pack read back whole right after its seal passes; then the drive, smaller than
+    it claims, writes the last pack over the start of the first (what it wraps onto): the
+    check after the last write reads one block of every MiB of each pack again and fails."""
+    from recovery.events import CancelToken, ignore
+    from recovery.repo.packs import pack_path
+    from recovery.verify import check_new_packs
+
+    repo, packs, early = _packs_read_back_early(tmp_path, monkeypatch)
+    check_new_packs(repo, packs, [], ignore, CancelToken(), early)          # intact: passes
+    first, last = (pack_path(repo.path, p.id) for p in (packs[0], packs[-1]))
+    wrapped = last.read_bytes()[: 2 * 1024 * 1024]
+    with open(first, "r+b") as f:
+        f.seek(4096 * 3)                      # not aligned with any sample block's start
+        f.write(wrapped)
+    with pytest.raises(DamageError, match="a later write overwrote it"):
+        check_new_packs(repo, packs, [], ignore, CancelToken(), early)
+    # Without the early read-back the whole pack is read again, and fails as well.
+    with pytest.raises(DamageError, match="did not read back correctly"):
+        check_new_packs(repo, packs, [], ignore, CancelToken())
+
+
+def test_early_read_back_rejects_a_pack_altered_before_it_was_read(tmp_path, monkeypatch):
+    """The early read-back itself compares every byte: a pack that differs when first read
+    fails the check, whichever byte it is."""
+    from recovery.events import CancelToken, ignore
+    from recovery.repo.packs import WrittenPack
+    from recovery.verify import ReadBack, check_new_packs
+
+    repo, packs, _ = _packs_read_back_early(tmp_path, monkeypatch)
+    lying = [WrittenPack(p.id, bytes(32) if i == 2 else p.digest, p.size) for i, p in enumerate(packs)]
+    with ReadBack(repo) as early:
+        for p in lying:
+            early.start(p)
+        with pytest.raises(DamageError, match="did not read back correctly"):
+            check_new_packs(repo, lying, [], ignore, CancelToken(), early)
+
+
+def test_sample_spans_cover_one_block_a_mib_and_the_end():
+    from recovery.storage.base import sample_spans
+
+    MiB = 1024 * 1024
+    assert sample_spans(0) == []
+    assert sample_spans(100) == [(0, 100)]
+    assert sample_spans(3 * MiB) == [(0, 4096), (MiB, 4096), (2 * MiB, 4096), (3 * MiB - 4096, 4096)]
+    assert sample_spans(MiB + 10) == [(0, 4096), (MiB, 10)]
+    assert sample_spans(2 * MiB + 5000) == [(0, 4096), (MiB, 4096), (2 * MiB, 4096), (2 * MiB + 4096, 904)]
+
+
 def test_compressor_shares_its_contexts_and_keeps_raw_what_does_not_shrink():
     comp = Compressor(3, threads=2)
     text = [f"line {i} of a log file\n".encode() * 20_000 for i in range(16)]
@@ -162,6 +231,7 @@ def test_compressor_shares_its_contexts_and_keeps_raw_what_does_not_shrink():
     with pytest.raises(TypeError):
         comp.compress(12345)                        # a failed call still gives its context back
     assert comp._idle.qsize() == 2                  # both contexts are back, none lost
+    assert comp.starved_s >= 0
     for raw, (stored, codec) in zip(text, results):
         assert codec == 1 and zstandard.ZstdDecompressor().decompress(stored) == raw
     noise = os.urandom(100_000)
