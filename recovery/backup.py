@@ -20,7 +20,7 @@ from recovery.probe.bootarea import read_boot_areas
 from recovery.probe.disks import describe
 from recovery.probe.mounts import is_on_disk, mounts_on_disk
 from recovery.probe.table import read_layout
-from recovery.repo.format import ID_SIZE, KIND_DATA, blob_id
+from recovery.repo.format import ID_SIZE, KIND_DATA
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
 from recovery.repo.repository import Repository, now_iso
 from recovery.stages import StageClock
