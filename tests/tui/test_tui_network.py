@@ -1,0 +1,219 @@
+"""Repositories on the network in the TUI, driven with Pilot: a backup into and a restore from
+an S3 location on a real SeaweedFS server on loopback (every file compared), the engine's own
+line for a wrong secret, the location remembered without its secret, and the Network screen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, OptionList, Static
+
+from recovery.repo.repository import Repository
+from tests import fsimages as fi
+from tests.netservers import ACCESS_KEY, SECRET_KEY, seaweedfs  # noqa: F401 - the server fixture
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
+
+pytestmark = pytest.mark.tui
+SECRET_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_S3_PATH_STYLE",
+               "LIFEBOAT_PASSWORD")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def netenv(machine, monkeypatch):
+    """No secret in the environment to begin with (the screen puts them there; monkeypatch
+    takes them away after the test); remembered locations in the test's own data folder."""
+    for var in SECRET_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(machine / "data"))
+    monkeypatch.setenv("LIFEBOAT_LOG_DIR", str(machine / "logs"))
+    return machine / "data"
+
+
+async def fill(screen, pilot, **values) -> None:
+    for wid, value in values.items():
+        field = screen.query_one(f"#{wid}", Input)
+        field.value = value
+    await pilot.pause(0.05)
+
+
+async def press_button(pilot, screen, wid: str) -> None:
+    screen.query_one(f"#{wid}").press()
+    await pilot.pause(0.05)
+
+
+def outcome(screen) -> str:
+    return str(screen.query_one("#outcome", Static).content)
+
+
+def partition_trees(image: Path) -> list[dict[str, str]]:
+    """Every file of each partition of a demo-pc disk image (FAT32 ESP, ext4), with its hash."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    trees = []
+    for p, reader in zip(table["partitions"], (fi.vfat_tree, fi.ext_tree)):
+        trees.append(reader(image, p["start"] * 512, p["size"] * 512))
+    return trees
+
+
+def test_backup_into_and_restore_from_s3(machine, netenv, seaweedfs):
+    from tui.screens.backup_summary import BackupSummaryScreen
+    from tui.screens.confirm import ConfirmScreen
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.home import HomeScreen
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.plan import PlanScreen
+    from tui.screens.result import ResultScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    seaweedfs.bucket("tuinet")
+    url = "s3://tuinet/office/pc"
+
+    async def backup():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("b")
+            await wait_screen(pilot, DiskPickerScreen)
+            await pilot.press("enter")                                  # demo-pc.img
+            await wait_screen(pilot, PlacePickerScreen)
+            assert "A network location…" in screen_text(app)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url=url)
+            # The fields the scheme needs, and only those, are shown; secrets are masked.
+            assert form.query_one("#aws_secret_access_key", Input).display
+            assert form.query_one("#aws_secret_access_key", Input).password
+            assert not form.query_one("#lifeboat_password", Input).display
+            await fill(form, pilot, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                       endpoint=seaweedfs.endpoint)
+            await press_button(pilot, form, "test")
+            await wait_for(pilot, lambda: outcome(form).startswith("Works"), 60, "the test of the location")
+            assert outcome(form) == "Works: empty, a new repository will be made there."
+            assert SECRET_KEY not in screen_text(app)
+            await press_button(pilot, form, "use")
+            await wait_screen(pilot, BackupSummaryScreen, timeout=60)
+            assert url in screen_text(app) and "a new one will be made here" in screen_text(app)
+            await pilot.press("f10")
+            await wait_screen(pilot, ResultScreen, timeout=180)
+            assert "Backup finished" in screen_text(app)
+            await pilot.press("enter")
+            await wait_screen(pilot, HomeScreen)
+
+    run(backup())
+    repo = Repository.open(url)
+    try:
+        assert [s.name for s in repo.snapshots()] == ["demo-pc"]
+    finally:
+        repo.close()
+    # Remembered without its secret: the location and endpoint only.
+    saved = (netenv / "locations.json").read_text()
+    entry = json.loads(saved)["locations"][0]
+    assert entry["url"] == url and entry["endpoint"] == seaweedfs.endpoint and entry["last_used"]
+    assert SECRET_KEY not in saved and ACCESS_KEY not in saved
+
+    # Next time (a new process: no secret in the environment) it is listed; choosing it asks
+    # only for the keys.
+    for var in SECRET_VARS:
+        os.environ.pop(var, None)
+
+    async def restore():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            picker = await wait_screen(pilot, PlacePickerScreen)
+            assert f"Network: {url}" in screen_text(app) and "last used" in screen_text(app)
+            options = picker.query_one(OptionList)
+            options.highlighted = next(i for i in range(options.option_count)
+                                       if options.get_option_at_index(i).id == "net-0")
+            await pilot.press("enter")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            assert form.query_one("#url", Input).value == url
+            assert form.query_one("#endpoint", Input).value == seaweedfs.endpoint
+            assert form.focused is form.query_one("#aws_access_key_id", Input)
+            assert form.query_one("#aws_access_key_id", Input).value == ""
+            await pilot.press(*ACCESS_KEY)
+            await fill(form, pilot, aws_secret_access_key=SECRET_KEY)
+            await pilot.press("enter")                                   # Enter in a field: use it
+            await wait_screen(pilot, SnapshotPickerScreen, timeout=60)
+            assert "demo-pc" in screen_text(app)
+            await pilot.press("enter")
+            await wait_screen(pilot, DiskPickerScreen)
+            await pilot.press("down", "enter")                           # new-disk.img
+            await wait_screen(pilot, PlanScreen, timeout=60)
+            await pilot.press("enter")
+            await wait_screen(pilot, ConfirmScreen)
+            await pilot.press(*"new-disk.img", "enter")
+            await wait_screen(pilot, ResultScreen, timeout=180)
+            assert "Restore finished" in screen_text(app)
+
+    run(restore())
+    restored, original = partition_trees(machine / "new-disk.img"), partition_trees(machine / "demo-pc.img")
+    assert all(restored) and restored == original
+
+
+def test_wrong_secret_is_the_engines_one_line_and_nothing_is_remembered(machine, netenv, seaweedfs):
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    seaweedfs.bucket("tuinet")
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url="s3://tuinet/office/pc", aws_access_key_id=ACCESS_KEY,
+                       aws_secret_access_key="not-the-secret", endpoint=seaweedfs.endpoint)
+            await press_button(pilot, form, "use")
+            await wait_for(pilot, lambda: outcome(form) and not outcome(form).startswith("Trying"), 60,
+                           "the answer")
+            said = outcome(form)
+            assert app.screen is form                  # still on the form, to correct it
+            assert "\n" not in said and "Traceback" not in said and "not-the-secret" not in said
+            return said
+
+    said = run(scenario())
+    print(said)
+    assert "secret" in said.lower() or "refused" in said.lower() or "denied" in said.lower(), said
+    assert not (netenv / "locations.json").exists()
+
+
+@pytest.mark.parametrize("typed, words", [
+    ("ftp://host/x", "Lifeboat knows folders and s3://"),
+    ("sftp://host/backups", "say which user to log in as"),
+    ("/media/usb", "is a folder, not a network location"),
+])
+def test_a_malformed_location_is_one_line(machine, netenv, typed, words):
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url=typed)
+            await press_button(pilot, form, "test")
+            await wait_for(pilot, lambda: words in outcome(form), 30, "the message")
+            assert "\n" not in outcome(form)
+            await pilot.press("escape")
+            await wait_screen(pilot, PlacePickerScreen)
+
+    run(scenario())
