@@ -120,11 +120,16 @@ def _address(text: str, what: str) -> ipaddress.IPv4Address:
         raise UsageError(f"{text.strip()!r} is not a usable {what}: write it as four numbers, like 192.168.1.1") from None
 
 
-def set_fixed_address(interface: str, cidr: str, gateway: str = "", dns: str = "",
-                      resolv_conf: Path = Path("/etc/resolv.conf"), status_dir: Path = STATUS_DIR) -> None:
-    """Give `interface` the fixed IPv4 address `cidr` ("ADDRESS/PREFIX") in place of what it had,
-    `gateway` as the default route and `dns` as the name server, as lifeboat.net= does at boot.
-    UsageError for a malformed value (nothing is changed then); ToolError when `ip` refuses."""
+@dataclass(frozen=True)
+class FixedAddress:
+    interface: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+    dns: tuple[ipaddress.IPv4Address, ...]
+
+
+def check_fixed_address(interface: str, cidr: str, gateway: str = "", dns: str = "") -> FixedAddress:
+    """The values of a fixed address, checked (UsageError, one line, for the first bad one)."""
     names = {i.name for i in interfaces()}
     if interface not in names:
         raise UsageError(f"there is no network interface {interface!r} (there are: {', '.join(sorted(names)) or 'none'})")
@@ -135,12 +140,22 @@ def set_fixed_address(interface: str, cidr: str, gateway: str = "", dns: str = "
         iface = ipaddress.IPv4Interface(text)
     except ValueError:
         raise UsageError(f"{text!r} is not a usable address: write ADDRESS/PREFIX, like 192.168.1.20/24") from None
-    if iface.network.prefixlen < 32 and iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+    if iface.network.prefixlen < 31 and iface.ip in (iface.network.network_address, iface.network.broadcast_address):
         raise UsageError(f"{text} names the network itself or its broadcast address, not a machine on it")
     gw = _address(gateway, "gateway") if gateway.strip() else None
     if gw is not None and gw not in iface.network:
         raise UsageError(f"the gateway {gw} is not in the network {iface.network} of the address")
-    servers = [_address(s, "DNS server") for s in dns.replace(",", " ").split()]
+    servers = tuple(_address(s, "DNS server") for s in dns.replace(",", " ").split())
+    return FixedAddress(interface, iface, gw, servers)
+
+
+def set_fixed_address(interface: str, cidr: str, gateway: str = "", dns: str = "",
+                      resolv_conf: Path = Path("/etc/resolv.conf"), status_dir: Path | None = None) -> None:
+    """Give `interface` the fixed IPv4 address `cidr` ("ADDRESS/PREFIX") in place of what it had,
+    `gateway` as the default route and `dns` as the name server, as lifeboat.net= does at boot.
+    UsageError for a malformed value (nothing is changed then); ToolError when `ip` refuses."""
+    fixed = check_fixed_address(interface, cidr, gateway, dns)
+    iface, gw, servers = fixed.address, fixed.gateway, fixed.dns
     steps = [["ip", "link", "set", interface, "up"],
              ["ip", "-4", "addr", "flush", "dev", interface],
              ["ip", "addr", "add", str(iface), "dev", interface]]
@@ -157,6 +172,7 @@ def set_fixed_address(interface: str, cidr: str, gateway: str = "", dns: str = "
         except OSError as exc:
             raise ToolError(f"cannot write the name server to {resolv_conf}: {exc.strerror}") from exc
     try:
+        status_dir = status_dir or STATUS_DIR
         status_dir.mkdir(parents=True, exist_ok=True)
         (status_dir / interface).write_text(f"{iface} {gw or ''}\n")
     except OSError:

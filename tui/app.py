@@ -157,6 +157,7 @@ class LifeboatApp(App[int]):
             "check": flows.check,
             "files": get_files,
             "disks": flows.disks,
+            "network": flows.network,
             "shell": flows.system_action,
             "reboot": flows.system_action,
             "poweroff": flows.system_action,

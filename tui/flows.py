@@ -508,6 +508,12 @@ POWER_WORDS = {
 }
 
 
+async def network(app) -> None:
+    from tui.screens.network import NetworkScreen
+
+    await app.push_screen_wait(NetworkScreen())
+
+
 async def system_action(app, what: str) -> None:
     """Shell, reboot, power off: the live system's actions (recovery.system refuses elsewhere)."""
     from recovery import system
