@@ -41,10 +41,10 @@ class NetworkScreen(Screen[None]):
         with VerticalScroll(id="netform"):
             yield Static("Looking…", id="interfaces", markup=False)
             yield Static("A fixed address, for a network without DHCP:", classes="field-label", markup=False)
-            yield Input(placeholder="interface, such as eth0", id="interface")
-            yield Input(placeholder="ADDRESS/PREFIX, such as 192.168.1.20/24", id="address")
-            yield Input(placeholder="gateway, such as 192.168.1.1 (may stay empty)", id="gateway")
-            yield Input(placeholder="DNS server, such as 192.168.1.1 (may stay empty)", id="dns")
+            yield Input(placeholder="interface, such as eth0", id="interface", compact=True)
+            yield Input(placeholder="ADDRESS/PREFIX, such as 192.168.1.20/24", id="address", compact=True)
+            yield Input(placeholder="gateway, such as 192.168.1.1 (may stay empty)", id="gateway", compact=True)
+            yield Input(placeholder="DNS server, such as 192.168.1.1 (may stay empty)", id="dns", compact=True)
             yield Static("", id="outcome", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Set it", compact=True, id="set", variant="primary")
@@ -65,8 +65,8 @@ class NetworkScreen(Screen[None]):
         found = await self.app.blocking(network.interfaces)
         self.query_one("#interfaces", Static).update(interfaces_text(found))
         field = self.query_one("#interface", Input)
-        if not field.value and found:
-            field.value = found[0].name
+        if not field.value and found:          # the first with a cable in, else the first
+            field.value = next((i.name for i in found if i.carrier), found[0].name)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

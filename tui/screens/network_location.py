@@ -49,7 +49,7 @@ class NetworkLocationScreen(Screen["Place | None"]):
         with VerticalScroll(id="netform"):
             yield Static(HINT, classes="hint", markup=False)
             yield Input(self.remembered.url if self.remembered else "", placeholder="s3://bucket/prefix",
-                        id="url")
+                        id="url", compact=True)
             seen: set[str] = set()
             for scheme, fields in FIELDS.items():
                 for var, label, masked in fields:
@@ -57,10 +57,10 @@ class NetworkLocationScreen(Screen["Place | None"]):
                         continue
                     seen.add(var)
                     yield Static(label, classes=f"field-label {var}", markup=False)
-                    yield Input(os.environ.get(var, ""), password=masked, id=var.lower(), classes=f"secret {var}")
+                    yield Input(os.environ.get(var, ""), password=masked, id=var.lower(), classes=f"secret {var}", compact=True)
             endpoint = (self.remembered.endpoint if self.remembered else "") or os.environ.get("LIFEBOAT_S3_ENDPOINT", "")
             yield Static("Endpoint (empty: Amazon S3)", classes="field-label endpoint", markup=False)
-            yield Input(endpoint, placeholder="https://s3.example.net:9000", id="endpoint", classes="endpoint")
+            yield Input(endpoint, placeholder="https://s3.example.net:9000", id="endpoint", classes="endpoint", compact=True)
             yield Static("", id="outcome", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Test", compact=True, id="test")
