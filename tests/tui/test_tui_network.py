@@ -244,8 +244,9 @@ def test_network_screen_lists_each_interface_and_refuses_off_the_live_system(mac
             listed = str(screen.query_one("#interfaces", Static).content)
             for i in found:                        # read only: the machine's interfaces are not changed
                 assert i.name in listed and i.describe() in listed
-            if found:
-                assert screen.query_one("#interface", Input).value == found[0].name
+            if found:                              # proposed: the first with a cable in, else the first
+                assert screen.query_one("#interface", Input).value == next(
+                    (i.name for i in found if i.carrier), found[0].name)
             await fill(screen, pilot, address="192.0.2.300/24")
             await press_button(pilot, screen, "set")
             await wait_for(pilot, lambda: "not a usable address" in outcome(screen), 30, "the error")
