@@ -15,7 +15,7 @@ from textual.widgets import Input, OptionList, Static
 
 from recovery.repo.repository import Repository
 from tests import fsimages as fi
-from tests.netservers import ACCESS_KEY, SECRET_KEY, seaweedfs  # noqa: F401 - the server fixture
+from tests.netservers import ACCESS_KEY, SECRET_KEY, seaweedfs, sshd  # noqa: F401 - the server fixtures
 from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
 
 pytestmark = pytest.mark.tui
@@ -217,6 +217,48 @@ def test_a_malformed_location_is_one_line(machine, netenv, typed, words):
             await wait_screen(pilot, PlacePickerScreen)
 
     run(scenario())
+
+
+def test_an_unknown_ssh_server_is_a_question_showing_its_fingerprint(machine, netenv, sshd, monkeypatch):
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.question import QuestionDialog
+
+    monkeypatch.setenv("LIFEBOAT_SSH_KEY", str(sshd.client_key))
+    monkeypatch.delenv("LIFEBOAT_SSH_HOST_KEY", raising=False)
+    (machine / "sftp-home").mkdir()
+    url = f"sftp://root@127.0.0.1:{sshd.port}{machine / 'sftp-home' / 'repo'}"
+
+    async def ask(pilot, form):
+        await press_button(pilot, form, "test")
+        dialog = await wait_screen(pilot, QuestionDialog, timeout=60)
+        message = str(dialog.query_one("#message", Static).content)
+        assert sshd.fingerprint() in message and f"127.0.0.1 port {sshd.port}" in message
+        return dialog
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("b")
+            await wait_screen(pilot, DiskPickerScreen)
+            await pilot.press("enter")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url=url)
+            await ask(pilot, form)
+            await pilot.press("escape")                                  # no
+            await wait_for(pilot, lambda: "is not known yet" in outcome(form), 60, "the refusal")
+            assert not (netenv / "known_hosts").exists()
+            dialog = await ask(pilot, form)
+            dialog.query_one("#yes").press()                             # trust it
+            await wait_for(pilot, lambda: outcome(form).startswith("Works"), 60, "the location")
+            assert outcome(form) == "Works: empty, a new repository will be made there."
+
+    run(scenario())
+    assert "127.0.0.1" in (netenv / "known_hosts").read_text()
 
 
 # -- the Network screen -------------------------------------------------------------------------
