@@ -112,11 +112,14 @@ class Session:
                 repo.close()
             names = tuple(dict.fromkeys(s.name for s in snaps if s.name))
             return Place(None, None, "", where, 0, len(snaps), names=names)
-        if not for_backup:
-            raise RepositoryError(f"{where} holds no Lifeboat repository")
-        if storage.list(""):
-            raise RefusedError(f"{where} holds other files and no Lifeboat repository; choose an empty "
-                               "or new place for a new one")
+        try:
+            if not for_backup:
+                raise RepositoryError(f"{where} holds no Lifeboat repository")
+            if storage.list(""):
+                raise RefusedError(f"{where} holds other files and no Lifeboat repository; choose an empty "
+                                   "or new place for a new one")
+        finally:
+            storage.close()
         return Place(None, None, "", where, 0, None)
 
     # -- using a place -------------------------------------------------------------------

@@ -192,6 +192,42 @@ def test_wrong_secret_is_the_engines_one_line_and_nothing_is_remembered(machine,
     assert not (netenv / "locations.json").exists()
 
 
+@pytest.mark.parametrize("key, words", [
+    ("b", "s3://tuinet/other holds other files and no Lifeboat repository"),
+    ("r", "s3://tuinet/other holds no Lifeboat repository"),
+])
+def test_a_location_holding_something_else_is_refused(machine, netenv, seaweedfs, key, words):
+    import io
+
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    seaweedfs.bucket("tuinet")
+    seaweedfs.client().put_object("tuinet", "other/notes.txt", io.BytesIO(b"not a repository"), 16)
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press(key)
+            if key == "b":
+                await wait_screen(pilot, DiskPickerScreen)
+                await pilot.press("enter")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url="s3://tuinet/other", aws_access_key_id=ACCESS_KEY,
+                       aws_secret_access_key=SECRET_KEY, endpoint=seaweedfs.endpoint)
+            await press_button(pilot, form, "use")
+            await wait_for(pilot, lambda: words in outcome(form), 60, "the refusal")
+            assert app.screen is form
+
+    run(scenario())
+    names = [o.object_name for o in seaweedfs.client().list_objects("tuinet", prefix="other/", recursive=True)]
+    assert names == ["other/notes.txt"]                    # nothing was written there
+
+
 @pytest.mark.parametrize("typed, words", [
     ("ftp://host/x", "Lifeboat knows folders and s3://"),
     ("sftp://host/backups", "say which user to log in as"),

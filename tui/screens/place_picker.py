@@ -35,7 +35,7 @@ def remembered_prompt(r) -> Text:
 def place_prompt(place: Place, default: bool = False) -> Text:
     t = Text()
     network = is_network(place)
-    where = place.path or "?" if network else place.describe() if place.partition else display_path(place.path or "?")
+    where = (place.path or "?") if network else place.describe() if place.partition else display_path(place.path or "?")
     t.append(where, "bold")
     if default:
         t.append("  (suggested)", "italic")
