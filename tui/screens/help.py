@@ -13,8 +13,8 @@ HELP = """\
   Up/Down  move                Enter   choose, go on
   Tab      next field, button  Esc     back (a job: asks to cancel)
   F1, ?    this help           F5      look for disks again (Home)
-  b r g c d  Home: Back up, Restore, Get files back, Check, Disks
-  t        type a folder       l       restore plan: another layout
+  b r g c d n  Home: Back up, Restore, Get files, Check, Disks, Network
+  t / n    a folder / network  l       restore plan: another layout
   q        quit (Home)         Ctrl+Q  quit from anywhere
 
 [b]What happens[/b]
