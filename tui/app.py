@@ -42,10 +42,28 @@ class LifeboatApp(App[int]):
 
     # -- start-up ---------------------------------------------------------------------------
     def on_mount(self) -> None:
+        from recovery.storage import mounted
         from tui.screens.home import HomeScreen
 
+        mounted.ask_host_key = self.ask_host_key
         self.push_screen(HomeScreen())
         self.action_rescan()
+
+    def ask_host_key(self, server: str, fingerprints: list[str]) -> bool:
+        """The engine asks (from a worker thread) whether to trust an SSH server it does not
+        know yet: a yes/no question showing the key's fingerprints; waits for the answer."""
+        from concurrent.futures import Future
+
+        from tui.screens.question import QuestionDialog
+
+        answer: Future = Future()
+        dialog = QuestionDialog(
+            "A new SSH server",
+            f"{server} is not known yet. Its host key is:\n" + "\n".join(f"  {p}" for p in fingerprints)
+            + "\nCheck that with the server's administrator. Trust this server from now on?",
+            yes="Trust it", no="No")
+        self.call_from_thread(self.push_screen, dialog, answer.set_result)
+        return bool(answer.result())
 
     def action_rescan(self) -> None:
         self.scanning = True
@@ -140,6 +158,7 @@ class LifeboatApp(App[int]):
             "manage": flows.manage,
             "files": get_files,
             "disks": flows.disks,
+            "network": flows.network,
             "shell": flows.system_action,
             "reboot": flows.system_action,
             "poweroff": flows.system_action,
@@ -170,6 +189,10 @@ class LifeboatApp(App[int]):
         self.exit(0)
 
     def on_unmount(self) -> None:
+        from recovery.storage import mounted
+
+        if mounted.ask_host_key == self.ask_host_key:
+            mounted.ask_host_key = None
         self.session.close()
 
 

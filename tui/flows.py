@@ -21,7 +21,8 @@ from tui.screens.job import JobScreen
 from tui.screens.name_picker import NamePickerScreen
 from tui.screens.passphrase_prompt import PassphrasePrompt
 from tui.screens.path_prompt import PathPrompt
-from tui.screens.place_picker import TYPE_PATH, PlacePickerScreen
+from tui.screens.network_location import NetworkLocationScreen
+from tui.screens.place_picker import NETWORK, TYPE_PATH, PlacePickerScreen
 from tui.screens.plan import PlanScreen
 from tui.screens.question import QuestionDialog
 from tui.screens.result import ResultScreen
@@ -52,15 +53,25 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "", imag
             places = [p for p in s.places if p.writable and (source is None or p.disk != source.path)]
             default = default_destination(places, source)
             title, hint = "Where should the backup go?", (
-                "Found on the disks. The one with the most room is suggested; t types another folder.")
+                "Found on the disks. The one with the most room is suggested; t types another folder, n a network location.")
         else:
             places, default = s.repositories() + (s.images() if images else []), None
             title, hint = "Which backups?", ("Repositories and images of other tools found on the disks of this "
                                              "computer." if images else "Repositories found on the disks of this "
                                              "computer.")
-        choice = await app.push_screen_wait(PlacePickerScreen(title, hint, places, default, step=step))
+        from tui import netlocations
+
+        remembered = await app.blocking(netlocations.load)
+        choice = await app.push_screen_wait(PlacePickerScreen(title, hint, places, default, step=step,
+                                                              remembered=remembered))
         if choice is None:
             return None
+        if choice == NETWORK or isinstance(choice, netlocations.Remembered):
+            place = await app.push_screen_wait(NetworkLocationScreen(
+                for_backup, choice if choice != NETWORK else None, step=step))
+            if place is None:
+                continue
+            return place
         if choice != TYPE_PATH:
             return choice
         path = await app.push_screen_wait(PathPrompt(
@@ -574,6 +585,12 @@ POWER_WORDS = {
                "from its own disk.", "Restart"),
     "poweroff": ("Switch the computer off?", "Everything Lifeboat mounted is unmounted first.", "Power off"),
 }
+
+
+async def network(app) -> None:
+    from tui.screens.network import NetworkScreen
+
+    await app.push_screen_wait(NetworkScreen())
 
 
 async def system_action(app, what: str) -> None:

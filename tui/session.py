@@ -93,6 +93,38 @@ class Session:
         """Images other tools made, found on the disks."""
         return [p for p in self.places if p.is_image]
 
+    # -- a repository on the network ------------------------------------------------------
+    def check_location(self, text: str, for_backup: bool) -> Place:
+        """The network location ``text`` as a Place: opened with the secrets now in the
+        environment, its snapshots counted. For a backup, an empty location is a place for a
+        new repository; anything else that is not a repository is refused (LifeboatError,
+        the engine's own one-line message)."""
+        from recovery.errors import RefusedError, RepositoryError
+        from recovery.repo.repository import CONFIG_FILE, Repository
+        from recovery.storage.location import open_location
+        from tui import netlocations
+
+        loc = netlocations.check(text)
+        storage = open_location(loc)
+        where = loc.display()
+        if storage.exists(CONFIG_FILE):
+            repo = Repository.open(storage)
+            try:
+                snaps = repo.snapshots()
+            finally:
+                repo.close()
+            names = tuple(dict.fromkeys(s.name for s in snaps if s.name))
+            return Place(None, None, "", where, 0, len(snaps), names=names)
+        try:
+            if not for_backup:
+                raise RepositoryError(f"{where} holds no Lifeboat repository")
+            if storage.list(""):
+                raise RefusedError(f"{where} holds other files and no Lifeboat repository; choose an empty "
+                                   "or new place for a new one")
+        finally:
+            storage.close()
+        return Place(None, None, "", where, 0, None)
+
     # -- using a place -------------------------------------------------------------------
     def open_repository(self, place: Place, writable: bool = False, passphrase: str | None = None):
         """The repository at ``place``; a new one is made there when ``writable`` and none exists.
@@ -101,7 +133,10 @@ class Session:
         the screen)."""
         from recovery.repo.keys import Unlock
         from recovery.repo.repository import Repository
+        from recovery.storage.location import is_url
 
+        if place.path and is_url(place.path):        # on the network (check_location)
+            return Repository.open(place.path) if place.is_repository else Repository.init(place.path)
         path = self.mounts.path_of(place, writable=writable)
         if place.is_repository:
             key = place.describe()

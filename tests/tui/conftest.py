@@ -85,3 +85,10 @@ def slow_pc(machine) -> Path:
 def sbin_on_path(monkeypatch):
     """mkfs.*, sfdisk and debugfs live in /usr/sbin, which a normal user's PATH lacks."""
     monkeypatch.setenv("PATH", os.environ.get("PATH", "") + SBIN)
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path, monkeypatch):
+    """What the app remembers (network locations, SSH host keys) goes to the test's own folder,
+    never the machine's /var/lib/lifeboat."""
+    monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(tmp_path / "lifeboat-data"))

@@ -227,3 +227,27 @@ def test_manage_backups(machine, snap_compare, monkeypatch):
         await pilot.pause(0.1)
 
     assert snap_compare(make_app(machine, repo="history"), terminal_size=(100, 30), run_before=before)
+
+def test_network_location(machine, snap_compare, monkeypatch):
+    """The location screen for an S3 location: the URL, the masked key fields and the endpoint."""
+    from textual.widgets import Input
+
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(machine / "data"))
+
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("r")
+        await wait_screen(pilot, PlacePickerScreen)
+        await pilot.press("n")
+        form = await wait_screen(pilot, NetworkLocationScreen)
+        form.query_one("#url", Input).value = "s3://backups/office"
+        form.query_one("#aws_access_key_id", Input).value = "AKIAEXAMPLE"
+        form.query_one("#aws_secret_access_key", Input).value = "secret-example"
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(machine), terminal_size=SIZE, run_before=before)

@@ -13,8 +13,9 @@ HELP = """\
   Up/Down  move                Enter   choose, go on
   Tab      next field, button  Esc     back (a job: asks to cancel)
   F1, ?    this help           F5      look for disks again (Home)
-  b r g c d  Home: Back up, Restore, Get files back, Check, Disks
-  t        type a folder       l       restore plan: another layout
+  b r g c m d n  Home: Back up, Restore, Get files, Check, Manage, Disks,
+               Network
+  t / n    a folder / network  l       restore plan: another layout
   q        quit (Home)         Ctrl+Q  quit from anywhere
 
 [b]What happens[/b]
@@ -26,6 +27,8 @@ HELP = """\
   Get files back: pick a backup and a partition, mark files (Space),
   F2 copies them to another drive; nothing is restored or changed.
   Check: re-reads every piece of a backup and names anything damaged.
+  Manage backups: pick a policy (how many to keep), see what goes and
+  what it frees, then remove old backups and free their space.
   A disk marked SYSTEM DISK or HOLDS BACKUPS is never a restore target.\
 """
 

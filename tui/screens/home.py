@@ -35,6 +35,7 @@ class HomeScreen(Screen[None]):
         Binding("m", "choose('manage')", "Manage backups", show=False),
         Binding("g", "choose('files')", "Get files back", show=False),
         Binding("d", "choose('disks')", "Disks", show=False),
+        Binding("n", "choose('network')", "Network", show=False),
         Binding("f5", "app.rescan", "Look again"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
         Binding("q", "app.request_quit", "Quit"),
@@ -51,6 +52,7 @@ class HomeScreen(Screen[None]):
                 Option("[b]C[/b]heck backups", id="check"),
                 Option("[b]M[/b]anage backups (free space)", id="manage"),
                 Option("[b]D[/b]isks", id="disks"),
+                Option("[b]N[/b]etwork", id="network"),
             ]
             if self.app.live:
                 options += [

@@ -14,11 +14,28 @@ from tui import humanize
 from tui.widgets.disk_map import display_path
 
 TYPE_PATH = "type-path"
+NETWORK = "network"            # "A network location…": type one
+REMEMBERED = "net-"            # + index: a network location used before
+
+
+def is_network(place: Place) -> bool:
+    from recovery.storage.location import is_url
+
+    return place.partition is None and bool(place.path) and is_url(place.path or "")
+
+
+def remembered_prompt(r) -> Text:
+    t = Text("Network: ", "bold")
+    t.append(r.url, "bold")
+    t.append(f"\n  last used {r.when()}; asks for its {'keys' if r.scheme == 's3' else 'password'} again"
+             if r.scheme != "nfs" else f"\n  last used {r.when()}")
+    return t
 
 
 def place_prompt(place: Place, default: bool = False) -> Text:
     t = Text()
-    where = place.describe() if place.partition else display_path(place.path or "?")
+    network = is_network(place)
+    where = (place.path or "?") if network else place.describe() if place.partition else display_path(place.path or "?")
     t.append(where, "bold")
     if default:
         t.append("  (suggested)", "italic")
@@ -32,7 +49,9 @@ def place_prompt(place: Place, default: bool = False) -> Text:
             t.append(" of " + ", ".join(place.names[:3]) + ("…" if len(place.names) > 3 else ""))
     else:
         t.append("no repository yet: a new one will be made here")
-    if not place.is_image:
+    if network:
+        t.append(" · on the network")
+    elif not place.is_image:
         t.append(f" · {humanize.size(place.free)} free")
     if place.disk and place.partition:
         t.append(f" · on {display_path(place.disk)}")
@@ -41,12 +60,15 @@ def place_prompt(place: Place, default: bool = False) -> Text:
 
 class ChoosesAPlace:
     """The keys of a screen listing `self.places` (option ids are their indexes) above a
-    "Type the path of a folder…" option: dismisses with the Place, TYPE_PATH, or None (back)."""
+    "Type the path of a folder…" option: dismisses with the Place, TYPE_PATH, or None (back);
+    with network options, NETWORK or a remembered location (`self.remembered`)."""
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        if event.option_id == TYPE_PATH:
-            self.dismiss(TYPE_PATH)
+        if event.option_id in (TYPE_PATH, NETWORK):
+            self.dismiss(event.option_id)
+        elif event.option_id and event.option_id.startswith(REMEMBERED):
+            self.dismiss(self.remembered[int(event.option_id[len(REMEMBERED):])])
         elif event.option_id is not None:
             self.dismiss(self.places[int(event.option_id)])
 
@@ -57,20 +79,23 @@ class ChoosesAPlace:
         self.dismiss(None)
 
 
-class PlacePickerScreen(ChoosesAPlace, Screen["Place | str | None"]):
-    """Dismisses with a Place, TYPE_PATH when the user wants to type a folder, or None (back)."""
+class PlacePickerScreen(ChoosesAPlace, Screen["object | None"]):
+    """Dismisses with a Place, TYPE_PATH when the user wants to type a folder, NETWORK for a
+    network location, a Remembered one, or None (back)."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("t", "type_path", "Type a folder"),
+        Binding("n", "network", "Network location"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
     ]
 
     def __init__(self, title: str, hint: str, places: list[Place], default: Place | None = None,
-                 step: str = ""):
+                 step: str = "", remembered: list | None = None):
         super().__init__()
         self.title_text, self.hint, self.places, self.default = title, hint, places, default
         self.step = step
+        self.remembered = remembered or []
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="")
@@ -80,9 +105,14 @@ class PlacePickerScreen(ChoosesAPlace, Screen["Place | str | None"]):
         options: list = [Option(place_prompt(p, p == self.default), id=str(i)) for i, p in enumerate(self.places)]
         if not options:
             options.append(Option(Text("No backups were found on the disks.", "italic"), disabled=True))
-        options += [None, Option("Type the path of a folder…", id=TYPE_PATH)]
+        options += [Option(remembered_prompt(r), id=f"{REMEMBERED}{i}") for i, r in enumerate(self.remembered)]
+        options += [None, Option("Type the path of a folder…", id=TYPE_PATH),
+                    Option("A network location…", id=NETWORK)]
         yield OptionList(*options, id="places")
         yield Footer()
+
+    def action_network(self) -> None:
+        self.dismiss(NETWORK)
 
     def on_mount(self) -> None:
         ol = self.query_one("#places", OptionList)
