@@ -19,6 +19,7 @@ from recovery.repo.format import (
     encode_footer,
     pack_id_of,
 )
+from recovery.repo.parity import make_parity, parity_name
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -36,15 +37,29 @@ def pack_name(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}.pack"
 
 
+def pack_parity_name(pack_id: str) -> str:
+    """A pack's parity sidecar (format v2), beside it."""
+    return parity_name(pack_name(pack_id))
+
+
+def pack_objects(pack_id: str) -> list[str]:
+    """Every object that belongs to a pack: whoever removes a pack removes all of them."""
+    return [pack_name(pack_id), pack_parity_name(pack_id)]
+
+
 def pack_path(root: Path, pack_id: str) -> Path:
     """A pack's file in a repository folder on this machine."""
     return Path(root) / pack_name(pack_id)
 
 
 class PackWriter:
-    """Appends blobs to one new pack; `finish()` seals it and makes it visible."""
+    """Appends blobs to one new pack; `finish()` seals it and makes it visible. With `parity`
+    (format v2) the pack's bytes are also kept in memory until `finish()` has written its
+    parity sidecar, which is made visible before the pack itself."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, parity: bool = False):
+        self.storage = storage
+        self._kept: bytearray | None = bytearray() if parity else None
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
@@ -55,6 +70,8 @@ class PackWriter:
     def _write(self, data) -> None:
         self._out.write(data)             # a failing writer removes what it wrote
         self._hasher.update(data)
+        if self._kept is not None:
+            self._kept += data
         self.size += len(data)
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
@@ -68,10 +85,18 @@ class PackWriter:
         self._write(footer)
         self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
+        if self._kept is not None:
+            try:
+                self.storage.write(pack_parity_name(pack_id), make_parity(self._kept))
+            except BaseException:
+                self._out.abort()
+                raise
+            self._kept = None
         self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
     def abort(self) -> None:
+        self._kept = None
         self._out.abort()
 
 

@@ -28,6 +28,7 @@ import blake3
 import zfec
 
 from recovery.errors import DamageError
+from recovery.storage.base import StorageError, UnreachableError
 
 PARITY_SUFFIX = ".par"
 PARITY_MAGIC = b"LBPARIT1"
@@ -270,3 +271,62 @@ def repair(data, raw_sidecar: bytes, label: str) -> Repair:
         # checksums can show (or a forged table). Nothing can be trusted as repaired.
         result.lost = sorted(bad) or list(range(geo.sectors))
     return result
+
+
+# -- objects in storage ------------------------------------------------------------------------
+READ_STEP = 64 * 1024
+
+
+def write_protected(storage, name: str, data, parity: bool) -> None:
+    """Write an object, its sidecar first when `parity`: an object of a v2 repository is never
+    visible without its parity (a sidecar whose object never came is only a few spare bytes)."""
+    if parity:
+        storage.write(parity_name(name), make_parity(data))
+    storage.write(name, data)
+
+
+def read_tolerant(storage, name: str) -> bytes:
+    """All of an object's bytes that can be read: where the drive fails to read a piece
+    (bad sectors), zeros, which then fail their sector checksums and are repaired."""
+    try:
+        return storage.read(name)
+    except FileNotFoundError:
+        return b""
+    except OSError:
+        pass
+    size = storage.size(name)
+    out = bytearray(size)
+    for at in range(0, size, READ_STEP):
+        try:
+            piece = storage.read(name, at, READ_STEP)
+            out[at : at + len(piece)] = piece
+        except OSError:
+            for sub in range(at, min(at + READ_STEP, size), SMALL_SECTOR):
+                try:
+                    piece = storage.read(name, sub, SMALL_SECTOR)
+                    out[sub : sub + len(piece)] = piece
+                except OSError:
+                    continue
+    return bytes(out)
+
+
+def read_sidecar(storage, name: str, label: str) -> bytes:
+    """The sidecar of object `name`; DamageError when it is missing or cannot be read."""
+    try:
+        raw = read_tolerant(storage, parity_name(name))
+    except UnreachableError:
+        raise                 # the server is away: that says nothing about damage
+    except (OSError, StorageError) as exc:
+        raise DamageError(f"the parity of {label} cannot be read ({exc})") from exc
+    if not raw:
+        raise DamageError(f"{label} has no parity to repair it from")
+    return raw
+
+
+def repair_object(storage, name: str, label: str, data=None) -> Repair:
+    """Read object `name` (or take `data`, its bytes as already read) and repair it from its
+    sidecar in memory. DamageError when it has no readable sidecar."""
+    raw = read_sidecar(storage, name, label)
+    if data is None:
+        data = read_tolerant(storage, name)
+    return repair(data, raw, label)

@@ -53,7 +53,7 @@ def test_packs_without_index_files_are_found_through_their_footers(tmp_path):
 
 
 def test_damage_is_detected(tmp_path):
-    repo = Repository.init(tmp_path / "r")
+    repo = Repository.init(tmp_path / "r", version=1)      # no parity to repair it from
     (bid,) = store(repo, [os.urandom(5000)])
     pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
     data = bytearray(pack.read_bytes())
@@ -67,6 +67,20 @@ def test_damage_is_detected(tmp_path):
         read_footer(pack)
 
 
+def test_damage_in_a_v2_pack_is_read_through_from_its_parity(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    raw = os.urandom(5000)
+    (bid,) = store(repo, [raw])
+    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    assert pack.with_name(pack.name + ".par").exists()
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    reopened = Repository.open(tmp_path / "r")
+    assert reopened.read_blob(bid) == raw
+    assert reopened.repaired_in_memory == {"packs/" + pack.parent.name + "/" + pack.name}
+
+
 def test_open_refuses_foreign_and_future_repositories(tmp_path):
     with pytest.raises(RepositoryError, match="does not exist"):
         Repository.open(tmp_path / "none")
@@ -76,9 +90,9 @@ def test_open_refuses_foreign_and_future_repositories(tmp_path):
     Repository.init(tmp_path / "r")
     cfg = tmp_path / "r" / "lifeboat-repo.json"
     data = json.loads(cfg.read_text())
-    data["version"] = 2
+    data["version"] = 3
     cfg.write_text(json.dumps(data))
-    with pytest.raises(RepositoryError, match="format 2"):
+    with pytest.raises(RepositoryError, match="format 3"):
         Repository.open(tmp_path / "r")
     with pytest.raises(RepositoryError, match="already holds"):
         Repository.init(tmp_path / "r")
