@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per chunk (default 1 MiB)")
     ri.add_argument("--force", action="store_true",
                     help="create it even on a read-only or in-memory (tmpfs) filesystem")
+    ri.add_argument("--format", type=int, choices=(1, 2), default=2, dest="format_version",
+                    help="repository format: 2 (default, with parity that repairs damage) or 1 "
+                         "(readable by older Lifeboat)")
     ri.add_argument("--json", action="store_true")
+    ru = rsub.add_parser("upgrade", help="convert a format 1 repository to format 2 in place (adds parity)")
+    repo_arg(ru)
+    ru.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backup", help="back up a whole disk or disk-image file")
     b.add_argument("disk")
@@ -68,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("snapshot", nargs="?")
     repo_arg(v)
     v.add_argument("--name")
+    v.add_argument("--repair", action="store_true",
+                   help="write files repaired from their parity back to the repository")
     v.add_argument("--json", action="store_true")
 
     rs = sub.add_parser("restore", help="restore a snapshot, or an image another tool made, onto a disk "
@@ -173,11 +181,34 @@ def cmd_disks(args) -> int:
 def cmd_repo(args) -> int:
     from recovery.repo.repository import Repository
 
+    if args.repo_command == "upgrade":
+        return cmd_repo_upgrade(args)
     if args.repo_command != "init":
-        raise UsageError("usage: lifeboat repo init PATH")
-    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force)
+        raise UsageError("usage: lifeboat repo init PATH | lifeboat repo upgrade --repo R")
+    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force,
+                           version=args.format_version)
     emit(args, {"repository": repo.location, "id": repo.config["id"]}, [f"created repository {repo.location}"])
     return 0
+
+
+def cmd_repo_upgrade(args) -> int:
+    from recovery.repo.repository import Repository
+    from recovery.repo.upgrade import upgrade
+
+    repo = Repository.open(args.repo)
+    with progress_for(args) as sink:
+        result = upgrade(repo, on_event=sink)
+    lines = [f"added parity to {result.added} of {result.objects} file(s) ({human_size(result.bytes_added)})"]
+    lines += [f"not protected: {d}" for d in result.damaged]
+    if result.damaged:
+        lines.append(f"the repository stays at format {result.version}: run verify to see what the damage "
+                     "costs, then upgrade again")
+    elif result.version_before == result.version:
+        lines.append(f"the repository was already at format {result.version}")
+    else:
+        lines.append(f"repository {repo.location} is now format {result.version}")
+    emit(args, result.to_json(), lines)
+    return 6 if result.damaged else 0
 
 
 def cmd_backup(args) -> int:
@@ -234,8 +265,9 @@ def cmd_verify(args) -> int:
     if ids is None and args.name:
         ids = [s.id for s in repo.snapshots(args.name)]
     with progress_for(args) as sink:
-        report = run_job(VerifyJob(repo, ids), on_event=sink).result
+        report = run_job(VerifyJob(repo, ids, repair=args.repair), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
+    lines += [r.message() for r in report.repairs]
     lines += [f"DAMAGED snapshot {d.snapshot[:8]}: {d.message}" for d in report.damaged]
     lines.append("all good" if report.ok else "damage found")
     emit(args, report.to_json(), lines)

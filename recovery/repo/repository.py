@@ -491,6 +491,11 @@ class Repository:
             data = self._repaired[1]
         return data[loc.offset : loc.offset + loc.stored_len]
 
+    def forget_repairs(self) -> None:
+        """Drop the pack repaired in memory (after repaired objects were written back)."""
+        with self._repair_lock:
+            self._repaired = None
+
     def _repaired_object(self, name: str, label: str, data: bytes, intact) -> bytes | None:
         """A small object (manifest) repaired in memory from its parity when `intact(bytes)`
         holds of the result; None otherwise."""
