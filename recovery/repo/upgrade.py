@@ -72,7 +72,10 @@ def _prove(repo, name: str, data: bytes) -> None:
         if isinstance(entries, int):
             raise DamageError(f"{label} has a damaged footer")
         for e in entries:
-            repo.decode(e.id, data[e.offset : e.offset + e.stored_len], e.raw_len, e.codec)
+            try:
+                repo.decode(e.id, data[e.offset : e.offset + e.stored_len], e.raw_len, e.codec)
+            except DamageError as exc:
+                raise DamageError(f"{label}: {exc.message}") from exc
 
 
 def upgrade(repo, *, on_event: EventSink | None = None, cancel: CancelToken | None = None) -> UpgradeResult:
