@@ -48,7 +48,7 @@ UNFINISHED_FILE = "unfinished-packs"
 UNFINISHED_PREFIX = "unfinished/"
 SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
 # What a v2 repository's config says of its parity (docs/FORMAT.md, "Parity (format v2)").
-PARITY_CONFIG = {"scheme": "sector-rs", "code": "zfec", "sidecar": ".par"}
+PARITY_CONFIG = {"scheme": "sector-rs", "code": "isa-l-cauchy", "sidecar": ".par"}
 
 
 @dataclass
