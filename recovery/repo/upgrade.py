@@ -26,7 +26,7 @@ from recovery.repo.format import CONFIG_FILE, FORMAT_VERSION
 from recovery.repo.index import index_file_packs
 from recovery.repo.lock import Lock
 from recovery.repo.packs import parse_footer
-from recovery.repo.parity import make_parity, parity_name, sidecar_matches
+from recovery.repo.parity import make_parity, parity_name, parse_sidecar, sidecar_matches
 from recovery.repo.scrub import object_label
 from recovery.storage.base import StorageError, UnreachableError
 from recovery.workers import ordered_map
@@ -78,6 +78,14 @@ def _prove(repo, name: str, data: bytes) -> None:
                 raise DamageError(f"{label}: {exc.message}") from exc
 
 
+def _readable(raw: bytes) -> bool:
+    try:
+        parse_sidecar(raw, "")
+    except DamageError:
+        return False
+    return True
+
+
 def upgrade(repo, *, on_event: EventSink | None = None, cancel: CancelToken | None = None) -> UpgradeResult:
     """Bring `repo` to format v2 (see the module's description); returns what was done."""
     storage = repo.storage
@@ -95,10 +103,15 @@ def upgrade(repo, *, on_event: EventSink | None = None, cancel: CancelToken | No
             try:
                 data = storage.read(name)
                 try:
-                    if sidecar_matches(storage.read(parity_name(name)), data):
-                        return name, size, 0, None
+                    raw = storage.read(parity_name(name))
                 except FileNotFoundError:
-                    pass
+                    raw = None
+                if raw is not None and sidecar_matches(raw, data):
+                    return name, size, 0, None
+                if raw is not None and _readable(raw):
+                    # Its parity is there but the object no longer matches it: damage that
+                    # verify --repair fixes; new parity would only keep the damage.
+                    return name, size, 0, f"{object_label(name)} is damaged: run lifeboat verify --repair"
                 _prove(repo, name, data)
                 sidecar = make_parity(data)
                 storage.write(parity_name(name), sidecar)
