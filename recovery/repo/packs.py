@@ -87,7 +87,7 @@ class PackWriter:
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
         if self._kept is not None:
             try:
-                self.storage.write(pack_parity_name(pack_id), make_parity(self._kept))
+                self.storage.write(pack_parity_name(pack_id), make_parity(self._kept, self.digest))
             except BaseException:
                 self._out.abort()
                 raise

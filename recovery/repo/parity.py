@@ -169,8 +169,9 @@ def _encode_table(sums: list[int], blocks: int) -> bytes:
     return bytes(out)
 
 
-def make_parity(data) -> bytes:
-    """The sidecar bytes for an object holding `data`."""
+def make_parity(data, digest: bytes | None = None) -> bytes:
+    """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
+    caller has it already (a pack writer hashes what it writes)."""
     geo = Geometry.for_length(len(data))
     s, w, k = geo.sector_size, geo.words, geo.k
     view = memoryview(data)
@@ -186,7 +187,7 @@ def make_parity(data) -> bytes:
     sums = _sector_sums(view, geo.sectors - 1, s) + [zlib.crc32(bytes(last) + bytes(s - len(last)))]
     sums += _sector_sums(memoryview(parity), geo.parity_sectors, s)
     header = HEADER.pack(PARITY_MAGIC, len(data), s, geo.max_k, geo.percent, geo.sectors, w, geo.k, geo.m,
-                         geo.table_blocks, blake3.blake3(data).digest())
+                         geo.table_blocks, digest or blake3.blake3(data).digest())
     header += _check(header)
     table = _encode_table(sums, geo.table_blocks)
     return b"".join([header, table, parity, table, header])
