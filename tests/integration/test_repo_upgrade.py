@@ -108,27 +108,28 @@ def _run_upgrade(repo: Path) -> subprocess.Popen:
 
 
 def test_kill_9_at_any_moment_leaves_a_valid_repository_and_a_rerun_finishes(v1_repo, tmp_path):
-    repo, _, tree = v1_repo
-    timing = shutil.copytree(repo, tmp_path / "timing")
-    started = time.monotonic()
-    assert _run_upgrade(timing).wait() == 0
-    whole = time.monotonic() - started
+    repo, _, _ = v1_repo
+    total = len(protected_objects(repo))
     rng = random.Random(7)
+    # Kill points: before any sidecar, after a seeded number of them, after all of them.
+    targets = [0, 1, *rng.sample(range(2, total), 3), total]
     states = set()
-    for attempt in range(6):
+    for attempt, target in enumerate(targets):
         copy = shutil.copytree(repo, tmp_path / f"kill{attempt}")
         proc = _run_upgrade(copy)
-        time.sleep(rng.uniform(0.1, 1.0) * whole)
+        deadline = time.monotonic() + 60
+        while len(sidecars(copy)) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         v = version(copy)
-        states.add((v, bool(sidecars(copy))))
+        states.add((v, len(sidecars(copy)) == total))
         # Valid as it was left: opens, verifies, every snapshot readable.
         report = lifeboat("verify", "--repo", copy, "--json", json_out=True).data
-        assert report["ok"] and len(report["checked"]) == 2, report
+        assert report["ok"] and len(report["checked"]) == 2, (target, report)
         if v == 2:
             assert all_protected(copy)
         lifeboat("repo", "upgrade", "--repo", copy)
         assert version(copy) == 2 and all_protected(copy)
-    # The kills landed in more than one place (before, during or after the sidecars).
-    assert len(states) >= 2, states
+    # Some kills left a v1 repository with only part of the sidecars.
+    assert (1, False) in states, states
