@@ -107,7 +107,7 @@ def damage(path: Path, how: str, seed: int) -> None:
     rng = random.Random(seed)
     geo = geometry(path)
     if how == "bit-flips":
-        flip_bits(path, rng, geo.min_m)              # each in its own sector at worst
+        flip_bits(path, rng, geo.m)                  # each in its own sector at worst
     elif how == "run-1%":
         overwrite_run(path, rng, max(path.stat().st_size // 100, 1))
     elif how == "run-at-bound":
