@@ -80,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--passphrase-file", metavar="FILE",
                     help="with --encrypt: the passphrase is the first line of FILE (or set LIFEBOAT_PASSPHRASE_FILE)")
     kdf_args(ri)
+    ri.add_argument("--format", type=int, choices=(1, 2), default=2, dest="format_version",
+                    help="repository format: 2 (default, with parity that repairs damage) or 1 "
+                         "(readable by older Lifeboat)")
     ri.add_argument("--json", action="store_true")
+    ru = rsub.add_parser("upgrade", help="convert a format 1 repository to format 2 in place (adds parity)")
+    repo_arg(ru)
+    ru.add_argument("--json", action="store_true")
 
     k = sub.add_parser("key", help="the passphrases of an encrypted repository")
     ksub = k.add_subparsers(dest="key_command", metavar="ACTION")
@@ -133,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("snapshot", nargs="?")
     repo_arg(v)
     v.add_argument("--name")
+    v.add_argument("--repair", action="store_true",
+                   help="write files repaired from their parity back to the repository")
     v.add_argument("--json", action="store_true")
 
     rs = sub.add_parser("restore", help="restore a snapshot, or an image another tool made, onto a disk "
@@ -242,8 +250,10 @@ def cmd_disks(args) -> int:
 def cmd_repo(args) -> int:
     from recovery.repo.repository import Repository
 
+    if args.repo_command == "upgrade":
+        return cmd_repo_upgrade(args)
     if args.repo_command != "init":
-        raise UsageError("usage: lifeboat repo init PATH")
+        raise UsageError("usage: lifeboat repo init PATH | lifeboat repo upgrade --repo R")
     encryption = None
     if args.encrypt:
         from recovery.repo.keys import PASSPHRASE_ENV, new_passphrase
@@ -255,7 +265,10 @@ def cmd_repo(args) -> int:
         encryption = NewEncryption(passphrase, kdf)
     elif args.passphrase_file:
         raise UsageError("--passphrase-file makes sense with --encrypt only")
-    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force, encryption=encryption)
+    if encryption is not None and args.format_version < 2:
+        raise UsageError("an encrypted repository is format 2: --encrypt does not go with --format 1")
+    repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force, encryption=encryption,
+                           version=args.format_version)
     data = {"repository": repo.location, "id": repo.config["id"], "encrypted": repo.encrypted}
     lines = [f"created {'encrypted ' if repo.encrypted else ''}repository {repo.location}"]
     if repo.recovery_code:
@@ -317,6 +330,26 @@ def cmd_key(args) -> int:
         repo.close()
 
 
+def cmd_repo_upgrade(args) -> int:
+    from recovery.repo.repository import Repository
+    from recovery.repo.upgrade import upgrade
+
+    repo = Repository.open(args.repo)
+    with progress_for(args) as sink:
+        result = upgrade(repo, on_event=sink)
+    lines = [f"added parity to {result.added} of {result.objects} file(s) ({human_size(result.bytes_added)})"]
+    lines += [f"not protected: {d}" for d in result.damaged]
+    if result.damaged:
+        lines.append(f"the repository stays at format {result.version}: run verify to see what the damage "
+                     "costs, then upgrade again")
+    elif result.version_before == result.version:
+        lines.append(f"the repository was already at format {result.version}")
+    else:
+        lines.append(f"repository {repo.location} is now format {result.version}")
+    emit(args, result.to_json(), lines)
+    return 6 if result.damaged else 0
+
+
 def cmd_backup(args) -> int:
     from recovery.jobs import BackupJob, run_job
     from recovery.repo.repository import Repository
@@ -371,8 +404,9 @@ def cmd_verify(args) -> int:
     if ids is None and args.name:
         ids = [s.id for s in repo.snapshots(args.name)]
     with progress_for(args) as sink:
-        report = run_job(VerifyJob(repo, ids), on_event=sink).result
+        report = run_job(VerifyJob(repo, ids, repair=args.repair), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
+    lines += [r.message() for r in report.repairs]
     lines += [f"DAMAGED {'snapshot ' + d.snapshot[:8] if d.snapshot else 'repository'}: {d.message}"
               for d in report.damaged]
     lines.append("all good" if report.ok else "damage found")

@@ -145,6 +145,7 @@ class ImportJob:
 class VerifyJob:
     repo: Any
     snapshot_ids: list[str] | None = None
+    repair: bool = False          # write objects repaired from their parity back to storage
     kind = "verify"
 
     def plan(self) -> list[str] | None:
@@ -156,7 +157,7 @@ class VerifyJob:
     def run(self, plan, on_event, cancel):
         from recovery.verify import verify
 
-        return verify(self.repo, plan, on_event=on_event, cancel=cancel)
+        return verify(self.repo, plan, on_event=on_event, cancel=cancel, repair=self.repair)
 
 
 @dataclass

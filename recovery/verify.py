@@ -15,6 +15,7 @@ from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name, read_footer
 from recovery.repo.repository import Repository
 from recovery.stages import StageClock
+from recovery.repo.scrub import ObjectRepair, scrub
 from recovery.storage.base import UnreachableError
 from recovery.workers import ordered_map
 
@@ -35,12 +36,14 @@ class VerifyReport:
     checked: list[str] = field(default_factory=list)
     damaged: list[Damage] = field(default_factory=list)
     bytes_checked: int = 0
+    repairs: list[ObjectRepair] = field(default_factory=list)   # what the parity check found
 
     def to_json(self) -> dict:
         return {
             "ok": self.ok,
             "checked": self.checked,
             "damaged": [d.to_json() for d in self.damaged],
+            "repairs": [r.to_json() for r in self.repairs],
             "bytes_checked": self.bytes_checked,
         }
 
@@ -128,14 +131,24 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     for bid, loc in members:
         lo = loc.offset - start
         hi = lo + loc.stored_len
-        if hi > got:
-            bad.add(bid)
-            continue
         try:
+            if hi > got:
+                raise DamageError("short")
             repo.decode(bid, view[lo:hi], loc.raw_len, loc.codec, loc.kind)
         except DamageError:
-            bad.add(bid)
+            # Read it again from the pack repaired in memory from its parity, if it has one.
+            stored = repo.stored_from_repaired(loc)
+            if stored is None or not _decodes(repo, bid, stored, loc):
+                bad.add(bid)
     return bad, nbytes
+
+
+def _decodes(repo: Repository, bid: bytes, stored: bytes, loc) -> bool:
+    try:
+        repo.decode(bid, stored, loc.raw_len, loc.codec)
+    except DamageError:
+        return False
+    return True
 
 
 def prove_blobs(
@@ -172,7 +185,10 @@ def verify(
     *,
     on_event: EventSink | None = None,
     cancel: CancelToken | None = None,
+    repair: bool = False,
 ) -> VerifyReport:
+    """Check every object the snapshots use against its parity (format v2; with `repair`,
+    write repaired objects back), then decode and hash every chunk they reference."""
     sink = on_event or ignore
     cancel = cancel or CancelToken()
     index = repo.reload_index()
@@ -204,6 +220,11 @@ def verify(
     if repo.sealer is not None:
         report.damaged += [Damage("", None, line) for line in sealed_structure_problems(repo)]
     report.bytes_checked = sum(loc.stored_len for loc in map(index.get, needed) if loc is not None)
+    objects = _objects_used(repo, ids, needed)
+    if objects:
+        report.repairs = scrub(repo, objects, fix=repair, on_event=sink, cancel=cancel)
+        if repair and any(r.written_back for r in report.repairs):
+            repo.forget_repairs()
     bad = prove_blobs(repo, needed, on_event=sink, cancel=cancel, phase="verify")
 
     # One line per damaged partition: how many chunks, and where the first one sits.
@@ -323,6 +344,17 @@ def _read_back_samples(repo: Repository, pack: WrittenPack, expected: bytes) -> 
     if samples != expected:
         raise DamageError(f"the backup did not read back correctly from {path}: a later write overwrote it "
                           f"(the drive may be smaller than it claims); {FAILING}")
+
+
+def _objects_used(repo: Repository, ids: list[str], needed) -> list[str]:
+    """The objects whose parity verify checks: the manifests checked, every index file, and
+    the packs holding the chunks they use. None in a v1 repository without sidecars."""
+    names = {i.name for p in ("index/", "snapshots/") for i in repo.storage.list(p)}
+    if not repo.parity and not any(n.endswith(".par") for n in names):
+        return []
+    wanted = [f"snapshots/{sid}.json" for sid in ids] + sorted(n for n in names if n.endswith(".idx"))
+    packs = {loc.pack_id for loc in map(repo.index.get, needed) if loc is not None}
+    return [n for n in wanted if n in names] + sorted(pack_name(p) for p in packs)
 
 
 def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToken,

@@ -1,4 +1,4 @@
-"""Byte layouts of repository format v1. docs/FORMAT.md is the normative description."""
+"""Byte layouts of repository formats v1 and v2. docs/FORMAT.md is the normative description."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import blake3
 
 FORMAT_NAME = "lifeboat-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # new repositories; v2 adds parity sidecars (docs/FORMAT.md)
+READABLE_VERSIONS = (1, 2)   # a v1 repository is read and written as v1 until `repo upgrade`
 CONFIG_FILE = "lifeboat-repo.json"
 
 PACK_MAGIC = b"LBPACK\x00\x01"

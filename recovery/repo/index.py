@@ -21,6 +21,7 @@ from recovery.errors import DamageError
 from recovery.repo.format import ENTRY, INDEX_MAGIC, INDEX_MAGIC_SEALED, BlobEntry
 from recovery.repo.packs import read_footer
 from recovery.repo.sealing import AAD_INDEX, SealBroken, Sealer
+from recovery.repo.parity import repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -226,7 +227,11 @@ class Index:
                         cache.drop(info.name)          # a damaged copy: fetch it again
                 if packs is None:
                     data = storage.read(info.name)
-                    packs = index_file_packs(info.name, data, sealer)
+                    try:
+                        packs = index_file_packs(info.name, data, sealer)
+                    except DamageError:
+                        data = repaired_index_file(storage, info.name, data)
+                        packs = index_file_packs(info.name, data, sealer)
                     if cache:
                         cache.put(info.name, data)
                 index._add_index_file(packs, sort=False)
@@ -248,6 +253,15 @@ class Index:
             except DamageError as exc:
                 index.problems.append(str(exc))
         return index
+
+
+def repaired_index_file(storage: Storage, name: str, data: bytes) -> bytes:
+    """A damaged index file repaired in memory from its parity; DamageError when it cannot be."""
+    label = f"index file {name.rpartition('/')[2]}"
+    result = repair_object(storage, name, label, data)
+    if not result.repaired:
+        raise DamageError(f"{label} is damaged beyond what its parity repairs")
+    return result.data
 
 
 def unindexed_packs(storage: Storage, index: Index):
@@ -279,9 +293,9 @@ def encode_index_file(packs: list[tuple[str, list[BlobEntry]]],
 
 
 def write_index_file(storage: Storage, packs: list[tuple[str, list[BlobEntry]]],
-                     sealer: Sealer | None = None) -> str:
+                     sealer: Sealer | None = None, parity: bool = False) -> str:
     name, body = encode_index_file(packs, sealer)
-    storage.write(name, body)
+    write_protected(storage, name, body, parity)
     return name
 
 

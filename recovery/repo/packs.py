@@ -21,6 +21,7 @@ from recovery.repo.format import (
     pack_id_of,
 )
 from recovery.repo.sealing import AAD_FOOTER, OVERHEAD, SealBroken, Sealer
+from recovery.repo.parity import make_parity, parity_name
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -38,16 +39,29 @@ def pack_name(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}.pack"
 
 
+def pack_parity_name(pack_id: str) -> str:
+    """A pack's parity sidecar (format v2), beside it."""
+    return parity_name(pack_name(pack_id))
+
+
+def pack_objects(pack_id: str) -> list[str]:
+    """Every object that belongs to a pack: whoever removes a pack removes all of them."""
+    return [pack_name(pack_id), pack_parity_name(pack_id)]
+
+
 def delete_pack(storage: Storage, pack_id: str) -> int:
-    """Remove a pack and every object that belongs to it; the bytes removed (0 when it was
-    already gone). The only place a pack is deleted, so nothing belonging to one is left."""
-    name = pack_name(pack_id)
-    try:
-        size = storage.size(name)
-    except FileNotFoundError:
-        return 0
-    storage.delete(name)
-    return size
+    """Remove a pack and every object that belongs to it (its parity); the bytes removed (0 when
+    it was already gone). The only place a pack is deleted, so nothing belonging to one is left.
+    The pack goes first: a crash in between leaves a sidecar without its pack, never the reverse."""
+    removed = 0
+    for name in pack_objects(pack_id):
+        try:
+            size = storage.size(name)
+        except FileNotFoundError:
+            continue
+        storage.delete(name)
+        removed += size
+    return removed
 
 
 def pack_path(root: Path, pack_id: str) -> Path:
@@ -56,10 +70,14 @@ def pack_path(root: Path, pack_id: str) -> Path:
 
 
 class PackWriter:
-    """Appends blobs to one new pack; `finish()` seals it and makes it visible."""
+    """Appends blobs to one new pack; `finish()` seals it and makes it visible. With `parity`
+    (format v2) the pack's bytes are also kept in memory until `finish()` has written its
+    parity sidecar, which is made visible before the pack itself."""
 
-    def __init__(self, storage: Storage, sealer: Sealer | None = None):
+    def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False):
         self.sealer = sealer              # an encrypted repository's: the footer is sealed
+        self.storage = storage
+        self._kept: bytearray | None = bytearray() if parity else None
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
@@ -70,6 +88,8 @@ class PackWriter:
     def _write(self, data) -> None:
         self._out.write(data)             # a failing writer removes what it wrote
         self._hasher.update(data)
+        if self._kept is not None:
+            self._kept += data
         self.size += len(data)
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
@@ -87,10 +107,18 @@ class PackWriter:
         self._write(footer)
         self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
+        if self._kept is not None:
+            try:
+                self.storage.write(pack_parity_name(pack_id), make_parity(self._kept, self.digest))
+            except BaseException:
+                self._out.abort()
+                raise
+            self._kept = None
         self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
     def abort(self) -> None:
+        self._kept = None
         self._out.abort()
 
 

@@ -26,6 +26,7 @@ from recovery.repo.format import (
     FORMAT_VERSION,
     KIND_DATA,
     KIND_META,
+    READABLE_VERSIONS,
     blob_id,
 )
 from recovery.repo.cache import IndexCache
@@ -37,6 +38,7 @@ from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
 from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
                                    key_check)
 from recovery.stages import StageClock
+from recovery.repo.parity import repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
@@ -53,7 +55,6 @@ SUBDIRS = ("packs", "index", "snapshots", "verified", "tmp")
 KEYS_DIR = "keys"           # an encrypted repository's key objects
 # An encrypted repository is format 2: a reader of format 1 refuses it by the version alone.
 ENCRYPTED_VERSION = 2
-KNOWN_VERSIONS = (FORMAT_VERSION, ENCRYPTED_VERSION)
 
 
 @dataclass
@@ -62,6 +63,10 @@ class NewEncryption:
 
     passphrase: str
     kdf: KdfParams = field(default_factory=KdfParams)
+
+
+# What a v2 repository's config says of its parity (docs/FORMAT.md, "Parity (format v2)").
+PARITY_CONFIG = {"scheme": "sector-rs", "code": "isa-l-cauchy", "sidecar": ".par"}
 
 
 @dataclass
@@ -163,16 +168,21 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise RepositoryError("chunk size must be a power of two between 4 KiB and 64 MiB")
 
 
-def _new_config(chunk_size: int, master: bytes | None = None) -> dict:
+def _new_config(chunk_size: int, version: int = FORMAT_VERSION, master: bytes | None = None) -> dict:
+    if version not in READABLE_VERSIONS:
+        raise UsageError(f"repository format {version} is not one this Lifeboat writes")
     config = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": version,
         "id": uuid.uuid4().hex,
         "created": now_iso(),
         "chunk_size": chunk_size,
         "hash": "blake3-256",
         "compression": "zstd",
+        "parity": dict(PARITY_CONFIG),
     }
+    if version < 2:
+        del config["parity"]
     if master is not None:
         config["version"] = ENCRYPTED_VERSION
         config["encryption"] = {"aead": AEAD_NAME, "ids": ID_NAME, "kdf": "argon2id",
@@ -191,10 +201,10 @@ def _new_keys(config: dict, master: bytes | None, encryption: "NewEncryption | N
 def _check_config(config, where) -> None:
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
         raise RepositoryError(f"{where} is not a Lifeboat repository")
-    if config.get("version") not in KNOWN_VERSIONS:
+    if config.get("version") not in READABLE_VERSIONS:
         raise RepositoryError(
             f"{where} uses repository format {config.get('version')}; this Lifeboat reads "
-            f"formats {', '.join(map(str, KNOWN_VERSIONS))} only — use a newer Lifeboat"
+            f"formats {', '.join(map(str, READABLE_VERSIONS))} only — use a newer Lifeboat"
         )
     enc = config.get("encryption")
     if enc is not None and (not isinstance(enc, dict) or enc.get("aead") != AEAD_NAME or enc.get("ids") != ID_NAME
@@ -215,6 +225,10 @@ class Repository:
         # Network repositories keep copies of what never changes on this machine.
         self.index_cache = IndexCache.for_repository(config.get("id", "")) if self.storage.remote else None
         self._dctx = threading.local()
+        # The one pack last repaired in memory from its parity, for the blobs read next.
+        self._repaired: tuple[str, bytes] | None = None
+        self._repair_lock = threading.Lock()
+        self.repaired_in_memory: set[str] = set()   # object names read through repair
         # An encrypted repository's keys once unlocked (None: a plain repository), and the key
         # object that unlocked it (None when a recovery code did).
         self.sealer = sealer
@@ -226,6 +240,10 @@ class Repository:
     def encrypted(self) -> bool:
         return self.config.get("encryption") is not None
 
+    @property
+    def parity(self) -> bool:
+        """Whether objects written here get parity sidecars (format v2)."""
+        return self.config.get("version", 1) >= 2 and bool(self.config.get("parity"))
     @property
     def local_path(self) -> Path | None:
         """The repository's folder on this machine, or None when it is on the network."""
@@ -239,7 +257,7 @@ class Repository:
     # -- opening -----------------------------------------------------------------------
     @classmethod
     def init(cls, path, chunk_size: int = DEFAULT_CHUNK_SIZE, *, force: bool = False,
-             encryption: NewEncryption | None = None) -> "Repository":
+             encryption: NewEncryption | None = None, version: int = FORMAT_VERSION) -> "Repository":
         """Make a repository in the empty folder `path`, or in a new folder there (only that
         one: a missing parent is more often a typing mistake or an unplugged drive). A place
         on a read-only or RAM-backed filesystem is refused unless `force`. With `encryption`,
@@ -249,7 +267,7 @@ class Repository:
             encryption.kdf.check()
         storage, where = _place(path)
         if storage.local_root is None:
-            return cls._init_remote(storage, chunk_size, master, encryption)
+            return cls._init_remote(storage, chunk_size, master, encryption, version)
         path = Path(where).absolute()
         _check_chunk_size(chunk_size)
         if (path / CONFIG_FILE).exists():
@@ -269,7 +287,7 @@ class Repository:
         if problem:
             raise RefusedError(f"not creating a repository at {path}: {problem}; "
                                "choose a folder on a disk, or add --force to create it there anyway")
-        config = _new_config(chunk_size, master)
+        config = _new_config(chunk_size, version, master)
         keys = _new_keys(config, master, encryption)
         try:
             path.mkdir(exist_ok=True)
@@ -302,7 +320,7 @@ class Repository:
 
     @classmethod
     def _init_remote(cls, storage: Storage, chunk_size: int, master: bytes | None = None,
-                     encryption: NewEncryption | None = None) -> "Repository":
+                     encryption: NewEncryption | None = None, version: int = FORMAT_VERSION) -> "Repository":
         """An object store has no folders: the repository is the config object; the prefix
         must hold nothing yet."""
         _check_chunk_size(chunk_size)
@@ -310,7 +328,7 @@ class Repository:
             raise RepositoryError(f"{storage.describe()} already holds a Lifeboat repository")
         if storage.list(""):
             raise RepositoryError(f"{storage.describe()} is not empty; choose an empty or new place")
-        config = _new_config(chunk_size, master)
+        config = _new_config(chunk_size, version, master)
         keys = _new_keys(config, master, encryption)
         for name, body in keys:
             storage.write(name, body)
@@ -398,7 +416,10 @@ class Repository:
         except StorageError as exc:
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
-            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
+            raw = self._repaired_object(name, f"the manifest of snapshot {snapshot_id[:8]}", raw,
+                                        lambda data: blake3.blake3(data).hexdigest() == snapshot_id)
+            if raw is None:
+                raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest file is damaged")
         plain = self._unseal_manifest(raw, snapshot_id)
         if self.index_cache:
             self.index_cache.put(name, raw)
@@ -495,7 +516,7 @@ class Repository:
         if self.sealer is not None:
             raw = self.sealer.seal(raw, AAD_MANIFEST)
         sid = blake3.blake3(raw).hexdigest()
-        self.storage.write(f"snapshots/{sid}.json", raw)
+        write_protected(self.storage, f"snapshots/{sid}.json", raw, self.parity)
         if self.index_cache:
             self.index_cache.put(f"snapshots/{sid}.json", raw)
         manifest.id = sid
@@ -566,7 +587,16 @@ class Repository:
         if loc is None:
             raise DamageError(f"chunk {bid.hex()[:16]} is missing from the repository")
         try:
-            stored = self.storage.read(pack_name(loc.pack_id), loc.offset, loc.stored_len)
+            return self.decode(bid, self._read_stored(loc), loc.raw_len, loc.codec, loc.kind)
+        except DamageError:
+            stored = self.stored_from_repaired(loc)
+            if stored is None:
+                raise
+            return self.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
+
+    def _read_stored(self, loc) -> bytes:
+        try:
+            return self.storage.read(pack_name(loc.pack_id), loc.offset, loc.stored_len)
         except FileNotFoundError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: it is missing") from exc
         except OSError as exc:
@@ -575,7 +605,39 @@ class Repository:
             raise                 # the server is away: nothing is known to be damaged
         except StorageError as exc:
             raise DamageError(f"pack {loc.pack_id[:16]} cannot be read: {exc.message}") from exc
-        return self.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
+
+    def stored_from_repaired(self, loc) -> bytes | None:
+        """A blob's stored bytes from its pack repaired in memory from the pack's parity
+        (the last pack repaired is kept for the blobs read after it), or None when the pack
+        has no usable parity. The caller's hash check says whether the blob came back."""
+        with self._repair_lock:
+            if self._repaired is None or self._repaired[0] != loc.pack_id:
+                name = pack_name(loc.pack_id)
+                try:
+                    result = repair_object(self.storage, name, f"pack {loc.pack_id[:16]}")
+                except DamageError:
+                    return None
+                self._repaired = (loc.pack_id, result.data)
+                self.repaired_in_memory.add(name)
+            data = self._repaired[1]
+        return data[loc.offset : loc.offset + loc.stored_len]
+
+    def forget_repairs(self) -> None:
+        """Drop the pack repaired in memory (after repaired objects were written back)."""
+        with self._repair_lock:
+            self._repaired = None
+
+    def _repaired_object(self, name: str, label: str, data: bytes, intact) -> bytes | None:
+        """A small object (manifest) repaired in memory from its parity when `intact(bytes)`
+        holds of the result; None otherwise."""
+        try:
+            result = repair_object(self.storage, name, label, data)
+        except DamageError:
+            return None
+        if not intact(result.data):
+            return None
+        self.repaired_in_memory.add(name)
+        return result.data
 
     def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int, kind: int = KIND_DATA) -> bytes:
         if self.sealer is not None:
@@ -677,7 +739,7 @@ class WriteSession:
                 pass             # a pack whose seal failed was removed by its writer
         if self._unindexed:
             try:
-                write_index_file(self.repo.storage, self._unindexed, self.repo.sealer)
+                write_index_file(self.repo.storage, self._unindexed, self.repo.sealer, self.repo.parity)
             except (OSError, LifeboatError):
                 pass   # the packs are still found through their footers
 
@@ -774,7 +836,7 @@ class WriteSession:
             return 0
         with self.clock.stage("write", len(stored)):
             if self._pack is None:
-                self._pack = PackWriter(self.repo.storage, self.repo.sealer)
+                self._pack = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity)
             self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)
@@ -823,7 +885,7 @@ class WriteSession:
     def _write_index(self) -> None:
         if self._unindexed:
             name, body = encode_index_file(self._unindexed, self.repo.sealer)
-            self.repo.storage.write(name, body)
+            write_protected(self.repo.storage, name, body, self.repo.parity)
             if self.repo.index_cache:
                 self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it
             self._unindexed = []

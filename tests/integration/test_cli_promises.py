@@ -84,7 +84,8 @@ def test_usage_errors_exit_2_and_write_nothing(saved_pc, tmp_path, args):
 
 
 def test_repo_without_action_is_one_usage_line(tmp_path):
-    assert one_line_error(lifeboat("repo", check=False), 2) == "lifeboat: usage: lifeboat repo init PATH"
+    assert one_line_error(lifeboat("repo", check=False), 2) == \
+           "lifeboat: usage: lifeboat repo init PATH | lifeboat repo upgrade --repo R"
 
 
 def test_write_usb_bad_images_exit_2_one_line(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import blake3
 import zstandard
@@ -26,7 +27,8 @@ def test_a_backup_writes_the_documented_format(tmp_path):
 
     config = json.loads((repo / "lifeboat-repo.json").read_text())
     assert (config["format"], config["version"], config["hash"], config["compression"], config["chunk_size"]) == \
-           ("lifeboat-repository", 1, "blake3-256", "zstd", 1048576)
+           ("lifeboat-repository", 2, "blake3-256", "zstd", 1048576)
+    assert config["parity"] == {"scheme": "sector-rs", "code": "isa-l-cauchy", "sidecar": ".par"}
     assert len(config["id"]) == 32 and int(config["id"], 16) >= 0
 
     snapshot = (repo / "snapshots" / f"{sid}.json").read_bytes()
@@ -80,3 +82,62 @@ def test_a_backup_writes_the_documented_format(tmp_path):
             at += 56 * count
         assert at == len(data) - 32
     assert sorted(listed) == sorted(entries_seen)
+
+    # Every pack, index file and manifest has its parity sidecar, as "Parity (format v2)" says.
+    objects = [*packs, *indexes, repo / "snapshots" / f"{sid}.json"]
+    assert sorted(p.name for p in repo.rglob("*.par")) == sorted(p.name + ".par" for p in objects)
+    recomputed = [check_sidecar(obj.read_bytes(), (obj.parent / (obj.name + ".par")).read_bytes())
+                  for obj in objects]
+    assert any(recomputed)
+
+
+def gf_mul(a: int, b: int) -> int:
+    """GF(2^8) with the polynomial 0x11D."""
+    out = 0
+    while b:
+        if b & 1:
+            out ^= a
+        a = (a << 1) ^ (0x11D if a & 0x80 else 0)
+        b >>= 1
+    return out
+
+
+def gf_inv(a: int) -> int:
+    return next(x for x in range(1, 256) if gf_mul(a, x) == 1)
+
+
+def check_sidecar(data: bytes, side: bytes) -> bool:
+    """Read a sidecar from the format description alone, and recompute its parity for small
+    objects from the Cauchy matrix the description gives (True when it did)."""
+    header = struct.Struct("<8sQIHHIIIII32s")
+    head = side[:header.size + 8]
+    assert side[-len(head):] == head
+    assert blake3.blake3(head[:header.size]).digest()[:8] == head[header.size:]
+    magic, length, s, max_k, pct, n, w, k, m, tb, digest = header.unpack(head[:header.size])
+    assert (magic, length, max_k, pct, digest) == (b"LBPARIT2", len(data), 200, 4, blake3.blake3(data).digest())
+    assert s == (512 if length <= 262144 else 4096)
+    assert n == max(1, -(-length // s)) and w == -(-n // 200) and k == -(-n // w)
+    assert m == max(2, -(-k * 4 // 100)) and tb == -(-(n + m * w) // 126)
+    table_at, parity_at = len(head), len(head) + 512 * tb
+    assert len(side) == 2 * len(head) + 2 * 512 * tb + m * w * s
+    table = side[table_at:parity_at]
+    assert side[parity_at + m * w * s : parity_at + m * w * s + len(table)] == table
+    sums = []
+    for b in range(tb):
+        block = table[512 * b : 512 * (b + 1)]
+        assert blake3.blake3(block[:504]).digest()[:8] == block[504:]
+        sums += struct.unpack("<126I", block[:504])
+    padded = data + bytes(k * w * s - len(data))
+    parity = side[parity_at : parity_at + m * w * s]
+    sectors = [padded[i * s:(i + 1) * s] for i in range(n)] + [parity[i * s:(i + 1) * s] for i in range(m * w)]
+    assert sums[: n + m * w] == [zlib.crc32(x) for x in sectors]
+    if w == 1 and k * s <= 8192:
+        for p in range(m):
+            want = bytearray(s)
+            for j in range(k):
+                coef = gf_inv((k + p) ^ j)
+                for i, byte in enumerate(padded[j * s:(j + 1) * s]):
+                    want[i] ^= gf_mul(coef, byte)
+            assert parity[p * s:(p + 1) * s] == bytes(want), f"parity sector {p}"
+        return True
+    return False

@@ -26,7 +26,7 @@ def saved(tmp_path):
     for i in range(6):
         (tree / f"f{i}.bin").write_bytes(rng.randbytes(3 * MiB + i))
     image = fi.make_ext4(tmp_path / "fs.img", 32 * MiB, tree)
-    repo = Repository.init(tmp_path / "repo")
+    repo = Repository.init(tmp_path / "repo", version=1)     # no parity: damage tests see it
     backup(str(image), repo)
     m = repo.load_manifest(repo.resolve("latest"))
     yield image, repo, m

@@ -97,7 +97,8 @@ def test_server_killed_mid_backup_then_back(tmp_path, s3env, monkeypatch):
     earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
 
     def packs():
-        return [o for o in s3env.client().list_objects("faults", prefix="r/packs/", recursive=True)]
+        return [o for o in s3env.client().list_objects("faults", prefix="r/packs/", recursive=True)
+                if o.object_name.endswith(".pack")]            # not their parity sidecars
 
     env_pack = {"LIFEBOAT_PACK_SIZE": str(8 * MiB), "LIFEBOAT_RETRY_SECONDS": "6"}
     for k, v in env_pack.items():

@@ -50,7 +50,7 @@ def test_damaged_pack_is_refused_before_anything_is_written(tmp_path):
     tree = data_tree(tmp_path / "tree", 6, MiB)
     disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "r.img", 16 * MiB, tree), 24 * MiB)
     repo = tmp_path / "repo"
-    lifeboat("repo", "init", repo)
+    lifeboat("repo", "init", repo, "--format", "1")  # no parity: damage stays
     sid = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
     w = damage_chunk(repo, sid, 1)
 
@@ -256,7 +256,7 @@ def test_salvage_restores_what_is_readable_and_names_the_files_hit(tmp_path):
     hit_names = {name for name in fi.tree_hashes(tree) if window in windows_of(name)}
     assert "f002.bin" in hit_names
     repo = tmp_path / "repo"
-    lifeboat("repo", "init", repo)
+    lifeboat("repo", "init", repo, "--format", "1")  # no parity: damage stays
     sid = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
     damage_chunk(repo, sid, 1, window)
 

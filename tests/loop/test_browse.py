@@ -183,6 +183,8 @@ def _damage_window_under(repo_path: Path, number: int, offset: int) -> None:
         old = f.read(16)
         f.seek(loc.offset + loc.stored_len // 2)
         f.write(bytes(b ^ 0xFF for b in old))
+    # And its parity gone, so the damage stays (what verify --repair cannot fix).
+    Path(f"{pack_path(repo.path, loc.pack_id)}.par").unlink(missing_ok=True)
     repo.close()
 
 

@@ -89,6 +89,8 @@ def damage_chunk(repo_dir: Path, partition: int) -> str:
         with open(pack_path(repo.path, loc.pack_id), "r+b") as f:
             f.seek(loc.offset + loc.stored_len // 2)
             f.write(b"\xde\xad\xbe\xef")
+        # And its parity gone, so the damage stays (what verify --repair cannot fix).
+        Path(f"{pack_path(repo.path, loc.pack_id)}.par").unlink(missing_ok=True)
         return sid
     finally:
         repo.close()

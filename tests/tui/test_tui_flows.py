@@ -309,12 +309,13 @@ def test_check_all_intact(machine):
 
 def _damage_repository(repo: Path) -> None:
     """Flip one byte in the middle of the biggest pack: real damage, as a bad USB stick does."""
-    packs = sorted((p for p in (repo / "packs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    packs = sorted((p for p in (repo / "packs").rglob("*.pack") if p.is_file()), key=lambda p: p.stat().st_size)
     assert packs, "the repository has no pack files"
     biggest = packs[-1]
     data = bytearray(biggest.read_bytes())
     data[len(data) // 3] ^= 0xFF
     biggest.write_bytes(bytes(data))
+    biggest.with_name(biggest.name + ".par").unlink(missing_ok=True)   # no parity: the damage stays
 
 
 def test_damaged_repository_is_shown_in_red(machine):

@@ -53,7 +53,7 @@ def test_packs_without_index_files_are_found_through_their_footers(tmp_path):
 
 
 def test_damage_is_detected(tmp_path):
-    repo = Repository.init(tmp_path / "r")
+    repo = Repository.init(tmp_path / "r", version=1)      # no parity to repair it from
     (bid,) = store(repo, [os.urandom(5000)])
     pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
     data = bytearray(pack.read_bytes())
@@ -65,6 +65,20 @@ def test_damage_is_detected(tmp_path):
     pack.write_bytes(bytes(data))
     with pytest.raises(DamageError, match="damaged footer"):
         read_footer(pack)
+
+
+def test_damage_in_a_v2_pack_is_read_through_from_its_parity(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    raw = os.urandom(5000)
+    (bid,) = store(repo, [raw])
+    pack = next((tmp_path / "r" / "packs").glob("*/*.pack"))
+    assert pack.with_name(pack.name + ".par").exists()
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    reopened = Repository.open(tmp_path / "r")
+    assert reopened.read_blob(bid) == raw
+    assert reopened.repaired_in_memory == {"packs/" + pack.parent.name + "/" + pack.name}
 
 
 def test_open_refuses_foreign_and_future_repositories(tmp_path):

@@ -54,6 +54,14 @@ class CheckReportScreen(Screen[None]):
                 lines.append(f"… and {len(r.damaged) - 8} more (see the log)\n", "red")
             lines.append("A damaged snapshot cannot be restored in full; older or newer intact ones can.")
             yield Static(lines, id="damage")
+        if r.repairs:
+            # Damage the parity repaired (or could not): said even when every snapshot is intact.
+            lines = Text()
+            for x in r.repairs[:8]:
+                lines.append(f"{'✓' if x.repaired else '✗'} {x.message()}\n", "yellow" if x.repaired else "red")
+            if len(r.repairs) > 8:
+                lines.append(f"… and {len(r.repairs) - 8} more (see the log)\n", "yellow")
+            yield Static(lines, id="repairs")
         with Horizontal(classes="buttons"):
             yield Button("Done", compact=True, id="done", variant="primary")
         yield Footer()
