@@ -145,7 +145,7 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
 
 def _decodes(repo: Repository, bid: bytes, stored: bytes, loc) -> bool:
     try:
-        repo.decode(bid, stored, loc.raw_len, loc.codec)
+        repo.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
     except DamageError:
         return False
     return True

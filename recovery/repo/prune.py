@@ -36,6 +36,7 @@ from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.errors import BusyError, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.repo.format import BlobEntry
 from recovery.repo.index import encode_index_file, load_index_file
+from recovery.repo.parity import parity_name, write_protected
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
 from recovery.repo.packs import PackWriter, delete_pack, pack_name, read_footer
@@ -283,7 +284,7 @@ class _Repacker:
             blobs.append((e, stored))
         for e, stored in blobs:
             if self.writer is None:
-                self.writer = PackWriter(self.repo.storage, self.repo.sealer)
+                self.writer = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity)
             self.writer.add(e.id, stored, e.raw_len, e.kind, e.codec)
             if self.writer.size >= self.pack_size:
                 self.seal()
@@ -315,7 +316,7 @@ class _Repacker:
 
 def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], result: PruneResult) -> None:
     name, body = encode_index_file(packs, repo.sealer)
-    repo.storage.write(name, body)
+    write_protected(repo.storage, name, body, repo.parity)
     if repo.index_cache:
         repo.index_cache.put(name, body)
     test_hook_count_change()
@@ -437,6 +438,7 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
         _write_index(repo, sorted(survivors.items()), result)
     for name, size in superseded:
         repo.storage.delete(name)
+        repo.storage.delete(parity_name(name))            # its parity, if any
         test_hook_count_change()
         result.index_files_deleted += 1
         result.bytes_deleted += size

@@ -24,7 +24,6 @@ from recovery.repo.format import (
     CONFIG_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
-    KIND_DATA,
     KIND_META,
     READABLE_VERSIONS,
     blob_id,
@@ -38,7 +37,7 @@ from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
 from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
                                    key_check)
 from recovery.stages import StageClock
-from recovery.repo.parity import repair_object, write_protected
+from recovery.repo.parity import parity_name, repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
@@ -526,6 +525,7 @@ class Repository:
         """Remove a snapshot: its manifest, then its check marks (a mark left by a crash in
         between names no snapshot and is ignored). Only under the exclusive lock (forget)."""
         self.storage.delete(f"snapshots/{snapshot_id}.json")
+        self.storage.delete(parity_name(f"snapshots/{snapshot_id}.json"))     # its parity, if any
         if self.index_cache:
             self.index_cache.drop(f"snapshots/{snapshot_id}.json")
         for mark in ("verified", "damaged"):
@@ -639,7 +639,7 @@ class Repository:
         self.repaired_in_memory.add(name)
         return result.data
 
-    def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int, kind: int = KIND_DATA) -> bytes:
+    def decode(self, bid: bytes, stored: bytes, raw_len: int, codec: int, kind: int) -> bytes:
         if self.sealer is not None:
             try:
                 stored = self.sealer.open_blob(bid, kind, stored)

@@ -73,7 +73,7 @@ def _prove(repo, name: str, data: bytes) -> None:
             raise DamageError(f"{label} has a damaged footer")
         for e in entries:
             try:
-                repo.decode(e.id, data[e.offset : e.offset + e.stored_len], e.raw_len, e.codec)
+                repo.decode(e.id, data[e.offset : e.offset + e.stored_len], e.raw_len, e.codec, e.kind)
             except DamageError as exc:
                 raise DamageError(f"{label}: {exc.message}") from exc
 

@@ -2,8 +2,7 @@
 places in a real repository (made by the CLI from a real ext4 disk) are repaired by verify, and
 restore gives every file back; damage beyond the parity's bound is named snapshot by snapshot.
 
-The damage tests run over `repo_factory`, so another kind of repository (one encrypted, say)
-joins them as one more parameter."""
+The damage tests run over `repo_factory`: a plain and an encrypted repository."""
 
 from __future__ import annotations
 
@@ -23,15 +22,34 @@ from tests.integration.test_repository_safety import data_tree, one_partition_di
 SEEDS = (1, 2, 3)
 
 
-@pytest.fixture(scope="module", params=["v2"])
-def repo_factory(request):
-    """make(path) creates an empty repository at `path` with the CLI; one kind per parameter."""
-    extra = {"v2": []}[request.param]
+@pytest.fixture(scope="module", params=["v2", "v2-encrypted"])
+def repo_factory(request, tmp_path_factory):
+    """make(path) creates an empty repository at `path` with the CLI; one kind per parameter.
+    `make.env` is what commands need to open it (an encrypted one's passphrase file)."""
+    env, extra = {}, []
+    if request.param == "v2-encrypted":
+        secret = tmp_path_factory.mktemp("key") / "passphrase"
+        secret.write_text("a passphrase for the damage tests\n")
+        secret.chmod(0o600)
+        env["LIFEBOAT_PASSPHRASE_FILE"] = str(secret)
+        extra = ["--encrypt", "--kdf-memory", "8", "--kdf-iterations", "1", "--kdf-parallelism", "1"]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
 
-    def make(path: Path) -> Path:
-        lifeboat("repo", "init", path, *extra)
-        return path
-    return make
+        def make(path: Path) -> Path:
+            lifeboat("repo", "init", path, *extra)
+            return path
+        make.env = env
+        yield make
+
+
+@pytest.fixture(autouse=True)
+def unlocked(repo_factory, monkeypatch):
+    """Each test's commands open the repository as its kind needs (the suite's own fixtures
+    clear the passphrase variables before every test)."""
+    for key, value in repo_factory.env.items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")
