@@ -255,6 +255,8 @@ def cmd_repo(args) -> int:
     if args.repo_command != "init":
         raise UsageError("usage: lifeboat repo init PATH | lifeboat repo upgrade --repo R")
     encryption = None
+    if args.encrypt and args.format_version < 2:
+        raise UsageError("an encrypted repository is format 2: --encrypt does not go with --format 1")
     if args.encrypt:
         from recovery.repo.keys import PASSPHRASE_ENV, new_passphrase
         from recovery.repo.repository import NewEncryption
@@ -265,8 +267,6 @@ def cmd_repo(args) -> int:
         encryption = NewEncryption(passphrase, kdf)
     elif args.passphrase_file:
         raise UsageError("--passphrase-file makes sense with --encrypt only")
-    if encryption is not None and args.format_version < 2:
-        raise UsageError("an encrypted repository is format 2: --encrypt does not go with --format 1")
     repo = Repository.init(args.path, chunk_size=args.chunk_size, force=args.force, encryption=encryption,
                            version=args.format_version)
     data = {"repository": repo.location, "id": repo.config["id"], "encrypted": repo.encrypted}

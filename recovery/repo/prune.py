@@ -39,7 +39,7 @@ from recovery.repo.index import encode_index_file, load_index_file
 from recovery.repo.parity import parity_name, write_protected
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
-from recovery.repo.packs import PackWriter, delete_pack, pack_name, read_footer
+from recovery.repo.packs import PackWriter, delete_pack, pack_name, pack_objects, read_footer
 from recovery.repo.repository import DEFAULT_PACK_SIZE, Repository
 from recovery.repo.retention import Policy, Verdict, judge
 from recovery.storage.base import StorageError
@@ -306,12 +306,23 @@ class _Repacker:
         test_hook_count_change()
         self.written.append((pack_id, entries))
         self.result.packs_written += 1
-        self.result.bytes_written += writer.size
+        self.result.bytes_written += stored_size(self.repo.storage, pack_objects(pack_id))   # with its parity
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+
+def stored_size(storage, names) -> int:
+    """Bytes the storage holds under `names` (those that exist): what was really written."""
+    total = 0
+    for name in names:
+        try:
+            total += storage.size(name)
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], result: PruneResult) -> None:
@@ -321,7 +332,7 @@ def _write_index(repo: Repository, packs: list[tuple[str, list[BlobEntry]]], res
         repo.index_cache.put(name, body)
     test_hook_count_change()
     result.index_files_written += 1
-    result.bytes_written += len(body)
+    result.bytes_written += stored_size(repo.storage, [name, parity_name(name)])
 
 
 def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool = False,
@@ -437,11 +448,12 @@ def _finish(repo: Repository, refs: References, doomed: list[str],
     if survivors:
         _write_index(repo, sorted(survivors.items()), result)
     for name, size in superseded:
+        parity_size = stored_size(repo.storage, [parity_name(name)])
         repo.storage.delete(name)
         repo.storage.delete(parity_name(name))            # its parity, if any
         test_hook_count_change()
         result.index_files_deleted += 1
-        result.bytes_deleted += size
+        result.bytes_deleted += size + parity_size
     for pack_id in sorted(doomed_set):
         result.bytes_deleted += delete_pack(repo.storage, pack_id)
         test_hook_count_change()

@@ -222,12 +222,26 @@ def test_tampering_is_detected_and_named_by_verify(tmp_path, gpt_pc):
     assert _verify(base, pw)[0] == 0
 
     def copy(label: str) -> Path:
+        """A copy without parity sidecars: what is checked here is authentication (with its
+        parity, a changed byte is repaired: shown just below)."""
         dest = tmp_path / label
         shutil.copytree(base, dest)
+        for sidecar in dest.rglob("*.par"):
+            sidecar.unlink()
         return dest
 
     packs = sorted((base / "packs").rglob("*.pack"), key=lambda p: p.name)
     assert len(packs) >= 2
+
+    # with its parity, one changed byte is repaired, and named
+    repo = tmp_path / "flip-repaired"
+    shutil.copytree(base, repo)
+    pack = repo / packs[0].relative_to(base)
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 1
+    pack.write_bytes(bytes(data))
+    code, out = _verify(repo, pw)
+    assert code == 0 and f"repaired pack {packs[0].stem[:16]}" in out, out
 
     # one byte changed inside a blob
     repo = copy("flip-blob")
@@ -309,12 +323,16 @@ def test_a_reader_of_format_1_refuses_an_encrypted_repository(tmp_path):
     assert got.returncode == 5 and "encrypted in a way this Lifeboat does not know" in got.stderr
 
 
-def test_a_plain_repository_stays_format_1(tmp_path):
-    repo = tmp_path / "plain"
-    lifeboat("repo", "init", repo)
-    config = json.loads((repo / "lifeboat-repo.json").read_text())
-    assert config["version"] == 1 and "encryption" not in config
-    assert not (repo / "keys").exists()
+def test_a_plain_repository_has_no_encryption(tmp_path):
+    for extra, version in (([], 2), (["--format", "1"], 1)):
+        repo = tmp_path / f"plain{version}"
+        lifeboat("repo", "init", repo, *extra)
+        config = json.loads((repo / "lifeboat-repo.json").read_text())
+        assert config["version"] == version and "encryption" not in config
+        assert not (repo / "keys").exists()
+    refused = lifeboat("repo", "init", tmp_path / "sealed1", "--format", "1", "--encrypt", check=False)
+    assert refused.returncode == 2 and "--encrypt does not go with --format 1" in refused.stderr
+    assert not (tmp_path / "sealed1").exists()
 
 
 def test_the_passphrase_is_never_in_argv_environment_logs_or_json(tmp_path, gpt_pc, monkeypatch):

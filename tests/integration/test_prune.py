@@ -28,7 +28,8 @@ def small_packs(monkeypatch):
 
 
 def packs_of(repo) -> dict[str, int]:
-    return {k: v for k, v in stored_objects(repo).items() if k.startswith("packs/")}
+    """The packs themselves (their parity sidecars beside them are not packs)."""
+    return {k: v for k, v in stored_objects(repo).items() if k.startswith("packs/") and k.endswith(".pack")}
 
 
 def test_forget_then_prune_frees_what_only_forgotten_snapshots_used(tmp_path):
@@ -49,7 +50,7 @@ def test_forget_then_prune_frees_what_only_forgotten_snapshots_used(tmp_path):
     pruned = out["prune"]
     assert pruned["bytes_freed"] == data(before) - data(after) > 0
     # Only packs holding garbage were read and replaced; every other pack is untouched.
-    old, new = {k: v for k, v in before.items() if k.startswith("packs/")}, packs_of(repo)
+    old, new = {k: v for k, v in before.items() if k.startswith("packs/") and k.endswith(".pack")}, packs_of(repo)
     deleted, written = set(old) - set(new), set(new) - set(old)
     assert len(deleted) == pruned["packs_deleted"] and len(written) == pruned["packs_written"]
     assert pruned["bytes_read"] <= sum(old[k] for k in deleted)
@@ -201,7 +202,7 @@ def test_prune_waits_for_a_running_backup_then_deletes(tmp_path):
         assert "backups are running" in said[-1] and "waited 1 s" in said[-1]
         assert {k for k in stored_objects(repo) if not k.startswith(("packs/", "index/"))} == \
             {k for k in before if not k.startswith(("packs/", "index/"))}
-        assert {k for k in before if k.startswith("packs/")} <= set(packs_of(repo))   # nothing deleted
+        assert {k for k in before if k.startswith("packs/")} <= set(stored_objects(repo))   # nothing deleted
         # forget waits the same way, and removes nothing when it gives up.
         gave_up = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--wait", "1", check=False)
         assert gave_up.returncode == 12 and "waited 1 s" in gave_up.stderr.strip().splitlines()[-1]
@@ -325,6 +326,7 @@ def test_a_damaged_manifest_is_kept_by_forget_and_stops_prune(tmp_path):
     data = bytearray(manifest.read_bytes())
     data[len(data) // 2] ^= 0x01
     manifest.write_bytes(bytes(data))
+    Path(f"{manifest}.par").unlink()         # damage its parity cannot repair (it has none left)
     out = lifeboat("forget", "--repo", repo, "--keep-last", "1", "--json", json_out=True).data
     assert out["unjudged"] == [snaps[0][0][:8]] and [v["id"] for v in out["remove"]] == [snaps[1][0]]
     assert manifest.exists()
