@@ -312,35 +312,33 @@ class ReadBack:
 FAILING = "the destination drive may be failing — the snapshot was not saved"
 
 
-def _read_back_whole(repo: Repository, pack: WrittenPack) -> bytes:
-    """Read a pack back whole; DamageError unless every byte is what was written. Returns the
-    digest of its sample blocks."""
+def _reading_back(repo: Repository, pack: WrittenPack, read):
+    """`read(storage, name, size)` on a pack just written; its failures as the read-back's
+    DamageError (a server that went away is let through: nothing is known to be damaged).
+    Returns (what it read, the pack's path for messages)."""
     name = pack_name(pack.id)
     path = repo.storage.where(name)
     try:
-        digest, samples = repo.storage.read_back(name, pack.size)
+        return read(repo.storage, name, pack.size), path
     except OSError as exc:
         raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {FAILING}") from exc
     except UnreachableError:
         raise
     except LifeboatError as exc:
         raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {FAILING}") from exc
+
+
+def _read_back_whole(repo: Repository, pack: WrittenPack) -> bytes:
+    """Read a pack back whole; DamageError unless every byte is what was written. Returns the
+    digest of its sample blocks."""
+    (digest, samples), path = _reading_back(repo, pack, lambda st, name, size: st.read_back(name, size))
     if digest != pack.digest:
         raise DamageError(f"the backup did not read back correctly from {path}; {FAILING}")
     return samples
 
 
 def _read_back_samples(repo: Repository, pack: WrittenPack, expected: bytes) -> None:
-    name = pack_name(pack.id)
-    path = repo.storage.where(name)
-    try:
-        samples = repo.storage.read_back_samples(name, pack.size)
-    except OSError as exc:
-        raise DamageError(f"the backup cannot be read back from {path}: {exc.strerror}; {FAILING}") from exc
-    except UnreachableError:
-        raise
-    except LifeboatError as exc:
-        raise DamageError(f"the backup cannot be read back from {path}: {exc.message}; {FAILING}") from exc
+    samples, path = _reading_back(repo, pack, lambda st, name, size: st.read_back_samples(name, size))
     if samples != expected:
         raise DamageError(f"the backup did not read back correctly from {path}: a later write overwrote it "
                           f"(the drive may be smaller than it claims); {FAILING}")
