@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests import own_mounts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +80,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tag = f"allowed on CI: {why}" if why else "NOT allowed on CI"
         tr.write_line(f"SKIPPED {rep.nodeid}: {reason}  [{tag}]")
     tr.write_line(f"{len(skipped)} skipped ({'CI=true' if ON_CI else 'not on CI: skips do not fail the run'})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_dir(tmp_path_factory):
+    """The product's temporary folders (browse views' mount points, virtual-disk exports) go
+    under this run's base folder, so a test counting what is left mounted sees only its own
+    run's mounts when another run shares the machine."""
+    base = tmp_path_factory.getbasetemp()
+    temp = tmp_path_factory.mktemp("tmp", numbered=False)
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(temp)
+    own_mounts.set_base(base)
+    yield temp
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 @pytest.fixture(autouse=True)

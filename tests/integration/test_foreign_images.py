@@ -18,6 +18,7 @@ import pytest
 from tests import diskimages as di
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import PC, MiB, lifeboat, read_tree, sfdisk_json
+from tests.own_mounts import mounts_containing
 
 FORMATS = ["raw", "img.gz", "img.zst", "img.xz", "img.bz2", "img.lz4", "img.zst.aa", "qcow2", "vhd", "vhd-fixed", "vhdx", "vmdk", "vmdk-flat"]
 QEMU = {  # file suffix, qemu-img -O format and options
@@ -155,7 +156,7 @@ def test_image_restores_onto_a_larger_and_a_smaller_disk(tmp_path, pcs, which, f
 
 def exports_left() -> list[str]:
     """Mounts of virtual-disk exports still there (each restore must end its own)."""
-    return [line for line in Path("/proc/self/mounts").read_text().splitlines() if "lifeboat-vdisk-" in line]
+    return mounts_containing("lifeboat-vdisk-")
 
 
 def test_inspect_names_the_format_partitions_and_says_intact(tmp_path, pcs):

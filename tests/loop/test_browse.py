@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from recovery.browse.view import FSNAME
 from recovery.probe.mounts import current_mounts
 from recovery.repo.reader import PartitionReader
 from recovery.repo.repository import Repository
@@ -25,6 +24,7 @@ from tests import browse_pc
 from tests import fsimages as fi
 from tests.conftest import run
 from tests.integration.engine_fixtures import ROOT, lifeboat
+from tests.own_mounts import views
 
 pytestmark = pytest.mark.loop
 MiB = 1024 * 1024
@@ -35,10 +35,6 @@ def pc(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
     return browse_pc.build(tmp_path_factory.mktemp("browse"))
-
-
-def views() -> list[str]:
-    return [m.target for m in current_mounts() if m.source == FSNAME]
 
 
 def one_line(proc) -> str:

@@ -14,28 +14,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from recovery.browse import view
 from tests import fsimages as fi
+from tests.own_mounts import views
 from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
 
 pytestmark = [pytest.mark.tui,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a saved filesystem needs root")]
 
-
-_OTHERS: set[str] = set()
-
-
-@pytest.fixture(autouse=True)
-def others_views():
-    """Views another program on this machine held before the test began (a test run beside
-    this one) are not this test's to count."""
-    _OTHERS.clear()
-    _OTHERS.update(view.views())
-    yield
-
-
-def views() -> list[str]:
-    return [v for v in view.views() if v not in _OTHERS]
 
 def root_partition(image: Path) -> tuple[int, int]:
     table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True,

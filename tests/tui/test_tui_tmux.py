@@ -124,14 +124,14 @@ def test_real_tui_in_tmux_linux_console(machine):
 def test_get_files_back_in_tmux(machine, tmp_path):
     """Home -> Get files back -> repository -> snapshot -> partition -> browse to a user's folder,
     mark two folders, copy them into a folder typed by hand; every byte compared."""
-    from recovery.browse.view import views
+    from tests.own_mounts import views
     from tests import fsimages as fi
     from tests.tui.test_tui_get_files import root_partition
 
     dest = tmp_path / "usb"
     dest.mkdir()
     env = {"TERM": "linux", "LIFEBOAT_ONLY_GIVEN_DISKS": "1", "LIFEBOAT_LOG_DIR": str(machine / "logs"),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), "TMPDIR": os.environ["TMPDIR"]}
     envs = " ".join(f"{k}={v}" for k, v in env.items())
     command = (f"env -u COLORTERM {envs} {sys.executable} -m recovery tui --repo repo "
                f"--disk demo-pc.img --disk new-disk.img; echo LIFEBOAT-EXIT=$?; sleep 60")

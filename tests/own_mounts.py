@@ -1,0 +1,32 @@
+"""Mounts this test run made, told apart from those of another run on the same machine.
+
+A session fixture in conftest points the product's temporary folders (browse views' mount
+points, virtual-disk exports) into the run's own base folder, so counting what is left
+mounted counts this run's mounts only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recovery.browse import view
+
+_base: list[str] = []
+
+
+def set_base(path: Path) -> None:
+    _base[:] = [str(path).rstrip("/") + "/"]
+
+
+def mine(targets) -> list[str]:
+    return [t for t in targets if t.startswith(_base[0])]
+
+
+def views() -> list[str]:
+    """Browse views (live or stale) mounted beneath this run's base folder."""
+    return mine(view.views())
+
+
+def mounts_containing(word: str) -> list[str]:
+    """Mount points beneath this run's base folder whose line in /proc/self/mounts holds `word`."""
+    lines = Path("/proc/self/mounts").read_text().splitlines()
+    return mine(line.split()[1] for line in lines if word in line)
