@@ -32,11 +32,12 @@ from recovery.storage.local import LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
-# Set by the user interface: ask_host_key(server, fingerprints) -> accept?; ask_password(prompt) -> str
-# (None or empty: the person gave up). A refused password is asked again, PASSWORD_TRIES in all.
+# Set by the user interface: ask_host_key(server, fingerprints) -> accept?;
+# ask_password(prompt, who="user@host", refused=passwords refused so far) -> str (None or
+# empty: the person gave up). A refused password is asked again, PASSWORD_TRIES in all.
 PASSWORD_TRIES = 3
 ask_host_key: Callable[[str, list[str]], bool] | None = None
-ask_password: Callable[[str], str | None] | None = None
+ask_password: Callable[..., str | None] | None = None
 
 _TRANSIENT = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
               errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESTALE}
@@ -239,7 +240,7 @@ def _sftp(loc: Location, path: str, mountpoint: Path) -> None:
             prompt = f"password for {loc.user}@{loc.host}: "
             if tried:
                 prompt = f"the SSH server refused the login of {loc.user} (try {tried + 1} of {PASSWORD_TRIES}); " + prompt
-            answer = ask_password(prompt)
+            answer = ask_password(prompt, who=f"{loc.user}@{loc.host}", refused=tried)
             if not answer:             # gave up: the refusal stands, nothing was done
                 raise
             password = answer

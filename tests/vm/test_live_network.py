@@ -86,7 +86,7 @@ def test_smb_and_nfs_repositories_from_the_live_shell(iso, tmp_path, smbd, ganes
                       extra_args=["-device", "qemu-xhci,id=hotplug-usb"]) as vm:
         open_shell(vm)
         # DHCP ran while the system booted; what it got is kept for the TUI and technicians
-        assert shell_step(vm, "net", "grep . /run/lifeboat/network/*", 120) == 0
+        assert shell_step(vm, "net", "grep -H . /run/lifeboat/network/*", 120) == 0
         booted, net = vm.wait_for(r"/run/lifeboat/network/(\w+):(10\.0\.2\.15/24) 10\.0\.2\.2", 60).groups()
         assert shell_step(vm, "password", f"export LIFEBOAT_PASSWORD={SMB_PASSWORD}") == 0
         for proto, repo, target in (("smb", f"smb://{SMB_USER}@{HOST}/backups/lifeboat", "/dev/vdb"),
@@ -100,7 +100,7 @@ def test_smb_and_nfs_repositories_from_the_live_shell(iso, tmp_path, smbd, ganes
         assert vm.hmp("netdev_add user,id=plugged") == ""
         assert vm.hmp("device_add usb-net,netdev=plugged,bus=hotplug-usb.0,id=usbnic") == ""
         wait = ("for i in $(seq 90); do [ $(ls /run/lifeboat/network | wc -l) -ge 2 ] && break; sleep 1; done; "
-                "grep . /run/lifeboat/network/*")
+                "grep -H . /run/lifeboat/network/*")
         assert shell_step(vm, "plugged", wait, 180) == 0
         lines = vm.wait_for(r"(?:/run/lifeboat/network/\w+:\S+ \S+\n){2}", 30)[0]
         plugged = dict(re.findall(r"/run/lifeboat/network/(\w+):(\S+ \S+)\n", lines))

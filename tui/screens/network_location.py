@@ -147,6 +147,9 @@ class NetworkLocationScreen(Screen["Place | None"]):
         finally:
             self.busy = False
         outcome.update(outcome_words(place))
+        for var in secrets:          # a password typed again when asked is the one that worked
+            if os.environ.get(var, "") != secrets[var]:
+                self.query_one(f"#{var.lower()}", Input).value = os.environ.get(var, "")
         if use:
             try:
                 await self.app.blocking(netlocations.remember, url, endpoint)
