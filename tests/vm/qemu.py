@@ -382,8 +382,10 @@ class Machine:
             said = b""
             while not said.endswith(b"(qemu) "):
                 said += mon.recv(4096)
+        # The monitor echoes the command as it is typed (redrawn per character): its answer
+        # follows the last, complete echo.
         text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", said.decode(errors="replace"))
-        return text.replace(command, "", 1).replace("(qemu) ", "").strip()
+        return text[text.rfind(command) + len(command):].replace("(qemu) ", "").strip()
 
     def type_text(self, text: str) -> None:
         """Type a line of plain text on the PC keyboard (US layout), then Enter."""
