@@ -741,7 +741,7 @@ def terminal_prompts() -> None:
         return input("Type yes to accept it and remember it: ").strip().lower() == "yes"
 
     mounted.ask_host_key = host_key
-    mounted.ask_password = lambda prompt: getpass.getpass(prompt)
+    mounted.ask_password = lambda prompt, **_: getpass.getpass(prompt)
     from recovery.repo import keys
 
     keys.ask_passphrase = lambda prompt: getpass.getpass(prompt)

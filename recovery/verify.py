@@ -344,6 +344,15 @@ def _read_back_samples(repo: Repository, pack: WrittenPack, expected: bytes) -> 
                           f"(the drive may be smaller than it claims); {FAILING}")
 
 
+def _still_there(repo: Repository, pack: WrittenPack) -> None:
+    """The late check in an object store, where objects share no offsets (nothing written
+    later can overwrite a pack read back whole before): the pack is still there, whole."""
+    size, path = _reading_back(repo, pack, lambda st, name, _size: st.size(name))
+    if size != pack.size:
+        raise DamageError(f"the backup did not read back correctly from {path}: it now holds {size} bytes "
+                          f"of the {pack.size} written; {FAILING}")
+
+
 def _objects_used(repo: Repository, ids: list[str], needed) -> list[str]:
     """The objects whose parity verify checks: the manifests checked, every index file, and
     the packs holding the chunks they use. None in a v1 repository without sidecars."""
@@ -369,8 +378,10 @@ def check_new_packs(repo, new_packs, images, sink: EventSink, cancel: CancelToke
         first = early.result(pack.id) if early is not None else None
         if first is None:
             _read_back_whole(repo, pack)
-        else:
+        elif repo.storage.shared_offsets:
             _read_back_samples(repo, pack, first)
+        else:
+            _still_there(repo, pack)
         return pack.size
 
     for size in ordered_map(read_back, new_packs, cancel, io_bound=True):

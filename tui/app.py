@@ -46,6 +46,7 @@ class LifeboatApp(App[int]):
         from tui.screens.home import HomeScreen
 
         mounted.ask_host_key = self.ask_host_key
+        mounted.ask_password = self.ask_password
         self.push_screen(HomeScreen())
         self.action_rescan()
 
@@ -64,6 +65,19 @@ class LifeboatApp(App[int]):
             yes="Trust it", no="No")
         self.call_from_thread(self.push_screen, dialog, answer.set_result)
         return bool(answer.result())
+
+    def ask_password(self, prompt: str, who: str = "", refused: int = 0) -> str | None:
+        """The engine asks (from a worker thread) for a login's password, again after the
+        server refused one: a masked field; None when the person cancels."""
+        from concurrent.futures import Future
+
+        from recovery.storage import mounted
+        from tui.screens.password_prompt import PasswordPrompt
+
+        answer: Future = Future()
+        dialog = PasswordPrompt(who or prompt.rstrip(": "), refused, mounted.PASSWORD_TRIES)
+        self.call_from_thread(self.push_screen, dialog, answer.set_result)
+        return answer.result()
 
     def action_rescan(self) -> None:
         self.scanning = True
@@ -193,6 +207,8 @@ class LifeboatApp(App[int]):
 
         if mounted.ask_host_key == self.ask_host_key:
             mounted.ask_host_key = None
+        if mounted.ask_password == self.ask_password:
+            mounted.ask_password = None
         self.session.close()
 
 

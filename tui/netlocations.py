@@ -3,8 +3,8 @@ and the locations used before, remembered without any secret.
 
 Secrets go into this process's environment (where the engine's storage backends read them:
 recovery/storage/location.py, s3.py, mounted.py) and nowhere else: they die with the process.
-The remembered list, ``locations.json`` in the engine's data folder (on the live system, the
-stick's data partition), holds each location's text (which never carries a secret: the parser
+The remembered list, ``locations.json`` (recovery/remembered.py keeps it: in the engine's data
+folder, or on the live system on the stick's data partition), holds each location's text (which never carries a secret: the parser
 refuses one), the S3 endpoint when one was given, and when it was last used.
 """
 
@@ -14,7 +14,6 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from recovery.storage.location import Location, is_url, parse
 
@@ -90,31 +89,34 @@ class Remembered:
             return "?"
 
 
-def _file() -> Path:
-    from recovery.storage.mounted import data_dir
-
-    return data_dir() / FILE_NAME
-
-
 def load() -> list[Remembered]:
     """The locations used before, the latest first; empty when none (or the file is unreadable:
-    it is a convenience, never a reason to stop)."""
-    try:
-        data = json.loads(_file().read_text())
-        entries = data.get("locations", []) if isinstance(data, dict) else []
-        return [Remembered(str(e["url"]), str(e.get("endpoint") or ""), str(e.get("last_used") or ""))
-                for e in entries if isinstance(e, dict) and scheme_of(str(e.get("url", "")))]
-    except (OSError, ValueError, KeyError):
-        return []
+    it is a convenience, never a reason to stop). On the live system the stick's copy and one
+    kept in RAM (when the stick could not be written) are merged."""
+    from recovery.remembered import read_all
+
+    found: dict[str, Remembered] = {}
+    for text in read_all(FILE_NAME):
+        try:
+            data = json.loads(text)
+            entries = data.get("locations", []) if isinstance(data, dict) else []
+            for e in entries:
+                if isinstance(e, dict) and scheme_of(str(e.get("url", ""))):
+                    r = Remembered(str(e["url"]), str(e.get("endpoint") or ""), str(e.get("last_used") or ""))
+                    if r.url not in found or r.last_used > found[r.url].last_used:
+                        found[r.url] = r
+        except (ValueError, KeyError, AttributeError):
+            continue
+    return sorted(found.values(), key=lambda r: r.last_used, reverse=True)[:KEEP]
 
 
-def remember(url: str, endpoint: str = "") -> None:
-    """Put `url` first in the list (written whole, then renamed: a cut leaves the old list)."""
+def remember(url: str, endpoint: str = "") -> str | None:
+    """Put `url` first in the list. Returns a note when the list could be kept only until the
+    next reboot (on the live system, a stick without a writable data partition)."""
+    from recovery.remembered import write
+
     entry = Remembered(check(url).display(), endpoint.strip() if scheme_of(url) == "s3" else "",
                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
     others = [r for r in load() if r.url != entry.url]
-    path = _file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(FILE_NAME + ".tmp")
-    tmp.write_text(json.dumps({"locations": [r.__dict__ for r in [entry, *others][:KEEP]]}, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps({"locations": [r.__dict__ for r in [entry, *others][:KEEP]]}, indent=2) + "\n"
+    return write(FILE_NAME, text)

@@ -94,6 +94,7 @@ def sshfs(user: str, host: str, port: int, path: str, where: Path, known_hosts: 
         os.chmod(askpass, stat.S_IRWXU)
         env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none",
                    LIFEBOAT_SSH_SECRET=password)
+        options.append("NumberOfPasswordPrompts=1")     # the same answer again would be refused again
     else:
         options.append("BatchMode=yes")
     try:

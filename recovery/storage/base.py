@@ -125,6 +125,10 @@ class Storage(ABC):
     # folder gains nothing past a few, a network store hides its round trip behind many.
     parallelism = 4
     remote = False      # reached over a network: worth caching what never changes
+    # Objects share one device's offsets, so a later write can overwrite an earlier object (a
+    # drive smaller than it claims wraps around): the backup's late check re-reads samples.
+    # An object store keeps each object apart: there the late check only asks for its size.
+    shared_offsets = True
 
     @abstractmethod
     def describe(self) -> str:

@@ -32,9 +32,12 @@ from recovery.storage.local import LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
-# Set by the user interface: ask_host_key(server, fingerprints) -> accept?; ask_password(prompt) -> str
+# Set by the user interface: ask_host_key(server, fingerprints) -> accept?;
+# ask_password(prompt, who="user@host", refused=passwords refused so far) -> str (None or
+# empty: the person gave up). A refused password is asked again, PASSWORD_TRIES in all.
+PASSWORD_TRIES = 3
 ask_host_key: Callable[[str, list[str]], bool] | None = None
-ask_password: Callable[[str], str | None] | None = None
+ask_password: Callable[..., str | None] | None = None
 
 _TRANSIENT = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
               errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESTALE}
@@ -222,15 +225,29 @@ def _sftp(loc: Location, path: str, mountpoint: Path) -> None:
         netmounts.remember_keys(known_hosts, loc.host, port, scanned)
     password = os.environ.get("LIFEBOAT_PASSWORD")
     key = os.environ.get("LIFEBOAT_SSH_KEY")
-    try:
-        netmounts.sshfs(loc.user, loc.host, port, path, mountpoint, known_hosts, password, key)
-    except StorageError as exc:
-        if password is not None or ask_password is None or "refused the login" not in exc.message:
-            raise
-        password = ask_password(f"password for {loc.user}@{loc.host}: ")
-        if not password:
-            raise
-        netmounts.sshfs(loc.user, loc.host, port, path, mountpoint, known_hosts, password, key)
+    tried = 0                     # passwords the server refused
+    while True:
+        try:
+            netmounts.sshfs(loc.user, loc.host, port, path, mountpoint, known_hosts, password, key)
+            break
+        except StorageError as exc:
+            if "refused the login" not in exc.message:
+                raise
+            tried += password is not None
+            if ask_password is None or tried >= PASSWORD_TRIES:
+                raise
+            # A person is there: ask (again), saying why when a password was refused.
+            prompt = f"password for {loc.user}@{loc.host}: "
+            if tried:
+                prompt = f"the SSH server refused the login of {loc.user} (try {tried + 1} of {PASSWORD_TRIES}); " + prompt
+            answer = ask_password(prompt, who=f"{loc.user}@{loc.host}", refused=tried)
+            if not answer:             # gave up: the refusal stands, nothing was done
+                raise
+            password = answer
+    if password is not None and password != os.environ.get("LIFEBOAT_PASSWORD"):
+        # The password that worked serves the rest of this session (a reconnect, the next
+        # mount of the same place); it lives in this process's environment only.
+        os.environ["LIFEBOAT_PASSWORD"] = password
 
 
 @atexit.register

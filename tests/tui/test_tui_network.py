@@ -15,7 +15,8 @@ from textual.widgets import Input, OptionList, Static
 
 from recovery.repo.repository import Repository
 from tests import fsimages as fi
-from tests.netservers import ACCESS_KEY, SECRET_KEY, seaweedfs, sshd  # noqa: F401 - the server fixtures
+from tests.netservers import (ACCESS_KEY, PASSWORD, PASSWORD_USER, SECRET_KEY,  # noqa: F401 - the fixtures
+                              password_sshd, seaweedfs, sshd)
 from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
 
 pytestmark = pytest.mark.tui
@@ -35,7 +36,12 @@ def netenv(machine, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(machine / "data"))
     monkeypatch.setenv("LIFEBOAT_LOG_DIR", str(machine / "logs"))
-    return machine / "data"
+    yield machine / "data"
+    for var in SECRET_VARS:        # put there by the screen or the engine during the test
+        os.environ.pop(var, None)
+    from recovery.storage import mounted
+
+    mounted._unmount_all()         # what the app mounted goes at its process's exit: here, now
 
 
 async def fill(screen, pilot, **values) -> None:
@@ -400,3 +406,74 @@ def test_network_screen_sets_a_fixed_address_in_a_namespace(tmp_path):
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["rm", "-rf", str(etc)], check=False)
+
+
+# -- an SSH server that takes a password ---------------------------------------------------------
+def test_a_refused_password_is_asked_again_masked_and_cancel_leaves_cleanly(machine, netenv, password_sshd,
+                                                                            monkeypatch):
+    """Against a private sshd taking passwords only: the password typed in the form is refused,
+    so a masked prompt asks again saying so; a second wrong one is refused again (try 3 of 3);
+    the right one opens the location and is the one kept for the session. Then, for another
+    location, Cancel on the prompt leaves the form with the engine's one line, nothing made."""
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.network_location import NetworkLocationScreen
+    from tui.screens.password_prompt import PasswordPrompt
+    from tui.screens.place_picker import PlacePickerScreen
+
+    monkeypatch.setenv("LIFEBOAT_SSH_HOST_KEY", password_sshd.fingerprint())
+    monkeypatch.delenv("LIFEBOAT_SSH_KEY", raising=False)
+    srv = machine / "sftp-srv"
+    srv.mkdir()
+    base = f"sftp://{PASSWORD_USER}@127.0.0.1:{password_sshd.port}"
+
+    async def prompt_for(pilot, refused_line: str | None):
+        dialog = await wait_screen(pilot, PasswordPrompt, timeout=60)
+        field = dialog.query_one("#password", Input)
+        assert field.password and dialog.focused is field                    # masked, ready to type
+        said = dialog.query("#refused")
+        if refused_line is None:
+            assert not said
+        else:
+            assert refused_line in str(said.first(Static).content)
+        return dialog
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("b")
+            await wait_screen(pilot, DiskPickerScreen)
+            await pilot.press("enter")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("n")
+            form = await wait_screen(pilot, NetworkLocationScreen)
+            await fill(form, pilot, url=f"{base}{srv / 'repo'}", lifeboat_password="wrong-1")
+            await press_button(pilot, form, "test")
+            await prompt_for(pilot, "the password is wrong. Type it again (try 2 of 3)")
+            await pilot.press(*"wrong-2", "enter")
+            dialog = await prompt_for(pilot, "(try 3 of 3)")
+            assert "wrong-2" not in screen_text(app)
+            dialog.query_one("#password", Input).value = PASSWORD
+            dialog.query_one("#login").press()
+            await wait_for(pilot, lambda: outcome(form).startswith("Works"), 60, "the login")
+            assert outcome(form) == "Works: empty, a new repository will be made there."
+            assert form.query_one("#lifeboat_password", Input).value == PASSWORD   # the one that worked
+            assert PASSWORD not in screen_text(app)
+            # Another place: the prompt's Cancel leaves the form with the refusal, nothing made.
+            await fill(form, pilot, url=f"{base}{srv / 'other'}", lifeboat_password="wrong-3")
+            await press_button(pilot, form, "test")
+            dialog = await prompt_for(pilot, "(try 2 of 3)")
+            dialog.query_one("#cancel").press()
+            await wait_for(pilot, lambda: "refused the login" in outcome(form), 60, "the refusal")
+            assert app.screen is form and "\n" not in outcome(form) and "wrong-3" not in outcome(form)
+            # Three refusals in all end in the same line, without a fourth question.
+            await press_button(pilot, form, "test")
+            for n in (2, 3):
+                await prompt_for(pilot, f"(try {n} of 3)")
+                await pilot.press(*f"bad-{n}", "enter")
+            await wait_for(pilot, lambda: "refused the login" in outcome(form), 60, "the last refusal")
+            assert app.screen is form
+
+    run(scenario())
+    assert list(srv.iterdir()) == []                         # a test writes nothing
+    assert not (netenv / "locations.json").exists()          # only Use it remembers

@@ -20,6 +20,8 @@ API
   cpus=1, kernel=None, initrd=None, append=None, extra_args=(), log=None,
   boot="disk"|"cdrom", nic=None|"e1000"|"rtl8139"|...)``; ``start()``/``stop()`` or a
   ``with`` block. ``nic`` adds a network card on QEMU's user network (the host is 10.0.2.2).
+  ``monitor=True`` opens QEMU's monitor: ``vm.hmp("device_add …")`` plugs a device in while
+  the machine runs.
   Firmware ``bios`` is SeaBIOS, ``uefi`` OVMF (with a private copy of the variable store),
   ``uefi-secure`` OVMF with Microsoft keys and Secure Boot on. ``vars_file=path`` keeps the
   UEFI variable store (boot entries) in that file across machines (made on first use).
@@ -144,7 +146,7 @@ class Machine:
     def __init__(self, disks=(), cdrom: Cdrom | None = None, firmware: str = "bios",
                  memory_mb: int = 1024, cpus: int = 1, kernel=None, initrd=None,
                  append: str | None = None, extra_args=(), log=None, boot: str | None = None,
-                 vars_file=None, keyboard: bool = False, nic: str | None = None):
+                 vars_file=None, keyboard: bool = False, nic: str | None = None, monitor: bool = False):
         if firmware not in ("bios", "uefi", "uefi-secure"):
             raise ValueError(f"unknown firmware {firmware!r}")
         self.disks = list(disks)
@@ -160,6 +162,8 @@ class Machine:
         # keyboard: a QEMU monitor socket, so keys reach the emulated PC keyboard (the VGA
         # consoles) and not only the serial line.
         self.keyboard = keyboard
+        # monitor: the same socket, for hmp() commands (devices plugged in while it runs)
+        self.monitor = monitor
         # nic: a wired network card of this QEMU model ("e1000" is Intel's, "rtl8139" Realtek's)
         # on QEMU's user network, where the host is 10.0.2.2 and its loopback servers answer.
         self.nic = nic
@@ -347,7 +351,7 @@ class Machine:
                 self._cond.wait(min(left, 0.5))
 
     def _monitor_args(self, workdir: Path) -> list[str]:
-        if not self.keyboard:
+        if not (self.keyboard or self.monitor):
             return ["-monitor", "none"]
         self._monitor = workdir / "monitor.sock"
         return ["-monitor", f"unix:{self._monitor},server=on,wait=off"]
@@ -362,6 +366,26 @@ class Machine:
             for key in keys:
                 mon.sendall(f"sendkey {key}\n".encode())
                 time.sleep(pause)
+
+    def hmp(self, command: str, timeout: float = 30) -> str:
+        """One QEMU monitor command (``device_add …``); returns what the monitor answered."""
+        import socket
+
+        assert self._monitor, "Machine(monitor=True) gives the monitor"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+            mon.settimeout(timeout)
+            mon.connect(str(self._monitor))
+            said = b""
+            while not said.endswith(b"(qemu) "):          # the greeting and the first prompt
+                said += mon.recv(4096)
+            mon.sendall(command.encode() + b"\n")
+            said = b""
+            while not said.endswith(b"(qemu) "):
+                said += mon.recv(4096)
+        # The monitor echoes the command as it is typed (redrawn per character): its answer
+        # follows the last, complete echo.
+        text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", said.decode(errors="replace"))
+        return text[text.rfind(command) + len(command):].replace("(qemu) ", "").strip()
 
     def type_text(self, text: str) -> None:
         """Type a line of plain text on the PC keyboard (US layout), then Enter."""

@@ -135,13 +135,13 @@ def make_repo_disk(tmp_path: Path, source: Path, label: str, where: str = "backu
     return image, result["snapshot"]
 
 
-def live_machine(iso, disks, append, log, memory_mb=1024, nic=None):
+def live_machine(iso, disks, append, log, memory_mb=1024, nic=None, monitor=False, extra_args=()):
     """The live system booted straight from its kernel with a chosen command line (the
     ISO is still attached: the initramfs finds its root there)."""
     return Machine(disks, cdrom=Cdrom(iso, bus="sata"), firmware="bios", boot="cdrom",
                    kernel=BUILD / "lifeboat-vmlinuz", initrd=BUILD / "lifeboat-initrd.img",
                    append="console=tty0 console=ttyS0,115200n8 quiet loglevel=3 " + append,
-                   memory_mb=memory_mb, log=log, nic=nic)
+                   memory_mb=memory_mb, log=log, nic=nic, monitor=monitor, extra_args=extra_args)
 
 
 def test_first_console_shows_the_tui_and_alt_f2_a_root_shell(iso, tmp_path):

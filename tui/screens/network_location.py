@@ -147,9 +147,14 @@ class NetworkLocationScreen(Screen["Place | None"]):
         finally:
             self.busy = False
         outcome.update(outcome_words(place))
+        for var in secrets:          # a password typed again when asked is the one that worked
+            if os.environ.get(var, "") != secrets[var]:
+                self.query_one(f"#{var.lower()}", Input).value = os.environ.get(var, "")
         if use:
             try:
-                await self.app.blocking(netlocations.remember, url, endpoint)
+                note = await self.app.blocking(netlocations.remember, url, endpoint)
+                if note:
+                    self.app.notify(f"The location is {note}.", severity="warning")
             except (OSError, LifeboatError) as exc:   # remembering is a convenience: say so, go on
                 errlog.record(exc, "remember a network location")
                 self.app.notify(f"The location could not be remembered for next time: {exc}", severity="warning")
