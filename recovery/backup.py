@@ -173,7 +173,6 @@ def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on
                 meter.partition = part.number
                 images.append(_image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads, clock))
             with clock.stage("flush"):
-                session.flush()
                 locations = record_locations(repo, session, boot, images, session.chunk_tables)
             meter.finish()
             if verify:

@@ -77,7 +77,6 @@ def import_source(source: Source, repo: Repository, name: str | None = None, *, 
             table = _store_windows(read_window, used, part.size, chunk, session, meter, cancel, threads)
             images.append(_partition_image(session, part.number, part.start, part.size, part.fs, part.label,
                                            part.uuid, 4096, part.whole, used, (), table))
-        session.flush()
         locations = record_locations(repo, session, boot, images, session.chunk_tables)
         meter.finish()
         if verify:

@@ -73,9 +73,11 @@ def location_from_json(value) -> Location | None:
 
 
 def record_locations(repo, session, boot, images: list[PartitionImage], tables: dict[int, bytes]) -> dict:
-    """The manifest's `locations` for a snapshot whose blobs are all stored (`session`
-    flushed): the location tables are stored as meta blobs, flushed, then the place of every
-    meta blob the manifest names is taken from the index."""
+    """The manifest's `locations` for a snapshot whose blobs are all stored: the session's
+    packs are sealed, the location tables stored as meta blobs, the session flushed (every
+    pack then named by an index file), and the place of every meta blob the manifest names
+    taken from the index."""
+    session.seal_packs()
     parts = {}
     for img in images:
         pieces = location_pieces(tables[img.number], repo.index)

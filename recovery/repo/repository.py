@@ -897,12 +897,18 @@ class WriteSession:
                 self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it
             self._unindexed = []
 
-    def flush(self) -> None:
-        """Seal the open pack and index everything written; call before writing a manifest."""
+    def seal_packs(self) -> None:
+        """Seal the open pack and wait for every seal, so each blob written has its place in
+        the in-memory index; the index file naming them waits for `flush` (one file, not two,
+        when a backup then adds its location tables)."""
         if self._pack is not None and self._pack.entries:
             self._seal()
         elif self._pack is not None:
             self._pack.abort()
             self._pack = None
         self._collect(keep=0)
+
+    def flush(self) -> None:
+        """Seal the open pack and index everything written; call before writing a manifest."""
+        self.seal_packs()
         self._write_index()
