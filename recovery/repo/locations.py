@@ -26,6 +26,10 @@ NOWHERE = bytes(LOCATION.size)          # the entry of a window that holds no da
 # Windows per piece of a location table: 16384 x 56 bytes = 896 KiB, under the 1 MiB of
 # other meta pieces; a browser reading one window loads one piece.
 PIECE_WINDOWS = 16384
+# A recorded place claiming more than this is not read but looked up in the index: chunks are
+# at most 64 MiB, table pieces 1 MiB, and a boot area (the gap before the first partition) is
+# far below it; a forged manifest must not make a reader fetch gigabytes on its word.
+MAX_STORED = 1024 * 1024 * 1024
 
 
 def encode_location(loc: Location) -> bytes:
@@ -126,7 +130,9 @@ class SnapshotBlobs:
     def _at(self, bid: bytes, loc: Location | None) -> bytes:
         """The blob `bid` read at `loc`, hash-checked; through the index when `loc` is None,
         after a fallback, or when nothing decodable is there."""
-        if loc is not None and self.fell_back is None:
+        if loc is not None and loc.stored_len > MAX_STORED:
+            self._fall_back(f"a recorded place of blob {bid.hex()[:16]} is {loc.stored_len} bytes long")
+        elif loc is not None and self.fell_back is None:
             try:
                 data = self.repo.read_at(bid, loc)
             except DamageError as exc:
