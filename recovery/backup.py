@@ -21,6 +21,7 @@ from recovery.probe.disks import describe
 from recovery.probe.mounts import is_on_disk, mounts_on_disk
 from recovery.probe.table import read_layout
 from recovery.repo.format import ID_SIZE, KIND_DATA
+from recovery.repo.locations import record_locations
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage, encode_ranges
 from recovery.repo.repository import Repository, now_iso
 from recovery.stages import StageClock
@@ -172,7 +173,7 @@ def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on
                 meter.partition = part.number
                 images.append(_image_partition(disk, part, fsinfo, repo, session, meter, cancel, threads, clock))
             with clock.stage("flush"):
-                session.flush()
+                locations = record_locations(repo, session, boot, images, session.chunk_tables)
             meter.finish()
             if verify:
                 from recovery.verify import check_new_packs
@@ -189,7 +190,7 @@ def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on
                                           "back correctly: the destination drive may be failing — the snapshot "
                                           "was not saved")
             result = seal_snapshot(repo, session, name=name, layout=layout, boot=boot, images=images,
-                                 bytes_used=bytes_used, warnings=warnings, started=started, verify=verify,
+                                 locations=locations, bytes_used=bytes_used, warnings=warnings, started=started, verify=verify,
                                  source={
                                      "path": info.path,
                                      "model": info.model,
@@ -205,7 +206,7 @@ def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on
 
 
 def seal_snapshot(repo: Repository, session, *, name: str, source: dict, layout, boot, images,
-                  bytes_used: int, warnings: list[str], started: float, verify: bool) -> BackupResult:
+                  locations: dict | None, bytes_used: int, warnings: list[str], started: float, verify: bool) -> BackupResult:
     """The manifest written last, once every chunk it names is stored (and read back when
     `verify`): only then does the snapshot exist. Backups and imports end here."""
     seconds = time.monotonic() - started
@@ -214,6 +215,7 @@ def seal_snapshot(repo: Repository, session, *, name: str, source: dict, layout,
         source=source, layout=layout, boot_areas=boot, partitions=images,
         stats={"bytes_used": bytes_used, "bytes_stored_new": session.bytes_stored_new,
                "bytes_resumed": session.bytes_resumed, "seconds": round(seconds, 3), "warnings": warnings},
+        locations=locations,
     )
     sid = repo.write_manifest(manifest)
     session.snapshot_written()
@@ -302,6 +304,7 @@ def _store_windows(read_window, used, size: int, chunk: int, session, meter, can
 
 def _partition_image(session, number, start, size, fs, label, uuid, block_size, whole, used, warnings,
                      table) -> PartitionImage:
+    session.chunk_tables[number] = bytes(table)      # for the snapshot's location tables
     return PartitionImage(
         number=number,
         start=start,

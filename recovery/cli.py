@@ -407,6 +407,7 @@ def cmd_verify(args) -> int:
         report = run_job(VerifyJob(repo, ids, repair=args.repair), on_event=sink).result
     lines = [f"checked {len(report.checked)} snapshot(s), {human_size(report.bytes_checked)} read"]
     lines += [r.message() for r in report.repairs]
+    lines += report.notes
     lines += [f"DAMAGED {'snapshot ' + d.snapshot[:8] if d.snapshot else 'repository'}: {d.message}"
               for d in report.damaged]
     lines.append("all good" if report.ok else "damage found")

@@ -15,6 +15,7 @@ import time
 from recovery.backup import BackupResult, _check_room, _partition_image, _store_windows, seal_snapshot
 from recovery.errors import DamageError, RefusedError
 from recovery.events import CancelToken, EventSink, Meter, Warning_, ignore
+from recovery.repo.locations import record_locations
 from recovery.repo.manifest import BootArea
 from recovery.repo.repository import Repository
 from recovery.sources.base import Source
@@ -76,12 +77,12 @@ def import_source(source: Source, repo: Repository, name: str | None = None, *, 
             table = _store_windows(read_window, used, part.size, chunk, session, meter, cancel, threads)
             images.append(_partition_image(session, part.number, part.start, part.size, part.fs, part.label,
                                            part.uuid, 4096, part.whole, used, (), table))
-        session.flush()
+        locations = record_locations(repo, session, boot, images, session.chunk_tables)
         meter.finish()
         if verify:
             from recovery.verify import check_new_packs
 
             check_new_packs(repo, session.new_packs, images, sink, cancel)
         return seal_snapshot(repo, session, name=name, source=source_record(source), layout=source.layout,
-                             boot=boot, images=images, bytes_used=bytes_used, warnings=warnings,
+                             boot=boot, images=images, locations=locations, bytes_used=bytes_used, warnings=warnings,
                              started=started, verify=verify)

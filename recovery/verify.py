@@ -11,6 +11,7 @@ from typing import Iterable
 from recovery.errors import DamageError, LifeboatError
 from recovery.events import CancelToken, EventSink, Meter, ignore
 from recovery.repo.format import ID_SIZE, NO_DATA
+from recovery.repo.locations import LocationCheck
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name, read_footer
 from recovery.repo.repository import Repository
@@ -37,6 +38,7 @@ class VerifyReport:
     damaged: list[Damage] = field(default_factory=list)
     bytes_checked: int = 0
     repairs: list[ObjectRepair] = field(default_factory=list)   # what the parity check found
+    notes: list[str] = field(default_factory=list)              # worth saying, not damage
 
     def to_json(self) -> dict:
         return {
@@ -45,6 +47,7 @@ class VerifyReport:
             "damaged": [d.to_json() for d in self.damaged],
             "repairs": [r.to_json() for r in self.repairs],
             "bytes_checked": self.bytes_checked,
+            "notes": self.notes,
         }
 
 
@@ -197,6 +200,7 @@ def verify(
     # blob id -> places that need it: (snapshot, partition number, window)
     needed: dict[bytes, list[tuple[str, int, int]]] = defaultdict(list)
     chunk_size: dict[str, int] = {}
+    places = LocationCheck(repo)
     for sid in ids:
         report.checked.append(sid)
         try:
@@ -207,6 +211,9 @@ def verify(
         chunk_size[sid] = manifest.chunk_size
         for area in manifest.boot_areas:
             needed[bytes.fromhex(area.blob)].append((sid, -1, 0))
+        for piece in manifest.location_blob_ids():
+            needed[bytes.fromhex(piece)].append((sid, -2, 0))
+        report.damaged += [Damage(sid, None, line) for line in places.meta_problems(manifest)]
         for part in manifest.partitions:
             try:
                 used_ranges(repo, part)
@@ -216,6 +223,9 @@ def verify(
                 continue
             for w, bid in table_ids(table):
                 needed[bid].append((sid, part.number, w))
+            problem = places.partition_problem(manifest, part, table)
+            if problem:
+                report.damaged.append(Damage(sid, part.number, problem))
 
     if repo.sealer is not None:
         report.damaged += [Damage("", None, line) for line in sealed_structure_problems(repo)]
@@ -234,12 +244,15 @@ def verify(
             per_part[(sid, number)].append(w)
     for (sid, number), windows in sorted(per_part.items()):
         first = min(windows) * chunk_size.get(sid, repo.chunk_size)
-        what = "boot area" if number == -1 else f"partition {number}"
+        what = {-1: "boot area", -2: "location table"}.get(number, f"partition {number}")
         report.damaged.append(
-            Damage(sid, None if number == -1 else number,
+            Damage(sid, None if number < 0 else number,
                    f"{what}: {len(windows)} chunk(s) damaged or missing (first at byte {first})")
         )
     report.ok = not report.damaged
+    if places.stale:
+        report.notes.append(f"{places.stale} recorded place(s) of chunks name packs a prune has since "
+                            "replaced: browsing those snapshots reads the index instead (nothing is lost)")
     # Marks: a damaged snapshot says so (and stops showing as verified); a clean one is
     # marked verified, which clears an earlier damaged mark.
     found: dict[str, list[str]] = defaultdict(list)

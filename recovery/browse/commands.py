@@ -68,7 +68,7 @@ def _open(args):
     try:
         return open_snapshot(repo, args.snapshot, args.name)
     except BaseException:
-        disk.close()
+        repo.close()
         raise
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from recovery.errors import LifeboatError, NotFoundError, UsageError
 from recovery.fs import ntfs
+from recovery.repo.locations import SnapshotBlobs
 from recovery.repo.reader import PartitionReader
 from recovery.repo.repository import Repository
 from recovery.sources.base import PartitionData, SourcePartition
@@ -70,7 +71,10 @@ def open_snapshot(repo: Repository, ref: str, name: str | None = None) -> SavedD
     parts = [SourcePartition(number=p.number, start=p.start, size=p.size, fs=p.fs or "", label=p.label,
                              uuid=p.uuid, used_bytes=p.used_bytes, whole=p.whole) for p in m.partitions]
     images = {p.number: p for p in m.partitions}
-    return SavedDisk(sid, m.name, m.created, parts, lambda n: PartitionReader(repo, images[n], m.chunk_size),
+    # Its blobs through the places the snapshot recorded: no index file is read to browse it.
+    blobs = SnapshotBlobs(repo, m)
+    return SavedDisk(sid, m.name, m.created, parts,
+                     lambda n: PartitionReader(repo, images[n], m.chunk_size, blobs=blobs),
                      repo.close, dict(m.source or {}))
 
 

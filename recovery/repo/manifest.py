@@ -48,6 +48,9 @@ class Manifest:
     partitions: list[PartitionImage]
     stats: dict = field(default_factory=dict)
     id: str = ""
+    # Where its blobs lie (recovery/repo/locations.py); None in snapshots made before, and
+    # left out of the JSON then, so those manifests stay byte for byte what they were.
+    locations: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -62,7 +65,7 @@ class Manifest:
             "boot_areas": [asdict(b) for b in self.boot_areas],
             "partitions": [asdict(p) for p in self.partitions],
             "stats": self.stats,
-        }
+        } | ({"locations": self.locations} if self.locations is not None else {})
 
     @classmethod
     def from_json(cls, data: dict, snapshot_id: str) -> "Manifest":
@@ -77,6 +80,7 @@ class Manifest:
             partitions=[PartitionImage(**p) for p in data["partitions"]],
             stats=data.get("stats", {}),
             id=snapshot_id,
+            locations=data.get("locations"),
         )
 
     def all_blob_ids(self) -> set[str]:
@@ -85,7 +89,14 @@ class Manifest:
         for p in self.partitions:
             ids.update(p.ranges)
             ids.update(p.chunks)
-        return ids
+        return ids | set(self.location_blob_ids())
+
+    def location_blob_ids(self) -> list[str]:
+        """The pieces of its location tables (meta blob ids, hex); none when it has none."""
+        parts = self.locations.get("partitions") if isinstance(self.locations, dict) else None
+        if not isinstance(parts, dict):
+            return []
+        return [i for ids in parts.values() if isinstance(ids, list) for i in ids if isinstance(i, str)]
 
 
 def encode_ranges(ranges) -> bytes:

@@ -112,6 +112,7 @@ def snapshot_blobs(repo: Repository, manifest: Manifest) -> set[bytes]:
         ids.update(bytes.fromhex(b) for b in part.ranges)
         ids.update(bytes.fromhex(b) for b in part.chunks)
         ids.update(bid for _, bid in table_ids(chunk_table(repo, part)))
+    ids.update(bytes.fromhex(b) for b in manifest.location_blob_ids())
     return ids
 
 

@@ -26,7 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from recovery.chunking import window_count, window_length
 from recovery.errors import DamageError
 from recovery.repo.format import ID_SIZE, NO_DATA
-from recovery.repo.manifest import PartitionImage
+from recovery.repo.locations import SnapshotBlobs
+from recovery.repo.manifest import PartitionImage, decode_ranges
 from recovery.repo.repository import Repository
 from recovery.verify import chunk_table, used_ranges
 
@@ -35,12 +36,14 @@ DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
 
 class PartitionReader:
     def __init__(self, repo: Repository, part: PartitionImage, chunk_size: int,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, blobs: SnapshotBlobs | None = None):
         self.repo = repo
         self.part = part
         self.size = part.size
         self.chunk_size = chunk_size
-        self._table = chunk_table(repo, part)
+        # With `blobs`, the snapshot's recorded locations lead to its blobs (no index read).
+        self.blobs = blobs
+        self._table = blobs.chunk_table(part) if blobs is not None else chunk_table(repo, part)
         if len(self._table) < window_count(part.size, chunk_size) * ID_SIZE:
             raise DamageError(f"partition {part.number}: its chunk table is shorter than the partition")
         self._ranges: list[tuple[int, int]] | None = None
@@ -55,7 +58,10 @@ class PartitionReader:
     def used_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of every used byte range, sorted (loaded on first use)."""
         if self._ranges is None:
-            self._ranges = used_ranges(self.repo, self.part)
+            if self.blobs is not None:
+                self._ranges = decode_ranges(self.blobs.ranges(self.part))
+            else:
+                self._ranges = used_ranges(self.repo, self.part)
         return self._ranges
 
     def window_stored(self, w: int) -> bool:
@@ -89,7 +95,10 @@ class PartitionReader:
         # Decoding happens outside the lock: two threads asking for the same window at the
         # same moment each decode it once, which costs less than serialising every reader.
         try:
-            data = self.repo.read_blob(bid)
+            if self.blobs is not None:
+                data = self.blobs.chunk(self.part.number, w, bid)
+            else:
+                data = self.repo.read_blob(bid)
         except DamageError as exc:
             raise DamageError(f"partition {self.part.number}: the chunk at byte {w * self.chunk_size} "
                               f"is damaged ({exc.message})") from exc

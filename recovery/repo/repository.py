@@ -594,6 +594,12 @@ class Repository:
                 raise
             return self.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
 
+    def read_at(self, bid: bytes, loc) -> bytes:
+        """The raw content of blob `bid` read at a place recorded elsewhere (a snapshot's
+        location table), checked like any blob: DamageError when the pack is gone or what is
+        there is not that blob. No index is consulted and no repair tried."""
+        return self.decode(bid, self._read_stored(loc), loc.raw_len, loc.codec, loc.kind)
+
     def _read_stored(self, loc) -> bytes:
         try:
             return self.storage.read(pack_name(loc.pack_id), loc.offset, loc.stored_len)
@@ -705,6 +711,7 @@ class WriteSession:
         self.bytes_resumed = 0     # stored bytes reused from packs of an unfinished backup
         self._resumable: set[bytes] = set()
         self.resumed_ids: set[bytes] = set()   # reused from an interrupted backup: checked before the snapshot
+        self.chunk_tables: dict[int, bytes] = {}   # partition number -> its chunk table, for the location tables
         self.clock = StageClock()              # the backup sets its own, to report where time went
         # Called on the sealing thread with each pack once it is on the drive (the backup's
         # read-back check starts there, while the next packs are still being written).
@@ -890,12 +897,18 @@ class WriteSession:
                 self.repo.index_cache.put(name, body)   # the next backup from here needs not fetch it
             self._unindexed = []
 
-    def flush(self) -> None:
-        """Seal the open pack and index everything written; call before writing a manifest."""
+    def seal_packs(self) -> None:
+        """Seal the open pack and wait for every seal, so each blob written has its place in
+        the in-memory index; the index file naming them waits for `flush` (one file, not two,
+        when a backup then adds its location tables)."""
         if self._pack is not None and self._pack.entries:
             self._seal()
         elif self._pack is not None:
             self._pack.abort()
             self._pack = None
         self._collect(keep=0)
+
+    def flush(self) -> None:
+        """Seal the open pack and index everything written; call before writing a manifest."""
+        self.seal_packs()
         self._write_index()
