@@ -234,6 +234,9 @@ class Repository:
         self.key_id = key_id
         self.blob_id = sealer.blob_id if sealer is not None else blob_id
         self.recovery_code: str | None = None    # set once, by init of an encrypted repository
+        # Wall seconds the unlock took (the passphrase's Argon2id): a fixed price per command,
+        # reported apart from the data path's time.
+        self.unlock_seconds = 0.0
 
     @property
     def encrypted(self) -> bool:
@@ -363,8 +366,10 @@ class Repository:
     @classmethod
     def _unlocked(cls, repo: "Repository", unlock: Unlock | None) -> "Repository":
         if repo.encrypted:
+            started = time.monotonic()
             try:
                 repo.sealer, repo.key_id = opened_sealer(repo.storage, repo.config, unlock)
+                repo.unlock_seconds = time.monotonic() - started
             except BaseException:
                 repo.close()
                 raise
