@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +19,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from recovery.errors import DamageError, LifeboatError, RefusedError, RepositoryError, UsageError
+from recovery.errors import BusyError, DamageError, LifeboatError, RefusedError, RepositoryError, UsageError
 from recovery.repo.format import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -41,6 +43,8 @@ from recovery.repo.parity import parity_name, repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
@@ -237,6 +241,7 @@ class Repository:
         # Wall seconds the unlock took (the passphrase's Argon2id): a fixed price per command,
         # reported apart from the data path's time.
         self.unlock_seconds = 0.0
+        self.unlocked: str | None = None          # why a read ran without the shared lock
 
     @property
     def encrypted(self) -> bool:
@@ -400,6 +405,27 @@ class Repository:
     def reload_index(self) -> Index:
         self._index = None
         return self.index
+
+    @contextmanager
+    def reading(self, purpose: str):
+        """Hold the shared lock while reading snapshots' data (a restore, verify), so a prune
+        (exclusive) cannot delete or repack the packs being read; BusyError while one runs.
+        A repository that cannot take a lock (a read-only drive, a full one) is read without
+        it: nobody on this machine can prune it either; `unlocked` says why."""
+        lock = Lock(self.storage, purpose=purpose)
+        try:
+            lock.acquire()
+        except (BusyError, UnreachableError):
+            raise
+        except RepositoryError as exc:
+            self.unlocked = exc.message
+            log.warning("reading the repository without a lock: %s", exc.message)
+            yield None
+            return
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot_ids(self) -> list[str]:
