@@ -361,6 +361,12 @@ def write_protected(storage, name: str, data, parity: bool) -> None:
     storage.write(name, data)
 
 
+def _unreadable(exc: Exception) -> bool:
+    """A read that failed where the drive could not read (a bad sector): an OSError, or the
+    StorageError a storage makes of it; never a server that went away."""
+    return isinstance(exc, (OSError, StorageError)) and not isinstance(exc, UnreachableError)
+
+
 def read_tolerant(storage, name: str) -> bytes:
     """All of an object's bytes that can be read: where the drive fails to read a piece
     (bad sectors), zeros, which then fail their sector checksums and are repaired."""
@@ -368,21 +374,25 @@ def read_tolerant(storage, name: str) -> bytes:
         return storage.read(name)
     except FileNotFoundError:
         return b""
-    except OSError:
-        pass
+    except (OSError, StorageError) as exc:
+        if not _unreadable(exc):
+            raise
     size = storage.size(name)
     out = bytearray(size)
     for at in range(0, size, READ_STEP):
         try:
             piece = storage.read(name, at, READ_STEP)
             out[at : at + len(piece)] = piece
-        except OSError:
+        except (OSError, StorageError) as exc:
+            if not _unreadable(exc):
+                raise
             for sub in range(at, min(at + READ_STEP, size), SMALL_SECTOR):
                 try:
                     piece = storage.read(name, sub, SMALL_SECTOR)
                     out[sub : sub + len(piece)] = piece
-                except OSError:
-                    continue
+                except (OSError, StorageError) as exc:
+                    if not _unreadable(exc):
+                        raise
     return bytes(out)
 
 

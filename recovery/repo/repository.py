@@ -444,7 +444,11 @@ class Repository:
         except UnreachableError:
             raise
         except StorageError as exc:
-            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
+            # Unreadable sectors: what can be read, the rest repaired from the parity (format 2).
+            raw = self._repaired_object(name, f"the manifest of snapshot {snapshot_id[:8]}", None,
+                                        lambda data: blake3.blake3(data).hexdigest() == snapshot_id)
+            if raw is None:
+                raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
             raw = self._repaired_object(name, f"the manifest of snapshot {snapshot_id[:8]}", raw,
                                         lambda data: blake3.blake3(data).hexdigest() == snapshot_id)
@@ -658,9 +662,9 @@ class Repository:
         with self._repair_lock:
             self._repaired = None
 
-    def _repaired_object(self, name: str, label: str, data: bytes, intact) -> bytes | None:
+    def _repaired_object(self, name: str, label: str, data: bytes | None, intact) -> bytes | None:
         """A small object (manifest) repaired in memory from its parity when `intact(bytes)`
-        holds of the result; None otherwise."""
+        holds of the result; None otherwise. `data` None: read it again around bad sectors."""
         try:
             result = repair_object(self.storage, name, label, data)
         except DamageError:
