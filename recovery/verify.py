@@ -127,7 +127,7 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     except UnreachableError:
         raise                             # the server is away: that proves nothing damaged
     except (OSError, LifeboatError):
-        return {bid for bid, _ in members}, nbytes
+        got = 0          # unreadable (bad sectors): each blob from the pack repaired from its parity
     for bid, loc in members:
         lo = loc.offset - start
         hi = lo + loc.stored_len

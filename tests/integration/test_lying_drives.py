@@ -70,9 +70,9 @@ def test_ctrl_c_during_verify_is_exit_130_and_writes_no_mark(tmp_path):
     assert lifeboat("verify", "--repo", real / "repo", "--json", json_out=True).data["ok"]
 
 
-@pytest.mark.parametrize("where,fmt", [("index", "2"), ("snapshots", "2"), ("index", "1")])
+@pytest.mark.parametrize("where,fmt", [("index", "2"), ("snapshots", "2"), ("index", "1"), ("packs", "2")])
 def test_unreadable_sectors_in_index_files_or_manifests_are_read_through(tmp_path, where, fmt):
-    """A bad sector (EIO) in every index file, or in every snapshot manifest: restore, browsing
+    """A bad sector (EIO) in every index file, every snapshot manifest or every pack: restore, browsing
     (ls, get) and verify read through it, repaired from the parity; restore bit for bit. In a
     format 1 repository (no parity) the packs' footers stand in for an unreadable index file."""
     real = tmp_path / "drive"
@@ -101,8 +101,10 @@ def test_unreadable_sectors_in_index_files_or_manifests_are_read_through(tmp_pat
     report = json.loads(checked.stdout)
     assert checked.returncode == 0 and report["ok"], checked.stdout + checked.stderr
     if fmt == "2":
-        [fixed] = report["repairs"]
-        assert fixed["object"].startswith(f"{where}/") and fixed["repaired"] and fixed["damaged_sectors"] == 1
+        objects = [p for p in (real / "repo" / where).rglob("*") if p.is_file() and p.suffix != ".par"]
+        assert len(report["repairs"]) == len(objects), report["repairs"]      # each one, named
+        for fixed in report["repairs"]:
+            assert fixed["object"].startswith(f"{where}/") and fixed["repaired"] and fixed["damaged_sectors"] == 1
 
 
 def random_file(seed: int, number: int) -> bytes:
