@@ -151,7 +151,7 @@ def test_one_percent_scattered_over_a_full_pack_and_the_earlier_layout():
 def test_one_percent_of_sectors_scattered_is_repaired_exactly_when_the_words_allow(seed):
     """Each seed damages a random 1 % of an 8 MiB object's sectors (one flipped bit in each):
     repair gives the object back exactly when no code word lost more than m sectors, and
-    says which sectors stay lost otherwise (over 40 seeds, at odds 0.99996 each, all do)."""
+    says which sectors stay lost otherwise (over 40 seeds, at odds 0.999997 each, all are repaired)."""
     size = 8 * 1024 * 1024
     data = obj(size, 99)
     side = SIDE_8M.setdefault(size, make_parity(data))
