@@ -367,7 +367,7 @@ def cmd_backup(args) -> int:
     saved = result.bytes_used - result.bytes_stored_new - result.bytes_resumed
     resumed = (f", reused from the interrupted backup {human_size(result.bytes_resumed)}"
                if result.bytes_resumed else "")
-    emit(args, result.to_json(), [
+    emit(args, {**result.to_json(), "unlock_seconds": round(repo.unlock_seconds, 3)}, [
         f"snapshot {result.snapshot[:8]} of {result.name} saved in {human_duration(result.seconds)}",
         f"used data {human_size(result.bytes_used)}, newly stored {human_size(result.bytes_stored_new)}{resumed} "
         f"({human_size(max(saved, 0))} saved by compression and deduplication)",
@@ -546,7 +546,8 @@ def _run_restore(args, job) -> int:
              outcome.plan.lines() + ["(dry run: nothing written)"])
         return 0
     result = outcome.result
-    emit(args, result.to_json(), result.lines())
+    unlock = getattr(job.repo, "unlock_seconds", 0.0) if job.repo is not None else 0.0
+    emit(args, {**result.to_json(), "unlock_seconds": round(unlock, 3)}, result.lines())
     return PARTIAL_EXIT if result.partial else 0
 
 

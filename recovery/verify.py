@@ -130,7 +130,7 @@ def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     except UnreachableError:
         raise                             # the server is away: that proves nothing damaged
     except (OSError, LifeboatError):
-        return {bid for bid, _ in members}, nbytes
+        got = 0          # unreadable (bad sectors): each blob from the pack repaired from its parity
     for bid, loc in members:
         lo = loc.offset - start
         hi = lo + loc.stored_len
@@ -191,7 +191,14 @@ def verify(
     repair: bool = False,
 ) -> VerifyReport:
     """Check every object the snapshots use against its parity (format v2; with `repair`,
-    write repaired objects back), then decode and hash every chunk they reference."""
+    write repaired objects back), then decode and hash every chunk they reference. Under the
+    shared lock: a prune beside it would make packs vanish that it then calls missing."""
+    with repo.reading("verify"):
+        return _verify(repo, snapshot_ids, on_event, cancel, repair)
+
+
+def _verify(repo: Repository, snapshot_ids: list[str] | None, on_event: EventSink | None,
+            cancel: CancelToken | None, repair: bool) -> VerifyReport:
     sink = on_event or ignore
     cancel = cancel or CancelToken()
     index = repo.reload_index()

@@ -22,6 +22,7 @@ from tui.screens.name_picker import NamePickerScreen
 from tui.screens.passphrase_prompt import PassphrasePrompt
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.network_location import NetworkLocationScreen
+from tui.screens.new_repository import NewRepositoryDialog, RecoveryCodeDialog
 from tui.screens.place_picker import NETWORK, TYPE_PATH, PlacePickerScreen
 from tui.screens.plan import PlanScreen
 from tui.screens.question import QuestionDialog
@@ -95,16 +96,17 @@ async def pick_place(app, *, for_backup: bool, source=None, step: str = "", imag
         return place
 
 
-async def open_repo(app, place: Place, writable: bool = False):
-    """Open the repository at `place`; an encrypted one asks for its passphrase (masked) until
-    it is right or the person goes back. The passphrase lives only in this coroutine."""
+async def open_repo(app, place: Place, writable: bool = False, encryption=None):
+    """Open the repository at `place` (or make it, with `encryption` when given); an encrypted
+    one asks for its passphrase (masked) until it is right or the person goes back. The
+    passphrase lives only in this coroutine."""
     from recovery.errors import WrongPassphraseError
     from recovery.repo.keys import PassphraseNeeded
 
     passphrase, wrong = None, False
     while True:
         try:
-            return await app.blocking(app.session.open_repository, place, writable, passphrase)
+            return await app.blocking(app.session.open_repository, place, writable, passphrase, encryption)
         except PassphraseNeeded:
             pass
         except WrongPassphraseError:
@@ -145,6 +147,7 @@ async def rescan(app) -> None:
 # -- back up ------------------------------------------------------------------------------------
 async def backup(app) -> None:
     from recovery.jobs import BackupJob
+    from recovery.repo.repository import NewEncryption
 
     await app.ready()
     s = app.session
@@ -178,9 +181,19 @@ async def backup(app) -> None:
             if name is None:
                 step = 1
                 continue
-            repo = await open_repo(app, place, writable=True)
+            encryption = None
+            if not place.is_repository:
+                secret = await app.push_screen_wait(NewRepositoryDialog(place.describe()))
+                if secret is None:
+                    continue
+                encryption = NewEncryption(secret) if secret else None
+            repo = await open_repo(app, place, writable=True, encryption=encryption)
+            encryption = None                       # the passphrase is not kept here any longer
             if repo is None:
                 continue
+            if repo.recovery_code:
+                await app.push_screen_wait(RecoveryCodeDialog(repo.recovery_code))
+                repo.recovery_code = None
             try:
                 job = BackupJob(disk.path, repo, name, verify=True, zstd_level=s.zstd_level)
                 plan = await app.blocking(job.plan)

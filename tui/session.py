@@ -126,17 +126,21 @@ class Session:
         return Place(None, None, "", where, 0, None)
 
     # -- using a place -------------------------------------------------------------------
-    def open_repository(self, place: Place, writable: bool = False, passphrase: str | None = None):
-        """The repository at ``place``; a new one is made there when ``writable`` and none exists.
-        An encrypted one is unlocked with ``passphrase`` (or LIFEBOAT_PASSPHRASE_FILE); without
-        either it raises PassphraseNeeded, and the caller asks (never on the terminal behind
-        the screen)."""
+    def open_repository(self, place: Place, writable: bool = False, passphrase: str | None = None,
+                        encryption=None):
+        """The repository at ``place``; a new one is made there when ``writable`` and none exists
+        (encrypted with ``encryption``, a NewEncryption, when given: its recovery code is in the
+        returned repository's ``recovery_code``). An encrypted one is unlocked with ``passphrase``
+        (or LIFEBOAT_PASSPHRASE_FILE); without either it raises PassphraseNeeded, and the caller
+        asks (never on the terminal behind the screen)."""
         from recovery.repo.keys import Unlock
         from recovery.repo.repository import Repository
         from recovery.storage.location import is_url
 
         if place.path and is_url(place.path):        # on the network (check_location)
-            return Repository.open(place.path) if place.is_repository else Repository.init(place.path)
+            if place.is_repository:
+                return Repository.open(place.path, Unlock(passphrase=passphrase, terminal=False))
+            return self._made(place, Repository.init(place.path, encryption=encryption), encryption)
         path = self.mounts.path_of(place, writable=writable)
         if place.is_repository:
             key = place.describe()
@@ -154,7 +158,14 @@ class Session:
             if problem:
                 raise RefusedError(f"not creating a repository at {path}: {problem}; choose a folder on a disk")
         # A partition found on a disk (mounted by the scan) is a disk by construction.
-        return Repository.init(path, force=True)
+        return self._made(place, Repository.init(path, force=True, encryption=encryption), encryption)
+
+    def _made(self, place: Place, repo, encryption):
+        """A repository just made: its passphrase is remembered for this run (in memory), so
+        opening it again (the backup's check) does not ask."""
+        if encryption is not None:
+            self._passphrases[place.describe()] = encryption.passphrase
+        return repo
 
     def close(self) -> None:
         self.mounts.close()

@@ -226,7 +226,14 @@ class Index:
                     except DamageError:
                         cache.drop(info.name)          # a damaged copy: fetch it again
                 if packs is None:
-                    data = storage.read(info.name)
+                    try:
+                        data = storage.read(info.name)
+                    except UnreachableError:
+                        raise
+                    except StorageError as exc:
+                        # Unreadable sectors: repaired from the parity when there is one; else
+                        # (DamageError) the packs' footers stand in for this index file, below.
+                        data = repaired_index_file(storage, info.name, b"", exc.message)
                     try:
                         packs = index_file_packs(info.name, data, sealer)
                     except DamageError:
@@ -255,10 +262,14 @@ class Index:
         return index
 
 
-def repaired_index_file(storage: Storage, name: str, data: bytes) -> bytes:
-    """A damaged index file repaired in memory from its parity; DamageError when it cannot be."""
+def repaired_index_file(storage: Storage, name: str, data: bytes, unreadable: str | None = None) -> bytes:
+    """A damaged index file repaired in memory from its parity; DamageError when it cannot be.
+    `data` empty with `unreadable` (why the read failed): read again around the bad sectors."""
     label = f"index file {name.rpartition('/')[2]}"
-    result = repair_object(storage, name, label, data)
+    try:
+        result = repair_object(storage, name, label, data or None)
+    except DamageError as exc:
+        raise DamageError(f"{label} cannot be read ({unreadable}): {exc}" if unreadable else str(exc)) from None
     if not result.repaired:
         raise DamageError(f"{label} is damaged beyond what its parity repairs")
     return result.data

@@ -1,9 +1,10 @@
 """Repository locks. Backups take a shared lock (many machines back up into one repository
-at once); only operations that delete data take the exclusive one. Readers (verify, restore,
-listing) never lock.
+at once), and so do restores and verify while they read the data (prune must not delete or
+repack a pack under them); only operations that delete data take the exclusive one. Listing
+never locks.
 
     lock                  the exclusive lock (one object; older Lifeboat backups wrote it too)
-    lock/<holder>.json    one shared lock per running backup
+    lock/<holder>.json    one shared lock per running backup, restore or verify
 
 Each lock says who holds it and until when: a holder rewrites it every third of its lifetime,
 so a lock whose writer crashed or lost the network expires. A lock is stale when it expired,
@@ -70,9 +71,11 @@ SETTLE_SECONDS = 2.0
 
 
 class Lock:
-    def __init__(self, storage: Storage, exclusive: bool = False, ttl: float | None = None):
+    def __init__(self, storage: Storage, exclusive: bool = False, ttl: float | None = None,
+                 purpose: str = "backup"):
         self.storage = storage
         self.exclusive = exclusive
+        self.purpose = purpose            # said to whoever waits for this lock ("backup", "restore", ...)
         self.ttl = ttl_seconds() if ttl is None else ttl
         self.token = uuid.uuid4().hex[:12]      # tells this holder's lock object from any other
         me = f"{socket.gethostname()}-{os.getpid()}-{self.token}"
@@ -131,15 +134,15 @@ class Lock:
     @staticmethod
     def _refuse_if_backups(others: list[dict]) -> None:
         if others:
-            names = ", ".join(who(h) for h in others)
-            raise BusyError(f"the repository is busy: backups are running ({names}); "
+            names = ", ".join(f"{h.get('purpose', 'backup')} by {who(h)}" for h in others)
+            raise BusyError(f"the repository is busy: backups or restores are running ({names}); "
                                   "wait for them to finish")
 
     def _content(self) -> bytes:
         now = time.time()
         return json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(),
-            "mode": "exclusive" if self.exclusive else "shared",
+            "mode": "exclusive" if self.exclusive else "shared", "purpose": self.purpose,
             "since": self._since, "refreshed": now, "expires": now + self.ttl, "token": self.token,
         }).encode()
 
@@ -190,6 +193,8 @@ class Lock:
             try:
                 self.storage.write(self.name, self._content())
             except StorageError:
+                if self._exclusive_holder() is None:
+                    raise                 # the store refuses writes (read-only, full): not busy
                 continue                  # the exclusive lock appeared meanwhile (local folder)
             self.held = True
             holder = self._exclusive_holder()

@@ -8,7 +8,7 @@ How damage becomes repairable:
   a CRC-32 in the sidecar, so a damaged sector is an *erasure* at a known place.
 * The sectors are laid out as k rows of W (W = ceil(n / MAX_K), k = ceil(n / W), missing
   sectors of the last row are zeros): sector i is in row i div W, column i mod W. Each column
-  is one code word of k data sectors and m = max(2, ceil(k * PARITY_PERCENT / 100)) parity
+  is one code word of k data sectors and m = max(2, ceil(k * PARITY_PERMILLE / 1000)) parity
   sectors, so consecutive sectors go to different code words and one run of damage spreads
   thinly over all of them.
 * The code is Cauchy Reed–Solomon over GF(2^8) (Intel ISA-L's, through liberasurecode's
@@ -28,6 +28,7 @@ import threading
 import zlib
 from array import array
 from dataclasses import dataclass, field
+from math import comb
 
 import blake3
 from pyeclib.ec_iface import ECDriver
@@ -36,9 +37,16 @@ from recovery.errors import DamageError
 from recovery.storage.base import StorageError, UnreachableError
 
 PARITY_SUFFIX = ".par"
-PARITY_MAGIC = b"LBPARIT2"
-MAX_K = 200                  # data sectors per code word at most (GF(2^8): k + m <= 256)
-PARITY_PERCENT = 4           # parity sectors per 100 data sectors in a code word
+# Sidecar versions: "LBPARIT3" (written) stores the parity share per mille; "LBPARIT2" (the
+# first format 2 repositories: k <= 200, 4 %) stored it in percent, and still reads.
+PARITY_MAGIC = b"LBPARIT3"
+PARITY_MAGIC_V2 = b"LBPARIT2"
+# k + m = 244 + 11 = 255, the most one GF(2^8) code word holds. Against 1 % of a 64 MiB pack's
+# 4 KiB sectors damaged at random, the chance that some word loses more than m is 3.9e-4
+# (k = 200, m = 8, the first choice: 1.5e-2); the sidecar is 4.77 % of the pack. The exact
+# figures and the alternatives weighed: docs/FORMAT.md ("What parity guarantees").
+MAX_K = 244                  # data sectors per code word at most
+PARITY_PERMILLE = 45         # parity sectors per 1000 data sectors in a code word
 MIN_PARITY = 2               # a run of one byte can straddle two sectors
 SMALL_OBJECT = 256 * 1024    # objects up to this size use small sectors (fewer bytes of parity)
 SMALL_SECTOR = 512
@@ -46,7 +54,7 @@ LARGE_SECTOR = 4096
 CHECK_SIZE = 8               # bytes of BLAKE3 that check a header or a table block
 TABLE_BLOCK = 512
 TABLE_ENTRIES = (TABLE_BLOCK - CHECK_SIZE) // 4          # 126 CRC-32s, then the block's check
-# magic, object length, sector size, max k, parity percent, sectors n, columns W, rows k,
+# magic, object length, sector size, max k, parity per mille (percent in LBPARIT2), sectors n, columns W, rows k,
 # parity sectors per column m, table blocks, BLAKE3 of the whole object; then its check.
 HEADER = struct.Struct("<8sQIHHIIIII32s")
 HEADER_SIZE = HEADER.size + CHECK_SIZE
@@ -73,7 +81,7 @@ class Geometry:
     length: int
     sector_size: int
     max_k: int = MAX_K
-    percent: int = PARITY_PERCENT
+    permille: int = PARITY_PERMILLE
 
     @classmethod
     def for_length(cls, length: int) -> "Geometry":
@@ -96,7 +104,7 @@ class Geometry:
     @property
     def m(self) -> int:
         """Parity sectors per code word."""
-        return max(MIN_PARITY, _ceil_div(self.k * self.percent, 100))
+        return max(MIN_PARITY, _ceil_div(self.k * self.permille, 1000))
 
     @property
     def parity_sectors(self) -> int:
@@ -115,6 +123,27 @@ class Geometry:
     def guaranteed_sectors(self) -> int:
         """Damaged sectors always repaired, however they are scattered."""
         return self.m
+
+    def scattered_odds(self, damaged: int) -> float:
+        """The exact chance that `damaged` sectors of the object, all choices of that many
+        equally likely (bad sectors or flipped bits scattered at random), are repaired: that no
+        code word loses more than m of its data sectors (the sidecar taken as intact). Counts
+        the choices that leave every word within m: the coefficient of x^damaged in the
+        product over words of sum_{i<=m} C(size of the word, i) x^i, over C(n, damaged)."""
+        n, w, m = self.sectors, self.words, self.m
+        if not 0 <= damaged <= n:
+            raise ValueError("damaged sectors must be between 0 and the object's sectors")
+        ways = [1]                               # ways[d]: choices of d sectors within bounds so far
+        for j in range(w):
+            size = len(range(j, n, w))           # data sectors of column j (the last row may be short)
+            word = [comb(size, i) for i in range(min(m, size) + 1)]
+            nxt = [0] * min(len(ways) + len(word) - 1, damaged + 1)
+            for a, x in enumerate(ways):
+                for b, y in enumerate(word[: len(nxt) - a]):
+                    nxt[a + b] += x * y
+            ways = nxt
+        good = ways[damaged] if damaged < len(ways) else 0
+        return good / comb(n, damaged)
 
     @property
     def sidecar_size(self) -> int:
@@ -169,10 +198,11 @@ def _encode_table(sums: list[int], blocks: int) -> bytes:
     return bytes(out)
 
 
-def make_parity(data, digest: bytes | None = None) -> bytes:
+def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
     """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
-    caller has it already (a pack writer hashes what it writes)."""
-    geo = Geometry.for_length(len(data))
+    caller has it already (a pack writer hashes what it writes). `geometry` other than the
+    default only to make sidecars as earlier versions laid them out (tests of reading them)."""
+    geo = geometry or Geometry.for_length(len(data))
     s, w, k = geo.sector_size, geo.words, geo.k
     view = memoryview(data)
     driver, headers = _driver(k, geo.m, s)
@@ -186,7 +216,7 @@ def make_parity(data, digest: bytes | None = None) -> bytes:
     last = view[(geo.sectors - 1) * s :]
     sums = _sector_sums(view, geo.sectors - 1, s) + [zlib.crc32(bytes(last) + bytes(s - len(last)))]
     sums += _sector_sums(memoryview(parity), geo.parity_sectors, s)
-    header = HEADER.pack(PARITY_MAGIC, len(data), s, geo.max_k, geo.percent, geo.sectors, w, geo.k, geo.m,
+    header = HEADER.pack(PARITY_MAGIC, len(data), s, geo.max_k, geo.permille, geo.sectors, w, geo.k, geo.m,
                          geo.table_blocks, digest or blake3.blake3(data).digest())
     header += _check(header)
     table = _encode_table(sums, geo.table_blocks)
@@ -206,10 +236,14 @@ def _header(raw: bytes, label: str) -> tuple[Geometry, bytes]:
         h = raw[at : at + HEADER_SIZE] if at >= 0 else b""
         if len(h) != HEADER_SIZE or _check(h[: HEADER.size]) != h[HEADER.size :]:
             continue
-        magic, length, sector, max_k, pct, n, w, k, m, tb, digest = HEADER.unpack(h[: HEADER.size])
-        if magic != PARITY_MAGIC or sector < 64 or not 0 < max_k < 250 or not 0 < pct <= 20:
+        magic, length, sector, max_k, share, n, w, k, m, tb, digest = HEADER.unpack(h[: HEADER.size])
+        if magic == PARITY_MAGIC_V2:
+            share *= 10                            # percent then; ceil(k * p / 100) = ceil(k * 10p / 1000)
+        elif magic != PARITY_MAGIC:
             continue
-        geo = Geometry(length, sector, max_k, pct)
+        if sector < 64 or not 0 < max_k < 250 or not 0 < share <= 200:
+            continue
+        geo = Geometry(length, sector, max_k, share)
         if (geo.sectors, geo.words, geo.k, geo.m, geo.table_blocks) != (n, w, k, m, tb):
             continue
         if geo.sidecar_size != len(raw):
@@ -327,6 +361,12 @@ def write_protected(storage, name: str, data, parity: bool) -> None:
     storage.write(name, data)
 
 
+def _unreadable(exc: Exception) -> bool:
+    """A read that failed where the drive could not read (a bad sector): an OSError, or the
+    StorageError a storage makes of it; never a server that went away."""
+    return isinstance(exc, (OSError, StorageError)) and not isinstance(exc, UnreachableError)
+
+
 def read_tolerant(storage, name: str) -> bytes:
     """All of an object's bytes that can be read: where the drive fails to read a piece
     (bad sectors), zeros, which then fail their sector checksums and are repaired."""
@@ -334,21 +374,25 @@ def read_tolerant(storage, name: str) -> bytes:
         return storage.read(name)
     except FileNotFoundError:
         return b""
-    except OSError:
-        pass
+    except (OSError, StorageError) as exc:
+        if not _unreadable(exc):
+            raise
     size = storage.size(name)
     out = bytearray(size)
     for at in range(0, size, READ_STEP):
         try:
             piece = storage.read(name, at, READ_STEP)
             out[at : at + len(piece)] = piece
-        except OSError:
+        except (OSError, StorageError) as exc:
+            if not _unreadable(exc):
+                raise
             for sub in range(at, min(at + READ_STEP, size), SMALL_SECTOR):
                 try:
                     piece = storage.read(name, sub, SMALL_SECTOR)
                     out[sub : sub + len(piece)] = piece
-                except OSError:
-                    continue
+                except (OSError, StorageError) as exc:
+                    if not _unreadable(exc):
+                        raise
     return bytes(out)
 
 

@@ -87,7 +87,7 @@ def _take_exclusive(repo: Repository, wait: float, say: Say) -> Lock:
     deadline = time.monotonic() + max(wait, 0.0)
     told = False
     while True:
-        lock = Lock(repo.storage, exclusive=True)
+        lock = Lock(repo.storage, exclusive=True, purpose="prune")
         try:
             lock.acquire()
             return lock
@@ -369,7 +369,7 @@ def _round(repo: Repository, threshold: int, dry_run: bool, wait: float, say: Sa
            without: frozenset[str] = frozenset()) -> tuple[PruneResult, bool]:
     """Plan, repack and delete once; also whether the drive filled up while repacking."""
     refs = References(repo)
-    with Lock(repo.storage):                     # shared: backups may run beside this part
+    with Lock(repo.storage, purpose="prune (repacking)"):   # shared: backups may run beside this part
         referenced = refs.current(skip=without)
         plan = plan_prune(repo, referenced, threshold, len(refs.per_snapshot))
         result = PruneResult(plan)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +19,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from recovery.errors import DamageError, LifeboatError, RefusedError, RepositoryError, UsageError
+from recovery.errors import BusyError, DamageError, LifeboatError, RefusedError, RepositoryError, UsageError
 from recovery.repo.format import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -41,6 +43,8 @@ from recovery.repo.parity import parity_name, repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, fsync_dir
 from recovery.workers import worker_count
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
@@ -234,6 +238,10 @@ class Repository:
         self.key_id = key_id
         self.blob_id = sealer.blob_id if sealer is not None else blob_id
         self.recovery_code: str | None = None    # set once, by init of an encrypted repository
+        # Wall seconds the unlock took (the passphrase's Argon2id): a fixed price per command,
+        # reported apart from the data path's time.
+        self.unlock_seconds = 0.0
+        self.unlocked: str | None = None          # why a read ran without the shared lock
 
     @property
     def encrypted(self) -> bool:
@@ -363,8 +371,10 @@ class Repository:
     @classmethod
     def _unlocked(cls, repo: "Repository", unlock: Unlock | None) -> "Repository":
         if repo.encrypted:
+            started = time.monotonic()
             try:
                 repo.sealer, repo.key_id = opened_sealer(repo.storage, repo.config, unlock)
+                repo.unlock_seconds = time.monotonic() - started
             except BaseException:
                 repo.close()
                 raise
@@ -396,6 +406,27 @@ class Repository:
         self._index = None
         return self.index
 
+    @contextmanager
+    def reading(self, purpose: str):
+        """Hold the shared lock while reading snapshots' data (a restore, verify), so a prune
+        (exclusive) cannot delete or repack the packs being read; BusyError while one runs.
+        A repository that cannot take a lock (a read-only drive, a full one) is read without
+        it: nobody on this machine can prune it either; `unlocked` says why."""
+        lock = Lock(self.storage, purpose=purpose)
+        try:
+            lock.acquire()
+        except (BusyError, UnreachableError):
+            raise
+        except RepositoryError as exc:
+            self.unlocked = exc.message
+            log.warning("reading the repository without a lock: %s", exc.message)
+            yield None
+            return
+        try:
+            yield lock
+        finally:
+            lock.release()
+
     # -- snapshots ---------------------------------------------------------------------
     def snapshot_ids(self) -> list[str]:
         return sorted(i.name[len("snapshots/"):-len(".json")] for i in self.storage.list("snapshots/")
@@ -413,7 +444,11 @@ class Repository:
         except UnreachableError:
             raise
         except StorageError as exc:
-            raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
+            # Unreadable sectors: what can be read, the rest repaired from the parity (format 2).
+            raw = self._repaired_object(name, f"the manifest of snapshot {snapshot_id[:8]}", None,
+                                        lambda data: blake3.blake3(data).hexdigest() == snapshot_id)
+            if raw is None:
+                raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read ({exc.message})") from exc
         if blake3.blake3(raw).hexdigest() != snapshot_id:
             raw = self._repaired_object(name, f"the manifest of snapshot {snapshot_id[:8]}", raw,
                                         lambda data: blake3.blake3(data).hexdigest() == snapshot_id)
@@ -633,9 +668,9 @@ class Repository:
         with self._repair_lock:
             self._repaired = None
 
-    def _repaired_object(self, name: str, label: str, data: bytes, intact) -> bytes | None:
+    def _repaired_object(self, name: str, label: str, data: bytes | None, intact) -> bytes | None:
         """A small object (manifest) repaired in memory from its parity when `intact(bytes)`
-        holds of the result; None otherwise."""
+        holds of the result; None otherwise. `data` None: read it again around bad sectors."""
         try:
             result = repair_object(self.storage, name, label, data)
         except DamageError:

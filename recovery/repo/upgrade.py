@@ -92,7 +92,7 @@ def upgrade(repo, *, on_event: EventSink | None = None, cancel: CancelToken | No
     cancel = cancel or CancelToken()
     before = int(repo.config.get("version", 1))
     result = UpgradeResult(before, before)
-    with Lock(storage, exclusive=True):
+    with Lock(storage, exclusive=True, purpose="upgrade"):
         objects = _objects(storage)
         result.objects = len(objects)
         meter = Meter("upgrade", sum(size for _, size in objects), on_event or ignore)

@@ -70,13 +70,15 @@ def apply_restore(plan: RestorePlan, *, on_event: EventSink | None = None,
     cancel = cancel or CancelToken()
     started = time.monotonic()
     source = plan.origin
-    source.refresh()
-    run = RestoreRun(source=source, target=plan.target.path, after=plan.after, sink=sink, cancel=cancel,
-                     meter=Meter("restore", plan.bytes_to_write, sink), resume=plan.resume, salvage=plan.salvage)
-    for action in plan.actions:
-        cancel.check()
-        action.run(run)
-    run.meter.finish()
+    with source.reading("restore"):        # a prune waits until the restore has read everything
+        source.refresh()
+        run = RestoreRun(source=source, target=plan.target.path, after=plan.after, sink=sink, cancel=cancel,
+                         meter=Meter("restore", plan.bytes_to_write, sink), resume=plan.resume,
+                         salvage=plan.salvage)
+        for action in plan.actions:
+            cancel.check()
+            action.run(run)
+        run.meter.finish()
     return RestoreResult(plan.snapshot, plan.target.path, run.written, round(time.monotonic() - started, 3),
                          bytes_skipped=run.skipped, warnings=run.notes, partial=bool(run.damage or run.unreadable),
                          damaged=run.hits, origin=source.title())

@@ -18,9 +18,10 @@ with no partition table (a whole-disk filesystem), as in Layout.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import ContextManager, Protocol
 
 from recovery.events import CancelToken, EventSink, Meter
 from recovery.model.layout import Layout
@@ -187,6 +188,11 @@ class Source(ABC):
 
     def refresh(self) -> None:
         """Re-read what may have changed since planning (a repository's index)."""
+
+    def reading(self, purpose: str) -> ContextManager:
+        """Held while the data is read (`purpose`: "restore", "verify"): what the source needs
+        so that nothing it reads is deleted meanwhile (a repository's shared lock)."""
+        return nullcontext()
 
     def close(self) -> None:
         """Let go of files, mounts and helper processes the source opened."""

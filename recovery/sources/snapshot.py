@@ -14,11 +14,12 @@ are known and their pieces come out marked `damaged` (a restore writes zeros the
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from recovery.chunking import used_windows, window_length
-from recovery.errors import DamageError
+from recovery.errors import DamageError, RefusedError
 from recovery.events import CancelToken, EventSink, Progress
 from recovery.repo.format import ID_SIZE
 from recovery.repo.manifest import Manifest, PartitionImage
@@ -57,6 +58,16 @@ class SnapshotSource(Source):
 
     def refresh(self) -> None:
         self.repo.reload_index()
+
+    @contextmanager
+    def reading(self, purpose: str):
+        # The shared lock keeps a prune away while this reads; one may have run between the
+        # plan and now, so the snapshot must still be there (refresh() then finds its packs).
+        with self.repo.reading(purpose):
+            if self.id not in self.repo.snapshot_ids():
+                raise RefusedError(f"snapshot {self.id[:8]} was removed from the repository (forget) after "
+                                   f"the {purpose} was planned; nothing was written")
+            yield
 
     def image(self, number: int) -> PartitionImage:
         return next(p for p in self.manifest.partitions if p.number == number)

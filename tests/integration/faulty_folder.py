@@ -2,10 +2,13 @@
 mfusepy) passing every call through to a real folder, except that it can read slowly (a tired
 USB disk: a person has time to press Ctrl-C) or return one byte altered in every read of a
 file under a chosen subfolder (a drive whose flash lies: what was written is not what comes
-back). Nothing is cached by the kernel (direct_io), so every read reaches this process.
+back), or answer EIO for reads touching a byte range of every file under a chosen subfolder
+(bad sectors; parity sidecars, `*.par`, are spared so that what they protect can be repaired).
+Nothing is cached by the kernel (direct_io), so every read reaches this process.
 
 Run as a program: python -m tests.integration.faulty_folder FOLDER MOUNTPOINT
-[--read-mibps N] [--flip-reads-under SUBFOLDER]. Tests use `faulty_folder(...)`.
+[--read-mibps N] [--flip-reads-under SUBFOLDER] [--bad-reads-under SUBFOLDER:START:LEN].
+Tests use `faulty_folder(...)`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import time
 from pathlib import Path
 
 
-def serve(root: str, mountpoint: str, read_mibps: float | None, flip_under: str | None) -> None:
+def serve(root: str, mountpoint: str, read_mibps: float | None, flip_under: str | None,
+          bad_under: tuple[str, int, int] | None = None) -> None:
     import mfusepy
 
     def real(path: str) -> str:
@@ -71,6 +75,9 @@ def serve(root: str, mountpoint: str, read_mibps: float | None, flip_under: str 
         def read(self, path, length, offset, fh):
             if read_mibps:
                 time.sleep(length / (read_mibps * 1024 * 1024))
+            if bad_under and path.startswith(f"/{bad_under[0]}/") and not path.endswith(".par") \
+                    and offset < bad_under[1] + bad_under[2] and bad_under[1] < offset + length:
+                raise OSError(errno.EIO, "bad sector")
             data = os.pread(fh, length, offset)
             if flip_under and path.startswith(f"/{flip_under}/") and data:
                 data = bytes([data[0] ^ 0x01]) + data[1:]
@@ -136,8 +143,13 @@ def main() -> None:
     p.add_argument("mountpoint")
     p.add_argument("--read-mibps", type=float)
     p.add_argument("--flip-reads-under")
+    p.add_argument("--bad-reads-under", help="SUBFOLDER:START:LEN")
     a = p.parse_args()
-    serve(a.folder, a.mountpoint, a.read_mibps, a.flip_reads_under)
+    bad = None
+    if a.bad_reads_under:
+        sub, start, length = a.bad_reads_under.split(":")
+        bad = (sub, int(start), int(length))
+    serve(a.folder, a.mountpoint, a.read_mibps, a.flip_reads_under, bad)
 
 
 if __name__ == "__main__":

@@ -113,11 +113,11 @@ def check_sidecar(data: bytes, side: bytes) -> bool:
     head = side[:header.size + 8]
     assert side[-len(head):] == head
     assert blake3.blake3(head[:header.size]).digest()[:8] == head[header.size:]
-    magic, length, s, max_k, pct, n, w, k, m, tb, digest = header.unpack(head[:header.size])
-    assert (magic, length, max_k, pct, digest) == (b"LBPARIT2", len(data), 200, 4, blake3.blake3(data).digest())
+    magic, length, s, max_k, permille, n, w, k, m, tb, digest = header.unpack(head[:header.size])
+    assert (magic, length, max_k, permille, digest) == (b"LBPARIT3", len(data), 244, 45, blake3.blake3(data).digest())
     assert s == (512 if length <= 262144 else 4096)
-    assert n == max(1, -(-length // s)) and w == -(-n // 200) and k == -(-n // w)
-    assert m == max(2, -(-k * 4 // 100)) and tb == -(-(n + m * w) // 126)
+    assert n == max(1, -(-length // s)) and w == -(-n // 244) and k == -(-n // w)
+    assert m == max(2, -(-k * 45 // 1000)) and tb == -(-(n + m * w) // 126)
     table_at, parity_at = len(head), len(head) + 512 * tb
     assert len(side) == 2 * len(head) + 2 * 512 * tb + m * w * s
     table = side[table_at:parity_at]

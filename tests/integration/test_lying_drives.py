@@ -4,6 +4,7 @@ slow drive gives a person time to cancel a check, exit 130, and no check mark is
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -67,3 +68,46 @@ def test_ctrl_c_during_verify_is_exit_130_and_writes_no_mark(tmp_path):
     assert not (real / "repo" / "verified" / f"{snapshot}.json").exists()
     assert not (real / "repo" / "damaged" / f"{snapshot}.json").exists()
     assert lifeboat("verify", "--repo", real / "repo", "--json", json_out=True).data["ok"]
+
+
+@pytest.mark.parametrize("where,fmt", [("index", "2"), ("snapshots", "2"), ("index", "1"), ("packs", "2")])
+def test_unreadable_sectors_in_index_files_or_manifests_are_read_through(tmp_path, where, fmt):
+    """A bad sector (EIO) in every index file, every snapshot manifest or every pack: restore, browsing
+    (ls, get) and verify read through it, repaired from the parity; restore bit for bit. In a
+    format 1 repository (no parity) the packs' footers stand in for an unreadable index file."""
+    real = tmp_path / "drive"
+    real.mkdir()
+    disk = small_disk(tmp_path, "one", 4)
+    lifeboat("repo", "init", real / "repo", "--format", fmt)
+    snapshot = lifeboat("backup", disk, "--repo", real / "repo", "--json", json_out=True).data["snapshot"]
+    assert bool(list((real / "repo" / where).rglob("*.par"))) == (fmt == "2")
+    with faulty_folder(real, tmp_path / "mnt", "--bad-reads-under", f"repo/{where}:100:1") as drive:
+        repo = drive / "repo"
+        with pytest.raises(OSError):                 # the fault is there
+            next(p for p in (repo / where).rglob("*") if p.is_file() and p.suffix != ".par").read_bytes()
+        target = tmp_path / "target.img"
+        with open(target, "wb") as f:
+            f.truncate(disk.stat().st_size)
+        done = lifeboat("restore", snapshot, target, "--repo", repo, "--yes", "--json", json_out=True).data
+        assert not done.get("partial"), done
+        listed = lifeboat("ls", snapshot, "0:/", "--repo", repo, check=False)
+        got = tmp_path / "got"
+        fetched = lifeboat("get", snapshot, "0:/f3.bin", got, "--repo", repo, check=False)
+        checked = lifeboat("verify", "--repo", repo, "--json", check=False)
+    assert target.read_bytes() == disk.read_bytes()
+    assert listed.returncode == 0 and "f3.bin" in listed.stdout, listed.stderr
+    assert fetched.returncode == 0, fetched.stderr
+    assert (got / "f3.bin").read_bytes() == random_file(4, 3)
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["ok"], checked.stdout + checked.stderr
+    if fmt == "2":
+        objects = [p for p in (real / "repo" / where).rglob("*") if p.is_file() and p.suffix != ".par"]
+        assert len(report["repairs"]) == len(objects), report["repairs"]      # each one, named
+        for fixed in report["repairs"]:
+            assert fixed["object"].startswith(f"{where}/") and fixed["repaired"] and fixed["damaged_sectors"] == 1
+
+
+def random_file(seed: int, number: int) -> bytes:
+    """The bytes small_disk(…, seed) wrote as f<number>.bin."""
+    rng = random.Random(seed)
+    return [rng.randbytes(MiB) for _ in range(8)][number]

@@ -1,6 +1,6 @@
 """forget and prune on real repositories: what is freed is measured on the drive, every snapshot
-left restores bit for bit, a prune killed at any change leaves a repository that verifies, and a
-backup running beside a prune keeps everything it uses."""
+left restores bit for bit, a prune killed at any change leaves a repository that verifies, a
+backup running beside a prune keeps everything it uses, and a running restore keeps prune away."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def test_prune_waits_for_a_running_backup_then_deletes(tmp_path):
         said = gave_up.stderr.strip().splitlines()
         assert "waiting up to 1 s" in said[-2]
         assert [x for x in said if x.startswith("lifeboat: ")] == [said[-1]]
-        assert "backups are running" in said[-1] and "waited 1 s" in said[-1]
+        assert "backups or restores are running (backup by process" in said[-1] and "waited 1 s" in said[-1]
         assert {k for k in stored_objects(repo) if not k.startswith(("packs/", "index/"))} == \
             {k for k in before if not k.startswith(("packs/", "index/"))}
         assert {k for k in before if k.startswith("packs/")} <= set(stored_objects(repo))   # nothing deleted
@@ -225,6 +225,80 @@ def test_prune_waits_for_a_running_backup_then_deletes(tmp_path):
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     restores_exactly(repo, json.loads(back_out)["snapshot"], big, tmp_path)
     restores_exactly(repo, snaps[-1][0], snaps[-1][1], tmp_path)
+
+
+def test_prune_waits_for_a_running_restore_which_reads_every_byte(tmp_path):
+    """A restore holds the shared lock while it reads: prune (which would repack the packs
+    the restore reads) gives up after --wait, deleting nothing, or waits for it; the restore,
+    stopped in the middle meanwhile, still writes the snapshot bit for bit."""
+    repo = new_repo(tmp_path / "repo")
+    snaps = history(tmp_path, repo, 3, size=48 * MiB, changed=200)
+    lifeboat("forget", "--repo", repo, "--keep-last", "1")
+    sid, expected = snaps[-1]
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(expected.stat().st_size)
+    restore = subprocess.Popen([sys.executable, "-m", "recovery", "restore", sid, str(target), "--repo", repo,
+                                "--yes", "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    waiting = None
+    try:
+        locks = Path(repo) / "lock"
+        deadline = time.monotonic() + 60
+        while not (locks.is_dir() and list(locks.glob("*.json"))):
+            assert time.monotonic() < deadline and restore.poll() is None, "the restore never took its lock"
+            time.sleep(0.002)
+        os.kill(restore.pid, signal.SIGSTOP)         # a restore in the middle of its reads
+        held = json.loads(next(locks.glob("*.json")).read_text())
+        assert (held["mode"], held["purpose"], held["pid"]) == ("shared", "restore", restore.pid)
+        before = stored_objects(repo)
+        gave_up = lifeboat("prune", "--repo", repo, "--repack-threshold", "100", "--wait", "1", check=False)
+        assert gave_up.returncode == 12 and "Traceback" not in gave_up.stderr, gave_up.stderr
+        last = gave_up.stderr.strip().splitlines()[-1]
+        assert f"restore by process {restore.pid}" in last and "nothing was deleted" in last, last
+        assert set(before) <= set(stored_objects(repo))     # repacked copies may be written, nothing deleted
+        waiting = subprocess.Popen([sys.executable, "-m", "recovery", "prune", "--repo", repo, "--repack-threshold",
+                                    "100", "--wait", "120", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        said = waiting.stderr.readline()
+        while said and "waiting" not in said:
+            said = waiting.stderr.readline()
+        assert "waiting up to 120 s" in said, said
+        assert set(before) <= set(stored_objects(repo))
+    finally:
+        os.kill(restore.pid, signal.SIGCONT)
+    out, err = restore.communicate(timeout=120)
+    assert restore.returncode == 0, err
+    assert target.read_bytes() == expected.read_bytes()
+    assert waiting is not None
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    pruned = json.loads(out)
+    assert pruned["bytes_freed"] > 0 and pruned["packs_deleted"] > 0, pruned     # packs the restore read
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    restores_exactly(repo, sid, expected, tmp_path)
+
+
+def test_a_restore_refuses_while_prune_holds_the_exclusive_lock(tmp_path):
+    """The other way round: while the exclusive lock is held (as prune holds it while it
+    deletes; taken here by the test itself, through the same Lock), a restore refuses (busy,
+    exit 5) before writing anything, instead of reading packs that may go."""
+    from recovery.repo.lock import Lock
+    from recovery.storage.local import LocalStorage
+
+    repo = new_repo(tmp_path / "repo")
+    sid, expected = history(tmp_path, repo, 1)[0]
+    size = expected.stat().st_size
+    target = tmp_path / "target.img"
+    target.write_bytes(b"\xa5" * size)
+    with Lock(LocalStorage(Path(repo)), exclusive=True, purpose="prune"):
+        refused = lifeboat("restore", sid, target, "--repo", repo, "--yes", check=False)
+        verified = lifeboat("verify", "--repo", repo, check=False)
+    assert refused.returncode == 5 and "Traceback" not in refused.stderr, refused.stderr   # busy
+    assert len(refused.stderr.strip().splitlines()) == 1 and "is busy" in refused.stderr
+    assert target.read_bytes() == b"\xa5" * size                   # nothing written
+    assert verified.returncode == 5 and "is busy" in verified.stderr
+    restores_exactly(repo, sid, expected, tmp_path)
 
 
 def test_forget_and_prune_in_an_s3_bucket(tmp_path, seaweedfs, monkeypatch):
@@ -354,3 +428,21 @@ def test_forget_and_prune_in_an_encrypted_repository(tmp_path, monkeypatch):
     restores_exactly(repo, sid, version, tmp_path)
     index_files = list((tmp_path / "repo" / "index").glob("*.idx"))
     assert index_files and all(not f.read_bytes().startswith(b"LBINDEX\x01") for f in index_files)
+
+
+@pytest.mark.loop
+def test_a_read_only_repository_restores_and_verifies_without_a_lock(tmp_path):
+    """A repository on a read-only mount cannot hold a lock (and cannot be pruned): restore
+    and verify read it without one; a backup says it cannot lock it, not that it is busy."""
+    repo = new_repo(tmp_path / "repo")
+    sid, expected = history(tmp_path, repo, 1)[0]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", repo, ro], check=True)
+    try:
+        restores_exactly(str(ro), sid, expected, tmp_path)
+        assert lifeboat("verify", "--repo", ro, "--json", json_out=True).data["ok"]
+        line = one_line_error(lifeboat("backup", expected, "--repo", ro, check=False), 5)
+        assert "cannot lock the repository" in line and "Read-only" in line
+    finally:
+        subprocess.run(["umount", ro], check=True)

@@ -99,7 +99,7 @@ def test_only_deleting_operations_are_exclusive(tmp_path):
     try:
         with Lock(repo.storage):                 # a second backup: fine
             pass
-        with pytest.raises(RepositoryError, match="backups are running"):
+        with pytest.raises(RepositoryError, match=r"backups or restores are running \(backup by process"):
             Lock(repo.storage, exclusive=True).acquire()
         assert not (repo.path / "lock").is_file()         # the refused one left nothing behind
     finally:

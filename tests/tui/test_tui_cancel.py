@@ -35,6 +35,9 @@ def test_cancel_a_backup_keeps_the_repository_valid(machine, slow_pc):
             summary = await wait_screen(pilot, BackupSummaryScreen)
             summary.query_one("#name").value = "to-be-cancelled"
             await pilot.press("f10")
+            from tui.screens.new_repository import NewRepositoryDialog
+            await wait_screen(pilot, NewRepositoryDialog)              # "fresh" is new: not encrypted
+            await pilot.press("enter")
             job = await wait_screen(pilot, JobScreen)
             await pilot.press("escape")                      # Cancel asks first
             await wait_screen(pilot, QuestionDialog)

@@ -133,6 +133,7 @@ def test_backup_flow_makes_a_snapshot(machine):
 def test_backup_to_a_typed_new_folder(machine):
     from tui.screens.backup_summary import BackupSummaryScreen
     from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.new_repository import NewRepositoryDialog
     from tui.screens.path_prompt import PathPrompt
     from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
@@ -156,6 +157,8 @@ def test_backup_to_a_typed_new_folder(machine):
             assert "a new one will be made here" in screen_text(app)
             assert summary.query_one("#name", Input).value == "demo-pc"   # default from the image's name
             await pilot.press("f10")
+            await wait_screen(pilot, NewRepositoryDialog)
+            await pilot.press("enter")                                   # no passphrase: not encrypted
             await wait_screen(pilot, ResultScreen, timeout=120)
 
     run(scenario())

@@ -110,6 +110,9 @@ def test_backup_into_and_restore_from_s3(machine, netenv, seaweedfs):
             await wait_screen(pilot, BackupSummaryScreen, timeout=60)
             assert url in screen_text(app) and "a new one will be made here" in screen_text(app)
             await pilot.press("f10")
+            from tui.screens.new_repository import NewRepositoryDialog
+            await wait_screen(pilot, NewRepositoryDialog, timeout=60)
+            await pilot.press("enter")                                   # not encrypted
             await wait_screen(pilot, ResultScreen, timeout=180)
             assert "Backup finished" in screen_text(app)
             await pilot.press("enter")
