@@ -13,7 +13,7 @@ original = source.splitlines()
 db = sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
 rows = db.execute(
     "select m.id, l.line, l.line_number, m.'index', m.status from Mutant m join Line l on m.line = l.id"
-    " where m.status in ('bad_survived', 'ok_suspicious', 'untested') order by l.line_number, m.'index'"
+    " where m.status in ('bad_survived', 'untested') order by l.line_number, m.'index'"
 )
 for mid, line, number, index, status in rows:
     context = Context(source=source, mutation_id=RelativeMutationID(line, index, number), filename=source_path)
