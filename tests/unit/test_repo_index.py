@@ -9,8 +9,10 @@ import pytest
 
 import recovery.repo.index as index_module
 from recovery.errors import DamageError
-from recovery.repo.format import BlobEntry
-from recovery.repo.index import Index, encode_index_file, index_file_packs
+from recovery.repo.format import KIND_DATA, BlobEntry, blob_id
+from recovery.repo.index import Index, encode_index_file, index_file_packs, write_index_file
+from recovery.repo.packs import PackWriter
+from recovery.storage.local import LocalStorage
 
 
 def entries(rng: random.Random, count: int, prefix: bytes = b"") -> list[BlobEntry]:
@@ -77,3 +79,45 @@ def test_packs_added_one_by_one_stay_in_few_runs(monkeypatch):
     for pack_id, es in added[::7]:
         for e in es:
             assert index.get(e.id).pack_id == pack_id
+
+
+def test_a_blob_sorted_from_an_index_file_keeps_its_place_when_one_pack_stores_it_again():
+    rng = random.Random(5)
+    first, again = entries(rng, 2), entries(rng, 1)
+    again.append(BlobEntry(first[0].id, 7, 11, 13, 1, 0))
+    a, b = "a" * 64, "b" * 64
+    index = Index()
+    assert len(index) == 0 and index.pack_totals() == {}
+    index._add_index_file(index_file_packs(*encode_index_file([(a, first)])))
+    index.add_pack(b, again)                                  # one pack: its ids wait in _pending
+    assert index.get(first[0].id).pack_id == a
+    assert index.get(again[0].id).pack_id == b
+    assert len(index) == 3
+    assert index.pack_totals() == {a: (2, first[0].stored_len + first[1].stored_len),
+                                   b: (2, again[0].stored_len + 11)}
+    assert index.problems == []
+
+
+def test_opening_reads_index_files_then_the_footers_of_unindexed_packs(tmp_path):
+    storage = LocalStorage(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    rng = random.Random(9)
+    indexed = PackWriter(storage)
+    for _ in range(3):
+        raw = rng.randbytes(100)
+        indexed.add(blob_id(raw), raw, len(raw), KIND_DATA, 0)
+    indexed_id, indexed_entries = indexed.finish()
+    write_index_file(storage, [(indexed_id, indexed_entries)])
+    loose = PackWriter(storage)                               # a killed backup's last pack
+    raw = rng.randbytes(50)
+    loose.add(blob_id(raw), raw, len(raw), KIND_DATA, 0)
+    loose_id, loose_entries = loose.finish()
+    storage.close()
+
+    index = Index.load(tmp_path)
+    assert index.problems == []
+    assert sorted(index.packs) == sorted([indexed_id, loose_id])
+    for pack_id, es in ((indexed_id, indexed_entries), (loose_id, loose_entries)):
+        for e in es:
+            assert index.get(e.id) == index_module.Location(pack_id, e.offset, e.stored_len, e.raw_len,
+                                                            e.kind, e.codec)
