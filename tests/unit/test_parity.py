@@ -8,7 +8,9 @@ import random
 import pytest
 
 from recovery.errors import DamageError
-from recovery.repo.parity import HEADER_SIZE, TABLE_BLOCK, Geometry, make_parity, repair
+from recovery.repo.parity import (HEADER_SIZE, SMALL_OBJECT, TABLE_BLOCK, Geometry, make_parity, parity_name,
+                                  read_tolerant, repair, repair_object, sidecar_matches, write_protected)
+from recovery.storage.local import LocalStorage
 
 SIZES = [1, 511, 512, 5000, 25_564, 262_144, 300_000, 3_000_000, 9_000_001]
 SEEDS = [1, 2, 3]
@@ -106,3 +108,55 @@ def test_overhead_of_a_full_pack_is_under_5_percent():
     geo = Geometry.for_length(64 * 1024 * 1024)
     assert geo.sidecar_size / geo.length < 0.045
     assert (geo.words, geo.k, geo.m) == (82, 200, 8)
+
+
+def test_geometry_at_the_small_object_edge_and_the_sidecar_as_sized():
+    small, large = Geometry.for_length(SMALL_OBJECT), Geometry.for_length(SMALL_OBJECT + 1)
+    assert (small.sector_size, large.sector_size) == (512, 4096)
+    assert (small.sectors, small.words, small.k, small.m) == (512, 3, 171, 7)
+    assert small.guaranteed_sectors == small.m and small.parity_sectors == 21
+    assert small.table_blocks == 5                          # 533 checksums, 126 a block
+    for size in (1, 5000, SMALL_OBJECT, SMALL_OBJECT + 1):
+        assert len(make_parity(obj(size, 1))) == Geometry.for_length(size).sidecar_size
+    assert Geometry.for_length(0).sectors == 1
+
+
+def test_sidecar_matches_only_its_own_object():
+    data = obj(5000, 2)
+    side = make_parity(data)
+    assert sidecar_matches(side, data)
+    assert not sidecar_matches(side, data[:-1] + bytes([data[-1] ^ 1]))
+    assert not sidecar_matches(side, data + b"x")
+    assert not sidecar_matches(bytes(len(side)), data)
+    assert sidecar_matches(bytes(HEADER_SIZE) + side[HEADER_SIZE:], data)   # the other header copy
+
+
+def test_objects_in_storage_written_with_parity_and_repaired_from_it(tmp_path):
+    storage = LocalStorage(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    data = obj(20_000, 3)
+    write_protected(storage, "a/obj", data, parity=True)
+    write_protected(storage, "a/plain", data, parity=False)
+    assert parity_name("a/obj") == "a/obj.par" and (tmp_path / "a/obj.par").read_bytes() == make_parity(data)
+    assert (tmp_path / "a/obj").read_bytes() == data and not (tmp_path / "a/plain.par").exists()
+    damaged = bytearray(data)
+    damaged[600:700] = bytes(100)                           # within sector 1 of 512 bytes
+    (tmp_path / "a/obj").write_bytes(damaged)
+    got = repair_object(storage, "a/obj", "the object")
+    assert got.repaired and got.data == data and got.damaged == [1] and got.lost == []
+    assert got.parity_damaged == 0
+    got = repair_object(storage, "a/obj", "the object", data=data)   # bytes already read, intact
+    assert got.data == data and got.damaged == [] and got.repaired
+    with pytest.raises(DamageError, match="^the plain one has no parity to repair it from$"):
+        repair_object(storage, "a/plain", "the plain one")
+    assert read_tolerant(storage, "a/missing") == b""
+    storage.close()
+
+
+def test_a_sidecar_with_a_damaged_parity_sector_reports_it_on_intact_data():
+    data = obj(5000, 4)
+    side = bytearray(make_parity(data))
+    geo = Geometry.for_length(len(data))
+    side[HEADER_SIZE + geo.table_blocks * TABLE_BLOCK + 3] ^= 1
+    got = repair(data, bytes(side), "x")
+    assert got.data == data and got.parity_damaged == 1 and got.damaged == [] and got.repaired
