@@ -13,9 +13,13 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/build/mutation}
 V=$ROOT/.venv/bin
 [ -x "$V/mutmut" ] || { echo "install mutmut first: $V/pip install mutmut==2.5.1" >&2; exit 2; }
-rm -rf "$OUT/copy" && mkdir -p "$OUT/copy"
-(cd "$ROOT" && git ls-files -z | xargs -0 cp --parents -t "$OUT/copy")
-cp "$ROOT/tests/mutation/mutexit.py" "$OUT/copy/"
+# RESUME=1 goes on from a run that stopped (mutmut keeps every result in its cache as it goes;
+# a full disk or a killed worker leaves it waiting forever): same copy, same cache.
+if [ -z "${RESUME:-}" ]; then
+    rm -rf "$OUT/copy" && mkdir -p "$OUT/copy"
+    (cd "$ROOT" && git ls-files -z | xargs -0 cp --parents -t "$OUT/copy")
+    cp "$ROOT/tests/mutation/mutexit.py" "$OUT/copy/"
+fi
 cd "$OUT/copy"
 export PYTHONPATH=$OUT/copy
 
@@ -49,7 +53,7 @@ declare -A TESTS=(
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
-        rm -f .mutmut-cache
+        [ -n "${RESUME:-}" ] || rm -f .mutmut-cache
         nice -n 19 "$V/mutmut" run --paths-to-mutate "${PATHS[$one]}" \
             --runner "$V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
             > "$OUT/$one.log" 2>&1
