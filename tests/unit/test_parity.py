@@ -8,7 +8,7 @@ import random
 import pytest
 
 from recovery.errors import DamageError
-from recovery.repo.parity import (HEADER_SIZE, SMALL_OBJECT, TABLE_BLOCK, Geometry, make_parity, parity_name,
+from recovery.repo.parity import (HEADER, HEADER_SIZE, SMALL_OBJECT, _check, TABLE_BLOCK, Geometry, make_parity, parity_name,
                                   read_tolerant, repair, repair_object, sidecar_matches, write_protected)
 from recovery.storage.local import LocalStorage
 
@@ -160,3 +160,54 @@ def test_a_sidecar_with_a_damaged_parity_sector_reports_it_on_intact_data():
     side[HEADER_SIZE + geo.table_blocks * TABLE_BLOCK + 3] ^= 1
     got = repair(data, bytes(side), "x")
     assert got.data == data and got.parity_damaged == 1 and got.damaged == [] and got.repaired
+
+
+def forged(side: bytes, copies, **fields) -> bytes:
+    """The sidecar with header fields changed and each header's check made again: a header that
+    checks out but says something else than the object's own."""
+    out = bytearray(side)
+    names = ("magic", "length", "sector", "max_k", "pct", "n", "w", "k", "m", "tb", "digest")
+    for at in copies:
+        values = dict(zip(names, HEADER.unpack_from(out, at)))
+        values.update(fields)
+        header = HEADER.pack(*(values[n] for n in names))
+        out[at : at + HEADER_SIZE] = header + _check(header)
+    return bytes(out)
+
+
+def test_either_header_copy_serves_and_a_wrong_one_is_passed_over():
+    data = obj(5000, 6)
+    side = make_parity(data)
+    last = len(side) - HEADER_SIZE
+    assert sidecar_matches(side[:last] + bytes(HEADER_SIZE), data)          # the first copy alone
+    flipped = bytearray(side)
+    flipped[HEADER.size - 1] ^= 1                                           # the first digest, unchecked
+    assert sidecar_matches(bytes(flipped), data)
+    assert sidecar_matches(forged(side, [0], magic=b"LBPARIT1"), data)
+    assert sidecar_matches(forged(side, [0], n=11), data)
+    with pytest.raises(DamageError) as refused:
+        repair(data, forged(side, [0, last], magic=b"LBPARIT1"), "x")
+    assert str(refused.value) == "the parity of x is damaged (its header is unreadable)"
+
+
+def test_sectors_that_all_check_but_a_whole_that_does_not_are_all_lost():
+    data = obj(5000, 7)
+    side = make_parity(data)
+    lying = forged(side, [0, len(side) - HEADER_SIZE], digest=bytes(32))
+    got = repair(data, lying, "x")
+    assert got.lost == list(range(10)) and not got.repaired and got.damaged == []
+    assert repair(data, side, "x").parity_damaged == 0
+
+
+def test_losses_in_several_code_words_are_all_listed():
+    data = obj(SMALL_OBJECT, 8)                      # 512 sectors in 3 code words
+    side = make_parity(data)
+    geo = Geometry.for_length(len(data))
+    damaged = bytearray(data)
+    hit = []
+    for j in (0, 1):                                 # m + 1 sectors in each of two columns
+        for i in range(j, (geo.m + 1) * geo.words, geo.words):
+            damaged[i * geo.sector_size] ^= 1
+            hit.append(i)
+    got = repair(damaged, side, "x")
+    assert got.lost == sorted(hit) and got.damaged == sorted(hit)
