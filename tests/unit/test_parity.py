@@ -211,3 +211,14 @@ def test_losses_in_several_code_words_are_all_listed():
             hit.append(i)
     got = repair(damaged, side, "x")
     assert got.lost == sorted(hit) and got.damaged == sorted(hit)
+
+
+def test_the_geometry_and_sizes_docs_format_gives():
+    # FORMAT.md: max k 200, m = max(2, ceil(4k / 100)), an 84-byte header (its check 8 bytes),
+    # 512-byte table blocks, a run of (m * W - 1) * S + 1 bytes guaranteed.
+    assert Geometry.for_length(200 * 512).words == 1 and Geometry.for_length(201 * 512).words == 2
+    assert Geometry.for_length(512).m == 2                    # ceil(4 / 100) = 1: the floor of 2
+    assert Geometry.for_length(101 * 512).m == 5              # ceil(404 / 100)
+    assert HEADER_SIZE == 84 and TABLE_BLOCK == 512
+    assert len(make_parity(obj(5000, 9))) == 2 * 84 + 2 * 512 + 2 * 512   # 10 sectors, m = 2
+    assert Geometry.for_length(SMALL_OBJECT).guaranteed_run == (7 * 3 - 1) * 512 + 1
