@@ -54,6 +54,9 @@ declare -A TESTS=(
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
         [ -n "${RESUME:-}" ] || rm -f .mutmut-cache
+        # AGAIN=1: start from the last run's results, so after tests are added only the
+        # survivors and the untested run again (mutmut keeps a killed mutant killed).
+        [ -n "${AGAIN:-}" ] && [ -f "$OUT/cache-$one" ] && cp "$OUT/cache-$one" .mutmut-cache
         nice -n 19 "$V/mutmut" run --paths-to-mutate "${PATHS[$one]}" \
             --runner "$V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
             > "$OUT/$one.log" 2>&1
