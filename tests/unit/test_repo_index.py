@@ -217,7 +217,7 @@ def test_index_file_names_edges_and_exact_refusals():
     cut = cut_body + blake3.blake3(cut_body).digest()
     header_only = good[:8 + 20]                                   # a pack header cut short
     header_only += blake3.blake3(header_only).digest()
-    for data in (good[:-1], cut, header_only):
+    for data in (good[:-1], cut, header_only, b"not an index file" + bytes(40)):
         with pytest.raises(DamageError) as refused:
             index_file_packs(name, data)
         assert str(refused.value) == f"index file {label} is damaged"
