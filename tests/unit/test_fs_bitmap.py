@@ -95,3 +95,27 @@ def test_bitmap_ranges_start_at_the_bitmaps_own_origin_unless_told():
     """Bit 0 covers bytes [0, unit) when no base is given (a map that starts the partition)."""
     assert bitmap_ranges(b"\x01\x80", 4096) == [(0, 4096), (15 * 4096, 4096)]
     assert bitmap_ranges(b"\x01", 512, base=1024) == [(1024, 512)]
+
+
+class ScanRecorder:
+    """Stands in for the non-zero-stretch expression and notes which byte spans it was asked to
+    scan: the fast path's promise is about what is read, which the runs alone cannot show."""
+
+    def __init__(self, pattern):
+        self.pattern, self.scanned = pattern, []
+
+    def finditer(self, data, pos, endpos):
+        self.scanned.append((pos, endpos))
+        return self.pattern.finditer(data, pos, endpos)
+
+
+def test_whole_empty_and_full_chunks_skip_the_expressions_and_bytes_past_nbits_are_not_read(monkeypatch):
+    import recovery.fs.bitmap as bitmap
+
+    recorder = ScanRecorder(bitmap._NONZERO_RUN)
+    monkeypatch.setattr(bitmap, "_NONZERO_RUN", recorder)
+    mixed = b"\x5a" * CHUNK
+    data = bytes(CHUNK) + b"\xff" * CHUNK + mixed + mixed + b"\x0f" * CHUNK
+    nbits = (3 * CHUNK + 10) * 8  # ends on a byte edge 10 bytes into the fourth chunk
+    assert set_bit_runs(data, nbits) == reference_runs(data, nbits)
+    assert recorder.scanned == [(2 * CHUNK, 3 * CHUNK), (3 * CHUNK, 3 * CHUNK + 10)]

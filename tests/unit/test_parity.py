@@ -8,7 +8,9 @@ import random
 import pytest
 
 from recovery.errors import DamageError
-from recovery.repo.parity import HEADER_SIZE, TABLE_BLOCK, Geometry, make_parity, repair
+from recovery.repo.parity import (HEADER, HEADER_SIZE, SMALL_OBJECT, _check, TABLE_BLOCK, Geometry, make_parity, parity_name,
+                                  read_tolerant, repair, repair_object, sidecar_matches, write_protected)
+from recovery.storage.local import LocalStorage
 
 SIZES = [1, 511, 512, 5000, 25_564, 262_144, 300_000, 3_000_000, 9_000_001]
 SEEDS = [1, 2, 3]
@@ -192,3 +194,118 @@ def test_a_sidecar_of_the_first_layout_still_repairs():
     damaged[100_000 : 100_000 + old.guaranteed_run] = bytes(old.guaranteed_run)
     got = repair(damaged, bytes(side), "x")
     assert got.repaired and got.data == data
+
+
+
+def test_geometry_at_the_small_object_edge_and_the_sidecar_as_sized():
+    small, large = Geometry.for_length(SMALL_OBJECT), Geometry.for_length(SMALL_OBJECT + 1)
+    assert (small.sector_size, large.sector_size) == (512, 4096)
+    assert (small.sectors, small.words, small.k, small.m) == (512, 3, 171, 8)
+    assert small.guaranteed_sectors == small.m and small.parity_sectors == 24
+    assert small.table_blocks == 5                          # 536 checksums, 126 a block
+    for size in (1, 5000, SMALL_OBJECT, SMALL_OBJECT + 1):
+        assert len(make_parity(obj(size, 1))) == Geometry.for_length(size).sidecar_size
+    assert Geometry.for_length(0).sectors == 1
+
+
+def test_sidecar_matches_only_its_own_object():
+    data = obj(5000, 2)
+    side = make_parity(data)
+    assert sidecar_matches(side, data)
+    assert not sidecar_matches(side, data[:-1] + bytes([data[-1] ^ 1]))
+    assert not sidecar_matches(side, data + b"x")
+    assert not sidecar_matches(bytes(len(side)), data)
+    assert sidecar_matches(bytes(HEADER_SIZE) + side[HEADER_SIZE:], data)   # the other header copy
+
+
+def test_objects_in_storage_written_with_parity_and_repaired_from_it(tmp_path):
+    storage = LocalStorage(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    data = obj(20_000, 3)
+    write_protected(storage, "a/obj", data, parity=True)
+    write_protected(storage, "a/plain", data, parity=False)
+    assert parity_name("a/obj") == "a/obj.par" and (tmp_path / "a/obj.par").read_bytes() == make_parity(data)
+    assert (tmp_path / "a/obj").read_bytes() == data and not (tmp_path / "a/plain.par").exists()
+    damaged = bytearray(data)
+    damaged[600:700] = bytes(100)                           # within sector 1 of 512 bytes
+    (tmp_path / "a/obj").write_bytes(damaged)
+    got = repair_object(storage, "a/obj", "the object")
+    assert got.repaired and got.data == data and got.damaged == [1] and got.lost == []
+    assert got.parity_damaged == 0
+    got = repair_object(storage, "a/obj", "the object", data=data)   # bytes already read, intact
+    assert got.data == data and got.damaged == [] and got.repaired
+    with pytest.raises(DamageError, match="^the plain one has no parity to repair it from$"):
+        repair_object(storage, "a/plain", "the plain one")
+    assert read_tolerant(storage, "a/missing") == b""
+    storage.close()
+
+
+def test_a_sidecar_with_a_damaged_parity_sector_reports_it_on_intact_data():
+    data = obj(5000, 4)
+    side = bytearray(make_parity(data))
+    geo = Geometry.for_length(len(data))
+    side[HEADER_SIZE + geo.table_blocks * TABLE_BLOCK + 3] ^= 1
+    got = repair(data, bytes(side), "x")
+    assert got.data == data and got.parity_damaged == 1 and got.damaged == [] and got.repaired
+
+
+def forged(side: bytes, copies, **fields) -> bytes:
+    """The sidecar with header fields changed and each header's check made again: a header that
+    checks out but says something else than the object's own."""
+    out = bytearray(side)
+    names = ("magic", "length", "sector", "max_k", "pct", "n", "w", "k", "m", "tb", "digest")
+    for at in copies:
+        values = dict(zip(names, HEADER.unpack_from(out, at)))
+        values.update(fields)
+        header = HEADER.pack(*(values[n] for n in names))
+        out[at : at + HEADER_SIZE] = header + _check(header)
+    return bytes(out)
+
+
+def test_either_header_copy_serves_and_a_wrong_one_is_passed_over():
+    data = obj(5000, 6)
+    side = make_parity(data)
+    last = len(side) - HEADER_SIZE
+    assert sidecar_matches(side[:last] + bytes(HEADER_SIZE), data)          # the first copy alone
+    flipped = bytearray(side)
+    flipped[HEADER.size - 1] ^= 1                                           # the first digest, unchecked
+    assert sidecar_matches(bytes(flipped), data)
+    assert sidecar_matches(forged(side, [0], magic=b"LBPARIT1"), data)
+    assert sidecar_matches(forged(side, [0], n=11), data)
+    with pytest.raises(DamageError) as refused:
+        repair(data, forged(side, [0, last], magic=b"LBPARIT1"), "x")
+    assert str(refused.value) == "the parity of x is damaged (its header is unreadable)"
+
+
+def test_sectors_that_all_check_but_a_whole_that_does_not_are_all_lost():
+    data = obj(5000, 7)
+    side = make_parity(data)
+    lying = forged(side, [0, len(side) - HEADER_SIZE], digest=bytes(32))
+    got = repair(data, lying, "x")
+    assert got.lost == list(range(10)) and not got.repaired and got.damaged == []
+    assert repair(data, side, "x").parity_damaged == 0
+
+
+def test_losses_in_several_code_words_are_all_listed():
+    data = obj(SMALL_OBJECT, 8)                      # 512 sectors in 3 code words
+    side = make_parity(data)
+    geo = Geometry.for_length(len(data))
+    damaged = bytearray(data)
+    hit = []
+    for j in (0, 1):                                 # m + 1 sectors in each of two columns
+        for i in range(j, (geo.m + 1) * geo.words, geo.words):
+            damaged[i * geo.sector_size] ^= 1
+            hit.append(i)
+    got = repair(damaged, side, "x")
+    assert got.lost == sorted(hit) and got.damaged == sorted(hit)
+
+
+def test_the_geometry_and_sizes_docs_format_gives():
+    # FORMAT.md: max k 244, m = max(2, ceil(45k / 1000)), an 84-byte header (its check 8 bytes),
+    # 512-byte table blocks, a run of (m * W - 1) * S + 1 bytes guaranteed.
+    assert Geometry.for_length(244 * 512).words == 1 and Geometry.for_length(245 * 512).words == 2
+    assert Geometry.for_length(512).m == 2                    # ceil(45 / 1000) = 1: the floor of 2
+    assert Geometry.for_length(101 * 512).m == 5              # ceil(4545 / 1000)
+    assert HEADER_SIZE == 84 and TABLE_BLOCK == 512
+    assert len(make_parity(obj(5000, 9))) == 2 * 84 + 2 * 512 + 2 * 512   # 10 sectors, m = 2
+    assert Geometry.for_length(SMALL_OBJECT).guaranteed_run == (8 * 3 - 1) * 512 + 1

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 
+import blake3
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import DamageError, RepositoryError, WrongPassphraseError
 from recovery.repo.format import KIND_DATA, KIND_META, BlobEntry, blob_id
 from recovery.repo.index import encode_index_file, index_file_packs
 from recovery.repo.keys import KdfParams, KeyObject, new_key_object, parse_recovery_code, recovery_code
 from recovery.repo.packs import PackWriter, read_footer
-from recovery.repo.sealing import OVERHEAD, SealBroken, Sealer
+from recovery.repo import sealing
+from recovery.repo.sealing import OVERHEAD, SealBroken, Sealer, key_check
 from recovery.storage.local import LocalStorage
 
 FAST = KdfParams(memory_kib=8 * 1024, iterations=1, parallelism=1)
@@ -105,3 +108,52 @@ def test_sealed_footer_and_index_file(tmp_path):
     with pytest.raises(DamageError, match="is sealed, unlike its repository"):
         index_file_packs(index_name, body)
     storage.close()
+
+
+# The sealed layouts as docs/FORMAT.md writes them down, rebuilt here from blake3 and AES-GCM
+# directly: a repository sealed by one version must open in every later one.
+DOCUMENTED_AAD = {
+    "AAD_BLOB": b"lifeboat blob\x00",
+    "AAD_FOOTER": b"lifeboat pack footer",
+    "AAD_INDEX": b"lifeboat index file",
+    "AAD_MANIFEST": b"lifeboat snapshot manifest",
+    "AAD_MARK": b"lifeboat check mark\x00",
+}
+
+
+def documented_key(master: bytes, context: str) -> bytes:
+    return blake3.blake3(master, derive_key_context=context).digest()
+
+
+def test_keys_ids_and_seals_match_the_documented_format():
+    master = bytes(range(32))
+    s = Sealer(master)
+    aead = AESGCM(documented_key(master, "lifeboat repository v2 aes-256-gcm sealing key"))
+    id_key = documented_key(master, "lifeboat repository v2 chunk id key")
+    assert key_check(master) == documented_key(master, "lifeboat repository v2 master key check").hex()
+    assert s.blob_id(b"chunk") == blake3.blake3(b"chunk", key=id_key).digest()
+    assert s.master == master                      # adding a passphrase wraps this key again
+    assert (sealing.AEAD_NAME, sealing.ID_NAME) == ("aes-256-gcm", "blake3-keyed")  # config "encryption"
+    for name, aad in DOCUMENTED_AAD.items():
+        constant = getattr(sealing, name)
+        sealed = s.seal(b"plain " + aad, constant)
+        assert len(sealed) == 12 + len(b"plain " + aad) + 16
+        assert aead.decrypt(sealed[:12], sealed[12:], aad) == b"plain " + aad
+        nonce = os.urandom(12)
+        assert s.open(nonce + aead.encrypt(nonce, b"theirs", aad), constant) == b"theirs"
+    bid = s.blob_id(b"raw")
+    sealed = s.seal_blob(bid, KIND_META, b"stored")
+    assert aead.decrypt(sealed[:12], sealed[12:], b"lifeboat blob\x00" + bytes([KIND_META]) + bid) == b"stored"
+
+
+def test_an_empty_plaintext_seals_to_exactly_the_overhead_and_shorter_input_is_refused():
+    s = Sealer(os.urandom(32))
+    sealed = s.seal(b"", b"aad")
+    assert len(sealed) == OVERHEAD == 28
+    assert s.open(sealed, b"aad") == b""
+    with pytest.raises(SealBroken, match="^too short$"):
+        s.open(sealed[:-1], b"aad")
+    with pytest.raises(SealBroken, match="^authentication failed$"):
+        s.open(sealed, b"other aad")
+    with pytest.raises(ValueError, match="^a master key is 32 bytes$"):
+        Sealer(bytes(31))

@@ -98,3 +98,16 @@ def test_ages_for_the_manage_screen():
     assert age("2026-10-01T12:00:00Z", now) == "8 weeks"
     assert age("2023-11-30T12:00:00Z", now) == "3 years"
     assert age(None, now) == "?"
+
+
+def test_policy_messages_and_a_shared_policy_cannot_be_changed():
+    with pytest.raises(UsageError) as refused:
+        Policy(weekly=-2)
+    assert str(refused.value) == "--keep-weekly must be 0 or more, not -2"
+    with pytest.raises(UsageError) as refused:
+        judge([], Policy())
+    assert str(refused.value) == ("no retention rule given: say what to keep, e.g. --keep-last 3 "
+                                  "--keep-daily 7 (nothing was removed)")
+    assert Policy().describe() == "no rule"
+    with pytest.raises(AttributeError):      # DEFAULT_POLICY is shared by the CLI and the TUI
+        DEFAULT_POLICY.last = 0
