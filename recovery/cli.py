@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from recovery import __version__
 from recovery.errors import Cancelled, DiskError, LifeboatError, RefusedError, UsageError
-from recovery.events import Progress, Warning_
+from recovery.events import CancelToken, Progress, Warning_
 from recovery.repo.keys import DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB, DEFAULT_PARALLELISM
 from recovery.units import human_duration, human_size
 
@@ -358,8 +358,8 @@ def cmd_backup(args) -> int:
     job = BackupJob(args.disk, repo, args.name, verify=not args.no_verify, zstd_level=args.zstd_level,
                     threads=args.threads)
     try:
-        with progress_for(args) as sink:
-            result = run_job(job, on_event=sink).result
+        with progress_for(args) as sink, CancelToken().on_interrupt() as token:
+            result = run_job(job, on_event=sink, cancel=token).result
     except (KeyboardInterrupt, Cancelled):
         raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
                         "run the same backup again to resume (what was stored is reused)") from None
@@ -462,8 +462,6 @@ def cmd_inspect(args) -> int:
 
     with open_source(args.image) as source:
         with progress_for(args) as sink:
-            from recovery.events import CancelToken
-
             found = source.prove_events(sink, CancelToken())
         lines = source.describe()
         if found:
@@ -484,8 +482,9 @@ def cmd_import(args) -> int:
     repo = Repository.open(args.repo)
     with open_source(args.image) as source:
         try:
-            with progress_for(args) as sink:
-                result = run_job(ImportJob(source, repo, args.name, verify=not args.no_verify), on_event=sink).result
+            with progress_for(args) as sink, CancelToken().on_interrupt() as token:
+                result = run_job(ImportJob(source, repo, args.name, verify=not args.no_verify), on_event=sink,
+                                 cancel=token).result
         except (KeyboardInterrupt, Cancelled):
             raise Cancelled("cancelled: the repository is intact and its earlier snapshots are unchanged; "
                             "run the same import again to resume (what was stored is reused)") from None
@@ -537,9 +536,16 @@ def _run_restore(args, job) -> int:
         head_before.append(_target_head(plan.target.path))
         return True
 
+    token = CancelToken()
     try:
-        outcome = run_job(job, confirm=confirm, dry_run=args.dry_run, display=lambda: progress_for(args))
+        with token.on_interrupt():
+            outcome = run_job(job, confirm=confirm, dry_run=args.dry_run, display=lambda: progress_for(args),
+                              cancel=token)
     except KeyboardInterrupt:
+        raise Cancelled(_restore_cancelled(args.target, head_before)) from None
+    except Cancelled:
+        if not token.cancelled:          # refused at the question: its own words stand
+            raise
         raise Cancelled(_restore_cancelled(args.target, head_before)) from None
     if args.dry_run:
         emit(args, {"plan": outcome.plan.to_json(), "dry_run": True},
@@ -635,9 +641,15 @@ def cmd_write_usb(args) -> int:
         job.override_confirmed = bool(plan.override)
         return True
 
+    token = CancelToken()
     try:
-        result = run_job(job, confirm=confirm, plan=plan, display=lambda: progress_for(args)).result
+        with token.on_interrupt():
+            result = run_job(job, confirm=confirm, plan=plan, display=lambda: progress_for(args), cancel=token).result
     except KeyboardInterrupt:
+        raise Cancelled(f"cancelled: {disk.path} is incomplete and will not boot; write it again") from None
+    except Cancelled:
+        if not token.cancelled:
+            raise
         raise Cancelled(f"cancelled: {disk.path} is incomplete and will not boot; write it again") from None
     emit(args, result.to_json(), us.done_lines(result, plan.target.is_image))
     return 0

@@ -5,8 +5,10 @@ JSON form (``--json`` with ``--progress-json``, and the TUI's log): ``{"type": "
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -92,3 +94,23 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled()
+
+    @contextmanager
+    def on_interrupt(self):
+        """While inside, Ctrl-C (SIGINT) also cancels this token. Python raises the
+        KeyboardInterrupt wherever the main thread is, and one raised inside a weakref callback
+        or a __del__ is printed and dropped: the token makes the job stop at its next chunk
+        all the same, instead of running on to the end."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def interrupted(signum, frame):
+            self.cancel()
+            raise KeyboardInterrupt
+
+        before = signal.signal(signal.SIGINT, interrupted)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, before)
