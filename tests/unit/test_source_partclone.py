@@ -105,11 +105,11 @@ def test_ntfs_keeps_its_backup_boot_sector(filesystems, tmp_path):
 COMPRESSORS = {
     "gzip": ["pigz", "-c"],
     "zstd": ["zstd", "-q", "-T2", "-c"],
-    "xz": ["xz", "-T2", "-c"],
-    "bzip2": ["lbzip2", "-c"],
+    "xz": ["xz", "-T2", "-1", "-c"],                 # low levels: the reader is tested, not the packer
+    "bzip2": ["lbzip2", "-1", "-c"],
     "lz4": ["lz4", "-q", "-c"],
     "lzop": ["lzop", "-c"],
-    "lzma": ["lzma", "-c"],
+    "lzma": ["lzma", "-1", "-c"],
 }
 
 
