@@ -120,3 +120,15 @@ def interrupted_restore(repo_dir: Path, target: Path) -> None:
             job.run(plan, on_event, token)
     finally:
         repo.close()
+
+
+async def to_place_picker(pilot):
+    """From the home screen: Back up -> the first disk offered -> the place picker, returned."""
+    from tui.screens.disk_picker import DiskPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+
+    await ready(pilot)
+    await pilot.press("b")
+    await wait_screen(pilot, DiskPickerScreen)
+    await pilot.press("enter")
+    return await wait_screen(pilot, PlacePickerScreen)

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from tests.integration.engine_fixtures import ROOT
-from tests.tui.helpers import make_app, ready, screen_text, wait_screen
+from tests.tui.helpers import make_app, ready, screen_text, wait_screen, to_place_picker
 
 pytestmark = pytest.mark.tui
 PASSPHRASE = "harbour-lights-at-dusk"
@@ -76,10 +76,8 @@ def test_backup_into_a_new_encrypted_repository_shows_the_recovery_code_once(mac
     from recovery.repo.keys import Unlock
     from recovery.repo.repository import Repository
     from tui.screens.backup_summary import BackupSummaryScreen
-    from tui.screens.disk_picker import DiskPickerScreen
     from tui.screens.new_repository import NewRepositoryDialog, RecoveryCodeDialog
     from tui.screens.path_prompt import PathPrompt
-    from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
 
     target = machine / "stick" / "backups"
@@ -89,11 +87,7 @@ def test_backup_into_a_new_encrypted_repository_shows_the_recovery_code_once(mac
     async def scenario():
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("b")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, PlacePickerScreen)
+            await to_place_picker(pilot)
             await pilot.press("t")
             prompt = await wait_screen(pilot, PathPrompt)
             prompt.query_one(Input).value = str(target)

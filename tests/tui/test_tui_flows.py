@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input, OptionList, Static
 
 from recovery.repo.repository import Repository
-from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen, to_place_picker
 
 pytestmark = pytest.mark.tui
 
@@ -132,10 +132,8 @@ def test_backup_flow_makes_a_snapshot(machine):
 
 def test_backup_to_a_typed_new_folder(machine):
     from tui.screens.backup_summary import BackupSummaryScreen
-    from tui.screens.disk_picker import DiskPickerScreen
     from tui.screens.new_repository import NewRepositoryDialog
     from tui.screens.path_prompt import PathPrompt
-    from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
 
     target = machine / "usb" / "backups"
@@ -144,11 +142,7 @@ def test_backup_to_a_typed_new_folder(machine):
     async def scenario():
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("b")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, PlacePickerScreen)
+            await to_place_picker(pilot)
             await pilot.press("t")
             prompt = await wait_screen(pilot, PathPrompt)
             prompt.query_one(Input).value = str(target)

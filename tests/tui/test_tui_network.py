@@ -17,7 +17,7 @@ from recovery.repo.repository import Repository
 from tests import fsimages as fi
 from tests.netservers import (ACCESS_KEY, PASSWORD, PASSWORD_USER, SECRET_KEY,  # noqa: F401 - the fixtures
                               password_sshd, seaweedfs, sshd)
-from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen, to_place_picker
 
 pytestmark = pytest.mark.tui
 SECRET_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_S3_PATH_STYLE",
@@ -87,11 +87,7 @@ def test_backup_into_and_restore_from_s3(machine, netenv, seaweedfs):
     async def backup():
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("b")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("enter")                                  # demo-pc.img
-            await wait_screen(pilot, PlacePickerScreen)
+            await to_place_picker(pilot)
             assert "A network location…" in screen_text(app)
             await pilot.press("n")
             form = await wait_screen(pilot, NetworkLocationScreen)
@@ -265,9 +261,7 @@ def test_a_malformed_location_is_one_line(machine, netenv, typed, words):
 
 
 def test_an_unknown_ssh_server_is_a_question_showing_its_fingerprint(machine, netenv, sshd, monkeypatch):
-    from tui.screens.disk_picker import DiskPickerScreen
     from tui.screens.network_location import NetworkLocationScreen
-    from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.question import QuestionDialog
 
     monkeypatch.setenv("LIFEBOAT_SSH_KEY", str(sshd.client_key))
@@ -285,11 +279,7 @@ def test_an_unknown_ssh_server_is_a_question_showing_its_fingerprint(machine, ne
     async def scenario():
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("b")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, PlacePickerScreen)
+            await to_place_picker(pilot)
             await pilot.press("n")
             form = await wait_screen(pilot, NetworkLocationScreen)
             await fill(form, pilot, url=url)
@@ -418,10 +408,8 @@ def test_a_refused_password_is_asked_again_masked_and_cancel_leaves_cleanly(mach
     so a masked prompt asks again saying so; a second wrong one is refused again (try 3 of 3);
     the right one opens the location and is the one kept for the session. Then, for another
     location, Cancel on the prompt leaves the form with the engine's one line, nothing made."""
-    from tui.screens.disk_picker import DiskPickerScreen
     from tui.screens.network_location import NetworkLocationScreen
     from tui.screens.password_prompt import PasswordPrompt
-    from tui.screens.place_picker import PlacePickerScreen
 
     monkeypatch.setenv("LIFEBOAT_SSH_HOST_KEY", password_sshd.fingerprint())
     monkeypatch.delenv("LIFEBOAT_SSH_KEY", raising=False)
@@ -443,11 +431,7 @@ def test_a_refused_password_is_asked_again_masked_and_cancel_leaves_cleanly(mach
     async def scenario():
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
-            await ready(pilot)
-            await pilot.press("b")
-            await wait_screen(pilot, DiskPickerScreen)
-            await pilot.press("enter")
-            await wait_screen(pilot, PlacePickerScreen)
+            await to_place_picker(pilot)
             await pilot.press("n")
             form = await wait_screen(pilot, NetworkLocationScreen)
             await fill(form, pilot, url=f"{base}{srv / 'repo'}", lifeboat_password="wrong-1")
