@@ -10,6 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from recovery.repo.keys import MIN_PASSPHRASE
+from tui.screens.message import MessageDialog
 
 
 class NewRepositoryDialog(ModalScreen[str | None]):
@@ -75,33 +76,21 @@ class NewRepositoryDialog(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class RecoveryCodeDialog(ModalScreen[None]):
+class RecoveryCodeDialog(MessageDialog):
     """The recovery code of a repository just made, shown this once."""
 
-    BINDINGS = [Binding("escape", "close", "Close")]
-
     def __init__(self, code: str):
-        super().__init__()
+        super().__init__("Recovery code (shown only this once)", code, error=False)
         self.code = code
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="-info"):
-            yield Static("Recovery code (shown only this once)", classes="dialog-title")
+            yield Static(self.title_text, classes="dialog-title")
             yield Static(code_lines(self.code), id="code", markup=False)
             yield Static("It opens these backups if the passphrase is forgotten. Print it or write it down "
                          "now, and keep it apart from the backups (not on the same drive, not in the same "
                          "bag). Lifeboat keeps no copy of it.", markup=False)
             yield Button("I have written it down", compact=True, id="ok", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#ok", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self.dismiss(None)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
 
 
 def code_lines(code: str) -> str:
