@@ -68,7 +68,7 @@ class SeaweedS3:
              f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
              f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
              "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             f"-s3.config={self.config}", "-master.volumeSizeLimitMB=256", "-volume.max=64"],
+             f"-s3.config={self.config}", "-master.volumeSizeLimitMB=256", "-volume.max=1000"],
             stdout=open(self.work / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.port, 120)
         # The S3 gateway listens before the filer behind it is ready: wait for a real answer.

@@ -37,7 +37,7 @@ from recovery.errors import DamageError, DiskError, LifeboatError, RefusedError
 from recovery.host import loops, mounts, tools
 from recovery.probe.mounts import current_mounts
 from recovery.sources.base import PartitionData, SourcePartition
-from recovery.storage.base import StorageError, UnreachableError
+from recovery.storage.base import UnreachableError, storage_failure
 
 log = logging.getLogger("recovery.browse.view")
 
@@ -193,7 +193,7 @@ class SnapshotView:
             raise DamageError(exc.message) from exc
         except DamageError as exc:
             if self.repository_lost is None:
-                self.repository_lost = _storage_failure(exc)
+                self.repository_lost = storage_failure(exc)
             if len(self.damage) < 20:
                 self.damage.append(exc.message)
             log.warning("%s", exc.message)
@@ -306,19 +306,6 @@ def temporary_view(disk: SavedDisk, only: set[int] | None = None) -> SnapshotVie
     where = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     os.rmdir(where)           # the view makes it again, and removes it when it closes
     return SnapshotView(disk, where, only=only)
-
-
-def _storage_failure(exc: BaseException) -> str | None:
-    """Why the repository's storage failed to read, when that is what lies under a damaged
-    read (an I/O error: a drive pulled out or failing); None for a chunk that is missing or
-    fails its hash, which is damage in the repository itself."""
-    while exc is not None:
-        if isinstance(exc, StorageError):
-            return exc.message
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            return exc.strerror or str(exc)
-        exc = exc.__cause__
-    return None
 
 
 def _ops(view: SnapshotView):

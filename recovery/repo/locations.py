@@ -19,6 +19,7 @@ from recovery.errors import DamageError
 from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.index import Index, Location
 from recovery.repo.manifest import Manifest, PartitionImage
+from recovery.storage.base import storage_failure
 
 # pack id (32) offset (u64) stored_len (u32) raw_len (u32) kind (u8) codec (u8) reserved (6)
 LOCATION = struct.Struct("<32sQIIBB6x")
@@ -136,7 +137,17 @@ class SnapshotBlobs:
             try:
                 data = self.repo.read_at(bid, loc)
             except DamageError as exc:
-                self._fall_back(exc.message)
+                if storage_failure(exc) is None:
+                    self._fall_back(exc.message)          # not there: a stale place
+                else:
+                    # The drive failed under the read (a bad sector, or pulled out): the place
+                    # is right, so try its pack's parity; without that, the failure stands
+                    # (a reader then knows the repository stopped answering).
+                    stored = self.repo.stored_from_repaired(loc)
+                    if stored is None:
+                        raise
+                    self.direct_reads += 1
+                    return self.repo.decode(bid, stored, loc.raw_len, loc.codec, loc.kind)
             else:
                 self.direct_reads += 1
                 return data

@@ -237,3 +237,16 @@ class Storage(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Why the repository's storage failed to read, when that is what lies under a damaged
+    read (an I/O error: a drive pulled out or failing); None for a chunk that is missing or
+    fails its hash, which is damage in the repository itself."""
+    while exc is not None:
+        if isinstance(exc, StorageError):
+            return exc.message
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            return exc.strerror or str(exc)
+        exc = exc.__cause__
+    return None
