@@ -64,10 +64,14 @@ def reopen(where: Path, kind: str, storage=None) -> Repository:
     return Repository.open(storage if storage is not None else where, unlock)
 
 
-def fill(tree: Path, seed: int) -> None:
+def filled_ext4(tmp_path: Path, seed: int, name: str = "fs.img", size: int = 24 * MiB) -> Path:
+    """An ext4 image of five random files made in tmp_path/tree (left there to change)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
     rng = random.Random(seed)
     for i in range(5):
         (tree / f"f{i}.bin").write_bytes(rng.randbytes(2 * MiB + 977 * i))
+    return fi.make_ext4(tmp_path / name, size, tree)
 
 
 def expected(image: Path, ranges) -> bytes:
@@ -89,10 +93,7 @@ def read_whole(disk) -> tuple[bytes, list]:
 @pytest.fixture(params=["plain", "parity", "encrypted"])
 def saved(request, tmp_path):
     kind = request.param
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    fill(tree, 1)
-    image = fi.make_ext4(tmp_path / "fs.img", 24 * MiB, tree)
+    image = filled_ext4(tmp_path, 1)
     repo = make_repo(tmp_path / "repo", kind)
     sid = backup(str(image), repo).snapshot
     repo.close()
@@ -144,10 +145,7 @@ def _rewrite_manifest(repo: Repository, sid: str, change) -> str:
 
 
 def test_a_snapshot_without_locations_reads_through_the_index(tmp_path):
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    fill(tree, 2)
-    image = fi.make_ext4(tmp_path / "fs.img", 24 * MiB, tree)
+    image = filled_ext4(tmp_path, 2)
     repo = Repository.init(tmp_path / "repo", version=1)
     sid = backup(str(image), repo).snapshot
 
@@ -168,10 +166,8 @@ def test_a_snapshot_without_locations_reads_through_the_index(tmp_path):
 @pytest.mark.parametrize("kind", ["plain", "parity", "encrypted"])
 def test_after_a_prune_repacked_its_packs_a_snapshot_still_reads_whole(tmp_path, kind, monkeypatch):
     monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(4 * MiB))      # several packs, some shared
+    first = filled_ext4(tmp_path, 3, "a.img")
     tree = tmp_path / "tree"
-    tree.mkdir()
-    fill(tree, 3)
-    first = fi.make_ext4(tmp_path / "a.img", 24 * MiB, tree)
     repo = make_repo(tmp_path / "repo", kind)
     backup(str(first), repo, name="pc")
     for i in (0, 2, 4):                   # about half the files change
@@ -267,10 +263,7 @@ def test_a_wrong_place_of_a_table_piece_in_the_manifest_is_named(saved):
 
 def test_a_damaged_location_table_falls_back_and_verify_names_it(tmp_path):
     """The bytes of a location-table piece flipped in its pack (no parity to mend them)."""
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    fill(tree, 4)
-    image = fi.make_ext4(tmp_path / "fs.img", 24 * MiB, tree)
+    image = filled_ext4(tmp_path, 4)
     repo = Repository.init(tmp_path / "repo", version=1)
     sid = backup(str(image), repo).snapshot
     m = repo.load_manifest(sid)
@@ -293,10 +286,7 @@ def test_a_damaged_location_table_falls_back_and_verify_names_it(tmp_path):
 
 def test_a_large_partition_has_its_table_in_pieces(tmp_path):
     """More windows than one piece holds: the places are found in the right piece."""
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    fill(tree, 5)
-    image = fi.make_ext4(tmp_path / "fs.img", 160 * MiB, tree)
+    image = filled_ext4(tmp_path, 5, size=160 * MiB)
     repo = Repository.init(tmp_path / "repo", chunk_size=4096, version=1)
     sid = backup(str(image), repo).snapshot
     m = repo.load_manifest(sid)

@@ -132,3 +132,15 @@ async def to_place_picker(pilot):
     await wait_screen(pilot, DiskPickerScreen)
     await pilot.press("enter")
     return await wait_screen(pilot, PlacePickerScreen)
+
+
+async def type_folder(pilot, path) -> None:
+    """In a picker that offers "Type a folder" (t): type `path` and confirm it."""
+    from textual.widgets import Input
+
+    from tui.screens.path_prompt import PathPrompt
+
+    await pilot.press("t")
+    prompt = await wait_screen(pilot, PathPrompt)
+    prompt.query_one(Input).value = str(path)
+    await pilot.press("enter")

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from tests.integration.engine_fixtures import ROOT
-from tests.tui.helpers import make_app, ready, screen_text, wait_screen, to_place_picker
+from tests.tui.helpers import make_app, ready, screen_text, wait_screen, to_place_picker, type_folder
 
 pytestmark = pytest.mark.tui
 PASSPHRASE = "harbour-lights-at-dusk"
@@ -77,7 +77,6 @@ def test_backup_into_a_new_encrypted_repository_shows_the_recovery_code_once(mac
     from recovery.repo.repository import Repository
     from tui.screens.backup_summary import BackupSummaryScreen
     from tui.screens.new_repository import NewRepositoryDialog, RecoveryCodeDialog
-    from tui.screens.path_prompt import PathPrompt
     from tui.screens.result import ResultScreen
 
     target = machine / "stick" / "backups"
@@ -88,10 +87,7 @@ def test_backup_into_a_new_encrypted_repository_shows_the_recovery_code_once(mac
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
             await to_place_picker(pilot)
-            await pilot.press("t")
-            prompt = await wait_screen(pilot, PathPrompt)
-            prompt.query_one(Input).value = str(target)
-            await pilot.press("enter")
+            await type_folder(pilot, target)
             await wait_screen(pilot, BackupSummaryScreen)
             await pilot.press("f10")
             dialog = await wait_screen(pilot, NewRepositoryDialog)

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Input, OptionList, Static
 
 from recovery.repo.repository import Repository
-from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen, to_place_picker
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen, to_place_picker, type_folder
 
 pytestmark = pytest.mark.tui
 
@@ -133,7 +133,6 @@ def test_backup_flow_makes_a_snapshot(machine):
 def test_backup_to_a_typed_new_folder(machine):
     from tui.screens.backup_summary import BackupSummaryScreen
     from tui.screens.new_repository import NewRepositoryDialog
-    from tui.screens.path_prompt import PathPrompt
     from tui.screens.result import ResultScreen
 
     target = machine / "usb" / "backups"
@@ -143,10 +142,7 @@ def test_backup_to_a_typed_new_folder(machine):
         app = make_app(machine)
         async with app.run_test(size=(80, 25)) as pilot:
             await to_place_picker(pilot)
-            await pilot.press("t")
-            prompt = await wait_screen(pilot, PathPrompt)
-            prompt.query_one(Input).value = str(target)
-            await pilot.press("enter")
+            await type_folder(pilot, target)
             summary = await wait_screen(pilot, BackupSummaryScreen)
             assert "a new one will be made here" in screen_text(app)
             assert summary.query_one("#name", Input).value == "demo-pc"   # default from the image's name
@@ -256,7 +252,6 @@ def test_restore_refuses_a_too_small_target(machine):
 
 def test_foreign_folder_is_an_error_dialog_not_a_traceback(machine):
     from tui.screens.message import MessageDialog
-    from tui.screens.path_prompt import PathPrompt
     from tui.screens.place_picker import PlacePickerScreen
 
     foreign = machine / "photos"
@@ -269,10 +264,7 @@ def test_foreign_folder_is_an_error_dialog_not_a_traceback(machine):
             await ready(pilot)
             await pilot.press("c")
             await wait_screen(pilot, PlacePickerScreen)
-            await pilot.press("t")
-            prompt = await wait_screen(pilot, PathPrompt)
-            prompt.query_one(Input).value = str(foreign)
-            await pilot.press("enter")
+            await type_folder(pilot, foreign)
             await wait_screen(pilot, MessageDialog)
             # The dialog's words, not the screen's: a long path wraps the sentence across lines.
             said = " ".join(str(w.render()) for w in app.screen.query(Static))

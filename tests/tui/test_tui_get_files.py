@@ -12,11 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
 
 from tests import fsimages as fi
 from tests.own_mounts import views
-from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen
+from tests.tui.helpers import make_app, ready, screen_text, wait_for, wait_screen, type_folder
 
 pytestmark = [pytest.mark.tui,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a saved filesystem needs root")]
@@ -54,14 +53,10 @@ async def open_browser(pilot):
 
 async def copy_marked(pilot, dest: Path):
     from tui.screens.destination_picker import DestinationPickerScreen
-    from tui.screens.path_prompt import PathPrompt
 
     await pilot.press("f2")
     await wait_screen(pilot, DestinationPickerScreen)
-    await pilot.press("t")
-    prompt = await wait_screen(pilot, PathPrompt)
-    prompt.query_one(Input).value = str(dest)
-    await pilot.press("enter")
+    await type_folder(pilot, dest)
 
 
 def test_browse_mark_and_copy_every_byte(machine, tmp_path):
@@ -245,7 +240,6 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
     from tests.conftest import LoopDevices
     from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
-    from tui.screens.path_prompt import PathPrompt
     from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
 
@@ -264,10 +258,7 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
             await ready(pilot)
             await pilot.press("g")
             await wait_screen(pilot, PlacePickerScreen)
-            await pilot.press("t")
-            prompt = await wait_screen(pilot, PathPrompt)
-            prompt.query_one(Input).value = str(folder)
-            await pilot.press("enter")
+            await type_folder(pilot, folder)
             picker = await wait_screen(pilot, PartitionPickerScreen)
             assert "Clonezilla" in screen_text(app) or "rootfs" in screen_text(app)
             ext4 = next(i for i, p in enumerate(picker.partitions) if p.fs == "ext4")
