@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,6 +15,14 @@ import pytest
 from tests import own_mounts
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A suite started in the background by a non-interactive shell (CI runners, `nohup ... &`)
+# inherits Ctrl-C ignored, and an ignored signal stays ignored across exec: every lifeboat
+# the tests start would then shrug off the SIGINT the Ctrl-C tests send. Tests play a person
+# at a terminal, where Ctrl-C is live: with a handler here (not SIG_IGN), each child execs
+# with the default disposition again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # On CI (CI=true, set by .ci/run) every tool a tier needs is installed, so a skip can only
