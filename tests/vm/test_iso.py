@@ -77,9 +77,12 @@ def blank(path: Path, size: int) -> Path:
 # ----------------------------------------------------------------------------- boot matrix
 
 
+# UEFI is booted with Secure Boot enforced: the firmware then loads the same shim, GRUB and
+# kernel from the same El Torito image and ESP as without it, and checks their signatures too.
+# UEFI without Secure Boot boots a written stick in test_usb_stick.py (CI's time budget leaves
+# no room for a boot that proves nothing more).
 @pytest.mark.parametrize("firmware,medium", [
     ("bios", "cd"), ("bios", "usb"),
-    ("uefi", "cd"), ("uefi", "usb"),
     ("uefi-secure", "cd"), ("uefi-secure", "usb"),
 ])
 def test_iso_boots_to_tui(iso, firmware, medium, tmp_path):

@@ -3,7 +3,8 @@ QEMU's user network (the host is 10.0.2.2 there): wired Ethernet comes up by DHC
 boots; an unattended restore from an S3 repository, its secrets read from a labelled
 partition, ends in a disk that boots; and in the shell, repositories on SMB (Samba) and NFS
 (nfs-ganesha), mounted by the live kernel's own cifs and nfs clients (this machine's kernel
-has neither), take a backup, check it and restore it, every file compared."""
+has neither), take a backup, check it and restore it, every file compared; in the same boot,
+repositories on FAT32 and exFAT through the live kernel's own drivers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import sys
 
 import pytest
 
+from tests.diskimages import PartSpec, make_disk
+from tests.fsimages import make_vfat
 from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd  # noqa: F401 - fixtures
 from tests.vm import golden
 from tests.vm.live_shell import assert_restored, open_shell, power_off, shell_step, source_disk
@@ -75,29 +78,51 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
     assert booted["root"] == g.fingerprint
 
 
-def test_smb_and_nfs_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha):
+def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha):
+    """In one boot (VM boots are CI's dearest time), as a technician would in the shell: a
+    repository on each of SMB, NFS, a FAT32 USB stick and an exFAT SATA disk, each mounted by
+    the live kernel's own client or driver (this machine's kernel has none of cifs, nfs, vfat
+    and exfat, so the rest of the suite reaches FAT through FUSE); into each a backup of the
+    source disk, a check, and a restore onto a blank disk of its own, whose every file is then
+    compared with the source's here (and e2fsck run)."""
     source, part, want = source_disk(tmp_path, seed=43)
-    targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in ("smb", "nfs")]
-    disks = [Disk(source, bus="virtio", serial="SOURCE"), Disk(targets[0], bus="virtio", serial="TARGET-SMB"),
-             Disk(targets[1], bus="virtio", serial="TARGET-NFS")]
+    kinds = ("smb", "nfs", "fat", "exfat")
+    targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
+    stick = tmp_path / "stick.img"
+    make_disk(stick, 160 * MIB, "dos", [PartSpec(None, "c", content=str(
+        make_vfat(tmp_path / "stick.fs", 158 * MIB, label="FATREPO", garbage=False)))])
+    exfat_fs = blank(tmp_path / "exfat.fs", 158 * MIB)
+    subprocess.run(["mkfs.exfat", "-L", "EXREPO", str(exfat_fs)], check=True, capture_output=True)
+    exdisk = tmp_path / "exfat.img"
+    make_disk(exdisk, 160 * MIB, "dos", [PartSpec(None, "7", content=str(exfat_fs))])
+    # sda: the exFAT disk, sdb: the FAT32 stick; vda: the source, vdb-vde: the targets
+    disks = [Disk(exdisk, bus="sata", serial="EXFAT-REPO"), Disk(stick, bus="usb", serial="FAT-REPO", removable=True),
+             Disk(source, bus="virtio", serial="SOURCE")]
+    disks += [Disk(t, bus="virtio", serial=f"TARGET-{n.upper()}") for t, n in zip(targets, kinds)]
     with live_machine(iso, disks, "", tmp_path / "console.log", nic="e1000") as vm:
         open_shell(vm)
         # DHCP ran while the system booted; what it got is kept for the TUI and technicians
         assert shell_step(vm, "net", "grep -H . /run/lifeboat/network/*", 120) == 0
         _, net = vm.wait_for(r"/run/lifeboat/network/(\w+):(10\.0\.2\.15/24) 10\.0\.2\.2", 60).groups()
+        assert shell_step(vm, "mount", "mkdir -p /mnt/fat /mnt/exfat && mount -t vfat /dev/sdb1 /mnt/fat"
+                          " && mount -t exfat /dev/sda1 /mnt/exfat && grep -E ' /mnt/(fat|exfat) ' /proc/mounts") == 0
+        mounts = vm.output
         assert shell_step(vm, "password", f"export LIFEBOAT_PASSWORD={SMB_PASSWORD}") == 0
-        for proto, repo, target in (("smb", f"smb://{SMB_USER}@{HOST}/backups/lifeboat", "/dev/vdb"),
-                                    ("nfs", f"nfs://{HOST}/backups/lifeboat", "/dev/vdc")):
-            assert shell_step(vm, f"init-{proto}", f"lifeboat repo init {repo}") == 0
-            assert shell_step(vm, f"backup-{proto}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
-            assert shell_step(vm, f"verify-{proto}", f"lifeboat verify --repo {repo}", 900) == 0
-            assert shell_step(vm, f"restore-{proto}", f"lifeboat restore latest {target} --repo {repo} --yes", 900) == 0
+        repos = (f"smb://{SMB_USER}@{HOST}/backups/lifeboat", f"nfs://{HOST}/backups/lifeboat",
+                 "/mnt/fat/lifeboat", "/mnt/exfat/lifeboat")
+        for kind, repo, target in zip(kinds, repos, ("/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")):
+            assert shell_step(vm, f"init-{kind}", f"lifeboat repo init {repo}") == 0
+            assert shell_step(vm, f"backup-{kind}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
+            assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
+            assert shell_step(vm, f"restore-{kind}", f"lifeboat restore latest {target} --repo {repo} --yes", 900) == 0
         console = vm.output
-        power_off(vm)
+        power_off(vm, "sync; umount /mnt/fat /mnt/exfat")
     assert net == "10.0.2.15/24"
     # the repositories are on the servers, written through the guest's kernel clients
     assert (smbd.share / "lifeboat" / "lifeboat-repo.json").exists()
     assert (ganesha.export / "lifeboat" / "lifeboat-repo.json").exists()
+    # the kernel's drivers, not FUSE, held the FAT repositories
+    assert " /mnt/fat vfat " in mounts and " /mnt/exfat exfat " in mounts, mounts[-2000:]
     assert SMB_PASSWORD not in console.replace(f"LIFEBOAT_PASSWORD={SMB_PASSWORD}", "")
     for target in targets:
         assert_restored(target, part, want)
