@@ -718,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         location_options(args)
         unlock_options(args)
+        if args.command in ("backup", "restore"):
+            # Their repository's passphrase starts its Argon2id now, beside the imports that follow.
+            from recovery.repo.keys import start_early
+
+            start_early(getattr(args, "repo", None))
         terminal_prompts()
         return COMMANDS[args.command](args)
     except LifeboatError as exc:

@@ -84,3 +84,28 @@ def test_a_plain_repository_has_nothing_to_wait_for(tmp_path):
     assert repo.sealer is None and repo._pending is None and repo.unlock_seconds == 0
     repo.wait_unlocked()
     repo.close()
+
+
+def test_an_early_start_derives_once_and_a_wrong_one_still_fails(encrypted, tmp_path, monkeypatch):
+    where, made = encrypted
+    calls = []
+    real = keys._argon2id
+    monkeypatch.setattr(keys, "_argon2id", lambda *a: calls.append(1) or real(*a))
+    good, bad = tmp_path / "good.pass", tmp_path / "bad.pass"
+    good.write_text(PASSPHRASE + "\n")
+    bad.write_text("not-the-passphrase\n")
+    monkeypatch.setenv(keys.PASSPHRASE_ENV, str(good))
+    keys.start_early(str(where))
+    assert len(keys._early) == 1
+    repo = Repository.open(where, background=True)
+    assert repo.sealer.master == made.master
+    assert calls == [1] and not keys._early             # the early hash was the one used, and taken
+    repo.close()
+    monkeypatch.setenv(keys.PASSPHRASE_ENV, str(bad))
+    keys.start_early(str(where))
+    with pytest.raises(WrongPassphraseError):
+        Repository.open(where)
+    assert not keys._early
+    for nothing in (None, str(tmp_path / "missing"), str(tmp_path)):    # no folder, no keys: left alone
+        keys.start_early(nothing)
+    assert not keys._early
