@@ -155,6 +155,9 @@ def _backup(source: str, repo: Repository, name: str | None, *, verify: bool, on
         meter = Meter("backup", bytes_used, sink)
         from recovery.verify import ReadBack
 
+        repo.wait_unlocked()     # an unlock begun in the background: a wrong passphrase stops here, nothing written
+        clock.mark("unlocked")
+
         # The read-back check starts on each pack as it is sealed; closed after the session.
         with ReadBack(repo, clock) if verify else nullcontext() as early, repo.writer(zstd_level, threads) as session:
             session.clock = clock

@@ -11,6 +11,8 @@ import base64
 import json
 import os
 import secrets
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import RepositoryError, UsageError, WrongPassphraseError
-from recovery.repo.sealing import MASTER_KEY_SIZE, NONCE_SIZE, Sealer, key_check
+from recovery.repo.sealing import MASTER_KEY_SIZE, NONCE_SIZE, key_check
 
 KEYS_PREFIX = "keys/"
 KEY_FORMAT = "lifeboat-key"
@@ -69,8 +71,60 @@ def _normal(passphrase: str) -> bytes:
 
 
 def _wrapping_key(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
-    return hash_secret_raw(_normal(passphrase), salt, time_cost=kdf.iterations, memory_cost=kdf.memory_kib,
+    early = _early.pop((_normal(passphrase), salt, kdf), None)
+    if early is not None:
+        early.join()
+        if early.key is not None:
+            return early.key
+    return _argon2id(_normal(passphrase), salt, kdf)
+
+
+def _argon2id(secret: bytes, salt: bytes, kdf: KdfParams) -> bytes:
+    return hash_secret_raw(secret, salt, time_cost=kdf.iterations, memory_cost=kdf.memory_kib,
                            parallelism=kdf.parallelism, hash_len=32, type=Type.ID)
+
+
+class _EarlyHash(threading.Thread):
+    """One Argon2id begun before the repository is opened (see start_early)."""
+
+    def __init__(self, secret: bytes, salt: bytes, kdf: KdfParams):
+        super().__init__(name="unlock-early", daemon=True)
+        self._args = (secret, salt, kdf)
+        self.key: bytes | None = None
+
+    def run(self) -> None:
+        try:
+            self.key = _argon2id(*self._args)
+        except Exception:      # noqa: BLE001 - the ordinary unlock derives it again and reports
+            self.key = None
+        self._args = None
+
+
+# Derivations begun by start_early, by (passphrase bytes, salt, parameters); taken once.
+_early: dict[tuple[bytes, bytes, KdfParams], _EarlyHash] = {}
+
+
+def start_early(where: str | None) -> None:
+    """Begin deriving the passphrase's key for a repository folder on this machine before the
+    command has even loaded what opens it (~0.1 s of imports that Argon2id, free of the GIL,
+    runs beside). Only for a passphrase kept in a file (the option or LIFEBOAT_PASSPHRASE_FILE)
+    and the first key object, which the unlock tries first; anything unusual (no such folder,
+    no key, an unreadable file, a recovery code given) is left to the ordinary unlock, which
+    reports it. The result is only ever used for the same passphrase, salt and parameters."""
+    path = os.environ.get(PASSPHRASE_ENV)
+    if not where or not path or os.environ.get(RECOVERY_CODE_ENV):
+        return
+    try:
+        found = sorted((Path(where) / KEYS_PREFIX).glob("*.json"))
+        if not found:
+            return
+        key = KeyObject.parse(found[0].name, found[0].read_bytes())
+        secret = _normal(read_secret_file(path, "passphrase"))
+    except (OSError, ValueError, RepositoryError, UsageError):
+        return
+    early = _EarlyHash(secret, key.salt, key.kdf)
+    _early[(secret, key.salt, key.kdf)] = early
+    early.start()
 
 
 def _wrap_aad(repo_id: str, key_id: str) -> bytes:
@@ -202,6 +256,14 @@ class Unlock:
 
     def master_key(self, storage, config: dict) -> tuple[bytes, str | None]:
         """(master key, id of the key object that opened it; None for a recovery code)."""
+        return self.begin(storage, config).result()
+
+    def begin(self, storage, config: dict) -> "PendingKey":
+        """Start unlocking: everything that can fail at once (no passphrase, an unreadable
+        file, a damaged key object, a wrong recovery code) fails here; a passphrase already
+        known (given or from a file) is then tried against the key objects on a background
+        thread, as Argon2id takes a fixed ~0.3 s or more that the command can spend on work
+        that needs no key. Asking on the terminal stays in this thread, answer by answer."""
         enc = config["encryption"]
         repo_id = config.get("id", "")
         code_file = self.recovery_code_file or (None if self.passphrase or self.passphrase_file
@@ -210,7 +272,7 @@ class Unlock:
             master = parse_recovery_code(read_secret_file(code_file, "recovery code"))
             if key_check(master) != enc.get("key_check"):
                 raise WrongPassphraseError("that recovery code is not this repository's")
-            return master, None
+            return PendingKey.done((master, None))
         keys = key_objects(storage)
         if not keys:
             raise RepositoryError(f"{storage.describe()} is encrypted but holds no key (keys/ is empty); "
@@ -220,21 +282,70 @@ class Unlock:
         if given is None and path:
             given = read_secret_file(path, "passphrase")
         if given is not None:
-            found = _try_keys(keys, given, repo_id, enc)
-            if found is None:
-                raise WrongPassphraseError("wrong passphrase: it opens none of this repository's keys")
-            return found
+            return PendingKey.started(keys, given, repo_id, enc)
         ask = self.ask or (ask_passphrase if self.terminal else None)
         if ask is None:
             raise PassphraseNeeded("the repository is encrypted: give its passphrase with --passphrase-file FILE "
                                    f"or {PASSPHRASE_ENV}=FILE (or run on a terminal to be asked)")
         for attempt in range(self.attempts):
+            started = time.monotonic()
             found = _try_keys(keys, ask("Passphrase of the repository: "), repo_id, enc)
             if found is not None:
-                return found
+                return PendingKey.done(found, time.monotonic() - started)
             if attempt + 1 < self.attempts:
                 ask_passphrase_wrong()
         raise WrongPassphraseError("wrong passphrase: it opens none of this repository's keys")
+
+
+class PendingKey:
+    """A master key being derived from a passphrase on its own thread (argon2-cffi releases
+    the GIL for the whole hash), or one already known. `result()` waits for it; a wrong
+    passphrase raises WrongPassphraseError there, each time it is asked."""
+
+    def __init__(self):
+        self._found: tuple[bytes, str | None] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.seconds = 0.0                 # the derivation's own wall time
+        self.waited = 0.0                  # how long result() blocked, in all
+
+    @classmethod
+    def done(cls, found: tuple[bytes, str | None], seconds: float = 0.0) -> "PendingKey":
+        pending = cls()
+        pending._found, pending.seconds, pending.waited = found, seconds, seconds
+        return pending
+
+    @classmethod
+    def started(cls, keys: list[KeyObject], passphrase: str, repo_id: str, enc: dict) -> "PendingKey":
+        pending = cls()
+
+        def derive() -> None:
+            started = time.monotonic()
+            try:
+                found = _try_keys(keys, passphrase, repo_id, enc)
+                if found is None:
+                    raise WrongPassphraseError("wrong passphrase: it opens none of this repository's keys")
+                pending._found = found
+            except BaseException as exc:      # handed to whoever waits for the key
+                pending._error = exc
+            finally:
+                pending.seconds = time.monotonic() - started
+
+        # A daemon: a command that fails before it needs the key does not wait for the hash.
+        pending._thread = threading.Thread(target=derive, name="unlock", daemon=True)
+        pending._thread.start()
+        return pending
+
+    def result(self) -> tuple[bytes, str | None]:
+        if self._thread is not None:
+            started = time.monotonic()
+            self._thread.join()
+            self.waited += time.monotonic() - started
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
 
 
 def ask_passphrase_wrong() -> None:
@@ -266,11 +377,6 @@ def new_passphrase(ask: Callable[[str], str] | None, passphrase_file: str | None
     if len(text) < MIN_PASSPHRASE:
         raise UsageError(f"a passphrase needs at least {MIN_PASSPHRASE} characters")
     return text
-
-
-def opened_sealer(storage, config: dict, unlock: Unlock | None) -> tuple[Sealer, str | None]:
-    master, key_id = (unlock or Unlock()).master_key(storage, config)
-    return Sealer(master), key_id
 
 
 # -- managing the key objects of an open repository -------------------------------------------

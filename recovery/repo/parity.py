@@ -34,6 +34,7 @@ import blake3
 from pyeclib.ec_iface import ECDriver
 
 from recovery.errors import DamageError
+from recovery.repo import isal
 from recovery.storage.base import StorageError, UnreachableError
 
 PARITY_SUFFIX = ".par"
@@ -202,6 +203,45 @@ def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = N
     """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
     caller has it already (a pack writer hashes what it writes). `geometry` other than the
     default only to make sidecars as earlier versions laid them out (tests of reading them)."""
+    if isal.available():
+        buffer = bytearray(data)
+        return make_parity_in_place(buffer, len(buffer), digest, geometry)
+    return _make_parity_pyeclib(data, digest, geometry)
+
+
+def make_parity_in_place(buffer: bytearray, length: int, digest: bytes | None = None,
+                         geometry: Geometry | None = None) -> bytes:
+    """`make_parity` of the object held in the first `length` bytes of `buffer`, without
+    copying it: the buffer's bytes past `length` become the zeros that pad the last row (it
+    grows when it has no room for them). No memoryview of the buffer may be held meanwhile."""
+    if not isal.available():
+        return _make_parity_pyeclib(memoryview(buffer)[:length], digest, geometry)
+    geo = geometry or Geometry.for_length(length)
+    s, w, k = geo.sector_size, geo.words, geo.k
+    full = k * w * s
+    if len(buffer) < full:
+        buffer.extend(bytes(full - len(buffer)))
+    buffer[length:full] = bytes(full - length)
+    parity = bytearray(geo.parity_sectors * s)
+    isal.encode_columns(buffer, parity, k, geo.m, w, s)
+    sums = isal.crc32_sectors(buffer, geo.sectors, s) + isal.crc32_sectors(parity, geo.parity_sectors, s)
+    if digest is None:
+        with memoryview(buffer) as view:
+            digest = blake3.blake3(view[:length]).digest()
+    return _assemble(geo, length, digest, sums, parity)
+
+
+def _assemble(geo: Geometry, length: int, digest: bytes, sums: list[int], parity) -> bytes:
+    header = HEADER.pack(PARITY_MAGIC, length, geo.sector_size, geo.max_k, geo.permille, geo.sectors, geo.words,
+                         geo.k, geo.m, geo.table_blocks, digest)
+    header += _check(header)
+    table = _encode_table(sums, geo.table_blocks)
+    return b"".join([header, table, parity, table, header])
+
+
+def _make_parity_pyeclib(data, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
+    """make_parity through pyeclib's encoder and zlib's CRC-32: where ISA-L cannot be called
+    directly, and the reference the direct path is tested against."""
     geo = geometry or Geometry.for_length(len(data))
     s, w, k = geo.sector_size, geo.words, geo.k
     view = memoryview(data)
@@ -216,11 +256,7 @@ def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = N
     last = view[(geo.sectors - 1) * s :]
     sums = _sector_sums(view, geo.sectors - 1, s) + [zlib.crc32(bytes(last) + bytes(s - len(last)))]
     sums += _sector_sums(memoryview(parity), geo.parity_sectors, s)
-    header = HEADER.pack(PARITY_MAGIC, len(data), s, geo.max_k, geo.permille, geo.sectors, w, geo.k, geo.m,
-                         geo.table_blocks, digest or blake3.blake3(data).digest())
-    header += _check(header)
-    table = _encode_table(sums, geo.table_blocks)
-    return b"".join([header, table, parity, table, header])
+    return _assemble(geo, len(data), digest or blake3.blake3(data).digest(), sums, parity)
 
 
 @dataclass

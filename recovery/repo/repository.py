@@ -32,10 +32,10 @@ from recovery.repo.format import (
 )
 from recovery.repo.cache import IndexCache
 from recovery.repo.index import Index, encode_index_file, unindexed_packs, write_index_file
-from recovery.repo.keys import KdfParams, Unlock, key_name, new_key_object, opened_sealer, recovery_code
+from recovery.repo.keys import KdfParams, PendingKey, Unlock, key_name, new_key_object, recovery_code
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
-from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
+from recovery.repo.packs import PackBuffers, PackWriter, WrittenPack, pack_name, read_footer
 from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
                                    key_check)
 from recovery.stages import StageClock
@@ -234,13 +234,15 @@ class Repository:
         self.repaired_in_memory: set[str] = set()   # object names read through repair
         # An encrypted repository's keys once unlocked (None: a plain repository), and the key
         # object that unlocked it (None when a recovery code did).
-        self.sealer = sealer
+        self._sealer = sealer
         self.key_id = key_id
-        self.blob_id = sealer.blob_id if sealer is not None else blob_id
+        self._pending: PendingKey | None = None    # an unlock still deriving its key
+        self._pending_lock = threading.Lock()
         self.recovery_code: str | None = None    # set once, by init of an encrypted repository
         # Wall seconds the unlock took (the passphrase's Argon2id): a fixed price per command,
         # reported apart from the data path's time.
         self.unlock_seconds = 0.0
+        self.unlock_wait_seconds = 0.0            # of those, what the command waited for (the rest overlapped)
         self.unlocked: str | None = None          # why a read ran without the shared lock
 
     @property
@@ -342,15 +344,51 @@ class Repository:
         storage.write(CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
         return cls._made(storage.describe(), config, storage, master, keys)
 
+    @property
+    def sealer(self) -> Sealer | None:
+        """The repository's keys (None when it is not encrypted); waits for an unlock begun in
+        the background, and raises its WrongPassphraseError."""
+        if self._pending is not None:
+            self.wait_unlocked()
+        return self._sealer
+
+    @sealer.setter
+    def sealer(self, sealer: Sealer | None) -> None:
+        self._sealer = sealer
+
+    @property
+    def blob_id(self):
+        """A chunk's id: BLAKE3-256, keyed in an encrypted repository."""
+        sealer = self.sealer
+        return sealer.blob_id if sealer is not None else blob_id
+
+    def wait_unlocked(self) -> None:
+        """Wait for the key when it is still being derived (Repository.open(background=True));
+        WrongPassphraseError when the passphrase opened none of the keys. A command calls it
+        before it writes anything, so a wrong passphrase leaves everything as it was."""
+        with self._pending_lock:
+            pending = self._pending
+            if pending is None:
+                return
+            try:
+                master, key_id = pending.result()
+            finally:
+                self.unlock_seconds = pending.seconds
+                self.unlock_wait_seconds = pending.waited
+            self._sealer, self.key_id = Sealer(master), key_id
+            self._pending = None
+
     @classmethod
-    def open(cls, path, unlock: Unlock | None = None) -> "Repository":
+    def open(cls, path, unlock: Unlock | None = None, background: bool = False) -> "Repository":
         """Open a repository; an encrypted one is unlocked here, so every command that opens
         one asks for (or reads) its passphrase alike: `unlock` says how (default: the
         LIFEBOAT_PASSPHRASE_FILE / LIFEBOAT_RECOVERY_CODE_FILE files, else the terminal).
-        A wrong passphrase raises WrongPassphraseError before anything is written."""
+        A wrong passphrase raises WrongPassphraseError before anything is written. With
+        `background`, a passphrase already known is tried on a background thread while the
+        caller goes on: the first use of the key waits for it (`wait_unlocked`)."""
         storage, where = _place(path)
         if storage.local_root is None:
-            return cls._unlocked(cls._open_remote(storage), unlock)
+            return cls._unlocked(cls._open_remote(storage), unlock, background)
         path = Path(where).absolute()
         if not path.exists():
             raise RepositoryError(f"no repository at {path}: the folder does not exist")
@@ -366,19 +404,18 @@ class Repository:
             if not (path / sub).is_dir():
                 raise RepositoryError(f"{path} is damaged: the folder {sub}/ is missing")
         storage = LocalStorage(path) if storage.local_root != path else storage
-        return cls._unlocked(cls(path, config, storage), unlock)
+        return cls._unlocked(cls(path, config, storage), unlock, background)
 
     @classmethod
-    def _unlocked(cls, repo: "Repository", unlock: Unlock | None) -> "Repository":
+    def _unlocked(cls, repo: "Repository", unlock: Unlock | None, background: bool = False) -> "Repository":
         if repo.encrypted:
-            started = time.monotonic()
             try:
-                repo.sealer, repo.key_id = opened_sealer(repo.storage, repo.config, unlock)
-                repo.unlock_seconds = time.monotonic() - started
+                repo._pending = (unlock or Unlock()).begin(repo.storage, repo.config)
+                if not background:
+                    repo.wait_unlocked()
             except BaseException:
                 repo.close()
                 raise
-            repo.blob_id = repo.sealer.blob_id
         return repo
 
     @classmethod
@@ -740,6 +777,11 @@ class WriteSession:
         # A network store takes several uploads at once; a local drive one flush at a time.
         self._seal_threads = 3 if repo.storage.remote else 1
         self._sealer = ThreadPoolExecutor(self._seal_threads, thread_name_prefix="seal")
+        # Format v2 keeps each pack's bytes until its parity is made: one buffer for the pack
+        # being filled and one for each in flight, reused (room for a pack's last blob and
+        # the padding of its last row of sectors, so none grows).
+        self._buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024,
+                                    keep=self.SEALS_IN_FLIGHT + self._seal_threads + 1)
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
@@ -878,7 +920,8 @@ class WriteSession:
             return 0
         with self.clock.stage("write", len(stored)):
             if self._pack is None:
-                self._pack = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity)
+                self._pack = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity,
+                                        buffers=self._buffers)
             self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)

@@ -157,3 +157,19 @@ def test_an_empty_plaintext_seals_to_exactly_the_overhead_and_shorter_input_is_r
         s.open(sealed, b"other aad")
     with pytest.raises(ValueError, match="^a master key is 32 bytes$"):
         Sealer(bytes(31))
+
+
+def test_a_blob_sealed_into_one_buffer_opens_and_is_laid_out_as_any_sealed_bytes():
+    from recovery.repo.sealing import NONCE_SIZE, OVERHEAD, blob_aad, Sealer as S
+
+    s = S(bytes(range(32)))
+    bid = bytes(32)
+    for size in (0, 1, 4096, 1_000_003):
+        plain = os.urandom(size)
+        sealed = s.seal_blob(bid, 1, plain)
+        assert len(sealed) == size + OVERHEAD
+        assert s.open_blob(bid, 1, sealed) == plain
+        assert s.open(bytes(sealed), blob_aad(bid, 1)) == plain        # the documented layout: nonce, ciphertext, tag
+        assert s.seal_blob(bid, 1, plain)[:NONCE_SIZE] != sealed[:NONCE_SIZE]   # a fresh nonce each time
+        with pytest.raises(SealBroken):
+            s.open_blob(bytes(31) + b"\x01", 1, sealed)                  # bound to its id
