@@ -18,7 +18,7 @@ blob decodes it (on its own thread) and checks it against its id as every read d
 from __future__ import annotations
 
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -102,7 +102,7 @@ class SpanReader:
                 data = span.read.result()
             except UnreachableError:
                 raise
-            except (OSError, LifeboatError):
+            except (OSError, LifeboatError, CancelledError):    # cancelled: the reader was stopped
                 data = None
             if data is not None:
                 lo = loc.offset - span.start
@@ -114,5 +114,7 @@ class SpanReader:
                         pass
         return self.repo.read_blob(bid)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, cancel: bool = False) -> None:
+        """No more plans; the reads started run on for the pieces still to be decoded, unless
+        `cancel` (nobody will ask for them: the reads not yet begun are dropped)."""
+        self.pool.shutdown(wait=False, cancel_futures=cancel)

@@ -155,6 +155,9 @@ class SnapshotSource(Source):
                 for w, subs, bid in batch:
                     yield self._piece(number, w, subs, bid,
                                       lambda bid=bid, at=where.get(bid): ahead.blob(bid, at))
+        except GeneratorExit:         # the restore stopped (an error, cancelled): drop the reads ahead
+            ahead.close(cancel=True)
+            raise
         finally:
             ahead.close()
 
