@@ -14,6 +14,7 @@ from recovery.repo.format import ID_SIZE, NO_DATA
 from recovery.repo.locations import LocationCheck
 from recovery.repo.manifest import Manifest, PartitionImage, decode_ranges
 from recovery.repo.packs import WrittenPack, pack_name, read_footer
+from recovery.repo.ranges import coalesce
 from recovery.repo.repository import Repository
 from recovery.stages import StageClock
 from recovery.repo.scrub import ObjectRepair, scrub
@@ -70,43 +71,10 @@ def table_ids(table: bytes):
 
 # A read covers the wanted blobs of one pack from the first to the last, unless a gap of
 # unwanted bytes between two of them is larger than GAP (then it starts a new read), or the
-# read would pass REGION (then too): a few reads per pack, each in memory once.
+# read would pass REGION (then too): a few reads per pack, each in memory once (ranges.coalesce).
 GAP = 256 * 1024
 REGION = 8 * 1024 * 1024
 _buffers = threading.local()
-
-
-def _regions(index, ids: Iterable[bytes]) -> tuple[list[tuple[str, int, int, list]], set[bytes], int]:
-    """Group the wanted blobs into reads: (pack id, offset, length, [(id, location)]) sorted by
-    pack and offset; also the ids the index does not know, and the stored bytes to read."""
-    by_pack: dict[str, list] = defaultdict(list)
-    missing: set[bytes] = set()
-    total = 0
-    for bid in set(ids):
-        loc = index.get(bid)
-        if loc is None:
-            missing.add(bid)
-        else:
-            by_pack[loc.pack_id].append((loc.offset, bid, loc))
-            total += loc.stored_len
-    regions = []
-    for pack_id in sorted(by_pack):
-        blobs = sorted(by_pack[pack_id], key=lambda b: b[0])
-        start = end = -1
-        members: list = []
-        for offset, bid, loc in blobs:
-            stop = offset + loc.stored_len
-            if members and (offset - end > GAP or stop - start > REGION):
-                regions.append((pack_id, start, end - start, members))
-                members = []
-            if not members:
-                start = offset
-                end = stop
-            end = max(end, stop)
-            members.append((bid, loc))
-        if members:
-            regions.append((pack_id, start, end - start, members))
-    return regions, missing, total
 
 
 def _buffer(size: int) -> memoryview:
@@ -120,7 +88,7 @@ def _buffer(size: int) -> memoryview:
 def _prove_region(repo: Repository, region) -> tuple[set[bytes], int]:
     """One read of a pack region, then decode and hash each wanted blob in it (slices of the
     buffer, no copies). Returns the ids that fail and the stored bytes they cover."""
-    pack_id, start, length, members = region
+    pack_id, start, length, members = region.pack_id, region.start, region.length, region.members
     bad: set[bytes] = set()
     nbytes = sum(loc.stored_len for _, loc in members)
     view = _buffer(length)
@@ -169,7 +137,7 @@ def prove_blobs(
     every reader (restore) finds them."""
     sink = on_event or ignore
     cancel = cancel or CancelToken()
-    regions, bad, total = _regions(repo.index, ids)
+    regions, bad, total = coalesce(repo.index, ids, GAP, REGION)
     meter = Meter(phase, total, sink)
     meter.add(0, force=True)
     # Over a network each read waits a round trip: many in flight hide it.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 from recovery.chunking import used_windows, window_length
@@ -23,12 +23,17 @@ from recovery.errors import DamageError, RefusedError
 from recovery.events import CancelToken, EventSink, Progress
 from recovery.repo.format import ID_SIZE
 from recovery.repo.manifest import Manifest, PartitionImage
+from recovery.repo.ranges import SpanReader
 from recovery.repo.repository import Repository
 from recovery.sources.base import Damage, Piece, Source, SourcePartition
 from recovery.verify import chunk_table, prove_blobs, table_ids, used_ranges
 from recovery.workers import ordered_map
 
 DEDUP_CACHE = 8         # decoded chunks extents() keeps: runs of identical windows decode once
+# Stored bytes of chunks a restore from a network repository reads ahead per batch: its spans
+# (ranges.SPAN each) are in flight at once, enough to hide a round trip of tens of ms at
+# hundreds of MB/s; two batches are in memory at most.
+AHEAD_BYTES = 48 * 1024 * 1024
 
 
 class SnapshotSource(Source):
@@ -103,18 +108,63 @@ class SnapshotSource(Source):
     def pieces(self, number: int) -> Iterator[Piece]:
         if number in self.unreadable:
             return
-        size, cs = self.partition(number).size, self.chunk_size
-        ranges, table = self.tables[number]
-        for w, subs in used_windows(ranges, size, cs):
-            bid = bytes(table[w * ID_SIZE : (w + 1) * ID_SIZE])
-            yield Piece(w * cs, window_length(w, size, cs), tuple(subs), self._fetcher(number, w, bid),
-                        digest=bid, damaged=bid in self.bad,
-                        digest_of=self.repo.blob_id)
+        if self.fetchers is not None:
+            yield from self._pieces_ahead(number)
+            return
+        for w, subs, bid in self._windows(number):
+            yield self._piece(number, w, subs, bid, lambda bid=bid: self.repo.read_blob(bid))
 
-    def _fetcher(self, number: int, w: int, bid: bytes) -> Callable[[], bytes]:
+    def _windows(self, number: int) -> Iterator[tuple[int, list, bytes]]:
+        ranges, table = self.tables[number]
+        for w, subs in used_windows(ranges, self.partition(number).size, self.chunk_size):
+            yield w, subs, bytes(table[w * ID_SIZE : (w + 1) * ID_SIZE])
+
+    def _piece(self, number: int, w: int, subs, bid: bytes, read: Callable[[], bytes]) -> Piece:
+        size, cs = self.partition(number).size, self.chunk_size
+        return Piece(w * cs, window_length(w, size, cs), tuple(subs), self._fetcher(number, w, read),
+                     digest=bid, damaged=bid in self.bad, digest_of=self.repo.blob_id)
+
+    def _pieces_ahead(self, number: int) -> Iterator[Piece]:
+        """A network repository's pieces, their chunks read in spans of a pack (ranges): the
+        windows are taken in batches of about AHEAD_BYTES stored, the spans of the next batch
+        are read while the pieces of this one are written, so two batches at most are in
+        memory. On a local folder the chunk-by-chunk path is as fast (the page cache reads
+        ahead) and keeps its memory at a few chunks."""
+        ahead = SpanReader(self.repo, self.fetchers)
+        index = self.repo.index
+        try:
+            planned: deque = deque()
+            windows = self._windows(number)
+            done = False
+            while True:
+                while not done and len(planned) < 2:
+                    batch, stored = [], 0
+                    for w, subs, bid in windows:
+                        batch.append((w, subs, bid))
+                        if bid not in self.bad and (loc := index.get(bid)) is not None:
+                            stored += loc.stored_len
+                        if stored >= AHEAD_BYTES:
+                            break
+                    else:
+                        done = True
+                    if batch:
+                        planned.append((batch, ahead.plan(bid for _, _, bid in batch if bid not in self.bad)))
+                if not planned:
+                    return
+                batch, where = planned.popleft()
+                for w, subs, bid in batch:
+                    yield self._piece(number, w, subs, bid,
+                                      lambda bid=bid, at=where.get(bid): ahead.blob(bid, at))
+        except GeneratorExit:         # the restore stopped (an error, cancelled): drop the reads ahead
+            ahead.close(cancel=True)
+            raise
+        finally:
+            ahead.close()
+
+    def _fetcher(self, number: int, w: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
         def fetch() -> bytes:
             try:
-                return self.repo.read_blob(bid)
+                return read()
             except DamageError as exc:   # proven a moment ago: the repository's drive is failing now
                 raise DamageError(f"partition {number}: the chunk at byte {w * self.chunk_size} cannot be "
                                   f"read any more ({exc.message})") from exc

@@ -12,7 +12,6 @@ they are never printed, logged or written anywhere.
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import threading
@@ -30,7 +29,14 @@ from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
 DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
-PART_SIZE = 16 * 1024 * 1024       # multipart above this: parts go up in parallel
+# An object up to SINGLE_PUT goes up in one PUT: a backup has several packs going up at once
+# already, and a multipart upload of a pack cost six requests (create, four parts, complete)
+# and the server's work of joining the parts. Larger objects (S3 takes at most 5 GiB in one
+# PUT) go in parts, in parallel.
+SINGLE_PUT_DEFAULT = 5 * 1024 ** 3
+SINGLE_PUT = SINGLE_PUT_DEFAULT
+MIN_PART = 5 * 1024 * 1024         # S3's smallest part size, which minio also asks of a single PUT
+PART_SIZE = 16 * 1024 * 1024       # multipart above SINGLE_PUT: parts of this size, in parallel
 PARALLEL_PARTS = 4
 READ_BACK_PIECE = 1024 * 1024      # the read-back hashes a streamed GET in pieces of this size
 _MISSING = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
@@ -85,6 +91,21 @@ def _dns_failure(exc) -> bool:
             return False
         seen = nxt
     return False
+
+
+class ViewReader:
+    """A stream over bytes already in memory for minio, which reads an upload's body as bytes:
+    each read is the one copy out of the buffer (io.BytesIO would first copy the whole pack in)."""
+
+    def __init__(self, view: memoryview):
+        self.view = view
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.view) if n is None or n < 0 else min(len(self.view), self.pos + n)
+        out = bytes(self.view[self.pos : end])
+        self.pos = end
+        return out
 
 
 class S3Storage(Storage):
@@ -243,10 +264,12 @@ class S3Storage(Storage):
         view = memoryview(data)
 
         def run():
-            big = len(view) > PART_SIZE
-            self.client.put_object(self.bucket, self._key(name), io.BytesIO(view), len(view),
-                                   part_size=PART_SIZE if big else 0,
-                                   num_parallel_uploads=PARALLEL_PARTS if big else 1)
+            if len(view) <= SINGLE_PUT:
+                self.client.put_object(self.bucket, self._key(name), ViewReader(view), len(view),
+                                       part_size=max(len(view), MIN_PART))
+            else:
+                self.client.put_object(self.bucket, self._key(name), ViewReader(view), len(view),
+                                       part_size=PART_SIZE, num_parallel_uploads=PARALLEL_PARTS)
 
         self._call(run, name)
 

@@ -11,6 +11,7 @@ import blake3
 import pytest
 
 from recovery.errors import DamageError
+from recovery.storage import s3 as s3mod
 from recovery.storage.base import Storage
 from recovery.storage.location import open_location
 from recovery.verify import check_new_packs
@@ -36,6 +37,22 @@ def test_one_get_gives_the_digests_of_a_piecewise_read(s3, size):
     assert whole == blake3.blake3(data).digest()
     assert (whole, samples) == Storage.read_back(s3, f"obj-{size}", size)      # the generic read, range by range
     assert samples == Storage.read_back_samples(s3, f"obj-{size}", size)
+
+
+@pytest.mark.parametrize("single_put", [s3mod.SINGLE_PUT_DEFAULT, 0])
+@pytest.mark.parametrize("size", [0, 1, 17 * MiB + 3])
+def test_an_object_goes_up_in_one_put_or_in_parts_and_reads_back_the_same(s3, monkeypatch, size, single_put):
+    """A pack goes up in one PUT (the default up to 5 GiB); larger objects in parallel parts,
+    taken here with the threshold at 0. The bytes come back the same either way."""
+    monkeypatch.setattr(s3mod, "SINGLE_PUT", single_put)
+    data = os.urandom(size)
+    writer = s3.create()
+    view = memoryview(data)
+    for at in range(0, size, 3 * MiB):
+        writer.write(view[at : at + 3 * MiB])
+    writer.commit(f"put-{size}-{single_put}")
+    assert s3.size(f"put-{size}-{single_put}") == size
+    assert s3.read(f"put-{size}-{single_put}") == data
 
 
 def test_changed_bytes_on_the_server_are_seen(s3, seaweedfs):
