@@ -35,6 +35,12 @@ declare -A PATHS=(
     [ext]=recovery/fs/ext.py
     [fat]=recovery/fs/fat.py
     [ntfs]=recovery/fs/ntfs.py
+    [packs]=recovery/repo/packs.py
+    [manifest]=recovery/repo/manifest.py
+    [locations]=recovery/repo/locations.py
+    [keys]=recovery/repo/keys.py
+    [lock]=recovery/repo/lock.py
+    [cache]=recovery/repo/cache.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -50,6 +56,8 @@ declare -A TESTS=(
     [ext]="tests/unit/test_fs_ext.py -k 'not dumpe2fs or extra0 or extra9'"
     [fat]="tests/unit/test_fs_fat.py"
     [ntfs]="tests/unit/test_fs_ntfs.py"
+    [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py"
+    [manifest]="tests/unit/test_manifest_json.py tests/unit/test_repo_format.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
