@@ -58,6 +58,7 @@ declare -A TESTS=(
     [ntfs]="tests/unit/test_fs_ntfs.py"
     [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py"
     [manifest]="tests/unit/test_manifest_json.py tests/unit/test_repo_format.py"
+    [cache]="tests/unit/test_index_cache.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
