@@ -56,7 +56,7 @@ declare -A TESTS=(
     [ext]="tests/unit/test_fs_ext.py -k 'not dumpe2fs or extra0 or extra9'"
     [fat]="tests/unit/test_fs_fat.py"
     [ntfs]="tests/unit/test_fs_ntfs.py"
-    [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py"
+    [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py tests/unit/test_packs_edges.py"
     [manifest]="tests/unit/test_manifest_json.py tests/unit/test_repo_format.py"
     [cache]="tests/unit/test_index_cache.py"
 )
