@@ -177,3 +177,99 @@ def test_chunks_are_read_through_their_table_or_the_index_saying_why(repo, monke
     reader = SnapshotBlobs(repo, _manifest({"blobs": {}, "partitions": {"1": [piece_ids[1]]}}))
     assert reader.chunk(1, 1, ids[1]) == data[1]
     assert reader.fell_back == "partition 1's location table has no place for window 1"
+
+
+def test_verify_names_wrong_places_and_counts_stale_ones_apart(repo):
+    ids = _store(repo, [b"table piece " * 50, b"boot area " * 50, os.urandom(3000), os.urandom(3000)])
+    meta, boot, c1, c2 = ids
+    at = {bid: repo.index.get(bid) for bid in ids}
+    part = PartitionImage(1, 0, 1, "ext4", None, None, 4096, True, 0, chunks=[meta.hex()])
+    boots = [BootArea(0, 512, boot.hex())]
+
+    def manifest(blobs, parts=None):
+        m = _manifest({"blobs": blobs, "partitions": parts or {}}, [part])
+        m.boot_areas = boots
+        return m
+
+    check = LocationCheck(repo)
+    assert check.meta_problems(_manifest(None)) == []
+    assert check.meta_problems(_manifest({"blobs": []})) == ["its manifest's table of places is malformed"]
+    right = {meta.hex(): location_json(at[meta]), boot.hex(): location_json(at[boot])}
+    assert check.meta_problems(manifest(right)) == []
+    # a place of the same pack where another blob lies, and a place left out, are wrong
+    swapped = {meta.hex(): location_json(at[boot]), boot.hex(): location_json(at[meta])}
+    first = min(meta.hex(), boot.hex())
+    assert check.meta_problems(manifest(swapped)) == [
+        f"its manifest records a wrong place for 2 of its table piece(s) (first {first[:16]}); "
+        "they are read through the index"]
+    assert check.meta_problems(manifest({meta.hex(): location_json(at[meta])})) == [
+        f"its manifest records a wrong place for 1 of its table piece(s) (first {boot.hex()[:16]}); "
+        "they are read through the index"]
+    # a place in a pack that is gone (a prune repacked it) is only counted
+    gone = location_json(Location("cd" * 32, 8, 10, 10, 1, 0))
+    assert check.stale == 0
+    assert check.meta_problems(manifest({meta.hex(): gone, boot.hex(): location_json(at[boot])})) == []
+    assert check.stale == 1
+
+    chunks = c1 + NO_DATA + c2
+    table = encode_location(at[c1]) + NOWHERE + encode_location(at[c2])
+    with repo.writer() as session:
+        good_piece = session.add_meta(table)
+        swapped_piece = session.add_meta(encode_location(at[c2]) + encode_location(at[c1]) + encode_location(at[c1]))
+        short_piece = session.add_meta(table[:112])
+    repo.reload_index()
+    check = LocationCheck(repo)
+    assert check.partition_problem(_manifest(None), part, chunks) is None
+    m = manifest(right, {"1": [good_piece]})
+    assert check.partition_problem(m, part, chunks) is None
+    assert check.partition_problem(manifest(right, {"1": "x"}), part, chunks) == (
+        "its location table is missing from the manifest")
+    assert check.partition_problem(manifest(right, {"2": [good_piece]}), part, chunks) == (
+        "its location table is missing from the manifest")
+    m = _manifest(["odd"], [part])
+    assert check.partition_problem(m, part, chunks) == "its location table is missing from the manifest"
+    assert check.partition_problem(manifest(right, {"1": [short_piece]}), part, chunks) == (
+        "its location table has 2 entries for 3 windows")
+    missing = blob_id(b"nothing").hex()
+    assert check.partition_problem(manifest(right, {"1": [missing]}), part, chunks) == (
+        f"its location table is unreadable: chunk {missing[:16]} is missing from the repository")
+    assert check.partition_problem(manifest(right, {"1": ["not hex"]}), part, chunks).startswith(
+        "its location table is unreadable: ")
+    # window 0 and 2 at each other's place, window 1 (no data) given a place: all three wrong
+    assert check.partition_problem(manifest(right, {"1": [swapped_piece]}), part, chunks) == (
+        "its location table puts 3 chunk(s) at the wrong place (first at byte 0); they are read through the index")
+    # only the last window wrong: its byte offset is named
+    late = encode_location(at[c1]) + NOWHERE + encode_location(at[c1])
+    with repo.writer() as session:
+        late_piece = session.add_meta(late)
+    repo.reload_index()
+    assert check.partition_problem(manifest(right, {"1": [late_piece]}), part, chunks) == (
+        "its location table puts 1 chunk(s) at the wrong place (first at byte 8192); they are read through the index")
+
+
+def test_recording_stores_the_tables_and_the_place_of_every_meta_blob(repo):
+    data = [os.urandom(2500) for _ in range(2)]
+    with repo.writer() as session:
+        ids = []
+        for raw in data:
+            bid = blob_id(raw)
+            session.add(bid, raw, len(raw), KIND_DATA, 0)
+            ids.append(bid)
+        table = ids[0] + NO_DATA + ids[1]
+        chunk_meta = session.add_meta(table)
+        range_meta = session.add_meta(b"\x00" * 16)
+        boot_meta = session.add_meta(b"boot" * 128)
+        image = PartitionImage(3, 0, 1, "ext4", None, None, 4096, True, 0, ranges=[range_meta], chunks=[chunk_meta])
+        rec = record_locations(repo, session, [BootArea(0, 512, boot_meta)], [image], {3: table})
+        assert list(rec) == ["partitions", "blobs"] and list(rec["partitions"]) == ["3"]
+        [piece] = rec["partitions"]["3"]
+        assert sorted(rec["blobs"]) == list(rec["blobs"]) == sorted({chunk_meta, range_meta, boot_meta, piece})
+        for hexid, place in rec["blobs"].items():
+            assert location_from_json(place) == repo.index.get(bytes.fromhex(hexid))
+        assert repo.read_blob(bytes.fromhex(piece)) == b"".join(
+            NOWHERE if i == NO_DATA else encode_location(repo.index.get(i)) for i in (ids[0], NO_DATA, ids[1]))
+        image.ranges.append(blob_id(b"never stored").hex())
+        with pytest.raises(DamageError) as err:
+            record_locations(repo, session, [], [image], {3: table})
+        assert str(err.value) == (f"meta blob {blob_id(b'never stored').hex()[:16]} is not in the index after "
+                                  "the backup's flush")
