@@ -23,7 +23,7 @@ from recovery.repo.packs import (
     read_footer,
 )
 from recovery.repo.parity import sidecar_matches
-from recovery.repo.sealing import OVERHEAD, Sealer
+from recovery.repo.sealing import AAD_FOOTER, OVERHEAD, Sealer
 from recovery.storage.local import LocalStorage
 
 
@@ -36,6 +36,7 @@ def storage(tmp_path):
 
 def _write(storage, blobs, sealer=None, parity=False):
     w = PackWriter(storage, sealer, parity=parity)
+    assert w.digest == b"" and w.size == len(PACK_MAGIC)        # set by finish()
     for i, data in enumerate(blobs):
         w.add(bytes([i]) * 32, data, len(data) * 2, 1, 2)
     return w, *w.finish()
@@ -88,6 +89,9 @@ def storage_size_of(head: bytes, count: int) -> int:
 
 
 def test_an_aborted_pack_leaves_nothing(storage, tmp_path):
+    plain = PackWriter(storage)                                    # no parity unless asked
+    assert plain._kept is None
+    plain.abort()
     w = PackWriter(storage, parity=True)
     w.add(b"\x01" * 32, b"data", 4, 1, 0)
     w.abort()
@@ -116,6 +120,12 @@ def test_a_sealed_footer_is_named_by_its_hash_and_opens_only_with_the_key(storag
         read_footer(storage, pack_name(other), sealer=sealer)
     # a name that is not a pack's (no .pack) is not compared
     assert parse_footer("x/somefile", len(data), data, sealer) == entries
+    # two entries: the sealed footer is their 56-byte records back to back
+    _, pid2, entries2 = _write(storage, [b"a", b"bc"], sealer)
+    data2 = pack_path(tmp_path, pid2).read_bytes()
+    sealed2 = data2[len(PACK_MAGIC) + 3 : -TRAILER.size]
+    assert sealer.open(sealed2, AAD_FOOTER) == b"".join(e.pack() for e in entries2)
+    assert read_footer(storage, pack_name(pid2), sealer=sealer) == entries2
     _, plain, _ = _write(storage, [b"open"])
     with pytest.raises(DamageError, match=rf"^pack {plain}.pack is not encrypted, unlike its repository$"):
         read_footer(storage, pack_name(plain), sealer=sealer)
@@ -193,3 +203,8 @@ def test_an_unreadable_pack_is_named_in_the_error(storage, tmp_path):
     (tmp_path / "dir.pack").mkdir()
     with pytest.raises(DamageError, match=r"^pack dir.pack cannot be read: Is a directory$"):
         read_footer(storage, "dir.pack", size=100)
+    # a read the storage itself refuses (a path through a file): its own message, named
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(DamageError) as err:
+        read_footer(storage, "afile/x.pack", size=100)
+    assert str(err.value) == f"pack x.pack cannot be read: cannot read {tmp_path / 'afile' / 'x.pack'}: Not a directory"
