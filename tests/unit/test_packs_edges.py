@@ -160,6 +160,12 @@ def test_footer_refusals_are_exact(storage, tmp_path):
     fits = PACK_MAGIC + encode_footer([BlobEntry(b"\x07" * 32, 8, 0, 0, 1, 0)])
     assert len(fits) == len(PACK_MAGIC) + 56 + TRAILER.size
     assert parse_footer(label, len(fits), fits, None) == [BlobEntry(b"\x07" * 32, 8, 0, 0, 1, 0)]
+    # a footer whose entries would reach back into the pack's magic, even with a hash that
+    # checks (forged): refused before it is parsed
+    filler = b"f" * 50
+    forged = PACK_MAGIC + filler + TRAILER.pack(1, 0, blake3.blake3(PACK_MAGIC[2:] + filler).digest(), PACK_END_MAGIC)
+    with pytest.raises(DamageError, match=r"^pack p.pack has a damaged footer$"):
+        parse_footer(label, len(forged), forged, None)
     # a damaged footer body fails its hash
     flipped = bytearray(whole)
     flipped[len(PACK_MAGIC) + 2 + 5] ^= 1
