@@ -50,7 +50,11 @@ def test_a_manifest_without_stats_reads_as_empty_stats_and_a_new_one_has_no_loca
     del data["stats"]
     m = Manifest.from_json(data, "x")
     assert m.stats == {} and m.locations is None
-    assert PartitionImage(1, 0, 1, "ext4", None, None, 4096, True, 0).windows == 0
+    bare = PartitionImage(1, 0, 1, "ext4", None, None, 4096, True, 0)
+    assert (bare.warnings, bare.ranges, bare.chunks, bare.windows) == ([], [], [], 0)
+    made = Manifest("pc", "now", "t", 4096, {}, Layout("none", 512, 4096), [], [bare])
+    assert (made.stats, made.id, made.locations) == ({}, "", None)
+    assert "locations" not in made.to_json() and made.to_json()["stats"] == {}
 
 
 def test_locations_are_kept_only_when_present_and_their_pieces_are_named():
