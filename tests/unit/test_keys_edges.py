@@ -5,6 +5,7 @@ objects are made with the smallest Argon2 cost so the tests stay fast; files are
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -45,6 +46,10 @@ def storage(tmp_path):
 
 def test_argon2_defaults_and_bounds_with_their_messages():
     assert KdfParams() == KdfParams(256 * 1024, 3, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KdfParams().iterations = 1                  # a shared default cannot be changed
+    # the variables README documents
+    assert (keys.PASSPHRASE_ENV, keys.RECOVERY_CODE_ENV) == ("LIFEBOAT_PASSPHRASE_FILE", "LIFEBOAT_RECOVERY_CODE_FILE")
     KdfParams(16, 1, 2).check()
     KdfParams(4 * 1024 * 1024, 64, 64).check()
     KdfParams(8, 1, 1).check()
