@@ -116,7 +116,8 @@ def test_damaged_or_foreign_key_objects_are_refused_by_name():
     # bytes Argon2 or AES-GCM cannot take are damage, not an exception from either library
     for bad in [changed(kdf_salt="***"), changed(kdf_salt=base64.b64encode(b"7bytes!").decode()),
                 changed(wrapped="@@"), changed(wrapped=base64.b64encode(bytes(59)).decode()),
-                changed(wrapped=good["wrapped"] + "!")]:
+                changed(wrapped=good["wrapped"] + "!"),
+                changed(kdf_salt=good["kdf"]["salt"][:2] + "!" + good["kdf"]["salt"][2:])]:
         with pytest.raises(RepositoryError, match="^the key object k is damaged or of an unknown kind$"):
             KeyObject.parse("k", bad)
     assert KeyObject.parse("k", changed(kdf_salt=base64.b64encode(b"8 bytes!").decode())).unwrap("x", REPO_ID) is None
@@ -149,7 +150,11 @@ def test_recovery_codes_are_grouped_checked_and_forgiving_of_look_alikes():
     assert parse_recovery_code(" " + code.lower().replace("-", " ") + "\n") == MASTER
     typed = code.replace("O", "0").replace("I", "1").replace("B", "8")
     assert parse_recovery_code(typed) == MASTER
-    for bad in [code[:-1] + ("A" if code[-1] != "A" else "B"), code[:-5], code + "AAAA", "", "!!!!", "AAAAAAA"]:
+    # a code whose last letter is X (a letter, not padding: 35 bytes are 56 letters exactly)
+    ending_x = next(m for m in (bytes([i]) * 32 for i in range(256)) if recovery_code(m).endswith("X"))
+    assert len(recovery_code(ending_x)) == 14 * 5 - 1 and parse_recovery_code(recovery_code(ending_x)) == ending_x
+    for bad in [code[:-1] + ("A" if code[-1] != "A" else "B"), code[:-5], code + "AAAA", "", "!!!!", "AAAAAAA",
+                "9" * 56, code[:-1] + "9"]:
         with pytest.raises(WrongPassphraseError) as err:
             parse_recovery_code(bad)
         assert str(err.value) == "that is not a valid recovery code: check each group of four letters"
@@ -234,6 +239,11 @@ def test_unlocking_asks_up_to_its_attempts_and_says_when_it_cannot_ask(storage, 
     assert Unlock(ask=ask).master_key(storage, config) == (MASTER, key_id)
     assert prompts == ["Passphrase of the repository: "] * 3
     assert capsys.readouterr().err == "That passphrase is wrong; try again.\n" * 2
+    answers = iter(["wrong"] * 5)
+    prompts.clear()
+    with pytest.raises(WrongPassphraseError, match="^wrong passphrase"):
+        Unlock(ask=ask).master_key(storage, config)
+    assert len(prompts) == 3 and capsys.readouterr().err == "That passphrase is wrong; try again.\n" * 2
     answers = iter(["wrong"] * 5)
     prompts.clear()
     with pytest.raises(WrongPassphraseError, match="^wrong passphrase"):
