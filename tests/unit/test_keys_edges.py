@@ -316,3 +316,41 @@ def test_keys_are_added_and_removed_but_never_the_last(storage, tmp_path):
             remove_key(repo, key_id[:common])
     remove_key(repo, key_id[:common + 1].upper())
     assert [k.id for k in key_objects(storage)] == [second]
+
+
+def test_key_ids_that_share_a_prefix_are_ambiguous_and_messages_name_the_file_kind(storage, tmp_path, monkeypatch):
+    from recovery.repo.sealing import Sealer
+
+    monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(keys.RECOVERY_CODE_ENV, raising=False)
+    key_id, config = _repo(storage, tmp_path)
+    raw = storage.read(key_name(key_id))
+    for twin in ("aa11000000000000", "aa22000000000000"):      # listed by id; their wrap is not opened
+        storage.write(key_name(twin), raw.replace(key_id.encode(), twin.encode()))
+    repo = SimpleNamespace(sealer=Sealer(MASTER), storage=storage, config=config, location="usb:/repo")
+    with pytest.raises(UsageError) as err:
+        remove_key(repo, "aa")
+    assert str(err.value) == "key 'aa' is ambiguous: give more of its id"
+    remove_key(repo, "aa1")
+    assert sorted(k.id for k in key_objects(storage)) == sorted([key_id, "aa22000000000000"])
+    missing = str(tmp_path / "missing")
+    for unlock, what in [(Unlock(recovery_code_file=missing), "recovery code"), (Unlock(passphrase_file=missing), "passphrase")]:
+        with pytest.raises(UsageError) as err:
+            unlock.master_key(storage, config)
+        assert str(err.value) == f"the {what} file {missing} does not exist"
+    with pytest.raises(UsageError) as err:
+        new_passphrase(None, missing)
+    assert str(err.value) == f"the passphrase file {missing} does not exist"
+
+
+def test_only_a_key_holding_this_repositorys_master_key_unlocks_it(storage, tmp_path):
+    _, config = _repo(storage, tmp_path)
+    other_id, raw = new_key_object(bytes(32), "second passphrase", REPO_ID, CHEAP, "")
+    storage.write(key_name(other_id), raw)
+    with pytest.raises(WrongPassphraseError, match="^wrong passphrase"):
+        Unlock(passphrase="second passphrase").master_key(storage, config)
+    # a configuration without an id: keys are bound to the empty id
+    bare_id, raw = new_key_object(MASTER, "third passphrase", "", CHEAP, "")
+    storage.write(key_name(bare_id), raw)
+    bare = {"encryption": config["encryption"]}
+    assert Unlock(passphrase="third passphrase").master_key(storage, bare) == (MASTER, bare_id)
