@@ -161,3 +161,15 @@ def test_a_held_lock_is_refreshed_every_third_of_its_lifetime(storage, tmp_path)
         else:
             pytest.fail("the lock was not refreshed")
     assert lockmod.WriterLock is Lock
+
+
+def test_releasing_a_lock_never_taken_leaves_the_holders_lock_alone(storage, tmp_path):
+    with Lock(storage, exclusive=True, ttl=60) as holder:
+        refused = Lock(storage, exclusive=True)
+        with pytest.raises(BusyError):
+            refused.acquire()
+        refused.release()                                  # as a caller's cleanup would
+        Lock(storage, exclusive=True).release()            # made and dropped without acquire
+        assert json.loads((tmp_path / "lock").read_bytes())["token"] == holder.token
+    with Lock(storage, ttl=60) as shared:                  # a lock's purpose is a backup's unless said
+        assert json.loads((tmp_path / shared.name).read_bytes())["purpose"] == "backup"
