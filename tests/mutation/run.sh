@@ -41,6 +41,7 @@ declare -A PATHS=(
     [keys]=recovery/repo/keys.py
     [lock]=recovery/repo/lock.py
     [cache]=recovery/repo/cache.py
+    [locations]=recovery/repo/locations.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -59,6 +60,9 @@ declare -A TESTS=(
     [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py tests/unit/test_packs_edges.py"
     [manifest]="tests/unit/test_manifest_json.py tests/unit/test_repo_format.py"
     [cache]="tests/unit/test_index_cache.py"
+    [keys]="tests/unit/test_keys_edges.py"
+    [lock]="tests/unit/test_lock_edges.py"
+    [locations]="tests/unit/test_locations_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
