@@ -22,10 +22,12 @@ def test_the_cache_folder_follows_the_environment_then_the_user(monkeypatch, tmp
         monkeypatch.setenv("LIFEBOAT_CACHE_DIR", off)
         assert cache_root() is None
     monkeypatch.setenv("LIFEBOAT_CACHE_DIR", "")
-    expected = Path("/var/cache/lifeboat") if os.geteuid() == 0 else Path.home() / ".cache" / "lifeboat"
-    assert cache_root() == expected
-    monkeypatch.delenv("LIFEBOAT_CACHE_DIR")
-    assert cache_root() == expected
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for euid, expected in [(0, Path("/var/cache/lifeboat")), (1000, tmp_path / "home" / ".cache" / "lifeboat")]:
+        monkeypatch.setattr("recovery.repo.cache.os.geteuid", lambda: euid)
+        assert cache_root() == expected
+        monkeypatch.delenv("LIFEBOAT_CACHE_DIR", raising=False)
+        assert cache_root() == expected
 
 
 def test_a_cache_is_made_only_for_a_plain_repository_id(monkeypatch, tmp_path):
@@ -45,10 +47,11 @@ def test_put_keeps_the_first_copy_and_get_counts_hits_and_misses(tmp_path):
     cache.put("index/ab", b"first")                 # makes the folders it needs
     cache.put("index/ab", b"second")                # a name's content never changes: kept as is
     assert cache.get("index/ab") == b"first" and (cache.hits, cache.misses) == (1, 1)
+    assert cache.get("index/ab") == b"first" and (cache.hits, cache.misses) == (2, 1)
     assert sorted(p.name for p in (tmp_path / "repo" / "index").iterdir()) == ["ab"]   # no temporary left
     cache.drop("index/ab")
     cache.drop("index/ab")                          # already gone: nothing to do
-    assert cache.get("index/ab") is None and (cache.hits, cache.misses) == (1, 2)
+    assert cache.get("index/ab") is None and (cache.hits, cache.misses) == (2, 2)
 
 
 def test_a_cache_that_cannot_be_written_leaves_nothing_behind(tmp_path):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from recovery.errors import BusyError
+from recovery.errors import BusyError, RepositoryError
 from recovery.repo import lock as lockmod
 from recovery.repo.lock import EXCLUSIVE, Lock, lock_report, stale_reason, ttl_seconds, who
 from recovery.storage.local import LocalStorage
@@ -151,15 +151,16 @@ def test_the_report_lists_every_lock_its_holder_and_staleness(storage, tmp_path,
 
 
 def test_a_held_lock_is_refreshed_every_third_of_its_lifetime(storage, tmp_path):
-    with Lock(storage, ttl=0.3) as held:
+    with Lock(storage, ttl=1.5) as held:
         first = json.loads((tmp_path / held.name).read_bytes())["refreshed"]
-        deadline = time.time() + 5
+        deadline = time.time() + 1.5               # refreshed well before it would expire
         while time.time() < deadline:
             time.sleep(0.05)
             if json.loads((tmp_path / held.name).read_bytes())["refreshed"] > first:
                 break
         else:
             pytest.fail("the lock was not refreshed")
+    assert held._refresher is None                       # release waited for the refresher to stop
     assert lockmod.WriterLock is Lock
 
 
@@ -173,3 +174,64 @@ def test_releasing_a_lock_never_taken_leaves_the_holders_lock_alone(storage, tmp
         assert json.loads((tmp_path / "lock").read_bytes())["token"] == holder.token
     with Lock(storage, ttl=60) as shared:                  # a lock's purpose is a backup's unless said
         assert json.loads((tmp_path / shared.name).read_bytes())["purpose"] == "backup"
+
+
+class SharedFolder(LocalStorage):
+    """A folder whose exclusive create the server may not honour (a network share): the
+    exclusive lock is read back before it counts as held."""
+
+    atomic_create = False
+
+
+class RacedFolder(SharedFolder):
+    """The same, where another taker's exclusive lock lands just after ours."""
+
+    def write_new(self, name, data):
+        made = super().write_new(name, data)
+        if made:
+            (self.root / name).write_text(json.dumps({"host": "nas", "pid": 77, "token": "theirs",
+                                                      "expires": time.time() + 60}))
+        return made
+
+
+def test_on_a_store_without_exclusive_create_the_lock_read_back_names_the_winner(tmp_path, monkeypatch):
+    monkeypatch.setattr(lockmod, "SETTLE_SECONDS", 0.0)
+    (tmp_path / "tmp").mkdir()
+    with SharedFolder(tmp_path) as folder, Lock(folder, exclusive=True, ttl=60) as ex:
+        assert ex.held and json.loads((tmp_path / "lock").read_bytes())["token"] == ex.token
+    with RacedFolder(tmp_path) as raced:
+        loser = Lock(raced, exclusive=True, ttl=60)
+        with pytest.raises(BusyError) as err:
+            loser.acquire()
+        assert str(err.value).startswith("the repository is busy: process 77 on nas holds its lock")
+        assert not loser.held and json.loads((tmp_path / "lock").read_bytes())["token"] == "theirs"
+
+
+def test_an_exclusive_lock_replaces_a_stale_one_and_names_every_running_holder(storage, tmp_path, dead_pid):
+    (tmp_path / "lock").write_text(json.dumps({"host": HOST, "pid": dead_pid}))
+    with Lock(storage, exclusive=True, ttl=60) as ex:
+        assert ex.broken == [f"removed a stale repository lock held by process {dead_pid} on {HOST}: "
+                             f"process {dead_pid} on {HOST} is no longer running"]
+    with Lock(storage, purpose="restore", ttl=60), Lock(storage, purpose="verify", ttl=60):
+        with pytest.raises(BusyError) as err:
+            Lock(storage, exclusive=True).acquire()
+    me = f"process {os.getpid()} on {HOST}"
+    assert str(err.value) in [f"the repository is busy: backups or restores are running ({a} by {me}, {b} by {me}); "
+                              "wait for them to finish" for a, b in (("restore", "verify"), ("verify", "restore"))]
+
+
+def test_a_store_that_refuses_writes_is_said_plainly_not_taken_for_busy(tmp_path):
+    with LocalStorage(tmp_path / "gone") as missing:
+        with pytest.raises(RepositoryError) as err:
+            Lock(missing).acquire()
+    assert str(err.value).startswith("cannot lock the repository: ") and "busy" not in str(err.value)
+
+
+def test_a_refresh_that_fails_is_logged_and_tried_again(storage, tmp_path, caplog):
+    with Lock(storage, ttl=0.3) as held:
+        (tmp_path / "tmp").rename(tmp_path / "tmp-away")
+        deadline = time.time() + 3
+        while "cannot refresh the repository lock: " not in caplog.text and time.time() < deadline:
+            time.sleep(0.05)
+        (tmp_path / "tmp-away").rename(tmp_path / "tmp")
+    assert "cannot refresh the repository lock: " in caplog.text and not held.held
