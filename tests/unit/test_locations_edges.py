@@ -273,3 +273,28 @@ def test_recording_stores_the_tables_and_the_place_of_every_meta_blob(repo):
             record_locations(repo, session, [], [image], {3: table})
         assert str(err.value) == (f"meta blob {blob_id(b'never stored').hex()[:16]} is not in the index after "
                                   "the backup's flush")
+
+
+def test_verify_counts_every_stale_place_and_survives_a_pack_with_a_damaged_footer(repo, tmp_path):
+    from recovery.repo.packs import pack_path
+
+    ids = _store(repo, [b"first " * 60, b"second " * 60])
+    a, b = (repo.index.get(i) for i in ids)
+    part = PartitionImage(1, 0, 1, "ext4", None, None, 4096, True, 0, ranges=[ids[0].hex(), ids[1].hex()])
+    check = LocationCheck(repo)
+    gone = [location_json(Location(c * 32, 8, 10, 10, 1, 0)) for c in ("cd", "ef")]
+    m = _manifest({"blobs": {ids[0].hex(): gone[0], ids[1].hex(): gone[1]}}, [part])
+    assert check.meta_problems(m) == [] and check.stale == 2
+    # the ranges of a partition are its pieces back to back
+    reader = SnapshotBlobs(repo, _manifest({"blobs": {ids[0].hex(): location_json(a)}}, [part]))
+    assert reader.ranges(part) == b"first " * 60 + b"second " * 60
+    # a place in a pack whose footer is damaged: wrong (the pack's damage is named elsewhere)
+    path = pack_path(tmp_path / "r", a.pack_id)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    moved = location_json(Location(a.pack_id, a.offset + 1, a.stored_len, a.raw_len, a.kind, a.codec))
+    m = _manifest({"blobs": {ids[0].hex(): moved, ids[1].hex(): location_json(b)}}, [part])
+    assert LocationCheck(repo).meta_problems(m) == [
+        f"its manifest records a wrong place for 1 of its table piece(s) (first {ids[0].hex()[:16]}); "
+        "they are read through the index"]
