@@ -222,6 +222,10 @@ def test_verify_names_wrong_places_and_counts_stale_ones_apart(repo):
     assert check.partition_problem(_manifest(None), part, chunks) is None
     m = manifest(right, {"1": [good_piece]})
     assert check.partition_problem(m, part, chunks) is None
+    with repo.writer() as session:
+        halves = [session.add_meta(table[:56]), session.add_meta(table[56:])]
+    repo.reload_index()
+    assert check.partition_problem(manifest(right, {"1": halves}), part, chunks) is None
     assert check.partition_problem(manifest(right, {"1": "x"}), part, chunks) == (
         "its location table is missing from the manifest")
     assert check.partition_problem(manifest(right, {"2": [good_piece]}), part, chunks) == (
