@@ -42,6 +42,7 @@ declare -A PATHS=(
     [lock]=recovery/repo/lock.py
     [cache]=recovery/repo/cache.py
     [locations]=recovery/repo/locations.py
+    [reader]=recovery/repo/reader.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -63,6 +64,7 @@ declare -A TESTS=(
     [keys]="tests/unit/test_keys_edges.py"
     [lock]="tests/unit/test_lock_edges.py"
     [locations]="tests/unit/test_locations_edges.py"
+    [reader]="tests/integration/test_partition_reader.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
