@@ -71,3 +71,18 @@ def test_a_damaged_chunk_is_named_by_its_byte(saved):  # noqa: F811
     assert messages
     w, message = messages[0]
     assert message.startswith(f"partition {part.number}: the chunk at byte {w * m.chunk_size} is damaged (chunk ")
+
+
+def test_reading_through_the_recorded_places_gives_the_same_bytes(saved):  # noqa: F811
+    from recovery.repo.locations import SnapshotBlobs
+
+    image, repo, m = saved
+    part = m.partitions[0]
+    plain = PartitionReader(repo, part, m.chunk_size)
+    blobs = SnapshotBlobs(repo, m)
+    direct = PartitionReader(repo, part, m.chunk_size, blobs=blobs)
+    assert direct.used_ranges() == plain.used_ranges() and direct.used_ranges()
+    want = expected(image, plain)
+    got = b"".join(direct.read(off, 256 * 1024) for off in range(0, direct.size, 256 * 1024))
+    assert got == want
+    assert blobs.fell_back is None and blobs.direct_reads > len(part.chunks)   # chunks too, not only tables

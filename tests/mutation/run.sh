@@ -64,7 +64,7 @@ declare -A TESTS=(
     [keys]="tests/unit/test_keys_edges.py"
     [lock]="tests/unit/test_lock_edges.py"
     [locations]="tests/unit/test_locations_edges.py"
-    [reader]="tests/integration/test_partition_reader.py"
+    [reader]="tests/integration/test_partition_reader.py tests/integration/test_reader_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
