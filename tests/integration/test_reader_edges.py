@@ -86,3 +86,13 @@ def test_reading_through_the_recorded_places_gives_the_same_bytes(saved):  # noq
     got = b"".join(direct.read(off, 256 * 1024) for off in range(0, direct.size, 256 * 1024))
     assert got == want
     assert blobs.fell_back is None and blobs.direct_reads > len(part.chunks)   # chunks too, not only tables
+
+
+def test_a_first_read_anywhere_starts_no_readahead(saved):  # noqa: F811
+    image, repo, m = saved
+    for first in (3, 1, 0):
+        reader = PartitionReader(repo, m.partitions[0], m.chunk_size)
+        reader.read(first * m.chunk_size, 10)
+        assert reader._pool is None, first         # only a read of the next window starts it
+        reader.read((first + 1) * m.chunk_size, 10)
+        assert reader._pool is not None
