@@ -43,6 +43,7 @@ declare -A PATHS=(
     [cache]=recovery/repo/cache.py
     [locations]=recovery/repo/locations.py
     [reader]=recovery/repo/reader.py
+    [upgrade]=recovery/repo/upgrade.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -65,6 +66,7 @@ declare -A TESTS=(
     [lock]="tests/unit/test_lock_edges.py"
     [locations]="tests/unit/test_locations_edges.py"
     [reader]="tests/integration/test_partition_reader.py tests/integration/test_reader_edges.py"
+    [upgrade]="tests/integration/test_repo_upgrade.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
