@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import RepositoryError, UsageError, WrongPassphraseError
-from recovery.repo.sealing import MASTER_KEY_SIZE, NONCE_SIZE, key_check
+from recovery.repo.sealing import MASTER_KEY_SIZE, NONCE_SIZE, TAG_SIZE, key_check
 
 KEYS_PREFIX = "keys/"
 KEY_FORMAT = "lifeboat-key"
@@ -42,6 +42,7 @@ MAX_MEMORY_KIB = 4 * 1024 * 1024
 MAX_ITERATIONS = 64
 MAX_PARALLELISM = 64
 MIN_PASSPHRASE = 8
+MIN_SALT = 8          # Argon2's least
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,14 @@ class KeyObject:
                 raise ValueError
             kdf = KdfParams(int(k["memory_kib"]), int(k["iterations"]), int(k["parallelism"]))
             kdf.check()
-            return cls(str(data["id"]), str(data.get("created", "")), kdf, base64.b64decode(k["salt"]),
-                       base64.b64decode(data["wrapped"]))
-        except (ValueError, KeyError, TypeError, UsageError):
+            # validate: a damaged field must not decode to fewer bytes (b64decode drops what it
+            # does not know), which Argon2 and AES-GCM would refuse with their own exceptions
+            salt = base64.b64decode(k["salt"], validate=True)
+            wrapped = base64.b64decode(data["wrapped"], validate=True)
+            if len(salt) < MIN_SALT or len(wrapped) != NONCE_SIZE + MASTER_KEY_SIZE + TAG_SIZE:
+                raise ValueError
+            return cls(str(data["id"]), str(data.get("created", "")), kdf, salt, wrapped)
+        except (ValueError, KeyError, TypeError, AttributeError, UsageError):
             raise RepositoryError(f"the key object {name} is damaged or of an unknown kind") from None
 
     def unwrap(self, passphrase: str, repo_id: str) -> bytes | None:

@@ -247,6 +247,8 @@ def lock_report(storage: Storage) -> list[dict]:
             holder = json.loads(raw)
         except ValueError:
             holder = {}
+        if not isinstance(holder, dict):   # valid JSON of another shape is as unreadable
+            holder = {}
         out.append({"name": name, "holder": who(holder), "since": holder.get("since"),
                     "stale": stale_reason(holder) if holder else "unreadable"})
     return out

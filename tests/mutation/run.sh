@@ -35,6 +35,15 @@ declare -A PATHS=(
     [ext]=recovery/fs/ext.py
     [fat]=recovery/fs/fat.py
     [ntfs]=recovery/fs/ntfs.py
+    [packs]=recovery/repo/packs.py
+    [manifest]=recovery/repo/manifest.py
+    [locations]=recovery/repo/locations.py
+    [keys]=recovery/repo/keys.py
+    [lock]=recovery/repo/lock.py
+    [cache]=recovery/repo/cache.py
+    [locations]=recovery/repo/locations.py
+    [reader]=recovery/repo/reader.py
+    [upgrade]=recovery/repo/upgrade.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -50,6 +59,14 @@ declare -A TESTS=(
     [ext]="tests/unit/test_fs_ext.py -k 'not dumpe2fs or extra0 or extra9'"
     [fat]="tests/unit/test_fs_fat.py"
     [ntfs]="tests/unit/test_fs_ntfs.py"
+    [packs]="tests/unit/test_repo_format.py tests/unit/test_repo_index.py tests/unit/test_repo_sealing.py tests/unit/test_packs_edges.py"
+    [manifest]="tests/unit/test_manifest_json.py tests/unit/test_repo_format.py"
+    [cache]="tests/unit/test_index_cache.py"
+    [keys]="tests/unit/test_keys_edges.py"
+    [lock]="tests/unit/test_lock_edges.py"
+    [locations]="tests/unit/test_locations_edges.py"
+    [reader]="tests/integration/test_partition_reader.py tests/integration/test_reader_edges.py"
+    [upgrade]="tests/integration/test_repo_upgrade.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
