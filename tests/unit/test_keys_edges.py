@@ -217,12 +217,6 @@ def test_unlocking_by_passphrase_file_environment_and_recovery_code(storage, tmp
     wrong_id, raw = new_key_object(other, "first passphrase", REPO_ID, CHEAP, "")
     storage.write(key_name(wrong_id), raw)
     assert Unlock(passphrase="first passphrase").master_key(storage, config) == (MASTER, key_id)
-    assert opened_master(storage, config) == MASTER
-
-
-def opened_master(storage, config):
-    sealer, _ = keys.opened_sealer(storage, config, Unlock(passphrase="first passphrase"))
-    return sealer.master
 
 
 def test_unlocking_asks_up_to_its_attempts_and_says_when_it_cannot_ask(storage, tmp_path, monkeypatch, capsys):
