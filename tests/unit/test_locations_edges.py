@@ -28,6 +28,7 @@ from recovery.repo.locations import (
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage
 from recovery.repo.repository import Repository
 from recovery.model.layout import Layout
+from tests.unit.test_repo_format import store
 
 PACK = "ab" * 32
 
@@ -62,13 +63,7 @@ def repo(tmp_path):
 
 
 def _store(repo, blobs):
-    ids = []
-    with repo.writer() as session:
-        for raw in blobs:
-            bid = blob_id(raw)
-            stored, codec = session.compressor.compress(raw)
-            session.add(bid, stored, len(raw), KIND_DATA, codec)
-            ids.append(bid)
+    ids = store(repo, blobs)
     repo.reload_index()
     return ids
 
