@@ -71,7 +71,7 @@ class Disk:
             try:
                 n = os.pwrite(self.fd, view, pos)
             except OSError as exc:
-                raise write_error(self.path, pos, what, exc, self.incomplete) from exc
+                raise self._dropped(what, exc) or write_error(self.path, pos, what, exc, self.incomplete) from exc
             view = view[n:]
             pos += n
 
@@ -80,7 +80,22 @@ class Disk:
         try:
             os.fsync(self.fd)
         except OSError as exc:
-            raise write_error(self.path, 0, "flushing", exc, self.incomplete) from exc
+            raise self._dropped("flushing", exc) or write_error(self.path, 0, "flushing", exc, self.incomplete) from exc
+
+    def _dropped(self, what: str, exc: OSError) -> DiskError | None:
+        """A block device refuses writes inside its own size with ENOSPC when the kernel has
+        dropped it to a smaller size (an NVMe or USB drive that stopped answering and was reset
+        or detached); that is a vanished disk, not a full one."""
+        if exc.errno != errno.ENOSPC or not self.is_block:
+            return None
+        try:
+            now = os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError:
+            now = 0
+        if now >= self.size:
+            return None
+        return DiskError(f"the target {self.path} stopped answering while writing ({what}): the kernel now "
+                         f"reports {now} bytes instead of {self.size}; {self.incomplete}")
 
     def flush_behind(self) -> None:
         """Start writing what is cached to the drive on a background thread, unless the last
