@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--yes", action="store_true", help="do not ask for the device's name")
     w.add_argument("--json", action="store_true")
 
-    from recovery.browse.commands import add_parsers as browse_parsers
+    from recovery.browse.parsers import add_parsers as browse_parsers
     browse_parsers(sub, repo_arg)      # mount, umount, ls, get
 
     t = sub.add_parser("tui", help="the full-screen recovery interface")
