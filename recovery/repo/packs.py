@@ -4,7 +4,6 @@ whole or absent — on a local folder (rename) and on an object store (one uploa
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +21,7 @@ from recovery.repo.format import (
     pack_id_of,
 )
 from recovery.repo.sealing import AAD_FOOTER, OVERHEAD, SealBroken, Sealer
-from recovery.repo.parity import make_parity_in_place, parity_name
+from recovery.repo.parity import make_parity, parity_name
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -70,44 +69,16 @@ def pack_path(root: Path, pack_id: str) -> Path:
     return Path(root) / pack_name(pack_id)
 
 
-class PackBuffers:
-    """Reusable buffers that hold the bytes of packs being written (format v2 keeps each pack
-    in memory until its parity is made). A fresh 64 MiB buffer costs a page fault for every
-    4 KiB the first time it is filled, and a growing one is copied as it grows; a buffer
-    taken again costs neither. At most `keep` wait for reuse."""
-
-    def __init__(self, size: int, keep: int = 4):
-        self.size = size
-        self.keep = keep
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> bytearray:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return bytearray(self.size)
-
-    def give(self, buffer: bytearray) -> None:
-        with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(buffer)
-
-
 class PackWriter:
     """Appends blobs to one new pack; `finish()` seals it and makes it visible. With `parity`
-    (format v2) the pack's bytes are also kept in memory (in a buffer from `buffers` when
-    given) until `finish()` has written its parity sidecar, made from those bytes where they
-    lie and made visible before the pack itself."""
+    (format v2) `finish()` first writes the pack's parity sidecar, made from the pack's bytes
+    where the storage's writer holds them (the scratch file's cached pages, or its memory),
+    and makes it visible before the pack itself."""
 
-    def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False,
-                 buffers: PackBuffers | None = None):
+    def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False):
         self.sealer = sealer              # an encrypted repository's: the footer is sealed
         self.storage = storage
-        self._buffers = buffers
-        self._kept: bytearray | None = None
-        if parity:
-            self._kept = buffers.take() if buffers is not None else bytearray()
+        self.parity = parity
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
@@ -118,13 +89,7 @@ class PackWriter:
     def _write(self, data) -> None:
         self._out.write(data)             # a failing writer removes what it wrote
         self._hasher.update(data)
-        end = self.size + len(data)
-        if self._kept is not None:
-            if end <= len(self._kept):
-                self._kept[self.size : end] = data      # into room already there: no reallocation
-            else:
-                self._kept[self.size :] = data          # grows it
-        self.size = end
+        self.size += len(data)
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
         entry = BlobEntry(blob_id, self.size, len(stored), raw_len, kind, codec)
@@ -141,24 +106,18 @@ class PackWriter:
         self._write(footer)
         self.digest = self._hasher.digest()
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
-        if self._kept is not None:
+        if self.parity:
             try:
-                self.storage.write(pack_parity_name(pack_id),
-                                   make_parity_in_place(self._kept, self.size, self.digest))
+                with self._out.written() as data:
+                    sidecar = make_parity(data, self.digest)
+                self.storage.write(pack_parity_name(pack_id), sidecar)
             except BaseException:
                 self.abort()
                 raise
-            self._release()
         self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
-    def _release(self) -> None:
-        kept, self._kept = self._kept, None
-        if kept is not None and self._buffers is not None:
-            self._buffers.give(kept)
-
     def abort(self) -> None:
-        self._release()
         self._out.abort()
 
 

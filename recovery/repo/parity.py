@@ -200,34 +200,32 @@ def _encode_table(sums: list[int], blocks: int) -> bytes:
 
 
 def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
-    """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
-    caller has it already (a pack writer hashes what it writes). `geometry` other than the
-    default only to make sidecars as earlier versions laid them out (tests of reading them)."""
-    if isal.available():
-        buffer = bytearray(data)
-        return make_parity_in_place(buffer, len(buffer), digest, geometry)
-    return _make_parity_pyeclib(data, digest, geometry)
-
-
-def make_parity_in_place(buffer: bytearray, length: int, digest: bytes | None = None,
-                         geometry: Geometry | None = None) -> bytes:
-    """`make_parity` of the object held in the first `length` bytes of `buffer`, without
-    copying it: the buffer's bytes past `length` become the zeros that pad the last row (it
-    grows when it has no room for them). No memoryview of the buffer may be held meanwhile."""
+    """The sidecar bytes for an object holding `data` (bytes, or a buffer: a pack's bytes are
+    read where the writer holds them, an mmap of its scratch file or its memory, not copied);
+    `digest`, its BLAKE3-256 when the caller has it already (a pack writer hashes what it
+    writes). `geometry` other than the default only to make sidecars as earlier versions laid
+    them out (tests of reading them)."""
     if not isal.available():
-        return _make_parity_pyeclib(memoryview(buffer)[:length], digest, geometry)
+        return _make_parity_pyeclib(data, digest, geometry)
+    length = len(data)
     geo = geometry or Geometry.for_length(length)
-    s, w, k = geo.sector_size, geo.words, geo.k
-    full = k * w * s
-    if len(buffer) < full:
-        buffer.extend(bytes(full - len(buffer)))
-    buffer[length:full] = bytes(full - length)
+    s, w, k, n = geo.sector_size, geo.words, geo.k, geo.sectors
+    whole = length // s                    # sectors entirely within the object
+    # The last row reaches past the object's end: its partial sector is a padded copy, and
+    # the sectors past the end are zeros, so nothing past `length` of `data` is read.
+    padding = bytearray(2 * s)
+    if whole < n:
+        with memoryview(data) as view:
+            padding[: length - whole * s] = view[whole * s :]
     parity = bytearray(geo.parity_sectors * s)
-    isal.encode_columns(buffer, parity, k, geo.m, w, s)
-    sums = isal.crc32_sectors(buffer, geo.sectors, s) + isal.crc32_sectors(parity, geo.parity_sectors, s)
+    with isal.pinned(data) as base, isal.pinned(padding) as pad, isal.pinned(parity) as out:
+        last = [base + i * s if i < whole else pad if i == whole else pad + s
+                for i in range((k - 1) * w, k * w)]
+        isal.encode_columns(base, last, out, k, geo.m, w, s)
+        sums = isal.crc32_sectors(base, whole, s) + isal.crc32_sectors(pad, n - whole, s)
+        sums += isal.crc32_sectors(out, geo.parity_sectors, s)
     if digest is None:
-        with memoryview(buffer) as view:
-            digest = blake3.blake3(view[:length]).digest()
+        digest = blake3.blake3(data).digest()
     return _assemble(geo, length, digest, sums, parity)
 
 

@@ -13,6 +13,7 @@ StorageError (one plain line, saying what to fix), or NoSpaceError when the plac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import blake3
@@ -97,6 +98,12 @@ class ObjectWriter(ABC):
     @abstractmethod
     def abort(self) -> None: ...
 
+    @abstractmethod
+    def written(self):
+        """A context manager giving the bytes written so far as a writable buffer (a pack's
+        parity is made from it), read where the writer holds them wherever it can; nothing
+        may be written, and the buffer must not be changed, until it ends."""
+
 
 class BufferWriter(ObjectWriter):
     """For places with no partial objects (object stores) or where a write must be repeatable
@@ -115,6 +122,10 @@ class BufferWriter(ObjectWriter):
             self.storage.write(name, self.buf)
         finally:
             self.buf = bytearray()
+
+    @contextmanager
+    def written(self):
+        yield self.buf
 
     def abort(self) -> None:
         self.buf = bytearray()

@@ -1,9 +1,12 @@
 """The direct ISA-L path that makes parity (recovery/repo/isal.py) writes the same sidecars, byte
-for byte, as pyeclib's encoder with zlib's CRC-32; a pack writer that keeps its bytes in a
-reused buffer writes the same sidecar as one made from the pack file, and repair works from it."""
+for byte, as pyeclib's encoder with zlib's CRC-32, whatever holds the object's bytes (bytes, a
+buffer longer than the object, a read-only view, a file mapped); a pack writer makes its
+sidecar from the bytes where its storage's writer holds them (a mapped scratch file, memory),
+and repair works from it. Without libisal, pyeclib makes the same bytes."""
 
 from __future__ import annotations
 
+import mmap
 import random
 import zlib
 
@@ -11,14 +14,16 @@ import pytest
 
 from recovery.repo import isal
 from recovery.repo.format import KIND_DATA
-from recovery.repo.packs import PackBuffers, PackWriter, pack_name, pack_parity_name
-from recovery.repo.parity import (Geometry, _make_parity_pyeclib, make_parity,
-                                  make_parity_in_place, repair)
+from recovery.repo.packs import PackWriter, pack_name, pack_parity_name
+from recovery.repo.parity import Geometry, _make_parity_pyeclib, make_parity, repair
+from recovery.storage.base import BufferWriter
 from recovery.storage.local import LocalStorage
 
 pytestmark = pytest.mark.skipif(not isal.available(), reason="pyeclib's ISA-L library is not loadable here")
 
-SIZES = [1, 511, 512, 513, 5000, 262_144, 262_145, 3_000_000, 9_000_001]
+# Empty; around the small sectors; the small/large boundary; sectors exactly filling the
+# object (4 096 000 = 1000 sectors) and not; several code words.
+SIZES = [0, 1, 511, 512, 513, 5000, 262_144, 262_145, 3_000_000, 4_096_000, 9_000_001]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -33,36 +38,61 @@ def test_the_first_layout_is_made_alike_too():
     assert make_parity(data, geometry=old) == _make_parity_pyeclib(data, geometry=old)
 
 
-def test_crc32_matches_zlib():
-    buf = bytearray(random.Random(1).randbytes(4096 * 5))
-    assert isal.crc32_sectors(buf, 5, 4096) == [zlib.crc32(buf[i * 4096:(i + 1) * 4096]) for i in range(5)]
+def test_crc32_matches_zlib_across_batches():
+    count = 2 * isal.CRC_BATCH + 7
+    buf = bytearray(random.Random(1).randbytes(512 * count))
+    with isal.pinned(buf) as base:
+        sums = isal.crc32_sectors(base, count, 512)
+    assert sums == [zlib.crc32(buf[i * 512:(i + 1) * 512]) for i in range(count)]
 
 
-def test_in_place_zeroes_stale_bytes_past_the_object_and_grows_a_short_buffer():
+def test_every_kind_of_buffer_gives_the_same_sidecar_and_nothing_past_the_end_is_read(tmp_path):
     data = random.Random(2).randbytes(1_000_003)
-    stale = bytearray(data) + bytearray(b"\xff" * 300_000)    # a reused buffer's old content
-    assert make_parity_in_place(stale, len(data)) == _make_parity_pyeclib(data)
-    short = bytearray(data)                                    # no room for the last row's padding
-    assert make_parity_in_place(short, len(data)) == _make_parity_pyeclib(data)
-    assert short[: len(data)] == data
+    want = _make_parity_pyeclib(data)
+    assert make_parity(bytearray(data)) == want
+    assert make_parity(memoryview(data)) == want                       # read-only: copied once
+    longer = bytearray(data) + bytearray(b"\xff" * 300_000)            # stale bytes past the object
+    assert make_parity(memoryview(longer)[: len(data)]) == want
+    assert longer[len(data):] == b"\xff" * 300_000                     # and left as they were
+    path = tmp_path / "object"
+    path.write_bytes(data)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), len(data)) as mapped:
+        assert make_parity(mapped) == want
 
 
-def test_packs_written_through_reused_buffers_carry_their_own_parity(tmp_path):
-    storage = LocalStorage(tmp_path)
-    (tmp_path / "tmp").mkdir()
-    rng = random.Random(5)
-    buffers = PackBuffers(600_000, keep=1)
+def test_without_libisal_pyeclib_makes_the_same_bytes(monkeypatch):
+    data = random.Random(3).randbytes(2_000_001)
+    direct = make_parity(data)
+    monkeypatch.setattr(isal, "_lib", None)              # as when no libisal can be loaded
+    monkeypatch.setattr(isal, "_tried", True)
+    assert not isal.available()
+    assert make_parity(data) == direct == _make_parity_pyeclib(data)
+
+
+class MemoryWriterStorage(LocalStorage):
+    """A folder whose packs are gathered in memory and written whole, as an object store's are."""
+
+    def create(self) -> BufferWriter:
+        return BufferWriter(self)
+
+
+def write_packs(storage, rng) -> list[str]:
     written = []
-    # The second pack is shorter than the first and reuses its buffer: stale bytes past its end.
     for count, size in ((9, 70_000), (3, 50_000), (20, 40_000)):
-        writer = PackWriter(storage, parity=True, buffers=buffers)
+        writer = PackWriter(storage, parity=True)
         for _ in range(count):
             raw = rng.randbytes(size)
             writer.add(rng.randbytes(32), raw, len(raw), KIND_DATA, 0)
         pack_id, _ = writer.finish()
         written.append(pack_id)
-    assert len(buffers._free) == 1                             # given back, kept for the next pack
-    for pack_id in written:
+    return written
+
+
+@pytest.mark.parametrize("kind", [LocalStorage, MemoryWriterStorage])
+def test_packs_carry_parity_made_where_their_bytes_lie(tmp_path, kind):
+    storage = kind(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    for pack_id in write_packs(storage, random.Random(5)):
         data = (tmp_path / pack_name(pack_id)).read_bytes()
         side = (tmp_path / pack_parity_name(pack_id)).read_bytes()
         assert side == _make_parity_pyeclib(data)
@@ -71,16 +101,16 @@ def test_packs_written_through_reused_buffers_carry_their_own_parity(tmp_path):
         damaged[1000 : 1000 + run] = bytes(run)
         fixed = repair(damaged, side, pack_id)
         assert fixed.repaired and fixed.data == data
+    assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
 
 
-def test_an_aborted_pack_gives_its_buffer_back(tmp_path):
+def test_an_aborted_pack_leaves_nothing(tmp_path):
     storage = LocalStorage(tmp_path)
     (tmp_path / "tmp").mkdir()
-    buffers = PackBuffers(10_000)
-    writer = PackWriter(storage, parity=True, buffers=buffers)
+    writer = PackWriter(storage, parity=True)
     writer.add(b"i" * 32, b"x" * 100, 100, KIND_DATA, 0)
     writer.abort()
-    assert len(buffers._free) == 1
     assert not list(tmp_path.rglob("*.pack")) and not list(tmp_path.rglob("*.par"))
+    assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
