@@ -13,7 +13,6 @@ StorageError (one plain line, saying what to fix), or NoSpaceError when the plac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import blake3
@@ -98,11 +97,11 @@ class ObjectWriter(ABC):
     @abstractmethod
     def abort(self) -> None: ...
 
-    @abstractmethod
-    def written(self):
-        """A context manager giving the bytes written so far as a writable buffer (a pack's
-        parity is made from it), read where the writer holds them wherever it can; nothing
-        may be written, and the buffer must not be changed, until it ends."""
+    def held(self) -> bytearray | None:
+        """The bytes written so far when the writer gathers them in memory, else None (a file's
+        are on their way to the drive). Read-only, and only until the next write or commit:
+        a pack's parity is made from them instead of from a copy."""
+        return None
 
 
 class BufferWriter(ObjectWriter):
@@ -123,9 +122,8 @@ class BufferWriter(ObjectWriter):
         finally:
             self.buf = bytearray()
 
-    @contextmanager
-    def written(self):
-        yield self.buf
+    def held(self) -> bytearray:
+        return self.buf
 
     def abort(self) -> None:
         self.buf = bytearray()

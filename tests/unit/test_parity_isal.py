@@ -1,8 +1,8 @@
 """The direct ISA-L path that makes parity (recovery/repo/isal.py) writes the same sidecars, byte
 for byte, as pyeclib's encoder with zlib's CRC-32, whatever holds the object's bytes (bytes, a
 buffer longer than the object, a read-only view, a file mapped); a pack writer makes its
-sidecar from the bytes where its storage's writer holds them (a mapped scratch file, memory),
-and repair works from it. Without libisal, pyeclib makes the same bytes."""
+sidecar from a reused buffer (a file) or from the bytes its storage's writer gathers (an object
+store), and repair works from it. Without libisal, pyeclib makes the same bytes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from recovery.repo import isal
 from recovery.repo.format import KIND_DATA
-from recovery.repo.packs import PackWriter, pack_name, pack_parity_name
+from recovery.repo.packs import PackBuffers, PackWriter, pack_name, pack_parity_name
 from recovery.repo.parity import Geometry, _make_parity_pyeclib, make_parity, repair
 from recovery.storage.base import BufferWriter
 from recovery.storage.local import LocalStorage
@@ -76,23 +76,24 @@ class MemoryWriterStorage(LocalStorage):
         return BufferWriter(self)
 
 
-def write_packs(storage, rng) -> list[str]:
+@pytest.mark.parametrize("kind", [LocalStorage, MemoryWriterStorage])
+def test_packs_carry_their_own_parity(tmp_path, kind):
+    storage = kind(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    rng = random.Random(5)
+    buffers = PackBuffers(600_000, keep=1)
     written = []
+    # The second pack is shorter than the first and reuses its buffer: stale bytes past its end.
     for count, size in ((9, 70_000), (3, 50_000), (20, 40_000)):
-        writer = PackWriter(storage, parity=True)
+        writer = PackWriter(storage, parity=True, buffers=buffers)
+        assert (writer._kept is None) == (kind is MemoryWriterStorage)     # the writer's own bytes
         for _ in range(count):
             raw = rng.randbytes(size)
             writer.add(rng.randbytes(32), raw, len(raw), KIND_DATA, 0)
         pack_id, _ = writer.finish()
         written.append(pack_id)
-    return written
-
-
-@pytest.mark.parametrize("kind", [LocalStorage, MemoryWriterStorage])
-def test_packs_carry_parity_made_where_their_bytes_lie(tmp_path, kind):
-    storage = kind(tmp_path)
-    (tmp_path / "tmp").mkdir()
-    for pack_id in write_packs(storage, random.Random(5)):
+    assert len(buffers._free) == (1 if kind is LocalStorage else 0)       # given back for the next pack
+    for pack_id in written:
         data = (tmp_path / pack_name(pack_id)).read_bytes()
         side = (tmp_path / pack_parity_name(pack_id)).read_bytes()
         assert side == _make_parity_pyeclib(data)
@@ -105,12 +106,14 @@ def test_packs_carry_parity_made_where_their_bytes_lie(tmp_path, kind):
     storage.close()
 
 
-def test_an_aborted_pack_leaves_nothing(tmp_path):
+def test_an_aborted_pack_gives_its_buffer_back_and_leaves_nothing(tmp_path):
     storage = LocalStorage(tmp_path)
     (tmp_path / "tmp").mkdir()
-    writer = PackWriter(storage, parity=True)
+    buffers = PackBuffers(10_000)
+    writer = PackWriter(storage, parity=True, buffers=buffers)
     writer.add(b"i" * 32, b"x" * 100, 100, KIND_DATA, 0)
     writer.abort()
+    assert len(buffers._free) == 1
     assert not list(tmp_path.rglob("*.pack")) and not list(tmp_path.rglob("*.par"))
     assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
