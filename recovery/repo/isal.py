@@ -118,34 +118,33 @@ def pinned(data):
         view.release()
 
 
-def encode_columns(base: int, last_row: list[int], parity: int, k: int, m: int, words: int,
-                   sector: int) -> None:
-    """Parity of an object laid out as k rows of `words` sectors: rows 0 to k - 2 at `base`,
-    whole (row r, column j at base + (r * words + j) * sector), and the sectors of the last
-    row at the addresses `last_row` (where the object ends, they are padded copies or zeros).
-    Code word j is column j; its m parity sectors go to the address `parity` plus
+def encode_columns(sectors: list[int], parity: int, k: int, m: int, words: int, sector: int) -> None:
+    """Parity of an object laid out as k rows of `words` sectors, each read where it lies:
+    `sectors` holds the address of every one, row after row (k * words; past the object's end,
+    zeros). Code word j is column j; its m parity sectors go to the address `parity` plus
     (p * words + j) * sector, as parity.py lays them out."""
     lib = _load()
     tables = _encode_tables(k, m)
     row = words * sector
-    rows = [base + r * row for r in range(k - 1)]
     sources = (ctypes.c_void_p * k)()
     targets = (ctypes.c_void_p * m)()
     # One code word a call: its k + m sectors stay in the CPU's caches.
     for j in range(words):
-        at = j * sector
-        sources[: k - 1] = [r + at for r in rows]
-        sources[k - 1] = last_row[j]
-        targets[:] = [parity + p * row + at for p in range(m)]
+        sources[:] = sectors[j::words]
+        targets[:] = range(parity + j * sector, parity + m * row, row)
         lib.ec_encode_data(sector, k, m, tables, sources, targets)
+
+
+def crc32_each(addresses, sector: int) -> list[int]:
+    """zlib's CRC-32 of the `sector` bytes at each of `addresses` (a list or a range)."""
+    _load()
+    sums: list[int] = []
+    for first in range(0, len(addresses), CRC_BATCH):
+        batch = addresses[first : first + CRC_BATCH]
+        sums += map(_crc, repeat(0, len(batch)), batch, repeat(sector, len(batch)))
+    return sums
 
 
 def crc32_sectors(base: int, count: int, sector: int) -> list[int]:
     """zlib's CRC-32 of each of `count` sectors that lie back to back from the address `base`."""
-    _load()
-    sums: list[int] = []
-    for first in range(0, count, CRC_BATCH):
-        n = min(CRC_BATCH, count - first)
-        at = base + first * sector
-        sums += map(_crc, repeat(0, n), range(at, at + n * sector, sector), repeat(sector, n))
-    return sums
+    return crc32_each(range(base, base + count * sector, sector), sector)

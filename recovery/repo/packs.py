@@ -4,7 +4,6 @@ whole or absent — on a local folder (rename) and on an object store (one uploa
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +21,7 @@ from recovery.repo.format import (
     pack_id_of,
 )
 from recovery.repo.sealing import AAD_FOOTER, OVERHEAD, SealBroken, Sealer
-from recovery.repo.parity import make_parity, parity_name
+from recovery.repo.parity import make_parity_of_pieces, parity_name
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
 
@@ -70,69 +69,42 @@ def pack_path(root: Path, pack_id: str) -> Path:
     return Path(root) / pack_name(pack_id)
 
 
-class PackBuffers:
-    """Reusable buffers that hold the bytes of packs being written to a file (format v2 keeps
-    each such pack in memory until its parity is made). A fresh 64 MiB buffer costs a page
-    fault for every 4 KiB the first time it is filled (~30 ms a buffer, measured), and a
-    growing one is copied as it grows; a buffer taken again costs neither (~2.4 ms to copy a
-    pack's blobs into it). At most `keep` wait for reuse."""
-
-    def __init__(self, size: int, keep: int = 4):
-        self.size = size
-        self.keep = keep
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> bytearray:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return bytearray(self.size)
-
-    def give(self, buffer: bytearray) -> None:
-        with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(buffer)
-
-
 class PackWriter:
     """Appends blobs to one new pack; `finish()` seals it and makes it visible. With `parity`
     (format v2) `finish()` first writes the pack's parity sidecar and makes it visible before
-    the pack itself. The sidecar is made from the pack's bytes in memory: those the storage's
-    writer gathers anyway (an object store's, `ObjectWriter.held`), or, for a file, a copy
-    kept in a buffer from `buffers` (reused from pack to pack).
+    the pack itself. The sidecar is made from the pack's bytes where they already are in
+    memory: the blobs the writer was given, kept until then (a blob given to `add` must not
+    change afterwards), or the whole pack where the storage's writer gathers it anyway (an
+    object store's, `ObjectWriter.held`).
 
-    Why a copy for files rather than mapping the written file's cached pages: mapping and
-    unmapping a 64 MiB pack cost ~8 ms of CPU on tmpfs (measured), against ~2.4 ms to copy its
-    blobs into a buffer already used once; ext4 maps it for almost nothing on Linux 6.18 (large
-    folios), but the live system's Linux 6.1 has none there (not measured on it)."""
+    Measured alternatives, for a 64 MiB pack: copying every blob into a buffer kept for the
+    pack costs ~2.4 ms of CPU once the buffer has been filled before and ~30 ms when it is
+    fresh (a page fault for every 4 KiB); mapping the written file's cached pages and
+    unmapping them ~8 ms on tmpfs. Keeping the blobs costs neither: a pack's bytes are only
+    read, by the encoder and the checksums."""
 
-    def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False,
-                 buffers: PackBuffers | None = None):
+    def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False):
         self.sealer = sealer              # an encrypted repository's: the footer is sealed
         self.storage = storage
         self.parity = parity
-        self._buffers = buffers
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
         self._hasher = blake3.blake3()
         self._out = storage.create()
-        self._kept: bytearray | None = None
+        self._pieces: list | None = None  # what was written, piece by piece, for the parity
         if parity and self._out.held() is None:
-            self._kept = buffers.take() if buffers is not None else bytearray()
+            self._pieces = []
         self._write(PACK_MAGIC)
 
     def _write(self, data) -> None:
         self._out.write(data)             # a failing writer removes what it wrote
         self._hasher.update(data)
-        end = self.size + len(data)
-        if self._kept is not None:
-            if end <= len(self._kept):
-                self._kept[self.size : end] = data      # into room already there: no reallocation
-            else:
-                self._kept[self.size :] = data          # grows it
-        self.size = end
+        self.size += len(data)
+        if self._pieces is not None:
+            # bytes and bytearrays as they are (a blob is not changed once given); anything
+            # else (a view of a buffer someone reuses) as a copy
+            self._pieces.append(data if type(data) in (bytes, bytearray) else bytes(data))
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
         entry = BlobEntry(blob_id, self.size, len(stored), raw_len, kind, codec)
@@ -151,24 +123,18 @@ class PackWriter:
         pack_id = pack_id_of(footer[: len(footer) - TRAILER.size])
         if self.parity:
             try:
-                held = self._kept if self._kept is not None else self._out.held()
-                with memoryview(held) as view, view[: self.size] as data:
-                    sidecar = make_parity(data, self.digest)
+                pieces = self._pieces if self._pieces is not None else [self._out.held()]
+                sidecar = make_parity_of_pieces(pieces, self.digest)
                 self.storage.write(pack_parity_name(pack_id), sidecar)
             except BaseException:
                 self.abort()
                 raise
-            self._release()
+            self._pieces = None
         self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
-    def _release(self) -> None:
-        kept, self._kept = self._kept, None
-        if kept is not None and self._buffers is not None:
-            self._buffers.give(kept)
-
     def abort(self) -> None:
-        self._release()
+        self._pieces = None
         self._out.abort()
 
 

@@ -27,6 +27,7 @@ import struct
 import threading
 import zlib
 from array import array
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from math import comb
 
@@ -200,32 +201,68 @@ def _encode_table(sums: list[int], blocks: int) -> bytes:
 
 
 def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
-    """The sidecar bytes for an object holding `data` (bytes, or a buffer: a pack's bytes are
-    read where the writer holds them, an mmap of its scratch file or its memory, not copied);
-    `digest`, its BLAKE3-256 when the caller has it already (a pack writer hashes what it
-    writes). `geometry` other than the default only to make sidecars as earlier versions laid
-    them out (tests of reading them)."""
+    """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
+    caller has it already. `geometry` other than the default only to make sidecars as earlier
+    versions laid them out (tests of reading them)."""
+    return make_parity_of_pieces([data], digest, geometry)
+
+
+def _sector_addresses(pieces: list, bases: list[int], s: int) -> tuple[list, list[bytes]]:
+    """Where each sector of the object made of `pieces` (at the addresses `bases`) lies: an
+    address inside its piece, or, for a sector that straddles pieces (or is the last, partial
+    one), an index into the returned list of zero-padded copies (stored as -1 - index)."""
+    addresses: list[int] = []
+    copies: list[bytes] = []
+    partial = bytearray()               # the start of a sector that straddles pieces
+    for piece, base in zip(pieces, bases):
+        size, at = len(piece), 0
+        if partial:
+            at = min(s - len(partial), size)
+            partial += piece[:at]
+            if len(partial) == s:
+                addresses.append(-1 - len(copies))
+                copies.append(bytes(partial))
+                partial = bytearray()
+        whole = (size - at) // s
+        addresses.extend(range(base + at, base + at + whole * s, s))
+        at += whole * s
+        if at < size:
+            partial += piece[at:]
+    if partial:
+        addresses.append(-1 - len(copies))
+        copies.append(bytes(partial) + bytes(s - len(partial)))
+    return addresses, copies
+
+
+def make_parity_of_pieces(pieces: list, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
+    """`make_parity` of the object that is `pieces` (bytes, bytearrays, buffers) back to back,
+    read where they lie: a pack's blobs as the writer was given them, with no copy of the pack.
+    Only the sectors that straddle two pieces, and the last, partial one, are copied (one a
+    blob: ~1 % of a pack). No piece may change until it returns."""
+    pieces = [p for p in pieces if len(p)]
     if not isal.available():
+        data = pieces[0] if len(pieces) == 1 else b"".join(bytes(p) for p in pieces)
         return _make_parity_pyeclib(data, digest, geometry)
-    length = len(data)
+    length = sum(len(p) for p in pieces)
     geo = geometry or Geometry.for_length(length)
     s, w, k, n = geo.sector_size, geo.words, geo.k, geo.sectors
-    whole = length // s                    # sectors entirely within the object
-    # The last row reaches past the object's end: its partial sector is a padded copy, and
-    # the sectors past the end are zeros, so nothing past `length` of `data` is read.
-    padding = bytearray(2 * s)
-    if whole < n:
-        with memoryview(data) as view:
-            padding[: length - whole * s] = view[whole * s :]
     parity = bytearray(geo.parity_sectors * s)
-    with isal.pinned(data) as base, isal.pinned(padding) as pad, isal.pinned(parity) as out:
-        last = [base + i * s if i < whole else pad if i == whole else pad + s
-                for i in range((k - 1) * w, k * w)]
-        isal.encode_columns(base, last, out, k, geo.m, w, s)
-        sums = isal.crc32_sectors(base, whole, s) + isal.crc32_sectors(pad, n - whole, s)
-        sums += isal.crc32_sectors(out, geo.parity_sectors, s)
+    with ExitStack() as stack:
+        bases = [stack.enter_context(isal.pinned(p)) for p in pieces]
+        addresses, copies = _sector_addresses(pieces, bases, s)
+        # The copies, then one sector of zeros: the sectors of the last row past the end.
+        spill = b"".join(copies) + bytes(s)
+        out = stack.enter_context(isal.pinned(parity))
+        at = stack.enter_context(isal.pinned(spill))
+        addresses = [a if a >= 0 else at + (-1 - a) * s for a in addresses]
+        addresses += [at + len(copies) * s] * (k * w - len(addresses))      # n is at least 1
+        isal.encode_columns(addresses, out, k, geo.m, w, s)
+        sums = isal.crc32_each(addresses[:n], s) + isal.crc32_sectors(out, geo.parity_sectors, s)
     if digest is None:
-        digest = blake3.blake3(data).digest()
+        hasher = blake3.blake3()
+        for piece in pieces:
+            hasher.update(piece)
+        digest = hasher.digest()
     return _assemble(geo, length, digest, sums, parity)
 
 

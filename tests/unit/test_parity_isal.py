@@ -1,8 +1,9 @@
 """The direct ISA-L path that makes parity (recovery/repo/isal.py) writes the same sidecars, byte
 for byte, as pyeclib's encoder with zlib's CRC-32, whatever holds the object's bytes (bytes, a
-buffer longer than the object, a read-only view, a file mapped); a pack writer makes its
-sidecar from a reused buffer (a file) or from the bytes its storage's writer gathers (an object
-store), and repair works from it. Without libisal, pyeclib makes the same bytes."""
+buffer longer than the object, a read-only view, a file mapped, pieces of any sizes back to
+back); a pack writer makes its sidecar from the blobs it was given (a file) or from the bytes
+its storage's writer gathers (an object store), and repair works from it. Without libisal,
+pyeclib makes the same bytes."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 
 from recovery.repo import isal
 from recovery.repo.format import KIND_DATA
-from recovery.repo.packs import PackBuffers, PackWriter, pack_name, pack_parity_name
-from recovery.repo.parity import Geometry, _make_parity_pyeclib, make_parity, repair
+from recovery.repo.packs import PackWriter, pack_name, pack_parity_name
+from recovery.repo.parity import Geometry, _make_parity_pyeclib, make_parity, make_parity_of_pieces, repair
 from recovery.storage.base import BufferWriter
 from recovery.storage.local import LocalStorage
 
@@ -60,13 +61,41 @@ def test_every_kind_of_buffer_gives_the_same_sidecar_and_nothing_past_the_end_is
         assert make_parity(mapped) == want
 
 
+def cut(data: bytes, sizes: list[int]) -> list:
+    """`data` in pieces of the given sizes (repeated), of every kind a writer is given."""
+    pieces, at, i = [], 0, 0
+    while at < len(data):
+        piece = data[at : at + sizes[i % len(sizes)]]
+        pieces.append([bytes, bytearray, memoryview][i % 3](piece))
+        at, i = at + len(piece), i + 1
+    return pieces
+
+
+@pytest.mark.parametrize("sizes", [
+    [4096], [8, 4088], [5000], [1, 2, 4093], [100_000, 3], [7, 70_001, 4096 * 3, 12_000], [3_000_000]])
+@pytest.mark.parametrize("size", [4096 * 300, 1_000_003, 9_000_001])
+def test_pieces_make_the_same_sidecar_as_their_bytes_together(size, sizes):
+    # Pieces shorter than a sector, sectors straddling two or three pieces, pieces ending on a
+    # sector boundary, pieces longer than the object.
+    data = random.Random(size + len(sizes)).randbytes(size)
+    assert make_parity_of_pieces(cut(data, sizes)) == _make_parity_pyeclib(data)
+
+
+def test_pieces_of_a_small_object_and_of_nothing():
+    data = random.Random(4).randbytes(70_000)           # 512-byte sectors
+    assert make_parity_of_pieces(cut(data, [300, 900, 512])) == _make_parity_pyeclib(data)
+    assert make_parity_of_pieces([]) == make_parity_of_pieces([b"", bytearray()]) == _make_parity_pyeclib(b"")
+
+
 def test_without_libisal_pyeclib_makes_the_same_bytes(monkeypatch):
     data = random.Random(3).randbytes(2_000_001)
     direct = make_parity(data)
+    pieces = make_parity_of_pieces(cut(data, [70_000, 5]))
     monkeypatch.setattr(isal, "_lib", None)              # as when no libisal can be loaded
     monkeypatch.setattr(isal, "_tried", True)
     assert not isal.available()
-    assert make_parity(data) == direct == _make_parity_pyeclib(data)
+    assert make_parity(data) == make_parity_of_pieces(cut(data, [70_000, 5])) == direct == pieces
+    assert direct == _make_parity_pyeclib(data)
 
 
 class MemoryWriterStorage(LocalStorage):
@@ -81,39 +110,50 @@ def test_packs_carry_their_own_parity(tmp_path, kind):
     storage = kind(tmp_path)
     (tmp_path / "tmp").mkdir()
     rng = random.Random(5)
-    buffers = PackBuffers(600_000, keep=1)
     written = []
-    # The second pack is shorter than the first and reuses its buffer: stale bytes past its end.
-    for count, size in ((9, 70_000), (3, 50_000), (20, 40_000)):
-        writer = PackWriter(storage, parity=True, buffers=buffers)
-        assert (writer._kept is None) == (kind is MemoryWriterStorage)     # the writer's own bytes
-        for _ in range(count):
+    for count, size in ((9, 70_000), (3, 50_000), (20, 40_000), (1, 4096 - 8)):
+        writer = PackWriter(storage, parity=True)
+        assert (writer._pieces is None) == (kind is MemoryWriterStorage)   # the writer's own bytes
+        for i in range(count):
             raw = rng.randbytes(size)
-            writer.add(rng.randbytes(32), raw, len(raw), KIND_DATA, 0)
+            stored = [raw, bytearray(raw), memoryview(raw)][i % 3]
+            writer.add(rng.randbytes(32), stored, len(raw), KIND_DATA, 0)
         pack_id, _ = writer.finish()
+        assert writer._pieces is None                                     # let go once sealed
         written.append(pack_id)
-    assert len(buffers._free) == (1 if kind is LocalStorage else 0)       # given back for the next pack
     for pack_id in written:
         data = (tmp_path / pack_name(pack_id)).read_bytes()
         side = (tmp_path / pack_parity_name(pack_id)).read_bytes()
         assert side == _make_parity_pyeclib(data)
         damaged = bytearray(data)
         run = Geometry.for_length(len(data)).guaranteed_run
-        damaged[1000 : 1000 + run] = bytes(run)
+        damaged[10 : 10 + run] = bytes(run)
         fixed = repair(damaged, side, pack_id)
         assert fixed.repaired and fixed.data == data
     assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
 
 
-def test_an_aborted_pack_gives_its_buffer_back_and_leaves_nothing(tmp_path):
+def test_a_view_given_to_a_pack_is_copied_so_reusing_its_buffer_changes_nothing(tmp_path):
     storage = LocalStorage(tmp_path)
     (tmp_path / "tmp").mkdir()
-    buffers = PackBuffers(10_000)
-    writer = PackWriter(storage, parity=True, buffers=buffers)
+    reused = bytearray(random.Random(6).randbytes(300_000))
+    writer = PackWriter(storage, parity=True)
+    writer.add(b"v" * 32, memoryview(reused), len(reused), KIND_DATA, 0)
+    reused[:] = bytes(len(reused))                      # the reader's buffer, filled again
+    pack_id, _ = writer.finish()
+    data = (tmp_path / pack_name(pack_id)).read_bytes()
+    assert (tmp_path / pack_parity_name(pack_id)).read_bytes() == _make_parity_pyeclib(data)
+    storage.close()
+
+
+def test_an_aborted_pack_leaves_nothing(tmp_path):
+    storage = LocalStorage(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    writer = PackWriter(storage, parity=True)
     writer.add(b"i" * 32, b"x" * 100, 100, KIND_DATA, 0)
     writer.abort()
-    assert len(buffers._free) == 1
+    assert writer._pieces is None
     assert not list(tmp_path.rglob("*.pack")) and not list(tmp_path.rglob("*.par"))
     assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
