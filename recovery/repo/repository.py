@@ -35,7 +35,7 @@ from recovery.repo.index import Index, encode_index_file, unindexed_packs, write
 from recovery.repo.keys import KdfParams, PendingKey, Unlock, key_name, new_key_object, recovery_code
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
-from recovery.repo.packs import PackWriter, WrittenPack, pack_name, read_footer
+from recovery.repo.packs import PackBuffers, PackWriter, WrittenPack, pack_name, read_footer
 from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, MASTER_KEY_SIZE, SealBroken, Sealer,
                                    key_check)
 from recovery.stages import StageClock
@@ -777,6 +777,11 @@ class WriteSession:
         # A network store takes several uploads at once; a local drive one flush at a time.
         self._seal_threads = 3 if repo.storage.remote else 1
         self._sealer = ThreadPoolExecutor(self._seal_threads, thread_name_prefix="seal")
+        # Format v2 keeps the bytes of each pack written to a file until its parity is made:
+        # one buffer for the pack being filled and one for each in flight, reused (room for a
+        # pack's last blob, so none grows).
+        self._buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024,
+                                    keep=self.SEALS_IN_FLIGHT + self._seal_threads + 1)
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0
@@ -915,7 +920,8 @@ class WriteSession:
             return 0
         with self.clock.stage("write", len(stored)):
             if self._pack is None:
-                self._pack = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity)
+                self._pack = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity,
+                                        buffers=self._buffers)
             self._pack.add(bid, stored, raw_len, kind, codec)
         self._pending_ids.add(bid)
         self.bytes_stored_new += len(stored)

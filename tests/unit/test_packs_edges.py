@@ -66,7 +66,7 @@ def test_a_pack_holds_magic_blobs_and_footer_and_its_id_is_the_footers_hash(stor
 
 def test_a_pack_with_parity_has_its_sidecar_and_delete_removes_both(storage, tmp_path):
     w, pid, entries = _write(storage, [b"x" * 5000], parity=True)
-    assert storage.exists(pack_parity_name(pid)) and w._pieces is None
+    assert storage.exists(pack_parity_name(pid)) and w._kept is None
     size = storage.size(pack_name(pid)) + storage.size(pack_parity_name(pid))
     data = pack_path(tmp_path, pid).read_bytes()
     assert sidecar_matches(storage.read(pack_parity_name(pid)), data)
@@ -90,12 +90,12 @@ def storage_size_of(head: bytes, count: int) -> int:
 
 def test_an_aborted_pack_leaves_nothing(storage, tmp_path):
     plain = PackWriter(storage)                                    # no parity unless asked
-    assert plain._pieces is None
+    assert plain._kept is None
     plain.abort()
     w = PackWriter(storage, parity=True)
     w.add(b"\x01" * 32, b"data", 4, 1, 0)
     w.abort()
-    assert w._pieces is None
+    assert w._kept is None
     assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "packs").exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from recovery.repo import isal
 from recovery.repo.format import KIND_DATA
-from recovery.repo.packs import PackWriter, pack_name, pack_parity_name
+from recovery.repo.packs import PackBuffer, PackBuffers, PackWriter, pack_name, pack_parity_name
 from recovery.repo.parity import Geometry, _make_parity_pyeclib, make_parity, make_parity_of_pieces, repair
 from recovery.storage.base import BufferWriter
 from recovery.storage.local import LocalStorage
@@ -110,17 +110,20 @@ def test_packs_carry_their_own_parity(tmp_path, kind):
     storage = kind(tmp_path)
     (tmp_path / "tmp").mkdir()
     rng = random.Random(5)
+    buffers = PackBuffers(600_000, keep=1)
     written = []
-    for count, size in ((9, 70_000), (3, 50_000), (20, 40_000), (1, 4096 - 8)):
-        writer = PackWriter(storage, parity=True)
-        assert (writer._pieces is None) == (kind is MemoryWriterStorage)   # the writer's own bytes
+    # Packs of one, several and many segments; the second is shorter than the first and
+    # reuses its buffer (stale bytes past its end); the third outgrows the buffer.
+    for count, size in ((9, 70_000), (3, 50_000), (30, 40_000), (1, 4096 - 8)):
+        writer = PackWriter(storage, parity=True, buffers=buffers)
+        assert (writer._kept is None) == (kind is MemoryWriterStorage)     # the writer's own bytes
         for i in range(count):
             raw = rng.randbytes(size)
-            stored = [raw, bytearray(raw), memoryview(raw)][i % 3]
-            writer.add(rng.randbytes(32), stored, len(raw), KIND_DATA, 0)
+            writer.add(rng.randbytes(32), [raw, bytearray(raw), memoryview(raw)][i % 3], len(raw), KIND_DATA, 0)
         pack_id, _ = writer.finish()
-        assert writer._pieces is None                                     # let go once sealed
+        assert writer._kept is None                                       # given back once sealed
         written.append(pack_id)
+    assert len(buffers._free) == (1 if kind is LocalStorage else 0)
     for pack_id in written:
         data = (tmp_path / pack_name(pack_id)).read_bytes()
         side = (tmp_path / pack_parity_name(pack_id)).read_bytes()
@@ -132,6 +135,22 @@ def test_packs_carry_their_own_parity(tmp_path, kind):
         assert fixed.repaired and fixed.data == data
     assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
+
+
+def test_a_pack_buffer_gives_back_what_was_put_segment_by_segment_aligned():
+    data = random.Random(8).randbytes(3 * PackBuffer.SEGMENT + 12_345)
+    kept = PackBuffer(PackBuffer.SEGMENT)                                 # too small: it grows
+    at = 0
+    for size in (5, PackBuffer.SEGMENT - 5, 1, 2 * PackBuffer.SEGMENT, 12_344):
+        kept.put(at, data[at : at + size])
+        at += size
+    pieces = kept.pieces(len(data))
+    assert [len(p) for p in pieces] == [PackBuffer.SEGMENT] * 3 + [12_345]
+    assert b"".join(pieces) == data
+    with isal.pinned(pieces[1]) as first, isal.pinned(pieces[2]) as second:
+        assert second % 64 == 0 and first % 64 == 0 and (second - first) % 4096 != 0
+    for piece in pieces:
+        piece.release()
 
 
 def test_a_view_given_to_a_pack_is_copied_so_reusing_its_buffer_changes_nothing(tmp_path):
@@ -153,7 +172,7 @@ def test_an_aborted_pack_leaves_nothing(tmp_path):
     writer = PackWriter(storage, parity=True)
     writer.add(b"i" * 32, b"x" * 100, 100, KIND_DATA, 0)
     writer.abort()
-    assert writer._pieces is None
+    assert writer._kept is None
     assert not list(tmp_path.rglob("*.pack")) and not list(tmp_path.rglob("*.par"))
     assert list((tmp_path / "tmp").iterdir()) == []
     storage.close()
