@@ -101,7 +101,7 @@ class PackBuffer:
 
     def _grow(self, end: int) -> None:
         """Room up to `end` (a pack larger than planned): a larger array, aligned again."""
-        data = bytearray(end + end // 4)
+        data = bytearray(max(end + end // 4, 2 * len(self.data)))
         skip = self._aligned(data)
         used = len(self.data) - self._skip
         data[skip : skip + used] = memoryview(self.data)[self._skip :]

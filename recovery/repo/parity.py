@@ -13,7 +13,7 @@ How damage becomes repairable:
   thinly over all of them.
 * The code is Cauchy Reed–Solomon over GF(2^8) (Intel ISA-L's, through liberasurecode's
   `isa_l_rs_cauchy` in pyeclib, SIMD): any k of a word's k + m sectors give back its data.
-  Encoding treats each row as one fragment, so one call encodes every column at once.
+  Each column is encoded by one call, its sectors read where they lie (recovery/repo/isal.py).
 * The checksum table is stored twice, in self-checking 512-byte blocks; the header twice too.
 
 What that guarantees (`Geometry.guaranteed_run`, `Geometry.guaranteed_sectors`): any one run of
