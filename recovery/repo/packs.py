@@ -143,24 +143,31 @@ class PackBuffer:
 
 
 class PackBuffers:
-    """PackBuffers reused from pack to pack within a write session; at most `keep` wait."""
+    """PackBuffers reused from pack to pack within a write session: at most `most` are ever
+    made. One is enough for a backup: a pack's buffer comes back as soon as its parity is made
+    (~20 ms), and the blobs of the next pack written meanwhile wait as they are (PackWriter);
+    a second buffer would cost ~38 ms of page faults and 74 MiB for that moment."""
 
-    def __init__(self, size: int, keep: int = 4):
+    def __init__(self, size: int, most: int = 1):
         self.size = size
-        self.keep = keep
+        self.most = most
+        self._made = 0
         self._free: list[PackBuffer] = []
         self._lock = threading.Lock()
 
-    def take(self) -> PackBuffer:
+    def take(self) -> PackBuffer | None:
+        """A free buffer, a new one while fewer than `most` were made, else None."""
         with self._lock:
             if self._free:
                 return self._free.pop()
+            if self._made >= self.most:
+                return None
+            self._made += 1
         return PackBuffer(self.size)
 
     def give(self, buffer: PackBuffer) -> None:
         with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(buffer)
+            self._free.append(buffer)
 
 
 class PackWriter:
@@ -168,30 +175,48 @@ class PackWriter:
     (format v2) `finish()` first writes the pack's parity sidecar and makes it visible before
     the pack itself. The sidecar is made from the pack's bytes in memory: those the storage's
     writer gathers anyway (an object store's, `ObjectWriter.held`), or, for a file, a copy in
-    a PackBuffer (from `buffers`, reused, when given)."""
+    a PackBuffer from `buffers` (reused). While none is free the pieces written wait as they
+    are (a blob given to `add` must not change afterwards), copied in once one is; a pack that
+    never got one has its parity made from its pieces where they lie."""
 
     def __init__(self, storage: Storage, sealer: Sealer | None = None, parity: bool = False,
                  buffers: PackBuffers | None = None):
         self.sealer = sealer              # an encrypted repository's: the footer is sealed
         self.storage = storage
         self.parity = parity
-        self._buffers = buffers
+        self._buffers = buffers if buffers is not None else PackBuffers(0)
         self.entries: list[BlobEntry] = []
         self.size = 0
         self.digest = b""                 # BLAKE3 of every byte written, set by finish()
         self._hasher = blake3.blake3()
         self._out = storage.create()
         self._kept: PackBuffer | None = None
+        self._waiting: list | None = None     # pieces written while no buffer was free
         if parity and self._out.held() is None:
-            self._kept = buffers.take() if buffers is not None else PackBuffer(0)
+            self._waiting = []
         self._write(PACK_MAGIC)
 
     def _write(self, data) -> None:
         self._out.write(data)             # a failing writer removes what it wrote
         self._hasher.update(data)
-        if self._kept is not None:
-            self._kept.put(self.size, data)
+        if self._waiting is not None:
+            self._keep(data)
         self.size += len(data)
+
+    def _keep(self, data) -> None:
+        if self._kept is None:
+            self._kept = self._buffers.take()
+            if self._kept is None:
+                # bytes and bytearrays as they are; anything else (a view of a buffer
+                # someone reuses) as a copy
+                self._waiting.append(data if type(data) in (bytes, bytearray) else bytes(data))
+                return
+            at = 0
+            for piece in self._waiting:
+                self._kept.put(at, piece)
+                at += len(piece)
+            self._waiting.clear()
+        self._kept.put(self.size, data)
 
     def add(self, blob_id: bytes, stored: bytes, raw_len: int, kind: int, codec: int) -> BlobEntry:
         entry = BlobEntry(blob_id, self.size, len(stored), raw_len, kind, codec)
@@ -212,6 +237,8 @@ class PackWriter:
             try:
                 if self._kept is not None:
                     pieces = self._kept.pieces(self.size)
+                elif self._waiting is not None:
+                    pieces = [memoryview(piece) for piece in self._waiting]
                 else:
                     pieces = [memoryview(self._out.held())[: self.size]]
                 try:
@@ -219,17 +246,17 @@ class PackWriter:
                 finally:
                     for piece in pieces:
                         piece.release()
+                self._release()           # the next pack may take the buffer while this one is flushed
                 self.storage.write(pack_parity_name(pack_id), sidecar)
             except BaseException:
                 self.abort()
                 raise
-            self._release()
         self._out.commit(pack_name(pack_id))
         return pack_id, self.entries
 
     def _release(self) -> None:
-        kept, self._kept = self._kept, None
-        if kept is not None and self._buffers is not None:
+        kept, self._kept, self._waiting = self._kept, None, None
+        if kept is not None:
             self._buffers.give(kept)
 
     def abort(self) -> None:

@@ -263,7 +263,7 @@ class _Repacker:
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
         self.writer: PackWriter | None = None
         # one pack at a time: one buffer, reused (format v2 keeps each pack's bytes for its parity)
-        self.buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024, keep=1)
+        self.buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024)
         self.written: list[tuple[str, list[BlobEntry]]] = []
         self._pending: list[str] = []     # old packs copied whole, some blobs not sealed yet
         self.done: list[str] = []         # old packs every live blob of which is in a sealed pack

@@ -110,7 +110,7 @@ def test_packs_carry_their_own_parity(tmp_path, kind):
     storage = kind(tmp_path)
     (tmp_path / "tmp").mkdir()
     rng = random.Random(5)
-    buffers = PackBuffers(600_000, keep=1)
+    buffers = PackBuffers(600_000)
     written = []
     # Packs of one, several and many segments; the second is shorter than the first and
     # reuses its buffer (stale bytes past its end); the third outgrows the buffer.
@@ -151,6 +151,35 @@ def test_a_pack_buffer_gives_back_what_was_put_segment_by_segment_aligned():
         assert second % 64 == 0 and first % 64 == 0 and (second - first) % 4096 != 0
     for piece in pieces:
         piece.release()
+
+
+def test_a_pack_waits_for_the_one_buffer_with_its_pieces_and_one_that_never_gets_it_uses_them(tmp_path):
+    storage = LocalStorage(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    rng = random.Random(9)
+    buffers = PackBuffers(300_000)                      # one at most, as a backup has
+    first, second, third = (PackWriter(storage, parity=True, buffers=buffers) for _ in range(3))
+
+    def add(writer, count):
+        for _ in range(count):
+            raw = rng.randbytes(rng.randint(1, 90_000))
+            writer.add(rng.randbytes(32), [raw, bytearray(raw)][count % 2], len(raw), KIND_DATA, 0)
+
+    add(first, 5)
+    add(second, 4)                                      # the buffer is the first's: these wait
+    assert first._kept is not None and second._kept is None and len(second._waiting) == 5
+    ids = [first.finish()[0]]                           # gives the buffer back
+    add(second, 3)                                      # takes it, copies in what waited
+    assert second._kept is not None and second._waiting == []
+    add(third, 6)                                       # never gets it: parity from its pieces
+    ids.append(third.finish()[0])
+    assert second._kept is not None and not buffers._free
+    ids.append(second.finish()[0])
+    assert len(buffers._free) == 1 and buffers._made == 1
+    for pack_id in ids:
+        data = (tmp_path / pack_name(pack_id)).read_bytes()
+        assert (tmp_path / pack_parity_name(pack_id)).read_bytes() == _make_parity_pyeclib(data)
+    storage.close()
 
 
 def test_a_view_given_to_a_pack_is_copied_so_reusing_its_buffer_changes_nothing(tmp_path):
