@@ -80,9 +80,10 @@ class PackBuffer:
     sit at the same place within a 4 KiB page, and compete for the same few sets of the CPU's
     caches; that and loads straddling 64-byte lines made ISA-L's encoder take ~13-15 ms a
     64 MiB pack, against ~8.5 ms with this layout (measured: segments of 64 KiB-1 MiB without
-    gaps 14-15 ms, with these gaps 8.5-12 ms, 256 KiB the best). Copying the blobs in costs
-    ~2.4 ms a pack once the buffer has been used (~30 ms when fresh: a page fault every 4 KiB),
-    so buffers are reused (PackBuffers). A segment holds whole sectors of both sizes."""
+    gaps 14-15 ms, with these gaps 8.5-12 ms, 256 KiB the best). Copying a pack's blobs in
+    costs ~4 ms once the buffer has been used (~36 ms when fresh: a page fault every 4 KiB;
+    bench/parity-pack), so buffers are reused (PackBuffers). A segment holds whole sectors of
+    both sizes."""
 
     SEGMENT = 256 * 1024
     ALIGN = 64
