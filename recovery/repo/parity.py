@@ -13,7 +13,7 @@ How damage becomes repairable:
   thinly over all of them.
 * The code is Cauchy Reed–Solomon over GF(2^8) (Intel ISA-L's, through liberasurecode's
   `isa_l_rs_cauchy` in pyeclib, SIMD): any k of a word's k + m sectors give back its data.
-  Encoding treats each row as one fragment, so one call encodes every column at once.
+  Each column is encoded by one call, its sectors read where they lie (recovery/repo/isal.py).
 * The checksum table is stored twice, in self-checking 512-byte blocks; the header twice too.
 
 What that guarantees (`Geometry.guaranteed_run`, `Geometry.guaranteed_sectors`): any one run of
@@ -27,6 +27,7 @@ import struct
 import threading
 import zlib
 from array import array
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from math import comb
 
@@ -201,33 +202,67 @@ def _encode_table(sums: list[int], blocks: int) -> bytes:
 
 def make_parity(data, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
     """The sidecar bytes for an object holding `data`; `digest`, its BLAKE3-256 when the
-    caller has it already (a pack writer hashes what it writes). `geometry` other than the
-    default only to make sidecars as earlier versions laid them out (tests of reading them)."""
-    if isal.available():
-        buffer = bytearray(data)
-        return make_parity_in_place(buffer, len(buffer), digest, geometry)
-    return _make_parity_pyeclib(data, digest, geometry)
+    caller has it already. `geometry` other than the default only to make sidecars as earlier
+    versions laid them out (tests of reading them)."""
+    return make_parity_of_pieces([data], digest, geometry)
 
 
-def make_parity_in_place(buffer: bytearray, length: int, digest: bytes | None = None,
-                         geometry: Geometry | None = None) -> bytes:
-    """`make_parity` of the object held in the first `length` bytes of `buffer`, without
-    copying it: the buffer's bytes past `length` become the zeros that pad the last row (it
-    grows when it has no room for them). No memoryview of the buffer may be held meanwhile."""
+def _sector_addresses(pieces: list, bases: list[int], s: int) -> tuple[list, list[bytes]]:
+    """Where each sector of the object made of `pieces` (at the addresses `bases`) lies: an
+    address inside its piece, or, for a sector that straddles pieces (or is the last, partial
+    one), an index into the returned list of zero-padded copies (stored as -1 - index)."""
+    addresses: list[int] = []
+    copies: list[bytes] = []
+    partial = bytearray()               # the start of a sector that straddles pieces
+    for piece, base in zip(pieces, bases):
+        size, at = len(piece), 0
+        if partial:
+            at = min(s - len(partial), size)
+            partial += piece[:at]
+            if len(partial) == s:
+                addresses.append(-1 - len(copies))
+                copies.append(bytes(partial))
+                partial = bytearray()
+        whole = (size - at) // s
+        addresses.extend(range(base + at, base + at + whole * s, s))
+        at += whole * s
+        if at < size:
+            partial += piece[at:]
+    if partial:
+        addresses.append(-1 - len(copies))
+        copies.append(bytes(partial) + bytes(s - len(partial)))
+    return addresses, copies
+
+
+def make_parity_of_pieces(pieces: list, digest: bytes | None = None, geometry: Geometry | None = None) -> bytes:
+    """`make_parity` of the object that is `pieces` (bytes, bytearrays, buffers) back to back,
+    read where they lie: a pack's blobs as the writer was given them, with no copy of the pack.
+    Only the sectors that straddle two pieces, and the last, partial one, are copied (one a
+    blob: ~1 % of a pack). No piece may change until it returns."""
+    pieces = [p for p in pieces if len(p)]
     if not isal.available():
-        return _make_parity_pyeclib(memoryview(buffer)[:length], digest, geometry)
+        data = pieces[0] if len(pieces) == 1 else b"".join(bytes(p) for p in pieces)
+        return _make_parity_pyeclib(data, digest, geometry)
+    length = sum(len(p) for p in pieces)
     geo = geometry or Geometry.for_length(length)
-    s, w, k = geo.sector_size, geo.words, geo.k
-    full = k * w * s
-    if len(buffer) < full:
-        buffer.extend(bytes(full - len(buffer)))
-    buffer[length:full] = bytes(full - length)
+    s, w, k, n = geo.sector_size, geo.words, geo.k, geo.sectors
     parity = bytearray(geo.parity_sectors * s)
-    isal.encode_columns(buffer, parity, k, geo.m, w, s)
-    sums = isal.crc32_sectors(buffer, geo.sectors, s) + isal.crc32_sectors(parity, geo.parity_sectors, s)
+    with ExitStack() as stack:
+        bases = [stack.enter_context(isal.pinned(p)) for p in pieces]
+        addresses, copies = _sector_addresses(pieces, bases, s)
+        # The copies, then one sector of zeros: the sectors of the last row past the end.
+        spill = b"".join(copies) + bytes(s)
+        out = stack.enter_context(isal.pinned(parity))
+        at = stack.enter_context(isal.pinned(spill))
+        addresses = [a if a >= 0 else at + (-1 - a) * s for a in addresses]
+        addresses += [at + len(copies) * s] * (k * w - len(addresses))      # n is at least 1
+        isal.encode_columns(addresses, out, k, geo.m, w, s)
+        sums = isal.crc32_each(addresses[:n], s) + isal.crc32_sectors(out, geo.parity_sectors, s)
     if digest is None:
-        with memoryview(buffer) as view:
-            digest = blake3.blake3(view[:length]).digest()
+        hasher = blake3.blake3()
+        for piece in pieces:
+            hasher.update(piece)
+        digest = hasher.digest()
     return _assemble(geo, length, digest, sums, parity)
 
 

@@ -39,7 +39,7 @@ from recovery.repo.index import encode_index_file, load_index_file
 from recovery.repo.parity import parity_name, write_protected
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
-from recovery.repo.packs import PackWriter, delete_pack, pack_name, pack_objects, read_footer
+from recovery.repo.packs import PackBuffers, PackWriter, delete_pack, pack_name, pack_objects, read_footer
 from recovery.repo.repository import DEFAULT_PACK_SIZE, Repository
 from recovery.repo.retention import Policy, Verdict, judge
 from recovery.storage.base import StorageError
@@ -262,6 +262,8 @@ class _Repacker:
         self.result = result
         self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
         self.writer: PackWriter | None = None
+        # one pack at a time: one buffer, reused (format v2 keeps each pack's bytes for its parity)
+        self.buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024)
         self.written: list[tuple[str, list[BlobEntry]]] = []
         self._pending: list[str] = []     # old packs copied whole, some blobs not sealed yet
         self.done: list[str] = []         # old packs every live blob of which is in a sealed pack
@@ -285,7 +287,8 @@ class _Repacker:
             blobs.append((e, stored))
         for e, stored in blobs:
             if self.writer is None:
-                self.writer = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity)
+                self.writer = PackWriter(self.repo.storage, self.repo.sealer, parity=self.repo.parity,
+                                         buffers=self.buffers)
             self.writer.add(e.id, stored, e.raw_len, e.kind, e.codec)
             if self.writer.size >= self.pack_size:
                 self.seal()

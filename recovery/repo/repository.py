@@ -777,11 +777,9 @@ class WriteSession:
         # A network store takes several uploads at once; a local drive one flush at a time.
         self._seal_threads = 3 if repo.storage.remote else 1
         self._sealer = ThreadPoolExecutor(self._seal_threads, thread_name_prefix="seal")
-        # Format v2 keeps each pack's bytes until its parity is made: one buffer for the pack
-        # being filled and one for each in flight, reused (room for a pack's last blob and
-        # the padding of its last row of sectors, so none grows).
-        self._buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024,
-                                    keep=self.SEALS_IN_FLIGHT + self._seal_threads + 1)
+        # Format v2 keeps the bytes of each pack written to a file until its parity is made,
+        # in one buffer reused from pack to pack (room for a pack's last blob, so it never grows).
+        self._buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024)
         self._unindexed: list = []
         self.new_packs: list[WrittenPack] = []
         self.bytes_stored_new = 0

@@ -97,6 +97,12 @@ class ObjectWriter(ABC):
     @abstractmethod
     def abort(self) -> None: ...
 
+    def held(self) -> bytearray | None:
+        """The bytes written so far when the writer gathers them in memory, else None (a file's
+        are on their way to the drive). Read-only, and only until the next write or commit:
+        a pack's parity is made from them instead of from a copy."""
+        return None
+
 
 class BufferWriter(ObjectWriter):
     """For places with no partial objects (object stores) or where a write must be repeatable
@@ -115,6 +121,9 @@ class BufferWriter(ObjectWriter):
             self.storage.write(name, self.buf)
         finally:
             self.buf = bytearray()
+
+    def held(self) -> bytearray:
+        return self.buf
 
     def abort(self) -> None:
         self.buf = bytearray()
