@@ -73,7 +73,7 @@ from typing import Callable
 from recovery.errors import DiskError, LifeboatError, RefusedError, ToolError
 from recovery.events import CancelToken
 from recovery.model.layout import PartitionEntry
-from recovery.host import tools
+from recovery.host import mounts as host_mounts, tools
 from recovery.host.tools import why
 from recovery.fs.ext import sparse_super_group
 from recovery.units import human_size
@@ -292,10 +292,7 @@ def _ext_minimum(f: dict) -> int | None:
 
 def fuse_unavailable() -> str | None:
     """None when a FUSE view can be mounted here, else why not (a plain phrase)."""
-    if not os.path.exists("/dev/fuse") and os.geteuid() == 0 and shutil.which("modprobe"):
-        # The live system's kernel has FUSE as a module; nothing loads it before first use.
-        tools.quiet(["modprobe", "fuse"])
-    if not os.path.exists("/dev/fuse"):
+    if not host_mounts.fuse_ready():
         return "FUSE is not available here (no /dev/fuse)"
     if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
         return "shrinking a filesystem needs root (or fusermount)"

@@ -18,6 +18,15 @@ from recovery.errors import DiskError
 from recovery.host import tools
 
 
+def fuse_ready() -> bool:
+    """/dev/fuse is there, the module loaded first when it is not and root may load it: the
+    live system's kernel has FUSE as a module, and nothing loads it before its first use
+    (sshfs, the views for shrinking and browsing)."""
+    if not os.path.exists("/dev/fuse") and os.geteuid() == 0 and shutil.which("modprobe"):
+        tools.quiet(["modprobe", "fuse"])
+    return os.path.exists("/dev/fuse")
+
+
 def option_sets(fs: str | None, writable: bool) -> list[list[str]]:
     """The mount(8) option lists to try, in order."""
     mode = "rw" if writable else "ro"

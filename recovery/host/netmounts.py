@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from recovery.errors import RefusedError
-from recovery.host import tools
+from recovery.host import mounts, tools
 from recovery.storage.base import StorageError
 
 ASKPASS = "#!/bin/sh\nprintf '%s\\n' \"$LIFEBOAT_SSH_SECRET\"\n"
@@ -82,6 +82,9 @@ def sshfs(user: str, host: str, port: int, path: str, where: Path, known_hosts: 
           password: str | None = None, key: str | None = None) -> None:
     """Mount user@host:path at `where` through sshfs, trusting only the keys in known_hosts."""
     tools.require("sshfs", "install sshfs")
+    if not mounts.fuse_ready():
+        raise StorageError(f"cannot mount {user}@{host}:{path} over SFTP: sshfs needs FUSE, and this "
+                           "system has no /dev/fuse (load the fuse module as root)")
     where.mkdir(parents=True, exist_ok=True)
     options = [f"UserKnownHostsFile={known_hosts}", "StrictHostKeyChecking=yes", "GlobalKnownHostsFile=/dev/null",
                "ConnectTimeout=10", "ServerAliveInterval=15", "ServerAliveCountMax=3", "reconnect"]

@@ -147,12 +147,13 @@ def layout_from_sfdisk(dump: dict, disk_size: int) -> Layout:
 
 
 def _number_from_node(device: str, node: str) -> int:
-    # libfdisk names partitions device + number, with a "p" between when the device ends in a digit.
+    # libfdisk names partitions device + number, with a "p" between when the device ends in a
+    # digit, and udev's way, device + "-part" + number, for a /dev/disk/by-* link.
     if device and node.startswith(device):
         tail = node[len(device):]
     else:
         tail = node[len(node.rstrip("0123456789")):]
-    tail = tail.removeprefix("p")
+    tail = tail.removeprefix("-part").removeprefix("p")
     if not tail.isdigit():
         raise DiskError(f"cannot tell the partition number of {node}")
     return int(tail)

@@ -238,14 +238,27 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
     when the source knows one, else against the piece's bytes); salvaging, a damaged piece is
     written as zeros and remembered."""
 
+    def kept_of(piece: Piece) -> tuple[list, bool]:
+        """The ranges of the piece this partition keeps, and whether that is all of them."""
+        kept = [c for off, n in piece.subs if (c := clip(piece.offset + off, n))]
+        return kept, sum(n for _, n in kept) == sum(n for _, n in piece.subs)
+
+    def on_target(piece: Piece) -> bool:
+        """Resuming: the piece is on the disk already, checked against its digest before
+        anything of it is fetched."""
+        kept, whole = kept_of(piece)
+        return bool(kept) and whole and piece.digest is not None and \
+            _already_there(disk, base, piece.offset, piece.subs, piece.length, piece.digest,
+                           piece.digest_of or blob_id)
+
     def put(piece: Piece):
         at, subs = piece.offset, piece.subs
-        kept = [c for off, n in subs if (c := clip(at + off, n))]
+        kept, whole = kept_of(piece)
         if not kept:
             return 0, 0
-        whole = sum(n for _, n in kept) == sum(n for _, n in subs)
-        if ctx.resume and whole and piece.digest is not None and \
-                _already_there(disk, base, at, subs, piece.length, piece.digest, piece.digest_of or blob_id):
+        # A source that read ahead checked the piece already (and fetched nothing of it when
+        # it is there); otherwise the check is made here, still before fetching.
+        if piece.present or (ctx.resume and piece.present is None and on_target(piece)):
             return 0, sum(n for _, n in kept)
         if piece.damaged:
             with _zero_lock:
@@ -266,7 +279,7 @@ def write_windows(ctx: RestoreRun, disk: Disk, number: int, base: int, clip) -> 
         return sum(n for _, n in kept), 0
 
     since_flush = 0
-    for wrote, skipped in ordered_map(put, ctx.source.pieces(number), ctx.cancel,
+    for wrote, skipped in ordered_map(put, ctx.source.pieces(number, on_target if ctx.resume else None), ctx.cancel,
                                          cores=ctx.source.fetchers):
         ctx.written += wrote
         ctx.skipped += skipped

@@ -82,7 +82,9 @@ class Piece:
     `subs` are the used ranges inside it (relative to `offset`); `fetch()` gives `length`
     bytes whose unused ranges are zero. `digest`, when the source knows it without reading
     (a snapshot's chunk id), lets a resumed restore check the target without fetching;
-    `damaged` pieces (salvage) are written as zeros."""
+    `damaged` pieces (salvage) are written as zeros. `present` is what a source that was
+    given an `on_target` check found before fetching anything: True when the piece is on the
+    target already (nothing of it was read), False when not; None when it did not check."""
     offset: int
     length: int
     subs: tuple[tuple[int, int], ...]
@@ -90,6 +92,7 @@ class Piece:
     digest: bytes | None = None
     damaged: bool = False
     digest_of: Callable[[bytes], bytes] | None = None   # how `digest` is computed from the bytes
+    present: bool | None = None
 
 
 class Source(ABC):
@@ -131,9 +134,11 @@ class Source(ABC):
         for offset, n in used_steps(reader):
             yield offset, reader.read(offset, n)
 
-    def pieces(self, number: int) -> Iterator[Piece]:
+    def pieces(self, number: int, on_target: Callable[[Piece], bool] | None = None) -> Iterator[Piece]:
         """extents() as pieces for a restore to write; sources that can fetch pieces in
-        parallel or name their digests (a repository) override it."""
+        parallel or name their digests (a repository) override it. `on_target(piece)` (a
+        resumed restore: the piece is on the target already) lets a source that reads ahead
+        leave those pieces out of its reads; others ignore it, their fetch() being lazy."""
         for offset, data in self.extents(number):
             yield Piece(offset, len(data), ((0, len(data)),), lambda data=data: data)
 

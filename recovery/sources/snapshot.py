@@ -13,10 +13,13 @@ are known and their pieces come out marked `damaged` (a restore writes zeros the
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from recovery.chunking import used_windows, window_length
 from recovery.errors import DamageError, RefusedError
@@ -28,6 +31,10 @@ from recovery.repo.repository import Repository
 from recovery.sources.base import Damage, Piece, Source, SourcePartition
 from recovery.verify import chunk_table, prove_blobs, table_ids, used_ranges
 from recovery.workers import ordered_map
+
+def _unread() -> bytes:
+    raise AssertionError("a piece made only to be checked against the target is never fetched")
+
 
 DEDUP_CACHE = 8         # decoded chunks extents() keeps: runs of identical windows decode once
 # Stored bytes of chunks a restore from a network repository reads ahead per batch: its spans
@@ -105,11 +112,11 @@ class SnapshotSource(Source):
 
         return PartitionReader(self.repo, self.image(number), self.chunk_size)
 
-    def pieces(self, number: int) -> Iterator[Piece]:
+    def pieces(self, number: int, on_target: Callable[[Piece], bool] | None = None) -> Iterator[Piece]:
         if number in self.unreadable:
             return
         if self.fetchers is not None:
-            yield from self._pieces_ahead(number)
+            yield from self._pieces_ahead(number, on_target)
             return
         for w, subs, bid in self._windows(number):
             yield self._piece(number, w, subs, bid, lambda bid=bid: self.repo.read_blob(bid))
@@ -124,13 +131,16 @@ class SnapshotSource(Source):
         return Piece(w * cs, window_length(w, size, cs), tuple(subs), self._fetcher(number, w, read),
                      digest=bid, damaged=bid in self.bad, digest_of=self.repo.blob_id)
 
-    def _pieces_ahead(self, number: int) -> Iterator[Piece]:
+    def _pieces_ahead(self, number: int, on_target: Callable[[Piece], bool] | None) -> Iterator[Piece]:
         """A network repository's pieces, their chunks read in spans of a pack (ranges): the
         windows are taken in batches of about AHEAD_BYTES stored, the spans of the next batch
         are read while the pieces of this one are written, so two batches at most are in
         memory. On a local folder the chunk-by-chunk path is as fast (the page cache reads
-        ahead) and keeps its memory at a few chunks."""
+        ahead) and keeps its memory at a few chunks. With `on_target` (a resumed restore),
+        each batch's pieces are checked against the target first, on every core, and the
+        chunks of those already there are not read at all."""
         ahead = SpanReader(self.repo, self.fetchers)
+        checks = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="on-target") if on_target else None
         index = self.repo.index
         try:
             planned: deque = deque()
@@ -148,18 +158,25 @@ class SnapshotSource(Source):
                     else:
                         done = True
                     if batch:
-                        planned.append((batch, ahead.plan(bid for _, _, bid in batch if bid not in self.bad)))
+                        there: set[int] = set()
+                        if checks is not None:
+                            probes = [self._piece(number, w, subs, bid, _unread) for w, subs, bid in batch]
+                            there = {w for (w, _, _), yes in zip(batch, checks.map(on_target, probes)) if yes}
+                        planned.append((batch, there, ahead.plan(bid for w, _, bid in batch
+                                                                 if bid not in self.bad and w not in there)))
                 if not planned:
                     return
-                batch, where = planned.popleft()
+                batch, there, where = planned.popleft()
                 for w, subs, bid in batch:
-                    yield self._piece(number, w, subs, bid,
-                                      lambda bid=bid, at=where.get(bid): ahead.blob(bid, at))
+                    piece = self._piece(number, w, subs, bid, lambda bid=bid, at=where.get(bid): ahead.blob(bid, at))
+                    yield piece if checks is None else replace(piece, present=w in there)
         except GeneratorExit:         # the restore stopped (an error, cancelled): drop the reads ahead
             ahead.close(cancel=True)
             raise
         finally:
             ahead.close()
+            if checks is not None:
+                checks.shutdown(wait=False, cancel_futures=True)
 
     def _fetcher(self, number: int, w: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
         def fetch() -> bytes:

@@ -116,3 +116,67 @@ def test_a_span_that_fails_its_check_falls_back_to_the_chunks_own_read(two_snaps
             SpanReader(repo, 1).blob(b"\x00" * len(bid), None)
     finally:
         repo.close()
+
+
+def test_a_resumed_restore_reads_no_span_for_chunks_already_on_the_disk(tmp_path, two_snapshots, monkeypatch):
+    """A restore stopped part way, then run again: it checks each piece against the disk
+    before reading ahead, so the spans it reads hold exactly the chunks of the windows still
+    missing there (found here by hashing the target's bytes), none of a window already
+    written; the finished disk is byte for byte the source."""
+    from recovery.chunking import used_windows, window_length
+    from recovery.errors import Cancelled
+    from recovery.events import CancelToken, Progress
+    from recovery.jobs import RestoreJob, run_job
+    from recovery.repo.format import ID_SIZE
+
+    repo_url, disk, snapshot = two_snapshots
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(disk.stat().st_size)
+    token = CancelToken()
+
+    def stop_part_way(event):
+        if isinstance(event, Progress) and event.phase == "restore" and 0 < event.done < event.total:
+            token.cancel()
+
+    repo = Repository.open(repo_url)
+    try:
+        with pytest.raises(Cancelled):
+            run_job(RestoreJob(repo, snapshot, str(target), layout="keep"), confirm=lambda plan: True,
+                    on_event=stop_part_way, cancel=token)
+    finally:
+        repo.close()
+
+    repo = Repository.open(repo_url)
+    try:
+        source = SnapshotSource(repo, repo.load_manifest(snapshot))
+        there, missing = set(), set()        # chunk ids of windows on the disk / not yet there
+        with open(target, "rb") as f:
+            for part in source.partitions:
+                ranges, table = source.tables[part.number]
+                cs = source.chunk_size
+                for w, subs in used_windows(ranges, part.size, cs):
+                    bid = bytes(table[w * ID_SIZE : (w + 1) * ID_SIZE])
+                    buf = bytearray(window_length(w, part.size, cs))
+                    for off, n in subs:
+                        f.seek(part.start + w * cs + off)
+                        buf[off : off + n] = f.read(n)
+                    (there if repo.blob_id(bytes(buf)) == bid else missing).add(bid)
+        assert there and missing, "the first run was stopped before or after writing anything"
+
+        spans = []
+        read = SpanReader._read
+
+        def counted(self, span):
+            spans.append(span)
+            return read(self, span)
+
+        monkeypatch.setattr(SpanReader, "_read", counted)
+        result = run_job(RestoreJob(repo, snapshot, str(target), layout="keep"), confirm=lambda plan: True).result
+    finally:
+        repo.close()
+    read_ids = {bid for span in spans for bid, _ in span.members}
+    assert read_ids == missing                 # every missing chunk read, nothing else
+    assert not read_ids & (there - missing)
+    assert result.bytes_skipped > 0
+    assert filecmp.cmp(disk, target, shallow=False)

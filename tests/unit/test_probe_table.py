@@ -161,3 +161,21 @@ def test_layout_from_an_sfdisk_dump(tmp_path):
            [(1, "primary", "ef", True), (2, "extended", "f", False), (5, "logical", "83", False)]
     with pytest.raises(DiskError, match="not supported"):
         layout_from_sfdisk({"label": "sun", "partitions": []}, MiB)
+
+
+def test_partitions_of_a_disk_named_by_its_udev_link(tmp_path):
+    """Given /dev/disk/by-id/virtio-SRC, sfdisk names the partitions the udev way,
+    /dev/disk/by-id/virtio-SRC-part1 (seen in the live system): the numbers still come out."""
+    img = tmp_path / "gpt.img"
+    make_disk(img, 16 * MiB, "gpt", [PartSpec(4 * MiB, LINUX_FS), PartSpec(None, LINUX_FS)])
+    dump = sfdisk_json(img)
+    link = "/dev/disk/by-id/virtio-SRC"
+    dump["device"] = link
+    for number, part in enumerate(dump["partitions"], 1):
+        part["node"] = f"{link}-part{number}"
+    layout = layout_from_sfdisk(dump, 16 * MiB)
+    assert [p.number for p in layout.partitions] == [1, 2]
+    assert [p.start for p in layout.partitions] == [p.start for p in read_layout(str(img)).partitions]
+    dump["partitions"][1]["node"] = f"{link}-partition"
+    with pytest.raises(DiskError, match="cannot tell the partition number"):
+        layout_from_sfdisk(dump, 16 * MiB)

@@ -3,14 +3,16 @@ QEMU's user network (the host is 10.0.2.2 there): wired Ethernet comes up by DHC
 boots; an unattended restore from an S3 repository, its secrets read from a labelled
 partition, ends in a disk that boots; and in the shell, repositories on SMB (Samba) and NFS
 (nfs-ganesha), mounted by the live kernel's own cifs and nfs clients (this machine's kernel
-has neither), take a backup, check it and restore it, every file compared; in the same boot,
-repositories on FAT32 and exFAT through the live kernel's own drivers."""
+has neither), and on SFTP (OpenSSH's sshd, through the live system's sshfs), take a backup,
+check it and restore it, every file compared; in the same boot, repositories on FAT32 and
+exFAT through the live kernel's own drivers."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +20,7 @@ import pytest
 
 from tests.diskimages import PartSpec, make_disk
 from tests.fsimages import make_vfat
-from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd  # noqa: F401 - fixtures
+from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd, sshd  # noqa: F401 - fixtures
 from tests.vm import golden
 from tests.vm.live_shell import assert_restored, open_shell, power_off, shell_step, source_disk
 from tests.vm.qemu import Disk, Machine
@@ -78,24 +80,31 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
     assert booted["root"] == g.fingerprint
 
 
-def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha):
+def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha, sshd):
     """In one boot (VM boots are CI's dearest time), as a technician would in the shell: a
-    repository on each of SMB, NFS, a FAT32 USB stick and an exFAT SATA disk, each mounted by
-    the live kernel's own client or driver (this machine's kernel has none of cifs, nfs, vfat
-    and exfat, so the rest of the suite reaches FAT through FUSE); into each a backup of the
-    source disk, a check, and a restore onto a blank disk of its own, whose every file is then
-    compared with the source's here (and e2fsck run)."""
+    repository on each of SMB, NFS, SFTP, a FAT32 USB stick and an exFAT SATA disk, each mounted
+    by the live system's own client or driver (this machine's kernel has none of cifs, nfs, vfat
+    and exfat, so the rest of the suite reaches FAT through FUSE; sshfs needs the live kernel's
+    FUSE module loaded); into each a backup of the source disk, a check, and a restore onto a
+    blank disk of its own, whose every file is then compared with the source's here (and
+    e2fsck run)."""
     source, part, want = source_disk(tmp_path, seed=43)
-    kinds = ("smb", "nfs", "fat", "exfat")
+    kinds = ("smb", "nfs", "sftp", "fat", "exfat")
     targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
+    # The SSH client key travels on the FAT stick (FAT keeps no permissions: copied out below).
+    stick_tree = tmp_path / "stick-tree"
+    stick_tree.mkdir()
+    shutil.copyfile(sshd.client_key, stick_tree / "client_key")
+    sftp_dir = tmp_path / "sftp"
+    sftp_dir.mkdir()
     stick = tmp_path / "stick.img"
     make_disk(stick, 160 * MIB, "dos", [PartSpec(None, "c", content=str(
-        make_vfat(tmp_path / "stick.fs", 158 * MIB, label="FATREPO", garbage=False)))])
+        make_vfat(tmp_path / "stick.fs", 158 * MIB, tree_dir=stick_tree, label="FATREPO", garbage=False)))])
     exfat_fs = blank(tmp_path / "exfat.fs", 158 * MIB)
     subprocess.run(["mkfs.exfat", "-L", "EXREPO", str(exfat_fs)], check=True, capture_output=True)
     exdisk = tmp_path / "exfat.img"
     make_disk(exdisk, 160 * MIB, "dos", [PartSpec(None, "7", content=str(exfat_fs))])
-    # sda: the exFAT disk, sdb: the FAT32 stick; vda: the source, vdb-vde: the targets
+    # sda: the exFAT disk, sdb: the FAT32 stick; vda: the source, vdb-vdf: the targets
     disks = [Disk(exdisk, bus="sata", serial="EXFAT-REPO"), Disk(stick, bus="usb", serial="FAT-REPO", removable=True),
              Disk(source, bus="virtio", serial="SOURCE")]
     disks += [Disk(t, bus="virtio", serial=f"TARGET-{n.upper()}") for t, n in zip(targets, kinds)]
@@ -108,9 +117,12 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
                           " && mount -t exfat /dev/sda1 /mnt/exfat && grep -E ' /mnt/(fat|exfat) ' /proc/mounts") == 0
         mounts = vm.output
         assert shell_step(vm, "password", f"export LIFEBOAT_PASSWORD={SMB_PASSWORD}") == 0
+        assert shell_step(vm, "key", "install -m 600 /mnt/fat/client_key /tmp/client_key && export "
+                          f"LIFEBOAT_SSH_KEY=/tmp/client_key LIFEBOAT_SSH_HOST_KEY={sshd.fingerprint()} "
+                          "LIFEBOAT_DATA_DIR=/tmp/lifeboat-data") == 0
         repos = (f"smb://{SMB_USER}@{HOST}/backups/lifeboat", f"nfs://{HOST}/backups/lifeboat",
-                 "/mnt/fat/lifeboat", "/mnt/exfat/lifeboat")
-        for kind, repo, target in zip(kinds, repos, ("/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")):
+                 f"sftp://root@{HOST}:{sshd.port}{sftp_dir}/lifeboat", "/mnt/fat/lifeboat", "/mnt/exfat/lifeboat")
+        for kind, repo, target in zip(kinds, repos, ("/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf")):
             assert shell_step(vm, f"init-{kind}", f"lifeboat repo init {repo}") == 0
             assert shell_step(vm, f"backup-{kind}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
             assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
@@ -121,6 +133,7 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     # the repositories are on the servers, written through the guest's kernel clients
     assert (smbd.share / "lifeboat" / "lifeboat-repo.json").exists()
     assert (ganesha.export / "lifeboat" / "lifeboat-repo.json").exists()
+    assert (sftp_dir / "lifeboat" / "lifeboat-repo.json").exists()
     # the kernel's drivers, not FUSE, held the FAT repositories
     assert " /mnt/fat vfat " in mounts and " /mnt/exfat exfat " in mounts, mounts[-2000:]
     assert SMB_PASSWORD not in console.replace(f"LIFEBOAT_PASSWORD={SMB_PASSWORD}", "")
