@@ -44,6 +44,7 @@ declare -A PATHS=(
     [locations]=recovery/repo/locations.py
     [reader]=recovery/repo/reader.py
     [upgrade]=recovery/repo/upgrade.py
+    [scrub]=recovery/repo/scrub.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -66,7 +67,8 @@ declare -A TESTS=(
     [lock]="tests/unit/test_lock_edges.py"
     [locations]="tests/unit/test_locations_edges.py"
     [reader]="tests/integration/test_partition_reader.py tests/integration/test_reader_edges.py"
-    [upgrade]="tests/integration/test_repo_upgrade.py"
+    [upgrade]="tests/unit/test_upgrade_edges.py tests/integration/test_repo_upgrade.py"
+    [scrub]="tests/unit/test_scrub_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
