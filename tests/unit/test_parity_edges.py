@@ -10,7 +10,7 @@ import random
 import pytest
 
 from recovery.errors import DamageError
-from recovery.repo.parity import (HEADER_SIZE, READ_STEP, SMALL_SECTOR, Geometry, make_parity, read_sidecar,
+from recovery.repo.parity import (HEADER_SIZE, READ_STEP, SMALL_OBJECT, SMALL_SECTOR, TABLE_BLOCK, Geometry, make_parity, read_sidecar,
                                   read_tolerant, repair, repair_object, sidecar_matches, write_protected)
 from recovery.storage.base import StorageError, UnreachableError
 from recovery.storage.local import LocalStorage
@@ -148,3 +148,45 @@ def test_an_intact_object_has_nothing_damaged_or_lost():
     data = obj(3000, 7)
     got = repair(data, make_parity(data), "x")
     assert (got.damaged, got.lost, got.parity_damaged, got.repaired) == ([], [], 0, True)
+
+
+def test_parity_sectors_are_the_share_per_thousand_rounded_up():
+    # m = max(2, ceil(k * share / 1000)), whatever share the header gives: 91 * 22 = 2002.
+    geo = Geometry(91 * 512, 512, 244, 22)
+    assert (geo.k, geo.m) == (91, 3)
+
+
+def test_scattered_odds_at_their_bounds():
+    geo = Geometry.for_length(5000)                     # 10 sectors, one word, m = 2
+    assert geo.scattered_odds(0) == 1.0 and geo.scattered_odds(10) == 0.0
+    for damaged in (-1, 11):
+        with pytest.raises(ValueError) as err:
+            geo.scattered_odds(damaged)
+        assert str(err.value) == "damaged sectors must be between 0 and the object's sectors"
+
+
+def test_a_first_header_copy_out_of_bounds_is_passed_over_for_the_second():
+    data = obj(3000, 8)
+    side = make_parity(data)
+    assert sidecar_matches(forged(side, [0], sector=32), data)
+
+
+def test_a_truncated_object_counts_its_missing_sectors_even_when_they_were_zeros():
+    data = obj(3000, 9) + bytes(1024)                   # 8 sectors of 512; the last two hold zeros
+    side = make_parity(data)
+    got = repair(data[:7 * 512], side, "x")             # the last sector cut off
+    assert got.data == data and got.damaged == [7] and got.lost == [] and got.repaired
+
+
+def test_a_table_block_lost_in_both_copies_loses_only_its_own_checksums():
+    data = obj(SMALL_OBJECT, 10)                        # 512 data + 24 parity sums in 5 blocks
+    side = bytearray(make_parity(data))
+    geo = Geometry.for_length(len(data))
+    assert geo.table_blocks == 5
+    second = HEADER_SIZE + geo.table_blocks * TABLE_BLOCK + geo.parity_sectors * geo.sector_size
+    for at in (HEADER_SIZE, second):                    # block 3: data sectors 378-503 only
+        side[at + 3 * TABLE_BLOCK + 5] ^= 1
+    got = repair(data, bytes(side), "x")                # intact data: its digest still matches
+    assert got.damaged == [] and got.parity_damaged == 0
+    got = repair(data[:-1] + bytes([data[-1] ^ 1]), bytes(side), "x")
+    assert got.damaged == [*range(378, 504), 511] and got.parity_damaged == 0

@@ -12,6 +12,8 @@ import pytest
 
 from recovery.errors import Cancelled, DamageError
 from recovery.events import CancelToken
+from recovery.model.layout import Layout
+from recovery.repo.manifest import Manifest
 from recovery.repo.parity import HEADER_SIZE, TABLE_BLOCK, make_parity, parity_name, parse_sidecar
 from recovery.repo.repository import Repository
 from recovery.repo.scrub import DAMAGED_PREFIX, ObjectRepair, object_label, scrub, scrub_object, write_back
@@ -27,6 +29,7 @@ def repo(tmp_path, monkeypatch) -> Repository:
     monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
     made = Repository.init(tmp_path / "r")
     store(made, [os.urandom(20_000) for _ in range(12)])
+    made.write_manifest(Manifest("pc", "2026-12-01T00:00:00Z", "t", 4096, {}, Layout("none", 512, 1 << 20), [], []))
     return Repository.open(tmp_path / "r")
 
 
@@ -78,7 +81,9 @@ def test_labels_messages_and_json():
 
 def test_intact_objects_report_nothing_and_progress_counts_their_bytes(repo):
     root = repo.local_path
-    names = packs(repo) + sorted(str(p.relative_to(root)) for p in root.glob("index/*.idx"))
+    names = packs(repo) + sorted(str(p.relative_to(root)) for p in [*root.glob("index/*.idx"),
+                                                                    *root.glob("snapshots/*.json")])
+    assert names[-1].startswith("snapshots/")
     events = Events()
     assert scrub(repo, names[::-1], on_event=events) == []
     total = sum((root / n).stat().st_size for n in names)
@@ -89,7 +94,7 @@ def test_intact_objects_report_nothing_and_progress_counts_their_bytes(repo):
     found = scrub(repo, ["packs/00/" + "00" * 32 + ".pack"], on_event=events)
     assert [f.message() for f in found] == [f"pack {'00' * 8} has no readable parity (it is missing); "
                                             "run: lifeboat repo upgrade"]
-    assert {e.total for e in events.seen} == {0}
+    assert {e.total for e in events.seen} == {0} and events.seen[-1].done == 0
 
 
 def test_damage_is_repaired_in_memory_then_written_back_in_name_order(repo):
@@ -154,9 +159,11 @@ def test_objects_without_a_readable_sidecar(repo, tmp_path):
             return super().size(name)
 
     repo.storage = BadSectors(root)
-    found = {f.name: (f.no_parity, f.problem) for f in scrub(repo, [missing, garbled, unreadable])}
-    assert found == {missing: (True, "it is missing"), garbled: (True, "its header is damaged"),
-                     unreadable: (True, f"cannot read {parity_name(unreadable)}: Input/output error")}
+    scrubbed = scrub(repo, [missing, garbled, unreadable])
+    assert {f.name: (f.no_parity, f.problem) for f in scrubbed} == {
+        missing: (True, "it is missing"), garbled: (True, "its header is damaged"),
+        unreadable: (True, f"cannot read {parity_name(unreadable)}: Input/output error")}
+    assert {(f.to_json()["damaged_sectors"], f.to_json()["parity_damaged_sectors"]) for f in scrubbed} == {(0, 0)}
 
 
 def test_a_write_back_that_fails_keeps_the_damaged_object_and_says_why(repo):
@@ -238,3 +245,19 @@ def test_a_cancel_stops_the_scrub(repo):
     token.cancel()
     with pytest.raises(Cancelled):
         scrub(repo, packs(repo), cancel=token)
+
+
+class WritesRefused(LocalStorage):
+    """A mounted folder whose writes fail with the system's own error."""
+
+    def write(self, name, data):
+        raise OSError(5, "Input/output error")
+
+
+def test_a_write_back_failing_with_a_system_error_names_it(repo):
+    root = repo.local_path
+    name = packs(repo)[0]
+    flip(root / name, 100)
+    repo.storage = WritesRefused(root)
+    (found,) = scrub(repo, [name], fix=True)
+    assert not found.written_back and found.problem == "[Errno 5] Input/output error"

@@ -292,3 +292,21 @@ def test_an_encrypted_repository_missing_sidecars_gets_them_back(tmp_path, monke
     assert result == UpgradeResult(2, 2, objects=len(names), added=len(names),
                                    bytes_added=sum((root / parity_name(n)).stat().st_size for n in names))
     assert all(protected(root, n) for n in names)
+
+
+class ConfigRefused(LocalStorage):
+    """A mounted folder whose write of the config fails with the system's own error."""
+
+    def write(self, name, data):
+        if name == "lifeboat-repo.json":
+            raise OSError(5, "Input/output error")
+        return super().write(name, data)
+
+
+def test_a_config_write_failing_with_a_system_error_names_it(v1):
+    v1.storage = ConfigRefused(v1.local_path)
+    with pytest.raises(RepositoryError) as err:
+        upgrade(v1)
+    assert str(err.value) == ("the parity was added but the config could not be rewritten "
+                              "([Errno 5] Input/output error); run upgrade again")
+    assert config_on_disk(v1.local_path)["version"] == 1
