@@ -75,9 +75,9 @@ declare -A TESTS=(
     [reader]="tests/integration/test_partition_reader.py tests/integration/test_reader_edges.py"
     [upgrade]="tests/unit/test_upgrade_edges.py tests/integration/test_repo_upgrade.py"
     [scrub]="tests/unit/test_scrub_edges.py"
-    [swap]="tests/unit/test_fs_probe.py"
-    [foreign]="tests/unit/test_fs_probe.py"
-    [fsinit]="tests/unit/test_fs_probe.py"
+    [swap]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
+    [foreign]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
+    [fsinit]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
