@@ -128,3 +128,27 @@ def test_near_misses_are_not_taken_for_a_signature():
     for content in (lvm_wrong_type, lvm_too_far, md_elsewhere, luks_almost):
         assert identify(reader(content), len(content)) is None
         assert probe_partition(reader(content), len(content)).fs == "unknown"
+
+
+FULL = [
+    # Fields filled to their last byte, the next byte not zero: a label or UUID ends with its field.
+    ("crypto_LUKS", at(4096, (0, b"LUKS\xba\xbe\x00\x02"), (24, b"L" * 48 + b"!"), (168, b"u" * 40 + b"!")),
+     "L" * 48, "u" * 40),
+    ("xfs", at(4096, (0, b"XFSB"), (108, b"x" * 12 + b"\x0c")), "x" * 12, None),
+    ("btrfs", at(0x11000, (0x10040, b"_BHRfS_M"), (0x1012B, b"b" * 256 + b"!")), "b" * 256, None),
+    ("linux_raid_member", at(4096, (0, (0xA92B4EFC).to_bytes(4, "little")), (32, b"m" * 32 + b"!")), "m" * 32, None),
+    ("LVM2_member", at(4096, (0, b"LABELONE"), (24, b"LVM2 001"), (32, b"0123456789abcdefghijklmnopqrstuv!")),
+     None, "012345-6789-abcd-efgh-ijkl-mnop-qrstuv"),
+    ("LVM2_member", at(4096, (0, b"LABELONE"), (24, b"LVM2 001"), (32, b"\xff" * 32)),
+     None, "\ufffd" * 6 + "-" + "-".join(["\ufffd" * 4] * 5) + "-" + "\ufffd" * 6),
+]
+
+
+@pytest.mark.parametrize("kind,header,label,uuid", FULL)
+def test_a_field_filled_to_its_end_stops_there(kind, header, label, uuid):
+    assert identify(reader(header), len(header)) == (kind, label, uuid)
+
+
+def test_a_raid_member_as_short_as_its_magic_and_uuid_is_still_named():
+    member = at(32, (0, (0xA92B4EFC).to_bytes(4, "little")), (16, U.bytes))
+    assert identify(reader(member), len(member)) == ("linux_raid_member", None, str(U))
