@@ -77,7 +77,7 @@ declare -A TESTS=(
     [scrub]="tests/unit/test_scrub_edges.py"
     [swap]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [foreign]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
-    [fsinit]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
+    [fsinit]="tests/unit/test_fs_dispatch.py tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
