@@ -134,7 +134,7 @@ FULL = [
     # Fields filled to their last byte, the next byte not zero: a label or UUID ends with its field.
     ("crypto_LUKS", at(4096, (0, b"LUKS\xba\xbe\x00\x02"), (24, b"L" * 48 + b"!"), (168, b"u" * 40 + b"!")),
      "L" * 48, "u" * 40),
-    ("xfs", at(4096, (0, b"XFSB"), (108, b"x" * 12 + b"\x0c")), "x" * 12, None),
+    ("xfs", at(4096, (0, b"XFSB"), (108, b"x" * 12 + b"!")), "x" * 12, None),
     ("btrfs", at(0x11000, (0x10040, b"_BHRfS_M"), (0x1012B, b"b" * 256 + b"!")), "b" * 256, None),
     ("linux_raid_member", at(4096, (0, (0xA92B4EFC).to_bytes(4, "little")), (32, b"m" * 32 + b"!")), "m" * 32, None),
     ("LVM2_member", at(4096, (0, b"LABELONE"), (24, b"LVM2 001"), (32, b"0123456789abcdefghijklmnopqrstuv!")),
