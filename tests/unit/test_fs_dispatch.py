@@ -37,9 +37,11 @@ def test_an_fsinfo_says_nothing_unless_told_and_cannot_be_changed():
 def test_the_space_past_a_filesystem_is_kept_and_a_large_one_said():
     assert tail_after("ext4", 100, 100) == ([], []) and tail_after("ext4", 200, 100) == ([], [])
     assert tail_after("ext4", 100, 150) == ([(100, 50)], [])
-    assert tail_after("ext4", 0, LARGE_TAIL - 1) == ([(0, LARGE_TAIL - 1)], [])
-    assert tail_after("ntfs", MiB, MiB + LARGE_TAIL) == (
-        [(MiB, LARGE_TAIL)], ["ntfs ends 64 MiB before its partition does; that space is copied as it is"])
+    # Said from 64 MiB on (README: a shrunk filesystem's tail is copied as it is).
+    assert LARGE_TAIL == 64 * MiB
+    assert tail_after("ext4", 0, 64 * MiB - 1) == ([(0, 64 * MiB - 1)], [])
+    assert tail_after("ntfs", MiB, 65 * MiB) == (
+        [(MiB, 64 * MiB)], ["ntfs ends 64 MiB before its partition does; that space is copied as it is"])
 
 
 def test_a_partition_imaged_whole_says_why():
@@ -58,6 +60,7 @@ def test_a_clipped_reader_never_reads_outside_the_partition():
 
     read = clipped(raw, 100)
     assert len(read(90, 20)) == 10 and seen == [(90, 10)]
+    assert read(99, 5) == bytes(1) and seen.pop() == (99, 1)
     assert read(100, 5) == b"" and read(120, 5) == b"" and read(-1, 5) == b"" and read(0, 0) == b""
     assert seen == [(90, 10)]
 
@@ -72,6 +75,7 @@ def test_a_pread_reader_reads_its_window_of_the_file(tmp_path):
         assert whole_file(0, 20_000) == data and whole_file(9_990, 100) == data[9_990:]
         window = pread_reader(fd, 1000, 500)
         assert window(0, 10) == data[1000:1010] and window(490, 100) == data[1490:1500]
+        assert window(7, 1) == data[1007:1008] and window(499, 5) == data[1499:1500]
         assert window(500, 1) == b"" and window(600, 1) == b"" and window(-1, 5) == b"" and window(5, 0) == b""
         tail = pread_reader(fd, 9_000)
         assert tail(0, 5_000) == data[9_000:]
@@ -131,3 +135,9 @@ def test_a_boot_sector_is_named_when_its_filesystem_fits(vfat_image, tmp_path):
     broken = bytearray(vfat_image[:4096])
     broken[11:13] = (3).to_bytes(2, "little")            # 3 bytes per sector: no sane BPB
     assert boot_sector_filesystem(reader(bytes(broken)), size) is None
+
+
+def test_content_nobody_knows_is_imaged_whole_and_said_so():
+    info = probe_partition(reader(bytes(8192)), 8192)
+    assert (info.fs, info.whole, info.used) == ("unknown", True, ((0, 8192),))
+    assert info.warnings == ("no known filesystem or signature found; imaged whole (every block copied)",)
