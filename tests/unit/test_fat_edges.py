@@ -1,0 +1,112 @@
+"""FAT at its edges (recovery/fs/fat.py), on real mkfs.vfat images changed in memory: the
+cluster counts where FAT12 becomes FAT16 and FAT16 becomes FAT32, boot sectors that only look
+like FAT, the root directory's entries that are not its label (long names, deleted entries,
+files), "NO NAME", and FAT32's reserved top bits, which do not make a cluster used."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from recovery.fs import fat, identify, probe_partition
+from tests import fsimages
+
+MiB = fsimages.MiB
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    work = tmp_path_factory.mktemp("fat")
+    return {
+        16: fsimages.make_vfat(work / "f16.img", 16 * MiB, fat=16, label="EDGES", garbage=False).read_bytes(),
+        32: fsimages.make_vfat(work / "f32.img", 40 * MiB, fat=32, label="EDGES32", garbage=False).read_bytes(),
+    }
+
+
+def reader(buf):
+    return lambda offset, length: bytes(buf[offset : offset + length])
+
+
+def with_total(boot: bytes, sectors: int) -> bytes:
+    """The boot sector with its total sector count set (in the 32-bit field)."""
+    out = bytearray(boot[:512])
+    struct.pack_into("<H", out, 19, 0)
+    struct.pack_into("<I", out, 0x20, sectors)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("clusters,bits", [(4084, 12), (4085, 16), (65524, 16), (65525, 32)])
+def test_the_cluster_count_decides_the_fat_width(images, clusters, bits):
+    bpb = fat._Bpb(images[16][:512])
+    boot = with_total(images[16], bpb.data_start + clusters * bpb.sectors_per_cluster)
+    got = fat._Bpb(boot)
+    assert (got.cluster_count, got.bits, got.name) == (clusters, bits, f"FAT{bits}")
+
+
+def test_boot_sectors_that_only_look_like_fat(images):
+    boot = bytearray(images[16][:512])
+    assert fat.boot_sector_size(reader(bytes(boot))) == len(images[16])
+    for oem in (b"NTFS    ", b"EXFAT   "):
+        other = bytearray(boot)
+        other[3:11] = oem
+        assert fat.boot_sector_size(reader(bytes(other))) is None
+    for jump, fat_like in ((0xEB, True), (0xE9, True), (0x00, False), (0xEA, False)):
+        other = bytearray(boot)
+        other[0] = jump
+        assert (fat.boot_sector_size(reader(bytes(other))) is not None) is fat_like
+    assert fat.boot_sector_size(reader(bytes(boot[:511]))) is None
+
+
+def root_directory(image: bytes) -> tuple[int, fat._Bpb]:
+    bpb = fat._Bpb(image[:512])
+    return (bpb.reserved + bpb.fat_count * bpb.fat_size) * bpb.bytes_per_sector, bpb
+
+
+def entry(name: bytes, attr: int, first: int | None = None) -> bytes:
+    raw = bytearray(32)
+    raw[0:11] = name.ljust(11)
+    raw[11] = attr
+    if first is not None:
+        raw[0] = first
+    return bytes(raw)
+
+
+def test_only_the_volume_label_entry_names_the_volume(images):
+    image = bytearray(images[16])
+    at, _ = root_directory(bytes(image))
+    entries = [
+        entry(b"\x41LONG NAME", 0x0F),               # a long-name piece: its attribute has the label bit
+        entry(b"README  TXT", 0x01),                  # a read-only file
+        entry(b"ARCHIVE BIN", 0x20),
+        entry(b"OLDLABEL", 0x08, first=0xE5),         # a deleted label
+        entry(b"ROOTLABEL", 0x08),
+    ]
+    image[at : at + 32 * len(entries)] = b"".join(entries)
+    assert identify(reader(bytes(image)), len(image))[1] == "ROOTLABEL"
+    assert probe_partition(reader(bytes(image)), len(image)).label == "ROOTLABEL"
+    # Without a label entry the boot sector's label stands; "NO NAME" is no label at all.
+    image[at + 32 * 4 : at + 32 * 5] = bytes(32)
+    assert identify(reader(bytes(image)), len(image))[1] == "EDGES"
+    bpb_ext = 0x24
+    image[bpb_ext + 7 : bpb_ext + 18] = b"NO NAME    "
+    assert identify(reader(bytes(image)), len(image))[1] is None
+    assert fat._label_text(b"NO NAME    ") is None and fat._label_text(b"NO NAMES   ") == "NO NAMES"
+
+
+def test_fat32_reserved_bits_do_not_make_a_cluster_used(images):
+    image = bytearray(images[32])
+    bpb = fat._Bpb(bytes(image[:512]))
+    assert bpb.bits == 32
+    before = probe_partition(reader(bytes(image)), len(image)).used
+    fat_at = bpb.reserved * bpb.bytes_per_sector
+    free = next(c for c in range(bpb.cluster_count + 1, 2, -1)
+                if image[fat_at + 4 * c : fat_at + 4 * c + 4] == bytes(4))
+    for copy in range(bpb.fat_count):
+        top = fat_at + copy * bpb.fat_size * bpb.bytes_per_sector + 4 * free + 3
+        image[top] = 0xF0                          # the reserved nibble only
+    assert probe_partition(reader(bytes(image)), len(image)).used == before
+    image[fat_at + 4 * free] = 0x01                # a real entry in the first copy: now used
+    after = probe_partition(reader(bytes(image)), len(image)).used
+    data = bpb.data_start * bpb.bytes_per_sector + (free - 2) * bpb.cluster_bytes
+    assert after != before and any(o <= data < o + n for o, n in after)
