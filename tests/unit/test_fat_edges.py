@@ -110,3 +110,36 @@ def test_fat32_reserved_bits_do_not_make_a_cluster_used(images):
     after = probe_partition(reader(bytes(image)), len(image)).used
     data = bpb.data_start * bpb.bytes_per_sector + (free - 2) * bpb.cluster_bytes
     assert after != before and any(o <= data < o + n for o, n in after)
+
+
+@pytest.mark.parametrize("offset,fmt,value,fat_like", [
+    (11, "<H", 512, True), (11, "<H", 1024, True), (11, "<H", 2048, True), (11, "<H", 4096, True),
+    (11, "<H", 256, False), (11, "<H", 1000, False), (11, "<H", 8192, False),
+    (13, "<B", 1, True), (13, "<B", 128, True), (13, "<B", 0, False), (13, "<B", 3, False),
+    (14, "<H", 0, False),                                      # no reserved sector
+    (16, "<B", 1, True), (16, "<B", 4, True), (16, "<B", 0, False), (16, "<B", 5, False),
+    (21, "<B", 0xF0, True), (21, "<B", 0xF8, True), (21, "<B", 0xFF, True),
+    (21, "<B", 0xEF, False), (21, "<B", 0xF1, False), (21, "<B", 0xF7, False),
+])
+def test_each_bpb_field_is_checked_for_sanity(images, offset, fmt, value, fat_like):
+    boot = bytearray(images[16][:512])
+    struct.pack_into(fmt, boot, offset, value)
+    got = fat._bpb(reader(bytes(boot)))
+    assert (got is not None) is bool(fat_like)
+    if got is not None:
+        assert struct.unpack_from(fmt, boot, offset)[0] in (got.bytes_per_sector, got.sectors_per_cluster,
+                                                            got.reserved, got.fat_count, got.media)
+
+
+def test_no_sectors_at_all_is_not_fat(images):
+    assert fat._bpb(reader(with_total(images[16], 0))) is None
+
+
+@pytest.mark.parametrize("signature,serial,label", [(0x29, True, True), (0x28, True, False), (0x00, False, False)])
+def test_the_extended_bpb_signature_says_what_follows(images, signature, serial, label):
+    boot = bytearray(images[16][:512])
+    boot[0x24 + 2] = signature
+    bpb = fat._Bpb(bytes(boot))
+    assert bpb.has_ext_bpb is serial and (bpb.serial is not None) is serial
+    assert bpb.boot_label == (b"EDGES      " if label else b"")
+    assert fat._serial_text(0x1A2B3C4D) == "1A2B-3C4D" and fat._serial_text(None) is None
