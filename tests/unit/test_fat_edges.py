@@ -143,3 +143,40 @@ def test_the_extended_bpb_signature_says_what_follows(images, signature, serial,
     assert bpb.has_ext_bpb is serial and (bpb.serial is not None) is serial
     assert bpb.boot_label == (b"EDGES      " if label else b"")
     assert fat._serial_text(0x1A2B3C4D) == "1A2B-3C4D" and fat._serial_text(None) is None
+
+
+def fsck_geometry(image: bytes, tmp_path) -> dict[str, int]:
+    """What fsck.fat says of the image's layout, read apart from this module."""
+    import re
+    import subprocess
+
+    path = tmp_path / "g.img"
+    path.write_bytes(image)
+    out = subprocess.run(["fsck.vfat", "-n", "-v", str(path)], capture_output=True, text=True).stdout
+    return {"root": int(re.search(r"Root directory starts at byte (\d+)", out).group(1)) if "Root directory starts"
+            in out else -1,
+            "data": int(re.search(r"Data area starts at byte (\d+)", out).group(1)),
+            "clusters": int(re.search(r"(\d+) data clusters", out).group(1))}
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_the_layout_is_the_one_fsck_reads(images, bits, tmp_path):
+    image = images[bits]
+    bpb = fat._Bpb(image[:512])
+    want = fsck_geometry(image, tmp_path)
+    assert bpb.data_start * bpb.bytes_per_sector == want["data"] and bpb.cluster_count == want["clusters"]
+    if bits == 16:
+        assert root_directory(image)[0] == want["root"]
+
+
+def test_fat32_serial_and_root_label_come_from_their_own_places(images, tmp_path):
+    import subprocess
+
+    image = bytearray(images[32])
+    image[0x40 + 7 : 0x40 + 18] = b"BOOTLABEL  "        # the boot sector's copy differs from the root's
+    path = tmp_path / "f32.img"
+    path.write_bytes(bytes(image))
+    blkid = dict(line.split("=", 1) for line in subprocess.run(
+        ["blkid", "-o", "export", str(path)], capture_output=True, text=True).stdout.split())
+    assert identify(reader(bytes(image)), len(image)) == ("vfat", "EDGES32", blkid["UUID"])
+    assert blkid["LABEL"] == "EDGES32"
