@@ -180,3 +180,49 @@ def test_fat32_serial_and_root_label_come_from_their_own_places(images, tmp_path
         ["blkid", "-o", "export", str(path)], capture_output=True, text=True).stdout.split())
     assert identify(reader(bytes(image)), len(image)) == ("vfat", "EDGES32", blkid["UUID"])
     assert blkid["LABEL"] == "EDGES32"
+
+
+def fat32_root_chain(image: bytes, length: int, label_in: int | None) -> bytes:
+    """The FAT32 image with its root directory a chain of `length` clusters (2, then the free ones
+    after it, read backwards: 2, 3 + length - 2, ..., 3), every entry a read-only file except one volume label at
+    the start of cluster number `label_in` of the chain (counted from 0), if any."""
+    out = bytearray(image)
+    bpb = fat._Bpb(image[:512])
+    assert bpb.root_cluster == 2
+    bps, size = bpb.bytes_per_sector, bpb.cluster_bytes
+    chain = [2] + list(range(3 + length - 2, 2, -1))
+    for copy in range(bpb.fat_count):
+        table = (bpb.reserved + copy * bpb.fat_size) * bps
+        for here, nxt in zip(chain, chain[1:] + [0x0FFFFFFF]):
+            struct.pack_into("<I", out, table + 4 * here, nxt)
+    files = entry(b"FILE    TXT", 0x01) * (size // 32)
+    for n, cluster in enumerate(chain):
+        at = bpb.data_start * bps + (cluster - 2) * size
+        out[at : at + size] = files
+        if n == label_in:
+            out[at : at + 32] = entry(b"CHAINED", 0x08)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("length,label_in,label", [
+    (2, 1, "CHAINED"),                 # the label in the root's second cluster
+    (16, 15, "CHAINED"),               # in the 16th: still read
+    (17, 16, "EDGES32"),               # in the 17th: past what is read, the boot sector's label stands
+])
+def test_a_fat32_root_directory_is_followed_through_its_chain(images, length, label_in, label):
+    image = fat32_root_chain(images[32], length, label_in)
+    assert identify(reader(image), len(image))[1] == label
+
+
+def test_fat12_entries_are_read_from_their_twelve_bits():
+    # Entries 0-7: 0x800, 0x000, 0x000, 0x001, 0x005, 0x000, 0xFFF, 0x010 packed two in three bytes.
+    values = [0x800, 0x000, 0x000, 0x001, 0x005, 0x000, 0xFFF, 0x010]
+    packed = bytearray()
+    for even, odd in zip(values[::2], values[1::2]):
+        packed += bytes([even & 0xFF, (even >> 8) | ((odd & 0x0F) << 4), odd >> 4])
+    flags = fat._nonzero_entries(bytes(packed) + bytes(2), 12, len(values))
+    assert [bool(f) for f in flags] == [bool(v) for v in values]
+
+
+def test_a_label_ending_in_x_keeps_it():
+    assert fat._label_text(b"FAX        ") == "FAX" and fat._label_text(b"BOX\0\0\0\0\0\0\0\0") == "BOX"
