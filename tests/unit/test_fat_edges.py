@@ -182,15 +182,14 @@ def test_fat32_serial_and_root_label_come_from_their_own_places(images, tmp_path
     assert blkid["LABEL"] == "EDGES32"
 
 
-def fat32_root_chain(image: bytes, length: int, label_in: int | None) -> bytes:
-    """The FAT32 image with its root directory a chain of `length` clusters (2, then the free ones
-    after it, read backwards: 2, 3 + length - 2, ..., 3), every entry a read-only file except one volume label at
-    the start of cluster number `label_in` of the chain (counted from 0), if any."""
+def fat32_root_chain(image: bytes, chain: list[int], label_in: int | None) -> bytes:
+    """The FAT32 image with its root directory the clusters of `chain` (from cluster 2), every
+    entry a read-only file except one volume label at the start of the chain's cluster number
+    `label_in` (counted from 0), if any."""
     out = bytearray(image)
     bpb = fat._Bpb(image[:512])
-    assert bpb.root_cluster == 2
+    assert bpb.root_cluster == 2 == chain[0]
     bps, size = bpb.bytes_per_sector, bpb.cluster_bytes
-    chain = [2] + list(range(3 + length - 2, 2, -1))
     for copy in range(bpb.fat_count):
         table = (bpb.reserved + copy * bpb.fat_size) * bps
         for here, nxt in zip(chain, chain[1:] + [0x0FFFFFFF]):
@@ -204,13 +203,20 @@ def fat32_root_chain(image: bytes, length: int, label_in: int | None) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("length,label_in,label", [
-    (2, 1, "CHAINED"),                 # the label in the root's second cluster
-    (16, 15, "CHAINED"),               # in the 16th: still read
-    (17, 16, "EDGES32"),               # in the 17th: past what is read, the boot sector's label stands
+def backwards(length: int) -> list[int]:
+    """`length` clusters: 2, then the free clusters after it, backwards (2, length + 1, ..., 3)."""
+    return [2] + list(range(length + 1, 2, -1))
+
+
+@pytest.mark.parametrize("chain,label_in,label", [
+    (backwards(2), 1, "CHAINED"),              # the label in the root's second cluster
+    (backwards(16), 15, "CHAINED"),            # in the 16th: still read
+    (backwards(17), 16, "EDGES32"),            # in the 17th: past what is read, the boot sector's label stands
+    # Through the last entry of the 64 KiB of FAT that identify reads (cluster 16383).
+    ([2, 16383, 3], 2, "CHAINED"),
 ])
-def test_a_fat32_root_directory_is_followed_through_its_chain(images, length, label_in, label):
-    image = fat32_root_chain(images[32], length, label_in)
+def test_a_fat32_root_directory_is_followed_through_its_chain(images, chain, label_in, label):
+    image = fat32_root_chain(images[32], chain, label_in)
     assert identify(reader(image), len(image))[1] == label
 
 
