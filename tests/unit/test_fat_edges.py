@@ -182,15 +182,15 @@ def test_fat32_serial_and_root_label_come_from_their_own_places(images, tmp_path
     assert blkid["LABEL"] == "EDGES32"
 
 
-def fat32_root_chain(image: bytes, chain: list[int], label_in: int | None) -> bytes:
+def fat32_root_chain(image: bytes, chain: list[int], label_in: int | None, copies: int | None = None) -> bytes:
     """The FAT32 image with its root directory the clusters of `chain` (from cluster 2), every
     entry a read-only file except one volume label at the start of the chain's cluster number
-    `label_in` (counted from 0), if any."""
+    `label_in` (counted from 0), if any; the chain written in the first `copies` FATs (all)."""
     out = bytearray(image)
     bpb = fat._Bpb(image[:512])
     assert bpb.root_cluster == 2 == chain[0]
     bps, size = bpb.bytes_per_sector, bpb.cluster_bytes
-    for copy in range(bpb.fat_count):
+    for copy in range(bpb.fat_count if copies is None else copies):
         table = (bpb.reserved + copy * bpb.fat_size) * bps
         for here, nxt in zip(chain, chain[1:] + [0x0FFFFFFF]):
             struct.pack_into("<I", out, table + 4 * here, nxt)
@@ -214,6 +214,7 @@ def backwards(length: int) -> list[int]:
     (backwards(17), 16, "EDGES32"),            # in the 17th: past what is read, the boot sector's label stands
     # Through the last entry of the 64 KiB of FAT that identify reads (cluster 16383).
     ([2, 16383, 3], 2, "CHAINED"),
+    ([2, 16384, 3], 2, "EDGES32"),             # one past it: the chain ends there for identify
 ])
 def test_a_fat32_root_directory_is_followed_through_its_chain(images, chain, label_in, label):
     image = fat32_root_chain(images[32], chain, label_in)
@@ -232,3 +233,74 @@ def test_fat12_entries_are_read_from_their_twelve_bits():
 
 def test_a_label_ending_in_x_keeps_it():
     assert fat._label_text(b"FAX        ") == "FAX" and fat._label_text(b"BOX\0\0\0\0\0\0\0\0") == "BOX"
+
+
+def test_the_label_is_looked_up_in_the_first_fat(images):
+    image = fat32_root_chain(images[32], backwards(2), 1, copies=1)
+    assert identify(reader(image), len(image))[1] == "CHAINED"
+    assert probe_partition(reader(image), len(image)).label == "CHAINED"
+
+
+def fat16_root(image: bytes, entries: list[bytes], fill: bytes | None = None) -> bytes:
+    """The FAT16 image with its root directory's first entries replaced (and every other one
+    `fill`, when given)."""
+    out = bytearray(image)
+    at, bpb = root_directory(image)
+    if fill is not None:
+        out[at : at + bpb.root_entries * 32] = fill * bpb.root_entries
+    out[at : at + 32 * len(entries)] = b"".join(entries)
+    return bytes(out)
+
+
+def test_the_root_directory_ends_at_its_end_marker_and_at_its_last_entry(images):
+    label = entry(b"ROOTLABEL", 0x08)
+    after_end = fat16_root(images[16], [entry(b"README  TXT", 0x01), bytes(32), label])
+    assert identify(reader(after_end), len(after_end))[1] == "EDGES"
+    blank_deleted = fat16_root(images[16], [bytes([0xE5]) + bytes(31), label])
+    assert identify(reader(blank_deleted), len(blank_deleted))[1] == "ROOTLABEL"
+    at, bpb = root_directory(images[16])
+    full = fat16_root(images[16], [], fill=entry(b"README  TXT", 0x01))
+    info = probe_partition(reader(full), len(full))
+    assert not info.whole and info.label == "EDGES"
+    last = bytearray(full)
+    last[at + 32 * (bpb.root_entries - 1) : at + 32 * bpb.root_entries] = label
+    assert identify(reader(bytes(last)), len(last))[1] == "ROOTLABEL"
+    # What follows the root directory (the first cluster) is not read as part of it.
+    data = bpb.data_start * bpb.bytes_per_sector
+    past = bytearray(full)
+    past[data : data + 32] = label
+    assert identify(reader(bytes(past)), len(past))[1] == "EDGES"
+
+
+def test_damaged_geometry_is_refused_with_its_reason(images):
+    boot = images[16]
+    bpb = fat._Bpb(boot[:512])
+    size = len(boot)
+    with pytest.raises(fat.FsMapError) as err:
+        fat.probe(reader(boot), size - 512)
+    assert str(err.value) == (f"FAT16 is larger than its partition ({size} bytes in {size - 512}); "
+                              "the partition looks truncated")
+    spc = bpb.sectors_per_cluster
+    assert spc >= 2
+    short = with_total(boot, bpb.data_start + spc - 1) + boot[512:]       # less than one cluster of data
+    with pytest.raises(fat.FsMapError) as err:
+        fat.probe(reader(short), size)
+    assert str(err.value) == "FAT12 boot sector is damaged (no data area)"
+    one = with_total(boot, bpb.data_start + spc) + boot[512:]             # exactly one cluster: mapped
+    info = fat.probe(reader(one), size)
+    assert info.fs == "vfat" and info.used[-1] == (0, size)
+
+
+def test_a_fat_exactly_as_large_as_its_clusters_need_is_enough(images):
+    boot = images[16]
+    bpb = fat._Bpb(boot[:512])
+    bps, spc = bpb.bytes_per_sector, bpb.sectors_per_cluster
+    clusters = bpb.fat_size * bps // 2 - 2                 # 16-bit entries fill every FAT sector
+    image = with_total(boot, bpb.data_start + clusters * spc) + boot[512:]
+    size = (bpb.data_start + clusters * spc) * bps
+    info = fat.probe(reader(image), size)                   # past the image, the reader gives nothing: zeros are free
+    assert info.used[0] == (0, bpb.data_start * bps)
+    one_more = with_total(boot, bpb.data_start + (clusters + 1) * spc) + boot[512:]
+    with pytest.raises(fat.FsMapError) as err:
+        fat.probe(reader(one_more), size + spc * bps)
+    assert str(err.value) == "FAT16 boot sector is damaged (FAT too small for its clusters)"
