@@ -197,6 +197,8 @@ def fat32_root_chain(image: bytes, chain: list[int], label_in: int | None, copie
     files = entry(b"FILE    TXT", 0x01) * (size // 32)
     for n, cluster in enumerate(chain):
         at = bpb.data_start * bps + (cluster - 2) * size
+        if at + size > len(out):              # past the volume: the partition goes on
+            out += bytes(at + size - len(out))
         out[at : at + size] = files
         if n == label_in:
             out[at : at + 32] = entry(b"CHAINED", 0x08)
@@ -215,8 +217,14 @@ def backwards(length: int) -> list[int]:
     # Through the last entry of the 64 KiB of FAT that identify reads (cluster 16383).
     ([2, 16383, 3], 2, "CHAINED"),
     ([2, 16384, 3], 2, "EDGES32"),             # one past it: the chain ends there for identify
+    ([2, 16384], 0, "CHAINED"),                # ... and what was read before still counts
+    ("last", 1, "CHAINED"),                    # the volume's last cluster
+    ("past", 1, "EDGES32"),                    # one past it: outside the volume, not followed
 ])
 def test_a_fat32_root_directory_is_followed_through_its_chain(images, chain, label_in, label):
+    count = fat._Bpb(images[32][:512]).cluster_count
+    if isinstance(chain, str):
+        chain = {"last": [2, count + 1], "past": [2, count + 2]}[chain]
     image = fat32_root_chain(images[32], chain, label_in)
     assert identify(reader(image), len(image))[1] == label
 
