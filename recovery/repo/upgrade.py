@@ -60,15 +60,16 @@ def _objects(storage) -> list[tuple[str, int]]:
 
 
 def _prove(repo, name: str, data: bytes) -> None:
-    """DamageError unless the object's own checks pass."""
+    """DamageError unless the object's own checks pass (with the repository's keys, when it
+    is encrypted: a v2 repository's lost sidecars are made again here too)."""
     label = object_label(name)
     if name.startswith("snapshots/"):
         if blake3.blake3(data).hexdigest() != name[len("snapshots/"):-len(".json")]:
             raise DamageError(f"{label} is damaged")
     elif name.startswith("index/"):
-        index_file_packs(name, data)
+        index_file_packs(name, data, repo.sealer)
     else:
-        entries = parse_footer(name, len(data), data)
+        entries = parse_footer(name, len(data), data, repo.sealer)
         if isinstance(entries, int):
             raise DamageError(f"{label} has a damaged footer")
         for e in entries:
