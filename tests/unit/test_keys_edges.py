@@ -45,7 +45,7 @@ def storage(tmp_path):
 
 
 def test_argon2_defaults_and_bounds_with_their_messages():
-    assert KdfParams() == KdfParams(256 * 1024, 3, 2)
+    assert KdfParams() == KdfParams(64 * 1024, 3, 4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         KdfParams().iterations = 1                  # a shared default cannot be changed
     # the variables README documents
