@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import blake3
-from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -83,6 +82,7 @@ def _wrapping_key(passphrase: str, salt: bytes, kdf: KdfParams) -> bytes:
 
 
 def _argon2id(secret: bytes, salt: bytes, kdf: KdfParams) -> bytes:
+    from argon2.low_level import Type, hash_secret_raw   # here: a plain repository never loads it
     return hash_secret_raw(secret, salt, time_cost=kdf.iterations, memory_cost=kdf.memory_kib,
                            parallelism=kdf.parallelism, hash_len=32, type=Type.ID)
 

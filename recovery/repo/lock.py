@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -51,7 +50,7 @@ def stale_reason(holder: dict, now: float | None = None) -> str | None:
         pid = int(holder.get("pid", 0))
     except (TypeError, ValueError):
         pid = 0
-    if host == socket.gethostname() and pid and not pid_alive(pid):
+    if host == os.uname().nodename and pid and not pid_alive(pid):
         return f"process {pid} on {host} is no longer running"
     expires = holder.get("expires")
     if isinstance(expires, (int, float)) and now > expires:
@@ -78,7 +77,7 @@ class Lock:
         self.purpose = purpose            # said to whoever waits for this lock ("backup", "restore", ...)
         self.ttl = ttl_seconds() if ttl is None else ttl
         self.token = uuid.uuid4().hex[:12]      # tells this holder's lock object from any other
-        me = f"{socket.gethostname()}-{os.getpid()}-{self.token}"
+        me = f"{os.uname().nodename}-{os.getpid()}-{self.token}"
         self.name = EXCLUSIVE if exclusive else f"{SHARED_PREFIX}{me}.json"
         self.held = False
         self.broken: list[str] = []       # stale locks removed while taking this one
@@ -141,7 +140,7 @@ class Lock:
     def _content(self) -> bytes:
         now = time.time()
         return json.dumps({
-            "host": socket.gethostname(), "pid": os.getpid(),
+            "host": os.uname().nodename, "pid": os.getpid(),
             "mode": "exclusive" if self.exclusive else "shared", "purpose": self.purpose,
             "since": self._since, "refreshed": now, "expires": now + self.ttl, "token": self.token,
         }).encode()

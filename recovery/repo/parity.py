@@ -30,13 +30,16 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from math import comb
+from typing import TYPE_CHECKING
 
 import blake3
-from pyeclib.ec_iface import ECDriver
 
 from recovery.errors import DamageError
 from recovery.repo import isal
 from recovery.storage.base import StorageError, UnreachableError
+
+if TYPE_CHECKING:
+    from pyeclib.ec_iface import ECDriver
 
 PARITY_SUFFIX = ".par"
 # Sidecar versions: "LBPARIT3" (written) stores the parity share per mille; "LBPARIT2" (the
@@ -164,6 +167,7 @@ def _driver(k: int, m: int, fragment: int) -> tuple[ECDriver, list[bytes]]:
         cache = _drivers.cache = {}
     key = (k, m, fragment)
     if key not in cache:
+        from pyeclib.ec_iface import ECDriver   # here: loading liberasurecode costs a backup's start ~20 ms
         driver = ECDriver(k=k, m=m, ec_type=EC_TYPE)
         frags = driver.encode(bytes(k * fragment))
         cache[key] = (driver, [f[: len(f) - fragment] for f in frags])

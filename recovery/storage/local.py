@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import threading
 import time
 import uuid
@@ -57,7 +56,7 @@ def write_error(exc: OSError, what: str = "write to") -> Exception:
 
 def scratch_name() -> str:
     """A scratch file's name says which writer made it, so leftovers of a dead one are known."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+    return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
 
@@ -304,7 +303,7 @@ class LocalStorage(Storage):
     def scratch_clean(self, keep=None) -> None:
         """Remove scratch files of writers that are gone: made on this host by a process that
         no longer runs, or (from another host, or in an older naming) untouched for a day."""
-        host = socket.gethostname()
+        host = os.uname().nodename
         try:
             entries = list(os.scandir(self.root / SCRATCH))
         except OSError:

@@ -15,3 +15,12 @@ def test_building_the_parser_loads_no_browsing_or_tui_code():
             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_loading_the_repository_code_loads_no_key_stretching_or_parity_decoder():
+    """Argon2 is needed only to unlock an encrypted repository, pyeclib's decoder only to repair
+    (ISA-L makes parity without it): a plain backup's start does not pay for loading either."""
+    code = ("import sys; import recovery.backup, recovery.repo.repository; "
+            "print(' '.join(m for m in ('argon2', 'pyeclib.ec_iface') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
