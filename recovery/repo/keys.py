@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import RepositoryError, UsageError, WrongPassphraseError
 from recovery.repo.sealing import MASTER_KEY_SIZE, NONCE_SIZE, TAG_SIZE, key_check
@@ -141,6 +139,7 @@ def new_key_object(master: bytes, passphrase: str, repo_id: str, kdf: KdfParams,
     key_id = secrets.token_hex(8)
     salt = os.urandom(16)
     nonce = os.urandom(NONCE_SIZE)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM   # only encrypted repositories load it
     wrapped = AESGCM(_wrapping_key(passphrase, salt, kdf)).encrypt(nonce, master, _wrap_aad(repo_id, key_id))
     body = {
         "format": KEY_FORMAT, "version": 1, "id": key_id, "created": created,
@@ -184,6 +183,8 @@ class KeyObject:
 
     def unwrap(self, passphrase: str, repo_id: str) -> bytes | None:
         """The master key, or None when the passphrase is not this key's."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         aead = AESGCM(_wrapping_key(passphrase, self.salt, self.kdf))
         try:
             master = aead.decrypt(self.wrapped[:NONCE_SIZE], self.wrapped[NONCE_SIZE:], _wrap_aad(repo_id, self.id))

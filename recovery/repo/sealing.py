@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -35,9 +33,6 @@ AAD_INDEX = b"lifeboat index file"
 AAD_MANIFEST = b"lifeboat snapshot manifest"
 AAD_MARK = b"lifeboat check mark\x00"
 
-
-# AESGCM.encrypt_into (cryptography 44 and later) seals into a buffer the caller gives.
-_ENCRYPT_INTO = hasattr(AESGCM, "encrypt_into")
 
 
 class SealBroken(Exception):
@@ -61,8 +56,13 @@ class Sealer:
     def __init__(self, master: bytes):
         if len(master) != MASTER_KEY_SIZE:
             raise ValueError("a master key is 32 bytes")
+        # cryptography is loaded here, by the first encrypted repository: a plain one's start
+        # does not read its 14 MB library from the disk
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self.master = master
         self._aead = AESGCM(derive(master, _AEAD_CONTEXT))
+        # encrypt_into (cryptography 44 and later) seals into a buffer the caller gives
+        self._encrypt_into = hasattr(self._aead, "encrypt_into")
         self._id_key = derive(master, _ID_CONTEXT)
 
     def blob_id(self, raw) -> bytes:
@@ -77,6 +77,7 @@ class Sealer:
     def open(self, sealed, aad: bytes) -> bytes:
         if len(sealed) < OVERHEAD:
             raise SealBroken("too short")
+        from cryptography.exceptions import InvalidTag
         view = memoryview(sealed)
         try:
             return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
@@ -88,7 +89,7 @@ class Sealer:
         ciphertext is not made apart and then copied behind the nonce (measured: 400 kB blobs
         sealed in ~0.02 ms of CPU each instead of ~0.3 ms, most of which was that copy and the
         page faults of two fresh buffers)."""
-        if not _ENCRYPT_INTO:
+        if not self._encrypt_into:
             return bytearray(self.seal(stored, blob_aad(bid, kind)))
         nonce = os.urandom(NONCE_SIZE)
         out = bytearray(NONCE_SIZE + len(stored) + TAG_SIZE)
