@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import threading
 import time
 import unicodedata
@@ -136,7 +135,7 @@ def new_key_object(master: bytes, passphrase: str, repo_id: str, kdf: KdfParams,
                    created: str) -> tuple[str, bytes]:
     """(key id, the key object's bytes) for one passphrase."""
     kdf.check()
-    key_id = secrets.token_hex(8)
+    key_id = os.urandom(8).hex()
     salt = os.urandom(16)
     nonce = os.urandom(NONCE_SIZE)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM   # only encrypted repositories load it
