@@ -159,6 +159,29 @@ def test_quitting_while_browsing_unmounts(machine):
     assert not views()
 
 
+def test_a_crash_of_the_tui_while_browsing_unmounts(machine):
+    """An error the app does not handle (here raised from a callback on the UI's own loop, as a
+    slip in a widget would) ends the TUI with its traceback; the partition it was browsing is
+    unmounted on the way out, images and filesystem alike."""
+    class Slip(RuntimeError):
+        pass
+
+    def slip():
+        raise Slip("a slip in the UI")
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await open_browser(pilot)
+            assert len(views()) == 1
+            app.call_later(slip)
+            await pilot.pause(0.5)
+
+    with pytest.raises(Slip):
+        asyncio.run(scenario())
+    assert not views()
+
+
 def test_destination_offers_other_drives_with_their_room(machine, tmp_path, loops):
     """With the disks' partitions scanned, the picker offers a USB-like drive (an image with an
     ext4 partition) with its free space, never the saved computer's own disk; the copy lands
