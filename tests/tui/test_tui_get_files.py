@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -59,12 +60,23 @@ async def copy_marked(pilot, dest: Path):
     await type_folder(pilot, dest)
 
 
-def test_browse_mark_and_copy_every_byte(machine, tmp_path):
+def test_browse_mark_and_copy_every_byte(machine, tmp_path, monkeypatch):
+    from tui.screens import job
     from tui.screens.result import ResultScreen
 
     dest = tmp_path / "usb"
     dest.mkdir()
     marked_total = []
+    shown = []          # the copy's progress lines, as the job screen words them
+
+    def words(event, phases=None):
+        head, detail = real_describe(event, phases)
+        shown.append((head, detail))
+        return head, detail
+
+    real_describe = job.describe
+    from tui import humanize
+    monkeypatch.setattr(job, "describe", words)
 
     async def scenario():
         app = make_app(machine)
@@ -81,6 +93,16 @@ def test_browse_mark_and_copy_every_byte(machine, tmp_path):
             await pilot.press("enter")                                       # alice
             await wait_for(pilot, lambda: browser.folder.name == "alice")
             assert row_names(browser) == ["Documents", "Pictures"]
+            await pilot.press("enter")                                       # into Documents: sizes, dates
+            await wait_for(pilot, lambda: browser.folder.name == "Documents")
+            text = screen_text(app)
+            assert any(e.kind == "file" for e in browser.entries)
+            for e in browser.entries:
+                row = next(line for line in text.splitlines() if f" {e.name} " in f" {line} ")
+                assert humanize.size(e.size) in row and time.strftime("%Y-%m-%d %H:%M",
+                                                                      time.localtime(e.mtime)) in row, row
+            await pilot.press("backspace")
+            await wait_for(pilot, lambda: browser.folder.name == "alice")
             await pilot.press("space", "space")                              # both marked
             await wait_for(pilot, lambda: None not in browser.marked.values(), what="folders counted")
             marked_total.append(sum(browser.marked.values()))
@@ -92,6 +114,12 @@ def test_browse_mark_and_copy_every_byte(machine, tmp_path):
             await wait_for(pilot, lambda: not views(), what="the view unmounted")
 
     asyncio.run(scenario())
+    # Progress with rate and time left, ending at the marked total.
+    total = humanize.size(marked_total[0])
+    assert shown and all(head == "Copying files" for head, _ in shown)
+    assert all(f" of {total} · " in detail and "/s · " in detail and detail.endswith(" left")
+               for _, detail in shown), shown
+    assert shown[-1][1].startswith(f"{total} of {total} · ")
     start, size = root_partition(machine / "demo-pc.img")
     want = fi.ext_tree(machine / "demo-pc.img", start, size)
     (copied,) = dest.iterdir()
