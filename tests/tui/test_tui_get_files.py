@@ -34,18 +34,24 @@ def row_names(browser) -> list[str]:
 
 
 async def open_browser(pilot):
-    from tui.screens.file_browser import FileBrowserScreen
-    from tui.screens.partition_picker import PartitionPickerScreen
     from tui.screens.place_picker import PlacePickerScreen
-    from tui.screens.snapshot_picker import SnapshotPickerScreen
 
     await ready(pilot)
     await pilot.press("g")
     await wait_screen(pilot, PlacePickerScreen)
+    return await open_from_place(pilot)
+
+
+async def open_from_place(pilot):
+    """From the place picker (the repository highlighted) to the root partition's browser."""
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
     await pilot.press("enter")
     await wait_screen(pilot, SnapshotPickerScreen)
     await pilot.press("enter")
-    picker = await wait_screen(pilot, PartitionPickerScreen)
+    await wait_screen(pilot, PartitionPickerScreen)
     text = screen_text(pilot.app)
     assert "demo-root  ext4  " in text and "DEMO-ESP  FAT" in text
     await pilot.press("enter")        # the largest readable partition is highlighted: the root
@@ -255,6 +261,65 @@ def test_destination_offers_other_drives_with_their_room(machine, tmp_path, loop
     (folder,) = [k for k, v in got.items() if k.startswith("Lifeboat demo-pc") and "/" not in k]
     docs = {k[len(folder) + 1:]: v for k, v in got.items() if k.startswith(folder + "/")}
     assert docs == {k[len("home/alice/"):]: v for k, v in want.items() if k.startswith("home/alice/Documents")}
+
+
+def _drive(machine: Path, tmp_path: Path, loops, name: str, label: str, tree: Path | None = None) -> str:
+    """A USB-like drive: a disk image with one ext4 partition (holding `tree`), on a loop device."""
+    disk = machine / f"{name}.img"
+    part = tmp_path / f"{name}-part.img"
+    fi.make_ext4(part, 48 * 1024 * 1024, tree, garbage=False, label=label)
+    subprocess.run(["truncate", "-s", "50M", str(disk)], check=True)
+    subprocess.run(["sfdisk", "--quiet", str(disk)], input="label: gpt\nstart=2048, type=L\n", text=True,
+                   check=True)
+    subprocess.run(["dd", f"if={part}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc", "status=none"],
+                   check=True)
+    part.unlink()
+    return loops.attach(disk)
+
+
+def test_destination_is_never_the_repositorys_drive(machine, tmp_path, loops):
+    """The repository on a drive of its own (opened from there, found by the scan): the drives
+    offered for the copy are the other stick only, neither the repository's drive nor the
+    saved computer's disk, though both are writable and have room."""
+    import shutil
+
+    from tui.screens.destination_picker import DestinationPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.result import ResultScreen
+
+    tree = tmp_path / "backup-drive"
+    shutil.copytree(machine / "repo", tree / "backups")
+    backup_drive = _drive(machine, tmp_path, loops, "backup-drive", "BACKUPS", tree)
+    shutil.rmtree(tree)
+    stick = _drive(machine, tmp_path, loops, "stick", "STICK")
+    offered = []
+
+    async def scenario():
+        app = make_app(machine, disks=("demo-pc.img", "new-disk.img", backup_drive, stick), repo=None,
+                       scan_partitions=True)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("g")
+            picker = await wait_screen(pilot, PlacePickerScreen)
+            assert [p.disk for p in picker.places if p.is_repository] == [backup_drive]
+            browser = await open_from_place(pilot)
+            await pilot.press("h", "enter")
+            await wait_for(pilot, lambda: browser.folder.name == "home")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: browser.folder.name == "alice")
+            await pilot.press("space")
+            await wait_for(pilot, lambda: None not in browser.marked.values())
+            await pilot.press("f2")
+            dest = await wait_screen(pilot, DestinationPickerScreen)
+            offered.extend(p.disk for p in dest.places)
+            await pilot.press("enter")
+            await wait_screen(pilot, ResultScreen, timeout=60)
+            await pilot.press("escape")
+
+    asyncio.run(scenario())
+    assert offered == [stick]
+    got = fi.ext_tree(machine / "stick.img", 1024 * 1024, 48 * 1024 * 1024)
+    assert any(k.startswith("Lifeboat demo-pc") and k.endswith("/Documents/letter.txt") for k in got)
 
 
 def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
