@@ -322,6 +322,59 @@ def test_destination_is_never_the_repositorys_drive(machine, tmp_path, loops):
     assert any(k.startswith("Lifeboat demo-pc") and k.endswith("/Documents/letter.txt") for k in got)
 
 
+def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
+    """An image another tool made (a VHDX of the demo PC, made by qemu-img) on an attached
+    drive is listed in Get files back beside the repository, with its origin; picked, it goes
+    straight to its partitions, and a folder copied out of it matches the PC's disk byte for byte."""
+    from tests.tui.test_tui_foreign import make_drive_with_vhdx
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.result import ResultScreen
+
+    drive = loops.attach(make_drive_with_vhdx(machine))
+    dest = tmp_path / "usb"
+    dest.mkdir()
+
+    async def scenario():
+        app = make_app(machine, disks=("demo-pc.img", drive), scan_partitions=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("g")
+            picker = await wait_screen(pilot, PlacePickerScreen)
+            text = screen_text(app)
+            assert f"{drive}p1 (OLD-BACKUPS):/Backups/demo-pc.vhdx" in text and "VHDX image, " in text
+            assert "Lifeboat repository · 1 snapshot" in text
+            from textual.widgets import OptionList
+
+            picker.query_one(OptionList).highlighted = next(i for i, p in enumerate(picker.places) if p.is_image)
+            await pilot.press("enter")
+            await wait_screen(pilot, PartitionPickerScreen, timeout=60)
+            assert "demo-root  ext4  " in screen_text(app)
+            await pilot.press("enter")
+            browser = await wait_screen(pilot, FileBrowserScreen)
+            for name in ("home", "alice"):
+                await pilot.press(*name)
+                await pilot.press("enter")
+                await wait_for(pilot, lambda: browser.folder.name == name)
+            await pilot.press("space")                    # Documents
+            await wait_for(pilot, lambda: None not in browser.marked.values())
+            await copy_marked(pilot, dest)
+            result = await wait_screen(pilot, ResultScreen, timeout=60)
+            assert result.title_text == "Files copied"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not views(), what="the view unmounted")
+
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+
+    asyncio.run(scenario())
+    start, size = root_partition(machine / "demo-pc.img")
+    want = fi.ext_tree(machine / "demo-pc.img", start, size)
+    (copied,) = dest.iterdir()
+    got = fi.tree_hashes(copied / "Documents")
+    assert got and got == {k[len("home/alice/Documents/"):]: v for k, v in want.items()
+                           if k.startswith("home/alice/Documents/")}
+
+
 def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
     from recovery.browse.files import CopyResult
     from tui.get_files import result_lines
