@@ -375,6 +375,76 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
                            if k.startswith("home/alice/Documents/")}
 
 
+def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_path, loops):
+    """A backed-up ext4 holding names exFAT refuses (`:` and `?`, a trailing dot) copied through
+    the TUI onto an exFAT stick: each is renamed, the result screen lists old -> new, and every
+    file's content is what was saved."""
+    from tests import diskimages as di
+    from tests.integration.engine_fixtures import lifeboat
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.result import ResultScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    MiB = 1024 * 1024
+    tree = tmp_path / "tree"
+    (tree / "Taxes").mkdir(parents=True)
+    (tree / "Taxes" / "Taxes 2025: final?.pdf").write_bytes(b"%PDF final\n" * 1000)
+    (tree / "Taxes" / "draft.").write_text("a trailing dot\n")
+    (tree / "Taxes" / "plain.txt").write_text("kept as it is\n")
+    part = fi.make_ext4(tmp_path / "part.img", 24 * MiB, tree, label="data")
+    di.make_disk(machine / "laptop.img", 26 * MiB, "gpt", [di.PartSpec(24 * MiB, di.LINUX_FS, content=str(part))])
+    part.unlink()
+    lifeboat("repo", "init", machine / "laptop-repo")
+    lifeboat("backup", machine / "laptop.img", "--repo", machine / "laptop-repo", "--name", "laptop")
+
+    stick = tmp_path / "stick.img"
+    subprocess.run(["truncate", "-s", "32M", str(stick)], check=True)
+    subprocess.run(["mkfs.exfat", "-L", "STICK", str(stick)], check=True, capture_output=True)
+    mnt = tmp_path / "stick"
+    mnt.mkdir()
+    subprocess.run(["mount.exfat-fuse", loops.attach(stick), str(mnt)], check=True, capture_output=True)
+    listed = []
+    try:
+        async def scenario():
+            app = make_app(machine, disks=("laptop.img",), repo="laptop-repo")
+            async with app.run_test(size=(80, 25)) as pilot:
+                await ready(pilot)
+                await pilot.press("g")
+                await wait_screen(pilot, PlacePickerScreen)
+                await pilot.press("enter")
+                await wait_screen(pilot, SnapshotPickerScreen)
+                await pilot.press("enter")
+                await wait_screen(pilot, PartitionPickerScreen)
+                await pilot.press("enter")
+                browser = await wait_screen(pilot, FileBrowserScreen)
+                await wait_for(pilot, lambda: "Taxes" in row_names(browser))
+                while browser.current().name != "Taxes":
+                    await pilot.press("down")
+                await pilot.press("space")
+                await wait_for(pilot, lambda: None not in browser.marked.values())
+                await copy_marked(pilot, mnt)
+                result = await wait_screen(pilot, ResultScreen, timeout=60)
+                assert result.title_text == "Files copied"
+                text = screen_text(app)
+                assert "2 name(s) the drive cannot hold were changed (listed below)." in text
+                listed.extend(result.damaged)
+                await pilot.press("escape")
+                await wait_for(pilot, lambda: not views(), what="the view unmounted")
+
+        asyncio.run(scenario())
+        (copied,) = mnt.iterdir()
+        assert sorted(listed) == ["Renamed: /Taxes/Taxes 2025: final?.pdf → Taxes 2025_ final_.pdf",
+                                  "Renamed: /Taxes/draft. → draft"]
+        got = fi.tree_hashes(copied / "Taxes")
+        want = fi.tree_hashes(tree / "Taxes")
+        assert got == {"Taxes 2025_ final_.pdf": want["Taxes 2025: final?.pdf"], "draft": want["draft."],
+                       "plain.txt": want["plain.txt"]}
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
     from recovery.browse.files import CopyResult
     from tui.get_files import result_lines
