@@ -394,7 +394,9 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
     (tree / "Taxes" / "draft.").write_text("a trailing dot\n")
     (tree / "Taxes" / "plain.txt").write_text("kept as it is\n")
     part = fi.make_ext4(tmp_path / "part.img", 24 * MiB, tree, label="data")
-    di.make_disk(machine / "laptop.img", 26 * MiB, "gpt", [di.PartSpec(24 * MiB, di.LINUX_FS, content=str(part))])
+    swap = fi.make_swap(tmp_path / "swap.img", 4 * MiB)
+    di.make_disk(machine / "laptop.img", 30 * MiB, "gpt", [di.PartSpec(4 * MiB, di.LINUX_SWAP, content=str(swap)),
+                                                           di.PartSpec(24 * MiB, di.LINUX_FS, content=str(part))])
     part.unlink()
     lifeboat("repo", "init", machine / "laptop-repo")
     lifeboat("backup", machine / "laptop.img", "--repo", machine / "laptop-repo", "--name", "laptop")
@@ -416,7 +418,14 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
                 await pilot.press("enter")
                 await wait_screen(pilot, SnapshotPickerScreen)
                 await pilot.press("enter")
-                await wait_screen(pilot, PartitionPickerScreen)
+                picker = await wait_screen(pilot, PartitionPickerScreen)
+                # Swap is shown, with a plain note, and cannot be chosen; the ext4 is highlighted.
+                assert "lifeboat-swap  swap  4.0 MiB" in screen_text(app)
+                assert "Lifeboat cannot look inside this filesystem" in screen_text(app)
+                from textual.widgets import OptionList
+
+                options = picker.query_one(OptionList)
+                assert options.get_option("0").disabled and not options.get_option("1").disabled
                 await pilot.press("enter")
                 browser = await wait_screen(pilot, FileBrowserScreen)
                 await wait_for(pilot, lambda: "Taxes" in row_names(browser))
