@@ -459,6 +459,71 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_backup_drive_pulled_out_mid_copy(tmp_path, loops):
+    """The repository on a USB drive that stops answering (EIO, as a pulled drive) halfway
+    through a copy in the TUI: the result says, in plain words, that the copy stopped and why,
+    names the file being copied (removed, not left cut short), and every file it left is whole."""
+    from tests.conftest import run
+    from tests.integration.faulty_disk import faulty_disk
+    from tests.loop.test_browse_repo_pulled import repository_on_a_stick
+    from tui.app import create_app
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.result import ResultScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    disk, stick, want, pack_bytes = repository_on_a_stick(tmp_path)
+    dest = tmp_path / "usb"
+    dest.mkdir()
+    seen = {}
+    with faulty_disk(stick, tmp_path / "fuse", "--fail-reads-after", str(pack_bytes // 2), "--errno", "EIO") as img:
+        dev = loops.attach(img, read_only=True)
+        drive = tmp_path / "drive"
+        drive.mkdir()
+        run("mount", "-o", "ro,noload", dev, drive)
+        try:
+            async def scenario():
+                app = create_app(str(drive / "repo"), [str(disk)], system_disks=False, scan_partitions=False,
+                                 live=False, demo=False)
+                async with app.run_test(size=(80, 25)) as pilot:
+                    await ready(pilot)
+                    await pilot.press("g")
+                    await wait_screen(pilot, PlacePickerScreen)
+                    await pilot.press("enter")
+                    await wait_screen(pilot, SnapshotPickerScreen)
+                    await pilot.press("enter")
+                    await wait_screen(pilot, PartitionPickerScreen)
+                    await pilot.press("enter")
+                    browser = await wait_screen(pilot, FileBrowserScreen)
+                    await wait_for(pilot, lambda: "docs" in row_names(browser))
+                    while browser.current().name != "docs":
+                        await pilot.press("down")
+                    await pilot.press("space")
+                    await wait_for(pilot, lambda: None not in browser.marked.values())
+                    await copy_marked(pilot, dest)
+                    result = await wait_screen(pilot, ResultScreen, timeout=120)
+                    seen["title"], seen["text"], seen["listed"] = result.title_text, screen_text(app), result.damaged
+                    await pilot.press("escape")
+                    await wait_for(pilot, lambda: not views(), what="the view unmounted")
+
+            asyncio.run(scenario())
+        finally:
+            subprocess.run(["umount", str(drive)], capture_output=True)
+            loops.detach_all()              # before the FUSE file goes, or it cannot unmount
+
+    assert seen["title"] == "Files copied, in part"
+    assert "The copy stopped: the backup's drive could not be read any more (" in seen["text"]
+    assert "Was it removed?" in seen["text"]
+    (cut,) = seen["listed"]
+    assert cut.startswith("Could not read: /docs/photo") and "(the copy was removed)" in cut
+    (copied,) = dest.iterdir()
+    got = fi.tree_hashes(copied / "docs")
+    assert cut.split()[3].removeprefix("/docs/") not in got and cut.split()[3].startswith("/docs/photo")
+    assert got and all(got[name] == want[name] for name in got)      # every file left is whole
+    assert len(got) < len(want)                                        # the drive went mid-copy
+
+
 def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
     from recovery.browse.files import CopyResult
     from tui.get_files import result_lines
