@@ -524,6 +524,47 @@ def test_backup_drive_pulled_out_mid_copy(tmp_path, loops):
     assert len(got) < len(want)                                        # the drive went mid-copy
 
 
+def test_get_files_back_asks_which_computer_when_a_repository_holds_several(machine):
+    """Repository -> computer -> snapshot -> partition: with two computers' backups in the
+    repository, the computer is asked for, and the browser opens on the one chosen."""
+    from recovery.backup import backup
+    from recovery.repo.repository import Repository
+    from tui.screens.file_browser import FileBrowserScreen
+    from tui.screens.name_picker import NamePickerScreen
+    from tui.screens.partition_picker import PartitionPickerScreen
+    from tui.screens.place_picker import PlacePickerScreen
+    from tui.screens.snapshot_picker import SnapshotPickerScreen
+
+    repo = Repository.open(machine / "repo")
+    backup(str(machine / "demo-pc.img"), repo, "office-pc")
+    repo.close()
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            await pilot.press("g")
+            await wait_screen(pilot, PlacePickerScreen)
+            await pilot.press("enter")
+            await wait_screen(pilot, NamePickerScreen)
+            text = screen_text(app)
+            assert "demo-pc" in text and "office-pc" in text
+            await pilot.press("down", "enter")
+            history = await wait_screen(pilot, SnapshotPickerScreen)
+            assert [x.name for x in history.snapshots] == ["office-pc"]
+            await pilot.press("enter")
+            await wait_screen(pilot, PartitionPickerScreen)
+            assert "Inside “office-pc”" in screen_text(app)
+            await pilot.press("enter")
+            browser = await wait_screen(pilot, FileBrowserScreen)
+            await wait_for(pilot, lambda: "home" in row_names(browser))
+            assert "“office-pc”" in screen_text(app)
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: not views(), what="the view unmounted on quit")
+
+    asyncio.run(scenario())
+
+
 def test_result_says_the_copy_stopped_when_the_backups_drive_went_away(tmp_path):
     from recovery.browse.files import CopyResult
     from tui.get_files import result_lines
