@@ -383,7 +383,8 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
 def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_path, loops):
     """A backed-up ext4 holding names exFAT refuses (`:` and `?`, a trailing dot) copied through
     the TUI onto an exFAT stick: each is renamed, the result screen lists old -> new, and every
-    file's content is what was saved."""
+    file's content is what was saved. The same laptop's partition list shows its swap with a
+    plain note and its Windows NTFS as `Windows (C:)`."""
     from tests import diskimages as di
     from tests.integration.engine_fixtures import lifeboat
     from tui.screens.file_browser import FileBrowserScreen
@@ -400,9 +401,15 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
     (tree / "Taxes" / "plain.txt").write_text("kept as it is\n")
     part = fi.make_ext4(tmp_path / "part.img", 24 * MiB, tree, label="data")
     swap = fi.make_swap(tmp_path / "swap.img", 4 * MiB)
-    di.make_disk(machine / "laptop.img", 30 * MiB, "gpt", [di.PartSpec(4 * MiB, di.LINUX_SWAP, content=str(swap)),
-                                                           di.PartSpec(24 * MiB, di.LINUX_FS, content=str(part))])
-    part.unlink()
+    win_tree = tmp_path / "win-tree"
+    (win_tree / "Windows" / "System32").mkdir(parents=True)
+    (win_tree / "Windows" / "System32" / "hal.dll").write_bytes(b"MZ" + bytes(4000))
+    win = fi.make_ntfs(tmp_path / "win.img", 16 * MiB, win_tree, label="Windows")
+    di.make_disk(machine / "laptop.img", 48 * MiB, "gpt", [di.PartSpec(4 * MiB, di.LINUX_SWAP, content=str(swap)),
+                                                           di.PartSpec(24 * MiB, di.LINUX_FS, content=str(part)),
+                                                           di.PartSpec(16 * MiB, di.BASIC_DATA, content=str(win))])
+    for made in (part, swap, win):
+        made.unlink()
     lifeboat("repo", "init", machine / "laptop-repo")
     lifeboat("backup", machine / "laptop.img", "--repo", machine / "laptop-repo", "--name", "laptop")
 
@@ -427,6 +434,8 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
                 # Swap is shown, with a plain note, and cannot be chosen; the ext4 is highlighted.
                 assert "lifeboat-swap  swap  4.0 MiB" in screen_text(app)
                 assert "Lifeboat cannot look inside this filesystem" in screen_text(app)
+                # The NTFS holding Windows/System32 is shown as Windows shows it: label, letter.
+                assert "Windows (C:)  NTFS  16.0 MiB" in screen_text(app)
                 from textual.widgets import OptionList
 
                 options = picker.query_one(OptionList)
