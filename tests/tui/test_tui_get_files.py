@@ -381,9 +381,9 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
 
 
 def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_path, loops):
-    """A backed-up ext4 holding names exFAT refuses (`:` and `?`, a trailing dot) copied through
-    the TUI onto an exFAT stick: each is renamed, the result screen lists old -> new, and every
-    file's content is what was saved. The same laptop's partition list shows its swap with a
+    """A backed-up ext4 holding names exFAT refuses (`:` and `?`, a trailing dot, two names
+    that differ only in case) copied through the TUI onto an exFAT stick: each is renamed, the
+    result screen lists old -> new, and every file's content is what was saved. The same laptop's partition list shows its swap with a
     plain note and its Windows NTFS as `Windows (C:)`."""
     from tests import diskimages as di
     from tests.integration.engine_fixtures import lifeboat
@@ -399,6 +399,8 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
     (tree / "Taxes" / "Taxes 2025: final?.pdf").write_bytes(b"%PDF final\n" * 1000)
     (tree / "Taxes" / "draft.").write_text("a trailing dot\n")
     (tree / "Taxes" / "plain.txt").write_text("kept as it is\n")
+    (tree / "Taxes" / "Notes.txt").write_text("capital N\n")      # exFAT holds one of these two
+    (tree / "Taxes" / "notes.txt").write_text("small n\n")
     part = fi.make_ext4(tmp_path / "part.img", 24 * MiB, tree, label="data")
     swap = fi.make_swap(tmp_path / "swap.img", 4 * MiB)
     win_tree = tmp_path / "win-tree"
@@ -451,7 +453,7 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
                 result = await wait_screen(pilot, ResultScreen, timeout=60)
                 assert result.title_text == "Files copied"
                 text = screen_text(app)
-                assert "2 name(s) the drive cannot hold were changed (listed below)." in text
+                assert "3 name(s) the drive cannot hold were changed (listed below)." in text
                 listed.extend(result.damaged)
                 await pilot.press("escape")
                 await wait_for(pilot, lambda: not views(), what="the view unmounted")
@@ -459,11 +461,13 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
         asyncio.run(scenario())
         (copied,) = mnt.iterdir()
         assert sorted(listed) == ["Renamed: /Taxes/Taxes 2025: final?.pdf → Taxes 2025_ final_.pdf",
-                                  "Renamed: /Taxes/draft. → draft"]
+                                  "Renamed: /Taxes/draft. → draft",
+                                  "Renamed: /Taxes/notes.txt → notes (2).txt"]
         got = fi.tree_hashes(copied / "Taxes")
         want = fi.tree_hashes(tree / "Taxes")
         assert got == {"Taxes 2025_ final_.pdf": want["Taxes 2025: final?.pdf"], "draft": want["draft."],
-                       "plain.txt": want["plain.txt"]}
+                       "plain.txt": want["plain.txt"], "Notes.txt": want["Notes.txt"],
+                       "notes (2).txt": want["notes.txt"]}
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
