@@ -58,7 +58,7 @@ class LifeboatApp(App[int]):
 
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, self.exit, 128 + sig)
+                loop.add_signal_handler(sig, self.stop_for_signal, sig)
         self.action_rescan()
 
     def ask_host_key(self, server: str, fingerprints: list[str]) -> bool:
@@ -219,6 +219,18 @@ class LifeboatApp(App[int]):
             self.notify("A job is running: cancel it first.", severity="warning")
             return
         self.exit(0)
+
+    def stop_for_signal(self, signum: int) -> None:
+        """SIGTERM or SIGHUP: a running job is cancelled, as its Cancel button does (a copy
+        removes the file it was writing, a restore leaves its mark), then the app ends; the
+        flows' own clean-up (unmounting a browsed partition) runs on the way out, and the
+        process ends once the job has stopped at its next safe point."""
+        from tui.screens.job import JobScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, JobScreen) and screen.running:
+                screen.token.cancel()
+        self.exit(128 + signum)
 
     def on_unmount(self) -> None:
         from recovery.storage import mounted
