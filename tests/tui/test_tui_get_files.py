@@ -383,8 +383,9 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
 def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_path, loops):
     """A backed-up ext4 holding names exFAT refuses (`:` and `?`, a trailing dot, two names
     that differ only in case) copied through the TUI onto an exFAT stick: each is renamed, the
-    result screen lists old -> new, and every file's content is what was saved. The same laptop's partition list shows its swap with a
-    plain note and its Windows NTFS as `Windows (C:)`."""
+    result screen lists old -> new, and every file's content is what was saved. The same
+    laptop's partition list shows its swap with a plain note and its Windows NTFS as
+    `Windows (C:)`."""
     from tests import diskimages as di
     from tests.integration.engine_fixtures import lifeboat
     from tui.screens.file_browser import FileBrowserScreen
