@@ -39,6 +39,10 @@ class LifeboatApp(App[int]):
         self.scanning = False
         self.scan_error: str | None = None
         self._scan_worker: Worker | None = None
+        self._stale_checked = False
+        # Set by main(): SIGTERM and SIGHUP (the terminal gone) end the app as quitting does,
+        # so a partition being browsed is unmounted on the way out.
+        self.exit_on_signals = False
 
     # -- start-up ---------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -48,6 +52,13 @@ class LifeboatApp(App[int]):
         mounted.ask_host_key = self.ask_host_key
         mounted.ask_password = self.ask_password
         self.push_screen(HomeScreen())
+        if self.exit_on_signals:
+            import asyncio
+            import signal
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self.stop_for_signal, sig)
         self.action_rescan()
 
     def ask_host_key(self, server: str, fingerprints: list[str]) -> bool:
@@ -87,6 +98,13 @@ class LifeboatApp(App[int]):
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def _scan(self) -> None:
         try:
+            if not self._stale_checked:
+                from recovery.browse.view import clean_stale
+
+                # A browse view left by a Lifeboat that was killed (its FUSE server gone, the
+                # filesystem beneath it still holding a loop device) goes before anything else.
+                self._stale_checked = True
+                clean_stale()
             self.session.refresh()
             error = None
             for problem in self.session.problems:
@@ -202,6 +220,18 @@ class LifeboatApp(App[int]):
             return
         self.exit(0)
 
+    def stop_for_signal(self, signum: int) -> None:
+        """SIGTERM or SIGHUP: a running job is cancelled, as its Cancel button does (a copy
+        removes the file it was writing, a restore leaves its mark), then the app ends; the
+        flows' own clean-up (unmounting a browsed partition) runs on the way out, and the
+        process ends once the job has stopped at its next safe point."""
+        from tui.screens.job import JobScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, JobScreen) and screen.running:
+                screen.token.cancel()
+        self.exit(128 + signum)
+
     def on_unmount(self) -> None:
         from recovery.storage import mounted
 
@@ -238,5 +268,6 @@ def main(repo: str | None = None, disks: list[str] | None = None) -> int:
     # The Linux console and serial terminals have 8 or 16 colours: use the terminal's own.
     theme = "ansi-dark" if os.environ.get("TERM", "") in CONSOLE_TERMS else None
     app = create_app(repo, disks, theme=theme)
+    app.exit_on_signals = True
     result = app.run()
     return result if isinstance(result, int) else 0

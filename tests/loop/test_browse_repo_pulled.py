@@ -23,7 +23,9 @@ pytestmark = pytest.mark.loop
 MiB = 1024 * 1024
 
 
-def test_repository_drive_pulled_out_mid_get(tmp_path, loops):
+def repository_on_a_stick(tmp_path: Path) -> tuple[Path, Path, dict, int]:
+    """A PC's disk with a folder of photos and notes, backed up; the repository copied onto an
+    ext4 "USB stick" image. (disk, stick image, the docs folder's tree, bytes in packs)."""
     rng = random.Random(15)
     tree = tmp_path / "tree"
     (tree / "docs").mkdir(parents=True)
@@ -44,6 +46,11 @@ def test_repository_drive_pulled_out_mid_get(tmp_path, loops):
     holding.mkdir()
     run("cp", "-a", repo, holding / "repo")
     stick = fi.make_ext4(tmp_path / "stick.img", 64 * MiB, holding, garbage=False, label="STICK")
+    return disk, stick, want, pack_bytes
+
+
+def test_repository_drive_pulled_out_mid_get(tmp_path, loops):
+    disk, stick, want, pack_bytes = repository_on_a_stick(tmp_path)
 
     # Reads fail after what mounting, opening and about half of the packs take.
     with faulty_disk(stick, tmp_path / "fuse", "--fail-reads-after", str(pack_bytes // 2), "--errno", "EIO") as img:

@@ -90,3 +90,54 @@ def test_cancel_a_restore_leaves_the_target_marked_and_says_so(machine):
         asyncio.run(scenario())
     mark = read_mark(str(backing))
     assert mark is not None and mark.name == "demo-pc"
+
+
+def test_sigterm_mid_copy_stops_the_copy_and_removes_its_partial_file(machine, tmp_path):
+    """SIGTERM (or SIGHUP) while a job runs: the app cancels it as its Cancel button does, then
+    ends. A real copy_out of a real file, held after its first MiB until the signal is handled:
+    it stops at its next block and removes the partial file; the app ends with 128 + 15."""
+    import random
+    import signal
+    import threading
+
+    from recovery.browse.files import copy_out
+    from recovery.events import Progress
+    from tui.screens.job import JobScreen
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(random.Random(1).randbytes(8 * 1024 * 1024))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    midway = threading.Event()
+    seen = {}
+
+    def job(on_event, cancel):
+        def sink(event):
+            on_event(event)
+            if isinstance(event, Progress) and 0 < event.done < event.total and not midway.is_set():
+                seen["partial"] = (dest / "big.bin").exists()
+                midway.set()
+                for _ in range(200):            # until the app has handled the signal
+                    if cancel.cancelled:
+                        break
+                    threading.Event().wait(0.05)
+        try:
+            return copy_out([src / "big.bin"], src, dest, on_event=sink, cancel=cancel)
+        except BaseException as exc:
+            seen["ended"] = type(exc).__name__
+            raise
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            app.push_screen(JobScreen("Copying", job, cancel_title="Stop?", cancel_text="Stop copying?"))
+            await wait_for(pilot, midway.is_set, what="the copy halfway")
+            app.stop_for_signal(signal.SIGTERM)
+            await pilot.pause(0.2)
+        return app.return_value
+
+    assert asyncio.run(scenario()) == 143
+    assert seen == {"partial": True, "ended": "Cancelled"}
+    assert list(dest.iterdir()) == []          # the file being written was removed

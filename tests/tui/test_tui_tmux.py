@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,78 @@ def test_get_files_back_in_tmux(machine, tmp_path):
     (copied,) = dest.iterdir()
     assert fi.tree_hashes(copied) == {k[len("home/alice/"):]: v for k, v in want.items()
                                       if k.startswith("home/alice/")}
+
+
+def _tui_pid(term: Terminal) -> int:
+    """The Lifeboat process in the pane (the pane's shell runs it as its one child; env execs)."""
+    shell = int(term.tmux("list-panes", "-t", "0", "-F", "#{pane_pid}").split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = open(f"/proc/{shell}/task/{shell}/children").read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise AssertionError("the TUI process never started")
+
+
+def _browse_root(term: Terminal) -> None:
+    term.wait_for("1 backup repository (1 snapshot)")
+    term.keys("g")
+    term.wait_for("Which backups?")
+    term.keys("Enter")
+    term.wait_for("Backups of")
+    term.keys("Enter")
+    term.wait_for("Which partition holds the files?")
+    term.keys("Enter")
+    term.wait_for("Nothing marked yet")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a saved filesystem needs root")
+def test_a_killed_or_terminated_tui_leaves_no_browse_mount(machine):
+    """The real TUI browsing a partition: SIGTERM (or the terminal hanging up) ends it with the
+    partition unmounted; SIGKILL, which nothing can catch, leaves a dead FUSE mount that the next
+    start of the TUI removes before showing anything, with the filesystem mounted beneath it."""
+    from recovery.probe.mounts import current_mounts
+    from tests.own_mounts import views
+
+    env = {"TERM": "linux", "LIFEBOAT_ONLY_GIVEN_DISKS": "1", "LIFEBOAT_LOG_DIR": str(machine / "logs"),
+           "PYTHONPATH": str(ROOT), "TMPDIR": os.environ["TMPDIR"]}
+    envs = " ".join(f"{k}={v}" for k, v in env.items())
+    tui = (f"env -u COLORTERM {envs} {sys.executable} -m recovery tui --repo repo --disk demo-pc.img; "
+           f"echo LIFEBOAT-EXIT=$?; sleep 120")
+
+    def below(view: str) -> list[str]:
+        return [m.target for m in current_mounts() if m.target.startswith(view.rstrip("/") + "/")]
+
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        term = Terminal(machine, tui)
+        try:
+            _browse_root(term)
+            (view,) = views()
+            assert below(view)                    # the ext4 root mounted beneath the images
+            os.kill(_tui_pid(term), sig)
+            term.wait_for(f"LIFEBOAT-EXIT={code}", timeout=30)
+            assert views() == [] and below(view) == []
+        finally:
+            term.close()
+
+    term = Terminal(machine, tui)
+    try:
+        _browse_root(term)
+        (view,) = views()
+        os.kill(_tui_pid(term), signal.SIGKILL)
+        term.wait_for("LIFEBOAT-EXIT=137", timeout=30)
+        assert views() == [view] and below(view)        # the server is gone, the mounts stay
+        with pytest.raises(OSError):
+            os.listdir(view)                            # transport endpoint is not connected
+    finally:
+        term.close()
+    term = Terminal(machine, tui)
+    try:
+        term.wait_for("1 backup repository (1 snapshot)")     # the first scan has run
+        assert views() == [] and below(view) == []
+        assert not os.path.exists(view)                     # its private folder went too
+        term.keys("q")
+        term.wait_for("LIFEBOAT-EXIT=0")
+    finally:
+        term.close()
