@@ -5,7 +5,8 @@ partition, ends in a disk that boots; and in the shell, repositories on SMB (Sam
 (nfs-ganesha), mounted by the live kernel's own cifs and nfs clients (this machine's kernel
 has neither), and on SFTP (OpenSSH's sshd, through the live system's sshfs), take a backup,
 check it and restore it, every file compared; in the same boot, repositories on FAT32 and
-exFAT through the live kernel's own drivers."""
+exFAT through the live kernel's own drivers, and a snapshot of a PC whose partitions are FAT32
+and exFAT browsed there (mounted by those drivers) and copied out."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import sys
 
 import pytest
 
-from tests.diskimages import PartSpec, make_disk
-from tests.fsimages import make_vfat
+from tests.browse_pc import make_exfat
+from tests.diskimages import BASIC_DATA, PartSpec, make_disk
+from tests.fsimages import ext_tree, make_tree, make_vfat, vfat_tree
 from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd, sshd  # noqa: F401 - fixtures
 from tests.vm import golden
 from tests.vm.live_shell import assert_restored, open_shell, power_off, shell_step, source_disk
@@ -87,7 +89,9 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     and exfat, so the rest of the suite reaches FAT through FUSE; sshfs needs the live kernel's
     FUSE module loaded); into each a backup of the source disk, a check, and a restore onto a
     blank disk of its own, whose every file is then compared with the source's here (and
-    e2fsck run)."""
+    e2fsck run). Then getting files back where the kernel's drivers do the reading: a PC disk
+    with a FAT32 and an exFAT partition is backed up, its snapshot mounted (each filesystem
+    beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`."""
     source, part, want = source_disk(tmp_path, seed=43)
     kinds = ("smb", "nfs", "sftp", "fat", "exfat")
     targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
@@ -108,6 +112,15 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     disks = [Disk(exdisk, bus="sata", serial="EXFAT-REPO"), Disk(stick, bus="usb", serial="FAT-REPO", removable=True),
              Disk(source, bus="virtio", serial="SOURCE")]
     disks += [Disk(t, bus="virtio", serial=f"TARGET-{n.upper()}") for t, n in zip(targets, kinds)]
+    # vdg: a PC disk with a FAT32 and an exFAT partition, to browse; vdh: where its files go
+    fat_fs = make_vfat(tmp_path / "pc-fat.fs", 40 * MIB, tree_dir=make_tree(tmp_path / "pc-tree", seed=44),
+                       label="PCFAT", garbage=False)
+    exfat_pc_fs, exfat_want = make_exfat(tmp_path / "pc-exfat.fs", 24 * MIB)
+    fat_pc = tmp_path / "fat-pc.img"
+    make_disk(fat_pc, 72 * MIB, "gpt", [PartSpec(40 * MIB, BASIC_DATA, name="fat32", content=str(fat_fs)),
+                                        PartSpec(None, BASIC_DATA, name="exfat", content=str(exfat_pc_fs))])
+    out_disk = blank(tmp_path / "out.img", 64 * MIB)
+    disks += [Disk(fat_pc, bus="virtio", serial="FAT-PC"), Disk(out_disk, bus="virtio", serial="COPY-OUT")]
     with live_machine(iso, disks, "", tmp_path / "console.log", nic="e1000") as vm:
         open_shell(vm)
         # DHCP ran while the system booted; what it got is kept for the TUI and technicians
@@ -127,8 +140,19 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
             assert shell_step(vm, f"backup-{kind}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
             assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
             assert shell_step(vm, f"restore-{kind}", f"lifeboat restore latest {target} --repo {repo} --yes", 900) == 0
+        browse = "--repo /mnt/exfat/lifeboat --name fatpc"
+        assert shell_step(vm, "backup-fatpc", f"lifeboat backup /dev/vdg {browse}", 900) == 0
+        # mounted until umount: wait for both filesystems beneath it, then show how they are mounted
+        assert shell_step(vm, "browse-mount", f"(lifeboat mount latest /tmp/snap {browse} &) ; for i in $(seq 180); "
+                          "do ls /tmp/snap/p1 >/dev/null 2>&1 && ls /tmp/snap/p2 >/dev/null 2>&1 && break; sleep 1; "
+                          "done; grep -o ' /tmp/snap/p[12] [a-z]* ' /proc/mounts | tr -s ' ' '_'", 300) == 0
+        browse_mounts = vm.wait_for(r"_/tmp/snap/p2_(\w+)_", 30)
+        assert shell_step(vm, "browse-umount", "lifeboat umount /tmp/snap") == 0
+        assert shell_step(vm, "copy-out", "mkfs.ext4 -q -F /dev/vdh && mkdir -p /mnt/out && mount /dev/vdh /mnt/out"
+                          f" && lifeboat get latest 1:/ /mnt/out {browse} && lifeboat get latest 2:/ /mnt/out {browse}",
+                          600) == 0
         console = vm.output
-        power_off(vm, "sync; umount /mnt/fat /mnt/exfat")
+        power_off(vm, "sync; umount /mnt/out /mnt/fat /mnt/exfat")
     assert net == "10.0.2.15/24"
     # the repositories are on the servers, written through the guest's kernel clients
     assert (smbd.share / "lifeboat" / "lifeboat-repo.json").exists()
@@ -139,3 +163,12 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     assert SMB_PASSWORD not in console.replace(f"LIFEBOAT_PASSWORD={SMB_PASSWORD}", "")
     for target in targets:
         assert_restored(target, part, want)
+    # browsing used the kernel's vfat and exfat, and every file came out whole
+    assert "_/tmp/snap/p1_vfat_" in console and browse_mounts[1] == "exfat", console[-3000:]
+    got = ext_tree(out_disk)
+
+    def under(top: str) -> dict:
+        return {k[len(top) + 1:].casefold(): v for k, v in got.items() if k.startswith(top + "/")}
+    # FAT keeps 8.3 names in upper case with a lower-case flag: compared without case
+    assert under("p1") == {k.casefold(): v for k, v in vfat_tree(fat_fs).items()}
+    assert under("p2") == {k.casefold(): v for k, v in exfat_want.items()}
