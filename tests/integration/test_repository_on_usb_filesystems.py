@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,22 @@ def mounted(kind: str, image: Path, where: Path, loops):
         yield where
     finally:
         subprocess.run(["fusermount", "-u", str(where)], check=True)
+        # fusermount returns before the driver has written its last sectors (fusefat clears the
+        # FAT's dirty bit as it exits): the image is checked only once the driver is gone
+        deadline = time.monotonic() + 30
+        while driver_running(str(device)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def driver_running(device: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if device.encode() in args:
+            return True
+    return False
 
 
 FSCK = {"fat32": ["fsck.vfat", "-n"], "exfat": ["fsck.exfat", "-n"], "ntfs": ["ntfsfix", "-n"]}
