@@ -98,8 +98,11 @@ class FileWriter(ObjectWriter):
 
     def abort(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass            # a network mount flushes at close and may fail again: the write's error stands
         try:
             self.tmp_path.unlink()
         except OSError:
