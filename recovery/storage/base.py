@@ -66,6 +66,10 @@ class StorageError(RepositoryError):
     """The storage cannot be reached or refuses an operation (network, permission, ...)."""
 
 
+class SetupError(StorageError):
+    """Wrong before any server is asked (no credentials given): the network plays no part."""
+
+
 class UnreachableError(StorageError):
     """The server stopped answering and did not come back in time. Never a sign of damage:
     whoever reads blobs lets it through instead of marking anything damaged. `head` is what

@@ -24,7 +24,7 @@ from minio.credentials.providers import AWSConfigProvider, StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.errors import NoSpaceError
-from recovery.storage.base import BufferWriter, ObjectInfo, Storage, StorageError, UnreachableError
+from recovery.storage.base import BufferWriter, ObjectInfo, SetupError, Storage, StorageError, UnreachableError
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
@@ -56,10 +56,10 @@ def credentials():
         try:
             provider.retrieve()
         except ValueError:
-            raise StorageError(f"the S3 credentials file {path} holds no key for profile "
+            raise SetupError(f"the S3 credentials file {path} holds no key for profile "
                                f"{os.environ.get('AWS_PROFILE') or 'default'}") from None
         return provider
-    raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+    raise SetupError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                        "write them in a credentials file (AWS_SHARED_CREDENTIALS_FILE)")
 
 
@@ -91,6 +91,19 @@ def _dns_failure(exc) -> bool:
             return False
         seen = nxt
     return False
+
+
+def _os_errno(exc) -> int | None:
+    """The errno of the OSError under a connection failure (urllib3 wraps it twice)."""
+    seen = exc
+    for _ in range(6):
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            return None
+        seen = nxt
+    return None
 
 
 class ViewReader:
@@ -157,6 +170,9 @@ class S3Storage(Storage):
             return "connection refused"
         if "timed out" in text.lower():
             return "timed out"
+        code = _os_errno(exc)
+        if code is not None:
+            return os.strerror(code).lower()          # "network is unreachable", "no route to host"
         status = _status(exc)
         return f"HTTP {status}" if status else type(exc).__name__
 
