@@ -265,3 +265,56 @@ def test_two_deleting_operations_racing_for_the_lock_in_s3_never_both_hold_it(tm
             r.close()
     names = [o.object_name for o in s3env.client().list_objects("lockrace", prefix="r/lock", recursive=True)]
     assert names == []                  # released, and the loser never removed the winner's lock
+
+
+def test_credentials_from_a_credentials_file_and_its_profile(tmp_path, s3env, monkeypatch):
+    """No key in the environment: the credentials file (AWS_SHARED_CREDENTIALS_FILE) opens the
+    bucket, with the profile AWS_PROFILE names; a profile the file lacks, or no credentials at
+    all, is one line naming what to set. The keys appear in no output."""
+    from tests.netservers import ACCESS_KEY
+
+    s3env.bucket("credfile")
+    repo = "s3://credfile/r"
+    lifeboat("repo", "init", repo)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+                     f"[office]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    creds.chmod(0o600)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "office")
+    out = lifeboat("snapshots", "--repo", repo, "--json", json_out=True)
+    assert out.data["snapshots"] == []
+    assert SECRET_KEY not in out.stdout + out.stderr
+    # The default profile holds a wrong key: the server's refusal, in one line.
+    monkeypatch.delenv("AWS_PROFILE")
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "refused the credentials" in line, line
+    monkeypatch.setenv("AWS_PROFILE", "home")
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "holds no key for profile home" in line, line
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("HOME", str(tmp_path))                  # no ~/.aws/credentials either
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "no S3 credentials" in line and "AWS_ACCESS_KEY_ID" in line, line
+
+
+def test_a_region_given_is_the_one_requests_are_signed_for(tmp_path, s3env, monkeypatch):
+    """--s3-region (or LIFEBOAT_S3_REGION) is used, not guessed: the server sees requests
+    signed for that region (SeaweedFS accepts any), and the repository works through it."""
+    s3env.bucket("regional")
+    repo = "s3://regional/r"
+    lifeboat("repo", "init", repo, "--s3-region", "eu-central-1")
+    out = lifeboat("snapshots", "--repo", repo, "--s3-region", "eu-central-1", "--json", json_out=True)
+    assert out.data["snapshots"] == []
+    from recovery.storage.location import parse
+    from recovery.storage.s3 import S3Storage
+
+    monkeypatch.setenv("LIFEBOAT_S3_REGION", "eu-central-1")
+    storage = S3Storage(parse(repo))
+    try:
+        assert storage.client._get_region("regional") == "eu-central-1"   # noqa: SLF001 - what signs
+        assert storage.exists("lifeboat-repo.json")
+    finally:
+        storage.close()
