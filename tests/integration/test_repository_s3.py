@@ -318,3 +318,32 @@ def test_a_region_given_is_the_one_requests_are_signed_for(tmp_path, s3env, monk
         assert storage.exists("lifeboat-repo.json")
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("code", ["QuotaExceeded", "XMinioStorageFull"])
+def test_a_bucket_over_its_quota_is_said_at_once_and_earlier_snapshots_stay(tmp_path, s3env, monkeypatch, code):
+    """The store refuses a PUT for want of room (Ceph RGW's QuotaExceeded, HTTP 403; MinIO's
+    XMinioStorageFull, HTTP 507) part way through a backup: one line saying the bucket is full,
+    exit 7, at once (never taken for a server gone away and retried, nor for refused
+    credentials); the earlier snapshot verifies, and nothing names the half-made one."""
+    from tests.s3quota import QuotaProxy
+
+    s3env.bucket(f"quota-{code.lower()}")
+    small, _ = one_partition_disk(tmp_path, "small", fi.make_ext4(tmp_path / "s.img", 16 * MiB,
+                                                                  data_tree(tmp_path / "st", 3, MiB)), 24 * MiB)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 64 * MiB,
+                                                              data_tree(tmp_path / "bt", 48, MiB, seed=9)), 72 * MiB)
+    with QuotaProxy(s3env.port, budget=24 * MiB, code=code) as quota:
+        monkeypatch.setenv("LIFEBOAT_S3_ENDPOINT", quota.endpoint)
+        monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "120")
+        monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(8 * MiB))
+        repo = f"s3://quota-{code.lower()}/r"
+        lifeboat("repo", "init", repo)
+        earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
+        started = time.monotonic()
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, check=False), 7)
+        assert f"the S3 bucket 'quota-{code.lower()}' is full ({code})" in line, line
+        assert time.monotonic() - started < 100 and quota.refused >= 1
+        snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+        assert [s["id"] for s in snaps] == [earlier]
+        assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
