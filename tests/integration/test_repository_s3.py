@@ -347,3 +347,26 @@ def test_a_bucket_over_its_quota_is_said_at_once_and_earlier_snapshots_stay(tmp_
         snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
         assert [s["id"] for s in snaps] == [earlier]
         assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+
+
+def test_a_key_without_the_right_to_write_is_one_line_and_writes_nothing(tmp_path, s3env, monkeypatch):
+    """A key the store knows but that may only read (SeaweedFS identity with Read and List):
+    listing snapshots works, a backup is one line naming the key's rights, exit 5, at once,
+    and the bucket holds nothing more."""
+    from tests.netservers import READER_KEY, READER_SECRET
+
+    s3env.bucket("readonly")
+    repo = "s3://readonly/r"
+    lifeboat("repo", "init", repo)
+    disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "p.img", 16 * MiB,
+                                                               data_tree(tmp_path / "t", 2, MiB)), 24 * MiB)
+    before = sorted(o.object_name for o in s3env.client().list_objects("readonly", recursive=True))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    assert lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"] == []
+    started = time.monotonic()
+    line = one_line_error(lifeboat("backup", disk, "--repo", repo, check=False), 5)
+    assert "refused" in line and "that this key may use the bucket 'readonly'" in line, line
+    assert READER_SECRET not in line
+    assert time.monotonic() - started < 30
+    assert sorted(o.object_name for o in s3env.client().list_objects("readonly", recursive=True)) == before
