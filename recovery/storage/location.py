@@ -189,7 +189,7 @@ def open_location(where, **options):
     if loc.scheme == "file":
         from recovery.storage.local import LocalStorage
 
-        return LocalStorage(Path(loc.path))
+        return LocalStorage(Path(loc.path).absolute())
     from recovery.storage.base import SetupError, StorageError
 
     try:
