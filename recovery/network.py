@@ -40,6 +40,30 @@ def addresses() -> list[Address]:
     return found
 
 
+OFFLINE = ("this machine is not on a network (no interface has an address): check the cable; the "
+           "Network screen (key n on the home screen) shows each interface and sets a fixed address")
+
+
+def offline() -> str | None:
+    """Why no server beyond this machine can be reached at all, in one line: no interface but
+    loopback has an address (IPv4, or IPv6 beyond the link). None when one has, or when `ip`
+    cannot say. Asked only once a connection failed, to name the cause a person can fix."""
+    try:
+        proc = tools.run(["ip", "-j", "addr", "show"], check=False, timeout=10)
+        entries = json.loads(proc.stdout or "[]") if proc.returncode == 0 else None
+    except (OSError, ValueError, LifeboatError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    for entry in entries:
+        if entry.get("ifname") == "lo" or "LOOPBACK" in entry.get("flags", []):
+            continue
+        for info in entry.get("addr_info", []):
+            if info.get("family") == "inet" or (info.get("family") == "inet6" and info.get("scope") == "global"):
+                return None
+    return OFFLINE
+
+
 def wait_for_address(say, seconds: float = NETWORK_WAIT_SECONDS) -> list[Address]:
     """Wait until some interface has an address; RefusedError naming the remedy when none
     comes in time."""

@@ -18,6 +18,9 @@ import pytest
 
 ACCESS_KEY = "lifeboat-test"
 SECRET_KEY = "lifeboat-test-secret-0123456789"
+# A second key that may only read and list: a person whose key lacks the right to write
+READER_KEY = "lifeboat-reader"
+READER_SECRET = "lifeboat-reader-secret-0123456789"
 
 
 def free_ports(n: int) -> list[int]:
@@ -55,8 +58,10 @@ class SeaweedS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         config = work / "s3.json"
         config.write_text('{"identities": [{"name": "lifeboat", "credentials": [{"accessKey": "%s", '
-                          '"secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
-                          % (ACCESS_KEY, SECRET_KEY))
+                          '"secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, '
+                          '{"name": "reader", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], '
+                          '"actions": ["Read", "List"]}]}'
+                          % (ACCESS_KEY, SECRET_KEY, READER_KEY, READER_SECRET))
         self.config = config
         self.proc: subprocess.Popen | None = None
 

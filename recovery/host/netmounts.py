@@ -137,9 +137,20 @@ def ssh_error(said: str, user: str, host: str, port: int, path: str) -> Exceptio
     return StorageError(f"cannot reach {user}@{host}:{path} over SFTP: {tools.last_line(said)}")
 
 
+def _resolve(host: str) -> str:
+    """The server's address; StorageError in plain words when its name does not resolve."""
+    import socket
+
+    try:
+        return socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        raise StorageError(f"the name {host} does not resolve: check the server's name and the network") from None
+
+
 def cifs(host: str, share: str, where: Path, user: str, domain: str, password: str | None) -> None:
     """Mount //host/share with the kernel's SMB 2/3 client; the password goes in a
     credentials file readable by root alone, removed once mounted."""
+    _resolve(host)               # mount.cifs's own words for a name that does not resolve are vague
     where.mkdir(parents=True, exist_ok=True)
     creds = _private_file(f"username={user}\npassword={password or ''}\n" + (f"domain={domain}\n" if domain else ""))
     try:
@@ -153,15 +164,36 @@ def cifs(host: str, share: str, where: Path, user: str, domain: str, password: s
     finally:
         creds.unlink()
     if proc.returncode != 0:
-        said = tools.last_line(proc.stderr or proc.stdout)
-        if "Permission denied" in said or "error(13)" in said:
-            raise StorageError(f"the SMB server {host} refused the login of {user} to the share {share}: "
-                               "check the user name, the domain and the password (LIFEBOAT_PASSWORD)")
-        if "No such" in said or "error(2)" in said:
-            raise StorageError(f"the share {share} does not exist on {host}")
-        if "unknown filesystem type" in said.lower() or "cifs" in said and "not supported" in said.lower():
-            raise StorageError("this system's kernel has no SMB (cifs) client")
-        raise StorageError(f"cannot mount //{host}/{share}: {said}")
+        raise cifs_error((proc.stderr or "") + "\n" + (proc.stdout or ""), host, share, user)
+
+
+# mount.cifs says "mount error(N): <strerror>" and then, always last, "Refer to the
+# mount.cifs(8) manual page ...": the number is what tells the causes apart.
+_CIFS_UNREACHABLE = {101, 110, 111, 112, 113, 115}     # ENETUNREACH ETIMEDOUT ECONNREFUSED EHOSTDOWN EHOSTUNREACH EINPROGRESS
+
+
+def cifs_error(said: str, host: str, share: str, user: str) -> StorageError:
+    """The one line for a failed SMB mount, from mount.cifs's output."""
+    code = None
+    found = re.search(r"mount error\((\d+)\)", said)
+    if found:
+        code = int(found.group(1))
+    low = said.lower()
+    if code == 13 or "permission denied" in low:
+        return StorageError(f"the SMB server {host} refused the login of {user} to the share {share}: "
+                            "check the user name, the domain and the password (LIFEBOAT_PASSWORD)")
+    if code == 2 or "no such file" in low:
+        return StorageError(f"the share {share} does not exist on {host}")
+    if code == 19 or "filesystem not supported" in low or "unknown filesystem type" in low:
+        return StorageError("this system's kernel has no SMB (cifs) client")
+    if "could not resolve" in low:
+        return StorageError(f"the name {host} does not resolve: check the server's name and the network")
+    if code in _CIFS_UNREACHABLE:
+        return StorageError(f"no SMB server answers at {host}: check the address, the network and that "
+                            "the server is on")
+    telling = [line.strip() for line in said.splitlines()
+               if line.strip() and not line.strip().startswith("Refer to the mount.cifs")]
+    return StorageError(f"cannot mount //{host}/{share}: {telling[-1] if telling else 'mount.cifs gave no reason'}")
 
 
 def nfs(host: str, export: str, where: Path, port: int | None = None) -> None:

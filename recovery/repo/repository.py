@@ -41,7 +41,7 @@ from recovery.repo.sealing import (AAD_MANIFEST, AAD_MARK, AEAD_NAME, ID_NAME, M
 from recovery.stages import StageClock
 from recovery.repo.parity import parity_name, repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
-from recovery.storage.local import LocalStorage, fsync_dir
+from recovery.storage.local import LocalStorage, placement_problem  # noqa: F401 - the TUI asks it here
 from recovery.workers import worker_count
 
 log = logging.getLogger(__name__)
@@ -129,30 +129,6 @@ class Compressor:
         if len(packed) >= len(raw) - len(raw) // 64:
             return bytes(raw), CODEC_RAW
         return packed, CODEC_ZSTD
-
-
-def placement_problem(path) -> str | None:
-    """Why a new repository at `path` (an existing folder, or a new one in an existing folder)
-    would not keep backups: its filesystem is read-only, or held in memory. None when fine or
-    unknown."""
-    where = Path(path)
-    if not where.exists():
-        where = where.parent
-    try:
-        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
-    except OSError:
-        return None
-    if read_only:
-        return f"{where} is on a read-only filesystem"
-    from recovery.probe.mounts import ram_backed
-
-    try:
-        ram = ram_backed(str(where))
-    except OSError:
-        return None
-    if ram:
-        return f"{where} is in memory ({ram}): everything there is lost at power-off"
-    return None
 
 
 def _place(where) -> tuple[Storage, object]:
@@ -275,49 +251,21 @@ class Repository:
         if encryption is not None:
             encryption.kdf.check()
         storage, where = _place(path)
-        if storage.local_root is None:
-            return cls._init_remote(storage, chunk_size, master, encryption, version)
-        path = Path(where).absolute()
         _check_chunk_size(chunk_size)
-        if (path / CONFIG_FILE).exists():
-            raise RepositoryError(f"{path} already holds a Lifeboat repository")
-        if path.exists() and not path.is_dir():
-            raise RepositoryError(f"{path} exists and is not a folder")
-        if path.exists() and any(path.iterdir()):
-            raise RepositoryError(f"{path} is not empty; choose an empty or new folder")
-        if not path.exists():
-            parent = path.parent
-            if not parent.exists():
-                raise RepositoryError(f"cannot create {path}: the folder {parent} does not exist "
-                                      "(Lifeboat creates only the last folder; check the path, or create it first)")
-            if not parent.is_dir():
-                raise RepositoryError(f"cannot create {path}: {parent} is not a folder")
-        problem = None if force else placement_problem(path)
+        storage.check_new(CONFIG_FILE)
+        problem = None if force else storage.place_problem()
         if problem:
-            raise RefusedError(f"not creating a repository at {path}: {problem}; "
+            raise RefusedError(f"not creating a repository at {storage.describe()}: {problem}; "
                                "choose a folder on a disk, or add --force to create it there anyway")
         config = _new_config(chunk_size, version, master)
         keys = _new_keys(config, master, encryption)
-        try:
-            path.mkdir(exist_ok=True)
-            for sub in SUBDIRS + ((KEYS_DIR,) if keys else ()):
-                (path / sub).mkdir(exist_ok=True)
-            for name, body in keys:       # flushed before the configuration names the repository
-                tmp = path / "tmp" / name.replace("/", "-")
-                with open(tmp, "wb") as out:
-                    out.write(body)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, path / name)
-                fsync_dir(path / KEYS_DIR)
-            tmp = path / "tmp" / CONFIG_FILE
-            tmp.write_text(json.dumps(config, indent=2) + "\n")
-            os.replace(tmp, path / CONFIG_FILE)
-            fsync_dir(path)
-        except OSError as exc:
-            raise RepositoryError(f"cannot create a repository at {path}: {exc.strerror}") from exc
-        storage = LocalStorage(path) if storage.local_root != path else storage
-        return cls._made(path, config, storage, master, keys)
+        storage.make_folders(SUBDIRS + ((KEYS_DIR,) if keys else ()))
+        # The key objects first, the configuration (which names the place a repository) last:
+        # each written whole (a folder: flushed and renamed into place).
+        for name, body in keys:
+            storage.write(name, body)
+        storage.write(CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        return cls._made(where, config, storage, master, keys)
 
     @classmethod
     def _made(cls, where, config: dict, storage: Storage, master: bytes | None, keys) -> "Repository":
@@ -326,23 +274,6 @@ class Repository:
         repo = cls(where, config, storage, Sealer(master), keys[0][0][len("keys/"):-len(".json")])
         repo.recovery_code = recovery_code(master)
         return repo
-
-    @classmethod
-    def _init_remote(cls, storage: Storage, chunk_size: int, master: bytes | None = None,
-                     encryption: NewEncryption | None = None, version: int = FORMAT_VERSION) -> "Repository":
-        """An object store has no folders: the repository is the config object; the prefix
-        must hold nothing yet."""
-        _check_chunk_size(chunk_size)
-        if storage.exists(CONFIG_FILE):
-            raise RepositoryError(f"{storage.describe()} already holds a Lifeboat repository")
-        if storage.list(""):
-            raise RepositoryError(f"{storage.describe()} is not empty; choose an empty or new place")
-        config = _new_config(chunk_size, version, master)
-        keys = _new_keys(config, master, encryption)
-        for name, body in keys:
-            storage.write(name, body)
-        storage.write(CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
-        return cls._made(storage.describe(), config, storage, master, keys)
 
     @property
     def sealer(self) -> Sealer | None:
@@ -387,24 +318,11 @@ class Repository:
         `background`, a passphrase already known is tried on a background thread while the
         caller goes on: the first use of the key waits for it (`wait_unlocked`)."""
         storage, where = _place(path)
-        if storage.local_root is None:
-            return cls._unlocked(cls._open_remote(storage), unlock, background)
-        path = Path(where).absolute()
-        if not path.exists():
-            raise RepositoryError(f"no repository at {path}: the folder does not exist")
-        cfg_path = path / CONFIG_FILE
-        if not cfg_path.exists():
-            raise RepositoryError(f"{path} is not a Lifeboat repository (no {CONFIG_FILE})")
         try:
-            config = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RepositoryError(f"{cfg_path} is damaged or unreadable") from exc
-        _check_config(config, path)
-        for sub in SUBDIRS:
-            if not (path / sub).is_dir():
-                raise RepositoryError(f"{path} is damaged: the folder {sub}/ is missing")
-        storage = LocalStorage(path) if storage.local_root != path else storage
-        return cls._unlocked(cls(path, config, storage), unlock, background)
+            return cls._unlocked(cls._opened(storage, where), unlock, background)
+        except BaseException:
+            storage.close()
+            raise
 
     @classmethod
     def _unlocked(cls, repo: "Repository", unlock: Unlock | None, background: bool = False) -> "Repository":
@@ -419,18 +337,21 @@ class Repository:
         return repo
 
     @classmethod
-    def _open_remote(cls, storage: Storage) -> "Repository":
-        where = storage.describe()
+    def _opened(cls, storage: Storage, where) -> "Repository":
+        if not storage.remote:
+            storage.check_present(CONFIG_FILE)      # a folder: says whether the folder itself is missing
         try:
             raw = storage.read(CONFIG_FILE)
         except FileNotFoundError:
-            raise RepositoryError(f"{where} is not a Lifeboat repository (no {CONFIG_FILE}); "
-                                  "check the location, or create one with: lifeboat repo init") from None
+            storage.check_present(CONFIG_FILE)      # an object store: one request when all is well
+            raise
         try:
             config = json.loads(raw)
         except ValueError as exc:
             raise RepositoryError(f"{storage.where(CONFIG_FILE)} is damaged or unreadable") from exc
-        _check_config(config, where)
+        _check_config(config, storage.describe())
+        for sub in storage.missing_folders(SUBDIRS):
+            raise RepositoryError(f"{storage.describe()} is damaged: the folder {sub}/ is missing")
         return cls(where, config, storage)
 
     @property

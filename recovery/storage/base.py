@@ -66,6 +66,10 @@ class StorageError(RepositoryError):
     """The storage cannot be reached or refuses an operation (network, permission, ...)."""
 
 
+class SetupError(StorageError):
+    """Wrong before any server is asked (no credentials given): the network plays no part."""
+
+
 class UnreachableError(StorageError):
     """The server stopped answering and did not come back in time. Never a sign of damage:
     whoever reads blobs lets it through instead of marking anything damaged. `head` is what
@@ -190,6 +194,31 @@ class Storage(ABC):
 
     def remove_folder(self, prefix: str) -> None:
         """Remove the folder `prefix` when it is empty (object stores have none)."""
+
+    # -- the place itself, when a repository is made or opened -------------------------
+    def check_new(self, config_name: str) -> None:
+        """Refuse a place for a new repository that holds anything (RepositoryError)."""
+        if self.exists(config_name):
+            raise RepositoryError(f"{self.describe()} already holds a Lifeboat repository")
+        if self.list(""):
+            raise RepositoryError(f"{self.describe()} is not empty; choose an empty or new place")
+
+    def place_problem(self) -> str | None:
+        """Why a new repository here would not keep backups (read-only, in memory), or None."""
+        return None
+
+    def make_folders(self, names) -> None:
+        """Make the place and its folders `names` for a new repository (object stores have none)."""
+
+    def missing_folders(self, names) -> list[str]:
+        """Those of the folders `names` a repository here lacks (object stores have none)."""
+        return []
+
+    def check_present(self, config_name: str) -> None:
+        """RepositoryError when there is no repository here (no configuration object)."""
+        if not self.exists(config_name):
+            raise RepositoryError(f"{self.describe()} is not a Lifeboat repository (no {config_name}); "
+                                  "check the location, or create one with: lifeboat repo init")
 
     @abstractmethod
     def create(self) -> ObjectWriter:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import blake3
 
-from recovery.errors import NoSpaceError
+from recovery.errors import NoSpaceError, RepositoryError
 from recovery.host import direct
 from recovery.host.tools import pid_alive
 from recovery.storage.base import (
@@ -52,6 +52,30 @@ def write_error(exc: OSError, what: str = "write to") -> Exception:
     if no_space(exc):
         return NoSpaceError(FULL)
     return StorageError(f"cannot {what} the repository: {exc.strerror}")
+
+
+def placement_problem(path) -> str | None:
+    """Why a new repository at `path` (an existing folder, or a new one in an existing folder)
+    would not keep backups: its filesystem is read-only, or held in memory. None when fine or
+    unknown."""
+    where = Path(path)
+    if not where.exists():
+        where = where.parent
+    try:
+        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if read_only:
+        return f"{where} is on a read-only filesystem"
+    from recovery.probe.mounts import ram_backed
+
+    try:
+        ram = ram_backed(str(where))
+    except OSError:
+        return None
+    if ram:
+        return f"{where} is in memory ({ram}): everything there is lost at power-off"
+    return None
 
 
 def scratch_name() -> str:
@@ -97,8 +121,11 @@ class FileWriter(ObjectWriter):
 
     def abort(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass            # a network mount flushes at close and may fail again: the write's error stands
         try:
             self.tmp_path.unlink()
         except OSError:
@@ -222,6 +249,46 @@ class LocalStorage(Storage):
             raise write_error(exc) from exc
         os.close(fd)
         return True
+
+    # -- the folder itself, when a repository is made or opened ------------------------
+    def check_new(self, config_name: str) -> None:
+        path = self.root
+        if (path / config_name).exists():
+            raise RepositoryError(f"{self.describe()} already holds a Lifeboat repository")
+        if path.exists() and not path.is_dir():
+            raise RepositoryError(f"{self.describe()} exists and is not a folder")
+        if path.exists() and any(path.iterdir()):
+            raise RepositoryError(f"{self.describe()} is not empty; choose an empty or new folder")
+        if not path.exists():
+            # Only the last folder is made: a missing parent is more often a typing mistake or
+            # an unplugged drive.
+            parent = path.parent
+            if not parent.exists():
+                raise RepositoryError(f"cannot create {path}: the folder {parent} does not exist "
+                                      "(Lifeboat creates only the last folder; check the path, or create it first)")
+            if not parent.is_dir():
+                raise RepositoryError(f"cannot create {path}: {parent} is not a folder")
+
+    def place_problem(self) -> str | None:
+        return placement_problem(self.root)
+
+    def make_folders(self, names) -> None:
+        try:
+            self.root.mkdir(exist_ok=True)
+            for name in names:
+                (self.root / name).mkdir(exist_ok=True)
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create a repository at {self.describe()}: {exc.strerror}") from exc
+
+    def missing_folders(self, names) -> list[str]:
+        return [name for name in names if not (self.root / name).is_dir()]
+
+    def check_present(self, config_name: str) -> None:
+        if not self.root.exists():
+            raise RepositoryError(f"no repository at {self.describe()}: the folder does not exist")
+        if not (self.root / config_name).exists():
+            raise RepositoryError(f"{self.describe()} is not a Lifeboat repository (no {config_name})")
 
     def remove_folder(self, prefix: str) -> None:
         try:

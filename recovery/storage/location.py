@@ -13,6 +13,7 @@ histories. Secrets come from the environment or files (see open_location's backe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -164,17 +165,49 @@ def _parse_s3(text, bucket, prefix, endpoint, region, path_style) -> Location:
     return Location("s3", prefix, bucket=bucket, options=options)
 
 
+def server_host(loc: Location) -> str:
+    """The name or address of the server a network location is reached at."""
+    if loc.scheme == "s3":
+        from urllib.parse import urlsplit
+
+        return urlsplit(loc.options.get("endpoint") or "https://s3.amazonaws.com").hostname or ""
+    return loc.host.strip("[]")
+
+
+def _on_this_machine(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def open_location(where, **options):
     """The Storage for a location (text or Location)."""
     loc = where if isinstance(where, Location) else parse(str(where), **options)
     if loc.scheme == "file":
         from recovery.storage.local import LocalStorage
 
-        return LocalStorage(Path(loc.path))
-    if loc.scheme == "s3":
-        from recovery.storage.s3 import S3Storage
+        return LocalStorage(Path(loc.path).absolute())
+    from recovery.storage.base import SetupError, StorageError
 
-        return S3Storage(loc)
-    from recovery.storage.mounted import MountedStorage
+    try:
+        if loc.scheme == "s3":
+            from recovery.storage.s3 import S3Storage
 
-    return MountedStorage.mount(loc)
+            return S3Storage(loc)
+        from recovery.storage.mounted import MountedStorage
+
+        return MountedStorage.mount(loc)
+    except StorageError as exc:
+        # A server not reached because this machine has no network at all: say that (the
+        # client's own words would be a name that does not resolve, or an unreachable network).
+        host = server_host(loc)
+        if not isinstance(exc, SetupError) and not _on_this_machine(host):
+            from recovery.network import offline
+
+            why = offline()
+            if why:
+                raise StorageError(f"cannot reach {host} ({loc.display()}): {why}") from exc
+        raise

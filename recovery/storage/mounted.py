@@ -25,10 +25,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from recovery.errors import RefusedError
+from recovery.errors import NoSpaceError, RefusedError
 from recovery.host import netmounts
 from recovery.storage.base import BufferWriter, ObjectInfo, StorageError, UnreachableError
-from recovery.storage.local import LocalStorage
+from recovery.storage.local import FULL, LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
@@ -63,6 +63,8 @@ def _mount_root() -> Path:
 
 
 def _transient(exc) -> bool:
+    if isinstance(exc, NoSpaceError):
+        return False             # full, whatever the mount said first: no waiting makes room
     seen = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _TRANSIENT:
@@ -82,6 +84,8 @@ class MountedStorage(LocalStorage):
         self.mountpoint = mountpoint
         self.retrier = Retrier()
         self.retrier.reached = True          # mounting it needed the server
+        self._inflight = 0                   # bytes of the writes under way
+        self._inflight_lock = threading.Lock()
 
     # -- where ---------------------------------------------------------------------------
     def describe(self) -> str:
@@ -145,7 +149,34 @@ class MountedStorage(LocalStorage):
         return self._again(lambda: super(MountedStorage, self).size(name))
 
     def write(self, name, data) -> None:
-        self._again(lambda: super(MountedStorage, self).write(name, data))
+        def attempt():
+            with self._inflight_lock:
+                self._inflight += len(data)
+            try:
+                super(MountedStorage, self).write(name, data)
+            except StorageError as exc:
+                # SFTP has no "disk full" answer: OpenSSH's server says only "failure", which
+                # sshfs hands on as EIO (or EPERM), and EIO is also what a dropped connection
+                # gives. The server, asked how much room is left, tells the two apart: when the
+                # writes under way (several packs go up at once) do not fit in it, the place is
+                # full, said at once instead of being retried as a server gone away.
+                if _errno(exc) in (errno.EIO, errno.EPERM) and self._too_full():
+                    raise NoSpaceError(FULL) from exc
+                raise
+            finally:
+                with self._inflight_lock:
+                    self._inflight -= len(data)
+
+        self._again(attempt)
+
+    def _too_full(self) -> bool:
+        try:
+            free = self.free_space()
+        except OSError:
+            return False                  # the server is away: not a question of room
+        with self._inflight_lock:
+            wanted = self._inflight
+        return free is not None and free < wanted + (1 << 20)
 
     def create(self) -> BufferWriter:
         return BufferWriter(self)

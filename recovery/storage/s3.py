@@ -24,7 +24,7 @@ from minio.credentials.providers import AWSConfigProvider, StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.errors import NoSpaceError
-from recovery.storage.base import BufferWriter, ObjectInfo, Storage, StorageError, UnreachableError
+from recovery.storage.base import BufferWriter, ObjectInfo, SetupError, Storage, StorageError, UnreachableError
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
 
@@ -56,10 +56,10 @@ def credentials():
         try:
             provider.retrieve()
         except ValueError:
-            raise StorageError(f"the S3 credentials file {path} holds no key for profile "
+            raise SetupError(f"the S3 credentials file {path} holds no key for profile "
                                f"{os.environ.get('AWS_PROFILE') or 'default'}") from None
         return provider
-    raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+    raise SetupError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                        "write them in a credentials file (AWS_SHARED_CREDENTIALS_FILE)")
 
 
@@ -74,11 +74,14 @@ def _status(exc) -> int | None:
 
 
 def transient(exc) -> bool:
-    """The server is away or overloaded: worth trying again."""
+    """The server is away or overloaded: worth trying again. A store that answers it is full
+    (MinIO's XMinioStorageFull comes as HTTP 507) is not: waiting makes no room."""
     if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
         return not _dns_failure(exc)
+    if isinstance(exc, S3Error) and (exc.code in _FULL or exc.code in _REFUSED):
+        return False
     status = _status(exc)
-    return status is not None and (status >= 500 or status in (408, 429))
+    return status is not None and status != 507 and (status >= 500 or status in (408, 429))
 
 
 def _dns_failure(exc) -> bool:
@@ -91,6 +94,19 @@ def _dns_failure(exc) -> bool:
             return False
         seen = nxt
     return False
+
+
+def _os_errno(exc) -> int | None:
+    """The errno of the OSError under a connection failure (urllib3 wraps it twice)."""
+    seen = exc
+    for _ in range(6):
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            return None
+        seen = nxt
+    return None
 
 
 class ViewReader:
@@ -157,6 +173,9 @@ class S3Storage(Storage):
             return "connection refused"
         if "timed out" in text.lower():
             return "timed out"
+        code = _os_errno(exc)
+        if code is not None:
+            return os.strerror(code).lower()          # "network is unreachable", "no route to host"
         status = _status(exc)
         return f"HTTP {status}" if status else type(exc).__name__
 
@@ -170,8 +189,16 @@ class S3Storage(Storage):
             return self.retrier.call(counted, transient, self._fail)
         except S3Error as exc:
             raise self._s3_error(exc, name) from None
+        except ServerError as exc:
+            if _status(exc) == 507:          # Insufficient Storage, with no error document
+                raise self._full("HTTP 507") from None
+            raise self._fail(exc, 0) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, InvalidResponseError, ServerError) as exc:
             raise self._fail(exc, 0) from None
+
+    def _full(self, why: str) -> NoSpaceError:
+        return NoSpaceError(f"the S3 bucket {self.bucket!r} is full ({why}); the repository is unchanged and "
+                            "every earlier snapshot is intact — raise the quota or free space")
 
     def _s3_error(self, exc: S3Error, name: str | None) -> Exception:
         code = exc.code or ""
@@ -180,13 +207,14 @@ class S3Storage(Storage):
         if code == "NoSuchBucket":
             return StorageError(f"the bucket {self.bucket!r} does not exist at {self.endpoint}; "
                                 "create it first, or check the name")
+        if code in _FULL:                 # before the refusals: Ceph says QuotaExceeded with HTTP 403
+            return self._full(code)
         if code in _REFUSED or _status(exc) == 403:
             return StorageError(f"the S3 server {self.endpoint} refused the credentials ({code or 'HTTP 403'}): "
                                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that this key may use "
                                 f"the bucket {self.bucket!r}")
-        if code in _FULL:
-            return NoSpaceError(f"the S3 bucket {self.bucket!r} is full ({code}); the repository is "
-                                "unchanged and every earlier snapshot is intact — raise the quota or free space")
+        if _status(exc) == 507:
+            return self._full(code or "HTTP 507")
         return StorageError(f"the S3 server {self.endpoint} refused a request ({code or _status(exc)}: "
                             f"{exc.message or ''})".rstrip(": )") + ")")
 

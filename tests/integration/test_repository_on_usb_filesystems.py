@@ -4,6 +4,7 @@ mounted through FUSE, the way this machine's kernel allows), then checked by the
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -31,27 +32,25 @@ def mounted(kind: str, image: Path, where: Path, loops):
     where.mkdir(exist_ok=True)
     cmd = {"fat32": ["fusefat", "-o", "rw+"], "exfat": ["mount.exfat-fuse"], "ntfs": ["ntfs-3g"]}[kind]
     device = loops.attach(image) if kind == "exfat" else image    # exfat-fuse wants a block device
-    subprocess.run([*cmd, str(device), str(where)], check=True, capture_output=True)
+    daemon = None
+    if kind == "fat32":
+        # In the foreground, so that its end can be waited for: fusefat writes the FATs and
+        # clears the volume's dirty bit after fusermount -u has returned, and an fsck run in
+        # between saw a volume not properly unmounted.
+        daemon = subprocess.Popen([*cmd, "-f", str(device), str(where)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(where):
+            assert daemon.poll() is None and time.monotonic() < deadline, "fusefat did not mount"
+            time.sleep(0.05)
+    else:
+        subprocess.run([*cmd, str(device), str(where)], check=True, capture_output=True)
     try:
         yield where
     finally:
         subprocess.run(["fusermount", "-u", str(where)], check=True)
-        # fusermount returns before the driver has written its last sectors (fusefat clears the
-        # FAT's dirty bit as it exits): the image is checked only once the driver is gone
-        deadline = time.monotonic() + 30
-        while driver_running(str(device)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def driver_running(device: str) -> bool:
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if device.encode() in args:
-            return True
-    return False
+        if daemon is not None:
+            daemon.wait(timeout=60)
 
 
 FSCK = {"fat32": ["fsck.vfat", "-n"], "exfat": ["fsck.exfat", "-n"], "ntfs": ["ntfsfix", "-n"]}

@@ -265,3 +265,108 @@ def test_two_deleting_operations_racing_for_the_lock_in_s3_never_both_hold_it(tm
             r.close()
     names = [o.object_name for o in s3env.client().list_objects("lockrace", prefix="r/lock", recursive=True)]
     assert names == []                  # released, and the loser never removed the winner's lock
+
+
+def test_credentials_from_a_credentials_file_and_its_profile(tmp_path, s3env, monkeypatch):
+    """No key in the environment: the credentials file (AWS_SHARED_CREDENTIALS_FILE) opens the
+    bucket, with the profile AWS_PROFILE names; a profile the file lacks, or no credentials at
+    all, is one line naming what to set. The keys appear in no output."""
+    from tests.netservers import ACCESS_KEY
+
+    s3env.bucket("credfile")
+    repo = "s3://credfile/r"
+    lifeboat("repo", "init", repo)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+                     f"[office]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    creds.chmod(0o600)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "office")
+    out = lifeboat("snapshots", "--repo", repo, "--json", json_out=True)
+    assert out.data["snapshots"] == []
+    assert SECRET_KEY not in out.stdout + out.stderr
+    # The default profile holds a wrong key: the server's refusal, in one line.
+    monkeypatch.delenv("AWS_PROFILE")
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "refused the credentials" in line, line
+    monkeypatch.setenv("AWS_PROFILE", "home")
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "holds no key for profile home" in line, line
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("HOME", str(tmp_path))                  # no ~/.aws/credentials either
+    line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
+    assert "no S3 credentials" in line and "AWS_ACCESS_KEY_ID" in line, line
+
+
+def test_a_region_given_is_the_one_requests_are_signed_for(tmp_path, s3env, monkeypatch):
+    """--s3-region (or LIFEBOAT_S3_REGION) is used, not guessed: the server sees requests
+    signed for that region (SeaweedFS accepts any), and the repository works through it."""
+    s3env.bucket("regional")
+    repo = "s3://regional/r"
+    lifeboat("repo", "init", repo, "--s3-region", "eu-central-1")
+    out = lifeboat("snapshots", "--repo", repo, "--s3-region", "eu-central-1", "--json", json_out=True)
+    assert out.data["snapshots"] == []
+    from recovery.storage.location import parse
+    from recovery.storage.s3 import S3Storage
+
+    monkeypatch.setenv("LIFEBOAT_S3_REGION", "eu-central-1")
+    storage = S3Storage(parse(repo))
+    try:
+        assert storage.client._get_region("regional") == "eu-central-1"   # noqa: SLF001 - what signs
+        assert storage.exists("lifeboat-repo.json")
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("code", ["QuotaExceeded", "XMinioStorageFull"])
+def test_a_bucket_over_its_quota_is_said_at_once_and_earlier_snapshots_stay(tmp_path, s3env, monkeypatch, code):
+    """The store refuses a PUT for want of room (Ceph RGW's QuotaExceeded, HTTP 403; MinIO's
+    XMinioStorageFull, HTTP 507) part way through a backup: one line saying the bucket is full,
+    exit 7, at once (never taken for a server gone away and retried, nor for refused
+    credentials); the earlier snapshot verifies, and nothing names the half-made one."""
+    from tests.s3quota import QuotaProxy
+
+    s3env.bucket(f"quota-{code.lower()}")
+    small, _ = one_partition_disk(tmp_path, "small", fi.make_ext4(tmp_path / "s.img", 16 * MiB,
+                                                                  data_tree(tmp_path / "st", 3, MiB)), 24 * MiB)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 64 * MiB,
+                                                              data_tree(tmp_path / "bt", 48, MiB, seed=9)), 72 * MiB)
+    with QuotaProxy(s3env.port, budget=24 * MiB, code=code) as quota:
+        monkeypatch.setenv("LIFEBOAT_S3_ENDPOINT", quota.endpoint)
+        monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "120")
+        monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(8 * MiB))
+        repo = f"s3://quota-{code.lower()}/r"
+        lifeboat("repo", "init", repo)
+        earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
+        started = time.monotonic()
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, check=False), 7)
+        assert f"the S3 bucket 'quota-{code.lower()}' is full ({code})" in line, line
+        assert time.monotonic() - started < 100 and quota.refused >= 1
+        snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+        assert [s["id"] for s in snaps] == [earlier]
+        assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+
+
+def test_a_key_without_the_right_to_write_is_one_line_and_writes_nothing(tmp_path, s3env, monkeypatch):
+    """A key the store knows but that may only read (SeaweedFS identity with Read and List):
+    listing snapshots works, a backup is one line naming the key's rights, exit 5, at once,
+    and the bucket holds nothing more."""
+    from tests.netservers import READER_KEY, READER_SECRET
+
+    s3env.bucket("readonly")
+    repo = "s3://readonly/r"
+    lifeboat("repo", "init", repo)
+    disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "p.img", 16 * MiB,
+                                                               data_tree(tmp_path / "t", 2, MiB)), 24 * MiB)
+    before = sorted(o.object_name for o in s3env.client().list_objects("readonly", recursive=True))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    assert lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"] == []
+    started = time.monotonic()
+    line = one_line_error(lifeboat("backup", disk, "--repo", repo, check=False), 5)
+    assert "refused" in line and "that this key may use the bucket 'readonly'" in line, line
+    assert READER_SECRET not in line
+    assert time.monotonic() - started < 30
+    assert sorted(o.object_name for o in s3env.client().list_objects("readonly", recursive=True)) == before

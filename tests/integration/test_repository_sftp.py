@@ -4,6 +4,7 @@ once, a changed host key and a wrong key refused, the server killed mid-backup."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -131,3 +132,33 @@ def test_server_killed_mid_backup_then_back(tmp_path, sftp, monkeypatch):
     lifeboat("restore", again["snapshot"], target, "--repo", repo, "--yes")
     assert fi.ext_tree(target, 1 * MiB, 160 * MiB) == fi.ext_tree(tmp_path / "b.img")
     assert no_mounts_left()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a small tmpfs served over SFTP)")
+def test_a_full_server_is_one_line_saying_so_and_earlier_snapshots_stay(tmp_path, sftp, monkeypatch):
+    """The server's disk fills in the middle of a backup (a 40 MiB tmpfs behind sshd): SFTP
+    has no "disk full" answer (OpenSSH says only "failure", which sshfs turns into EPERM), yet
+    the person reads that the place is full, exit 7, and the earlier snapshot verifies."""
+    small, _ = one_partition_disk(tmp_path, "small", fi.make_ext4(tmp_path / "s.img", 16 * MiB,
+                                                                  data_tree(tmp_path / "st", 2, MiB)), 24 * MiB)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 80 * MiB,
+                                                              data_tree(tmp_path / "bt", 60, MiB, seed=8)), 88 * MiB)
+    store = tmp_path / "srv" / "small"
+    store.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", store], check=True)
+    try:
+        repo = url(sftp, store / "repo")
+        lifeboat("repo", "init", repo)
+        earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
+        lifeboat("backup", small, "--repo", repo, "--name", "big")      # past the up-front estimate
+        # A full place is not a server gone away: said at once, not after the retry time.
+        monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "60")
+        started = time.monotonic()
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, "--name", "big", check=False), 7)
+        assert "full" in line and "stopped answering" not in line, line
+        assert time.monotonic() - started < 60
+        assert not (store / "repo" / "lock").exists()
+        assert lifeboat("verify", "--repo", repo, earlier, "--json", json_out=True).data["ok"]
+        assert no_mounts_left()
+    finally:
+        subprocess.run(["umount", store], check=True)
