@@ -6,6 +6,7 @@ JSON form (``--json`` with ``--progress-json``, and the TUI's log): ``{"type": "
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -99,8 +100,9 @@ class CancelToken:
     def on_interrupt(self):
         """While inside, Ctrl-C (SIGINT) also cancels this token. Python raises the
         KeyboardInterrupt wherever the main thread is, and one raised inside a weakref callback
-        or a __del__ is printed and dropped: the token makes the job stop at its next chunk
-        all the same, instead of running on to the end."""
+        or a __del__ is dropped: the token makes the job stop at its next chunk all the same,
+        instead of running on to the end. Python would print such a dropped interrupt as a
+        traceback ("Exception ignored in ..."); the token has it in hand, so it is not shown."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -109,8 +111,14 @@ class CancelToken:
             self.cancel()
             raise KeyboardInterrupt
 
+        def unraisable(info, shown=sys.unraisablehook):
+            if not (issubclass(info.exc_type, KeyboardInterrupt) and self.cancelled):
+                shown(info)
+
         before = signal.signal(signal.SIGINT, interrupted)
+        hook, sys.unraisablehook = sys.unraisablehook, unraisable
         try:
             yield self
         finally:
             signal.signal(signal.SIGINT, before)
+            sys.unraisablehook = hook
