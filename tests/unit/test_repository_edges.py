@@ -77,6 +77,12 @@ class Failing(LocalStorage):
         return super().write_new(name, data)
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Copies of an object store's objects go under the test's folder, never the machine's cache."""
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def manifest(name="pc", created="2026-12-01T10:00:00Z", serial=None, parts=()) -> Manifest:
     source = {"model": "disk-" + name} | ({"serial": serial} if serial else {})
     return Manifest(name, created, "t", 4096, source, Layout("none", 512, 1 << 20), [], list(parts),
