@@ -1,0 +1,243 @@
+"""The backup's write session (recovery/repo/repository.py WriteSession) on small repositories
+in real folders: blobs stored once and counted, packs sealed when full, index files every 16
+packs and at the end, what a failed session leaves findable, packs other backups sealed
+meanwhile, and resuming what an interrupted backup stored."""
+
+from __future__ import annotations
+
+import os
+
+import blake3
+import pytest
+
+from recovery.errors import UsageError
+from recovery.repo.format import CODEC_RAW, KIND_DATA, KIND_META, blob_id
+from recovery.repo.index import read_index_file
+from recovery.repo.packs import WrittenPack
+from recovery.repo.repository import UNFINISHED_FILE, UNFINISHED_PREFIX, NewEncryption, Repository
+from recovery.repo.keys import KdfParams
+from tests.unit.test_repository_edges import ObjectStore
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def packs_on_disk(root) -> dict[str, bytes]:
+    return {p.name[:-len(".pack")]: p.read_bytes() for p in (root / "packs").glob("*/*.pack")}
+
+
+def index_files(root) -> list:
+    return sorted((root / "index").glob("*.idx"))
+
+
+def add_raw(session, raw: bytes) -> tuple[bytes, int]:
+    bid = blob_id(raw)
+    return bid, session.add(bid, raw, len(raw), KIND_DATA, CODEC_RAW)
+
+
+def test_blobs_are_stored_once_and_the_packs_written_are_listed(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    sealed = []
+    blobs = [os.urandom(1000 + i) for i in range(4)]
+    with repo.writer() as session:
+        session.on_sealed = sealed.append
+        for raw in blobs:
+            bid, added = add_raw(session, raw)
+            assert added == len(raw) and session.has(bid)
+            assert add_raw(session, raw)[1] == 0
+        assert session.bytes_stored_new == sum(map(len, blobs))
+        assert any((tmp_path / "r").glob("lock/*.json"))      # the shared lock, held
+    on_disk = packs_on_disk(tmp_path / "r")
+    assert len(on_disk) == 1 and session.new_packs == sealed
+    (written,) = session.new_packs
+    assert written == WrittenPack(written.id, blake3.blake3(on_disk[written.id]).digest(), len(on_disk[written.id]))
+    assert len(index_files(tmp_path / "r")) == 1 and not any((tmp_path / "r").glob("lock/*"))
+    reopened = Repository.open(tmp_path / "r")
+    assert [reopened.read_blob(blob_id(raw)) for raw in blobs] == blobs
+    # Listed as unfinished until the backup says its snapshot is written.
+    assert (tmp_path / "r" / f"{UNFINISHED_PREFIX}{session.session_id}").read_text() == written.id + "\n"
+
+
+def test_a_pack_is_sealed_when_it_reaches_the_pack_size(tmp_path, monkeypatch):
+    repo = Repository.init(tmp_path / "r")
+    with repo.writer() as probe:
+        add_raw(probe, b"a" * 1000)
+        one = probe._pack.size
+        add_raw(probe, b"b" * 1000)
+        two = probe._pack.size
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(two))
+    repo = Repository.init(tmp_path / "s")
+    with repo.writer() as session:
+        assert session.pack_size == two
+        add_raw(session, b"c" * 1000)
+        assert session._pack is not None and session._pack.size == one
+        add_raw(session, b"d" * 1000)
+        assert session._pack is None                 # exactly full: sealed
+        add_raw(session, b"e" * 1000)
+    sizes = sorted(len(data) for data in packs_on_disk(tmp_path / "s").values())
+    assert len(sizes) == 2 and sizes[0] < sizes[1]
+
+
+def test_the_default_pack_size(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIFEBOAT_PACK_SIZE")
+    with Repository.init(tmp_path / "r").writer() as session:
+        assert session.pack_size == 64 * 1024 * 1024
+
+
+def test_an_index_file_every_16_packs_and_one_at_the_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    repo = Repository.init(tmp_path / "r")
+    blobs = [os.urandom(5000) for _ in range(20)]
+    with repo.writer() as session:
+        for raw in blobs[:18]:
+            add_raw(session, raw)                   # one blob fills a pack
+        files = index_files(tmp_path / "r")
+        assert len(files) == 1 and len(read_index_file(files[0])) == 16     # the first 16 sealed packs
+        for raw in blobs[18:]:
+            add_raw(session, raw)
+    files = index_files(tmp_path / "r")
+    assert len(files) == 2 and len(session.new_packs) == 20
+    assert sorted(p for f in files for p, _ in read_index_file(f)) == sorted(p.id for p in session.new_packs)
+    assert len(Repository.open(tmp_path / "r").index) == 20
+
+
+@pytest.mark.parametrize("setting, every", [(None, 10.0), ("2.5", 2.5), ("-4", 0.0), ("soon", 10.0)])
+def test_the_refresh_interval(tmp_path, monkeypatch, setting, every):
+    if setting is not None:
+        monkeypatch.setenv("LIFEBOAT_INDEX_REFRESH", setting)
+    with Repository.init(tmp_path / "r").writer() as session:
+        assert session._refresh_every == every
+
+
+def test_packs_other_backups_sealed_are_learned_at_the_next_refresh(tmp_path, monkeypatch):
+    Repository.init(tmp_path / "r")
+    shared = os.urandom(3000)
+    first = Repository.open(tmp_path / "r")
+    with first.writer() as slow:
+        with Repository.open(tmp_path / "r").writer() as other:
+            add_raw(other, shared)
+        assert not slow.has(blob_id(shared))        # the next refresh is 10 s away
+        slow._next_refresh = 0
+        assert slow.has(blob_id(shared)) and add_raw(slow, shared)[1] == 0
+        assert slow._next_refresh > 0
+    assert len(packs_on_disk(tmp_path / "r")) == 1
+
+
+def test_a_damaged_pack_from_another_backup_is_stored_around(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_INDEX_REFRESH", "0")
+    Repository.init(tmp_path / "r", version=1)
+    raw = os.urandom(3000)
+    with Repository.open(tmp_path / "r").writer() as session:
+        with Repository.open(tmp_path / "r").writer() as other:
+            add_raw(other, raw)
+        (pack,) = (tmp_path / "r" / "packs").glob("*/*.pack")
+        data = bytearray(pack.read_bytes())
+        data[-10] ^= 0xFF                           # its footer no longer reads
+        pack.write_bytes(bytes(data))
+        assert not session.has(blob_id(raw))
+        assert add_raw(session, raw)[1] == len(raw)
+    assert Repository.open(tmp_path / "r").read_blob(blob_id(raw)) == raw
+
+
+def test_a_failed_session_keeps_what_it_sealed_and_drops_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    repo = Repository.init(tmp_path / "r")
+    sealed = [os.urandom(5000) for _ in range(3)]
+    with pytest.raises(RuntimeError, match="disk read failed"):
+        with repo.writer() as session:
+            for raw in sealed:
+                add_raw(session, raw)
+            add_raw(session, b"open " * 10)         # stays in the open pack
+            raise RuntimeError("disk read failed")
+    assert not any((tmp_path / "r").glob("lock/*")) and not any((tmp_path / "r" / "tmp").iterdir())
+    assert len(packs_on_disk(tmp_path / "r")) == 3 and len(index_files(tmp_path / "r")) == 1
+    reopened = Repository.open(tmp_path / "r")
+    assert [reopened.read_blob(blob_id(raw)) for raw in sealed] == sealed
+    assert blob_id(b"open " * 10) not in reopened.index
+    listed = (tmp_path / "r" / f"{UNFINISHED_PREFIX}{session.session_id}").read_text()
+    assert listed == "".join(p.id + "\n" for p in session.new_packs)
+
+
+def test_an_interrupted_backup_is_resumed_and_counted_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    repo = Repository.init(tmp_path / "r")
+    blobs = [os.urandom(5000) for _ in range(3)]
+    with pytest.raises(RuntimeError):
+        with repo.writer() as killed:
+            for raw in blobs:
+                add_raw(killed, raw)
+            raise RuntimeError("killed")
+    stored = {blob_id(raw): Repository.open(tmp_path / "r").index.get(blob_id(raw)).stored_len for raw in blobs}
+    # An older Lifeboat's single list, and a list naming a pack that is gone, are read too.
+    (tmp_path / "r" / UNFINISHED_FILE).write_text("0" * 64 + "\n")
+    with Repository.open(tmp_path / "r").writer() as session:
+        assert session._resumable == set(stored)
+        first = blob_id(blobs[0])
+        assert session.has(first) and session.reused(first) == stored[first]
+        assert session.reused(first) == 0 and session.reused(blob_id(b"never")) == 0
+        assert session.bytes_resumed == stored[first] and session.resumed_ids == {first}
+        assert session.add_meta(blobs[1]) == blob_id(blobs[1]).hex()
+        assert session.bytes_resumed == stored[first] + stored[blob_id(blobs[1])]
+        assert session.resumed_ids == {first, blob_id(blobs[1])} and session.bytes_stored_new == 0
+        session.snapshot_written()
+    assert not (tmp_path / "r" / UNFINISHED_FILE).exists()
+    assert not any((tmp_path / "r" / "unfinished").iterdir())
+
+
+def test_meta_blobs_are_compressed_and_kept_once(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    raw = b'{"table": 1}' * 500
+    with repo.writer() as session:
+        hex_id = session.add_meta(raw)
+        assert hex_id == blob_id(raw).hex() and session.add_meta(raw) == hex_id
+        assert 0 < session.bytes_stored_new < len(raw)
+    loc = Repository.open(tmp_path / "r").index.get(blob_id(raw))
+    assert loc.kind == KIND_META and loc.codec != CODEC_RAW and loc.raw_len == len(raw)
+    assert Repository.open(tmp_path / "r").read_blob(blob_id(raw)) == raw
+
+
+def test_an_encrypted_session_seals_each_blob(tmp_path):
+    repo = Repository.init(tmp_path / "r", encryption=NewEncryption("harbour-lantern-9", KdfParams(16, 1, 2)))
+    raw = os.urandom(2000)
+    with repo.writer() as session:
+        bid = repo.blob_id(raw)
+        sealed = session.seal_blob(bid, KIND_DATA, raw)
+        assert sealed != raw and repo.sealer.open_blob(bid, KIND_DATA, sealed) == raw
+        session.add(bid, sealed, len(raw), KIND_DATA, CODEC_RAW)
+        meta = session.add_meta(b"meta" * 100)
+    assert repo.read_blob(bid) == raw and repo.read_blob(bytes.fromhex(meta)) == b"meta" * 100
+    plain = Repository.init(tmp_path / "p")
+    with plain.writer() as session:
+        assert session.seal_blob(blob_id(raw), KIND_DATA, raw) is raw
+
+
+def test_the_writer_takes_its_compression_level_and_threads(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    with pytest.raises(UsageError, match="zstd level 99"):
+        repo.writer(99)
+    session = repo.writer(1, threads=1)
+    assert session.compressor._idle.qsize() == 1
+    session._sealer.shutdown()
+
+
+def test_a_stale_scratch_file_is_removed_when_a_session_starts(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    stray = tmp_path / "r" / "tmp" / "old-writer"
+    stray.write_bytes(b"x")
+    os.utime(stray, (0, 0))
+    with repo.writer():
+        assert not stray.exists()
+
+
+def test_an_object_store_session_uploads_at_once_and_caches_its_index(tmp_path):
+    repo = Repository.init(ObjectStore(tmp_path / "s"))
+    with repo.writer() as session:
+        assert session._seal_threads == 3
+        add_raw(session, os.urandom(3000))
+    (name,) = [p.name for p in index_files(tmp_path / "s")]
+    cached = repo.index_cache.folder / "index" / name
+    assert cached.read_bytes() == (tmp_path / "s" / "index" / name).read_bytes()
+    with Repository.init(tmp_path / "local").writer() as session:
+        assert session._seal_threads == 1
