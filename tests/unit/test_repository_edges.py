@@ -117,14 +117,16 @@ def test_init_writes_exactly_the_documented_configuration(tmp_path):
         expected = {"format": "lifeboat-repository", "version": version, "chunk_size": 4096,
                     "hash": "blake3-256", "compression": "zstd"}
         if version == 2:
-            expected["parity"] = PARITY_CONFIG
+            expected["parity"] = {"scheme": "sector-rs", "code": "isa-l-cauchy", "sidecar": ".par"}
         assert config == expected
         assert repo.parity is (version == 2) and not repo.encrypted and repo.sealer is None
         assert repo.recovery_code is None and repo.key_id is None
-        assert sorted(p.name for p in where.iterdir()) == sorted(SUBDIRS + (CONFIG_FILE,))
+        assert sorted(p.name for p in where.iterdir()) == ["index", CONFIG_FILE, "packs", "snapshots", "tmp",
+                                                            "verified"]
         assert not any((where / "tmp").iterdir())
         assert repo.blob_id(b"x") == blob_id(b"x")
         assert repo.local_path == where and repo.location == str(where)
+        assert (repo.unlock_seconds, repo.unlock_wait_seconds, repo.unlocked) == (0.0, 0.0, None)
     assert Repository.init(tmp_path / "default").config["chunk_size"] == 1024 * 1024
     assert Repository.init(tmp_path / "default2").config["version"] == 2
 
@@ -409,7 +411,8 @@ def test_a_repository_that_cannot_be_locked_is_read_without_the_lock(tmp_path, c
         with repo.reading("restore") as lock:
             assert lock is None
     assert repo.unlocked == "cannot lock the repository: the drive is read-only"
-    assert "reading the repository without a lock: cannot lock the repository: the drive is read-only" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "recovery.repo.repository"] == [
+        "reading the repository without a lock: cannot lock the repository: the drive is read-only"]
 
 
 def test_a_server_gone_while_locking_is_not_read_without_the_lock(tmp_path):
@@ -548,10 +551,7 @@ def test_an_unreadable_v2_manifest_comes_back_through_its_parity(tmp_path):
             return super().read_into(n, offset, view)
 
     reader = Repository.open(OneBadRead(tmp_path / "r"))
-    try:
-        loaded = reader.load_manifest(sid)
-    except DamageError:
-        pytest.skip("this storage's sector reads go through read() too")
+    loaded = reader.load_manifest(sid)        # the whole read fails; read piece by piece, it is whole
     assert loaded.to_json() == made.to_json() and reader.repaired_in_memory == {name}
 
 
@@ -678,6 +678,8 @@ def test_marks_verified_then_damaged_then_verified(tmp_path):
     assert json.loads((tmp_path / "r" / "verified" / f"{sid}.json").read_text()) == {"time": when}
     assert repo.snapshots()[0].verified == when
     repo.mark_damaged(sid, ["partition 1: chunk x", "boot area"])
+    mark = json.loads((tmp_path / "r" / "damaged" / f"{sid}.json").read_text())
+    assert sorted(mark) == ["damage", "time"] and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", mark["time"])
     assert not (tmp_path / "r" / "verified" / f"{sid}.json").exists()
     assert repo.damage_marked(sid) == ["partition 1: chunk x", "boot area"]
     info = repo.snapshots()[0]
@@ -839,3 +841,96 @@ def test_compression_pays_or_the_bytes_stay_raw():
         stored, codec = one.compress(raw)
         saved = len(raw) - len(zstandard.ZstdCompressor(level=3).compress(raw))
         assert codec == (CODEC_ZSTD if saved > len(raw) // 64 else CODEC_RAW)
+
+
+def test_a_machine_named_like_damage_can_still_be_latest(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    sid = repo.write_manifest(manifest(name="(damaged)"))
+    assert repo.resolve("latest") == sid
+
+
+def test_a_prefix_two_snapshots_share_is_ambiguous(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    ids: list[str] = []
+    while not any(sum(j[0] == i[0] for j in ids) == 2 for i in ids):
+        ids.append(repo.write_manifest(manifest(created=f"2026-12-01T10:00:{len(ids):02d}Z")))
+    letter = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) == 2)
+    with pytest.raises(RepositoryError) as err:
+        repo.resolve(letter)
+    assert str(err.value) == f"snapshot {letter!r} is ambiguous: give more of its id"
+
+
+def test_defaults_a_caller_relies_on(tmp_path):
+    from recovery.repo.repository import SnapshotInfo
+
+    assert NewEncryption("x").kdf == KdfParams()
+    info = SnapshotInfo("i", "i", "n", "c", 0, None, None, 0, 0)
+    assert (info.partitions, info.verified, info.damaged) == ([], None, None)
+    repo = Repository.init(tmp_path / "r")
+    level3 = zstandard.ZstdCompressor(level=3).compress
+    text = b"".join(b"line %d of a log file, somewhat repetitive\n" % (i * 7919 % 1000) for i in range(4000))
+    assert level3(text) != zstandard.ZstdCompressor(level=4).compress(text)
+    with repo.writer() as session:
+        assert session.compressor.compress(text) == (level3(text), CODEC_ZSTD)
+
+
+def test_the_storage_given_is_the_one_kept(tmp_path):
+    given = LocalStorage(tmp_path / "r")
+    repo = Repository.init(given)
+    assert repo.storage is given and Repository.open(LocalStorage(tmp_path / "r")).path == tmp_path / "r"
+    other = Repository.init(tmp_path / "s")
+    repo.sealer = other.sealer
+    assert repo.sealer is None
+    enc = Repository.init(tmp_path / "e", encryption=NewEncryption(PASSPHRASE, CHEAP))
+    repo.sealer = enc.sealer
+    assert repo.sealer is enc.sealer
+
+
+def test_a_folder_that_refuses_new_entries_is_one_line(tmp_path):
+    from tests.conftest import run
+
+    where = tmp_path / "r"
+    where.mkdir()
+    run("chattr", "+i", where)         # not even root may add to it
+    try:
+        with pytest.raises(RepositoryError) as err:
+            Repository.init(where)
+    finally:
+        run("chattr", "-i", where)
+    assert str(err.value) == f"cannot create a repository at {where}: Operation not permitted"
+
+
+def test_time_waiting_for_a_compression_context_is_summed():
+    import time
+
+    one = Compressor(3, threads=1)
+    started = time.perf_counter()
+    one.compress(b"a" * 1000)
+    assert one.starved_s == 0.0                  # a context's first use waited for nothing
+    for _ in range(2):
+        time.sleep(0.05)
+        one.compress(b"a" * 1000)
+    assert 0.1 <= one.starved_s <= time.perf_counter() - started
+
+
+def compressed_to(size: int, target: int) -> bytes:
+    """Bytes of `size` whose zstd level-3 form is exactly `target` bytes long: random bytes with
+    a run of zeros inside (each random byte more costs about one byte more)."""
+    import random
+
+    level3 = zstandard.ZstdCompressor(level=3).compress
+    noise = random.Random(size).randbytes(size)
+    for k in range(size - size // 16, size):
+        raw = noise[:1000] + bytes(size - k) + noise[1000:k]
+        if len(level3(raw)) == target:
+            return raw
+    pytest.fail(f"no {size}-byte input compresses to {target} bytes")
+
+
+def test_compression_must_save_more_than_a_64th():
+    one = Compressor(3, threads=1)
+    size = 6400                                  # a 64th is 100 bytes, a 65th 98
+    for target, codec in ((6300, CODEC_RAW), (6299, CODEC_ZSTD), (6301, CODEC_RAW)):
+        raw = compressed_to(size, target)
+        stored, got = one.compress(raw)
+        assert got == codec and (stored == raw if codec == CODEC_RAW else len(stored) == target), target
