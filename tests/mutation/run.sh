@@ -80,7 +80,7 @@ declare -A TESTS=(
     [swap]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [foreign]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [fsinit]="tests/unit/test_fs_dispatch.py tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
-    [repository]="tests/unit/test_repository_edges.py tests/unit/test_write_session.py tests/unit/test_repo_format.py tests/unit/test_repo_unlock_background.py"
+    [repository]="tests/unit/test_repository_edges.py tests/unit/test_write_session.py tests/loop/test_repository_placement_loop.py tests/unit/test_repo_format.py tests/unit/test_repo_unlock_background.py"
     [writesession]="tests/unit/test_write_session.py tests/unit/test_repo_format.py tests/unit/test_repository_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
