@@ -6,6 +6,9 @@ meanwhile, and resuming what an interrupted backup stored."""
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
 
 import blake3
 import pytest
@@ -16,6 +19,7 @@ from recovery.repo.index import read_index_file
 from recovery.repo.packs import WrittenPack
 from recovery.repo.repository import UNFINISHED_FILE, UNFINISHED_PREFIX, NewEncryption, Repository
 from recovery.repo.keys import KdfParams
+from recovery.storage.local import LocalStorage
 from tests.unit.test_repository_edges import ObjectStore
 
 
@@ -121,8 +125,27 @@ def test_packs_other_backups_sealed_are_learned_at_the_next_refresh(tmp_path, mo
         assert not slow.has(blob_id(shared))        # the next refresh is 10 s away
         slow._next_refresh = 0
         assert slow.has(blob_id(shared)) and add_raw(slow, shared)[1] == 0
-        assert slow._next_refresh > 0
-    assert len(packs_on_disk(tmp_path / "r")) == 1
+        later = os.urandom(3000)
+        with Repository.open(tmp_path / "r").writer() as other:
+            add_raw(other, later)
+        assert not slow.has(blob_id(later))         # a refresh sets the next one 10 s away
+    assert len(packs_on_disk(tmp_path / "r")) == 2
+
+
+def test_a_damaged_pack_is_skipped_and_the_ones_after_it_learned(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_INDEX_REFRESH", "0")
+    Repository.init(tmp_path / "r", version=1)
+    blobs = [os.urandom(3000) for _ in range(2)]
+    with Repository.open(tmp_path / "r").writer() as session:
+        for raw in blobs:
+            with Repository.open(tmp_path / "r").writer() as other:
+                add_raw(other, raw)
+        first, second = sorted((tmp_path / "r" / "packs").glob("*/*.pack"), key=lambda p: p.name)
+        data = bytearray(first.read_bytes())
+        data[-10] ^= 0xFF
+        first.write_bytes(bytes(data))
+        learned = [session.has(blob_id(raw)) for raw in blobs]
+    assert sorted(learned) == [False, True]
 
 
 def test_a_damaged_pack_from_another_backup_is_stored_around(tmp_path, monkeypatch):
@@ -170,8 +193,11 @@ def test_an_interrupted_backup_is_resumed_and_counted_apart(tmp_path, monkeypatc
                 add_raw(killed, raw)
             raise RuntimeError("killed")
     stored = {blob_id(raw): Repository.open(tmp_path / "r").index.get(blob_id(raw)).stored_len for raw in blobs}
-    # An older Lifeboat's single list, and a list naming a pack that is gone, are read too.
-    (tmp_path / "r" / UNFINISHED_FILE).write_text("0" * 64 + "\n")
+    with Repository.open(tmp_path / "r").writer() as fresh:       # no older Lifeboat's list here
+        assert fresh._resumable == set(stored)
+    # An older Lifeboat's single list (here with a pack that is gone, and bytes that are not
+    # text), read with this Lifeboat's lists.
+    (tmp_path / "r" / UNFINISHED_FILE).write_bytes(b"\xff\xfe not text\n" + b"0" * 64 + b"\n")
     with Repository.open(tmp_path / "r").writer() as session:
         assert session._resumable == set(stored)
         first = blob_id(blobs[0])
@@ -184,6 +210,75 @@ def test_an_interrupted_backup_is_resumed_and_counted_apart(tmp_path, monkeypatc
         session.snapshot_written()
     assert not (tmp_path / "r" / UNFINISHED_FILE).exists()
     assert not any((tmp_path / "r" / "unfinished").iterdir())
+
+
+def test_the_lists_of_several_interrupted_backups_are_all_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    Repository.init(tmp_path / "r")
+    sessions = []
+    for raw in (os.urandom(5000), os.urandom(5000)):
+        with pytest.raises(RuntimeError):
+            with Repository.open(tmp_path / "r").writer() as killed:
+                add_raw(killed, raw)
+                sessions.append((killed, blob_id(raw)))
+                raise RuntimeError("killed")
+    (first, one), (second, two) = sessions
+    assert first.session_id != second.session_id and re.fullmatch(r"[0-9a-f]{32}", first.session_id)
+    os.replace(tmp_path / "r" / f"{UNFINISHED_PREFIX}{first.session_id}", tmp_path / "r" / UNFINISHED_FILE)
+    with Repository.open(tmp_path / "r").writer() as session:
+        assert session._resumable == {one, two}
+
+
+class SlowSeals(LocalStorage):
+    """A folder whose new objects are made visible only once `gate` is set: seals that stay
+    in flight, as on a slow drive."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.gate = threading.Event()
+
+    def create(self):
+        writer = super().create()
+        commit = writer.commit
+
+        def held(name):
+            self.gate.wait(10)
+            commit(name)
+
+        writer.commit = held
+        return writer
+
+
+def test_two_seals_may_be_in_flight_and_the_third_waits(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    Repository.init(tmp_path / "r", version=1)
+    storage = SlowSeals(tmp_path / "r")
+    fallback = threading.Timer(10, storage.gate.set)    # never hang, whatever happens
+    fallback.start()
+    try:
+        with Repository.open(storage).writer() as session:
+            started = time.monotonic()
+            add_raw(session, os.urandom(5000))               # each blob fills a pack
+            add_raw(session, os.urandom(5000))
+            assert time.monotonic() - started < 5 and len(session._sealing) == 2
+            threading.Timer(0.3, storage.gate.set).start()
+            started = time.monotonic()
+            add_raw(session, os.urandom(5000))
+            assert time.monotonic() - started >= 0.25       # waited for the first seal
+            assert len(session._sealing) <= 2
+    finally:
+        fallback.cancel()
+    assert len(session.new_packs) == 3
+
+
+def test_the_stages_a_backup_profile_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    with Repository.init(tmp_path / "r").writer() as session:
+        assert session.chunk_tables == {}
+        for _ in range(3):
+            add_raw(session, os.urandom(5000))
+    assert sorted(session.clock.wall) == ["seal", "seal wait", "write"]
+    assert session.clock.bytes["write"] == 15000
 
 
 def test_meta_blobs_are_compressed_and_kept_once(tmp_path):
