@@ -17,10 +17,14 @@ from recovery.errors import UsageError
 from recovery.repo.format import CODEC_RAW, KIND_DATA, KIND_META, blob_id
 from recovery.repo.index import read_index_file
 from recovery.repo.packs import WrittenPack
-from recovery.repo.repository import UNFINISHED_FILE, UNFINISHED_PREFIX, NewEncryption, Repository
+from recovery.repo.repository import NewEncryption, Repository
 from recovery.repo.keys import KdfParams
 from recovery.storage.local import LocalStorage
 from tests.unit.test_repository_edges import ObjectStore
+
+# Where backups list the packs they wrote before their snapshot exists (docs/FORMAT.md): one
+# list per backup under unfinished/, and the single file older Lifeboat appended to.
+OLDER_LIST = "unfinished-packs"
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +65,7 @@ def test_blobs_are_stored_once_and_the_packs_written_are_listed(tmp_path):
     reopened = Repository.open(tmp_path / "r")
     assert [reopened.read_blob(blob_id(raw)) for raw in blobs] == blobs
     # Listed as unfinished until the backup says its snapshot is written.
-    assert (tmp_path / "r" / f"{UNFINISHED_PREFIX}{session.session_id}").read_text() == written.id + "\n"
+    assert (tmp_path / "r" / f"unfinished/{session.session_id}").read_text() == written.id + "\n"
 
 
 def test_a_pack_is_sealed_when_it_reaches_the_pack_size(tmp_path, monkeypatch):
@@ -179,7 +183,7 @@ def test_a_failed_session_keeps_what_it_sealed_and_drops_the_rest(tmp_path, monk
     reopened = Repository.open(tmp_path / "r")
     assert [reopened.read_blob(blob_id(raw)) for raw in sealed] == sealed
     assert blob_id(b"open " * 10) not in reopened.index
-    listed = (tmp_path / "r" / f"{UNFINISHED_PREFIX}{session.session_id}").read_text()
+    listed = (tmp_path / "r" / f"unfinished/{session.session_id}").read_text()
     assert listed == "".join(p.id + "\n" for p in session.new_packs)
 
 
@@ -197,7 +201,7 @@ def test_an_interrupted_backup_is_resumed_and_counted_apart(tmp_path, monkeypatc
         assert fresh._resumable == set(stored)
     # An older Lifeboat's single list (here with a pack that is gone, and bytes that are not
     # text), read with this Lifeboat's lists.
-    (tmp_path / "r" / UNFINISHED_FILE).write_bytes(b"\xff\xfe not text\n" + b"0" * 64 + b"\n")
+    (tmp_path / "r" / OLDER_LIST).write_bytes(b"\xff\xfe not text\n" + b"0" * 64 + b"\n")
     with Repository.open(tmp_path / "r").writer() as session:
         assert session._resumable == set(stored)
         first = blob_id(blobs[0])
@@ -208,7 +212,7 @@ def test_an_interrupted_backup_is_resumed_and_counted_apart(tmp_path, monkeypatc
         assert session.bytes_resumed == stored[first] + stored[blob_id(blobs[1])]
         assert session.resumed_ids == {first, blob_id(blobs[1])} and session.bytes_stored_new == 0
         session.snapshot_written()
-    assert not (tmp_path / "r" / UNFINISHED_FILE).exists()
+    assert not (tmp_path / "r" / OLDER_LIST).exists()
     assert not any((tmp_path / "r" / "unfinished").iterdir())
 
 
@@ -224,7 +228,7 @@ def test_the_lists_of_several_interrupted_backups_are_all_read(tmp_path, monkeyp
                 raise RuntimeError("killed")
     (first, one), (second, two) = sessions
     assert first.session_id != second.session_id and re.fullmatch(r"[0-9a-f]{32}", first.session_id)
-    os.replace(tmp_path / "r" / f"{UNFINISHED_PREFIX}{first.session_id}", tmp_path / "r" / UNFINISHED_FILE)
+    os.replace(tmp_path / "r" / f"unfinished/{first.session_id}", tmp_path / "r" / OLDER_LIST)
     with Repository.open(tmp_path / "r").writer() as session:
         assert session._resumable == {one, two}
 
