@@ -51,8 +51,8 @@ declare -A PATHS=(
     [swap]=recovery/fs/swap.py
     [foreign]=recovery/fs/foreign.py
     [fsinit]=recovery/fs/__init__.py
-    [repository]=recovery/repo/repository.py     # in two parts (only_lines.py): up to class WriteSession,
-    [writesession]=recovery/repo/repository.py   # and WriteSession to the end
+    [repository]=recovery/repo/repository.py     # in two parts: up to class WriteSession, and WriteSession
+    [writesession]=recovery/repo/repository.py   # on; only_lines.py marks the other part, then RESUME=1 (RESULTS.md)
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
