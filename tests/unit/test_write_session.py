@@ -340,3 +340,29 @@ def test_an_object_store_session_uploads_at_once_and_caches_its_index(tmp_path):
     assert cached.read_bytes() == (tmp_path / "s" / "index" / name).read_bytes()
     with Repository.init(tmp_path / "local").writer() as session:
         assert session._seal_threads == 1
+
+
+def test_a_full_pack_never_outgrows_the_buffer_kept_for_its_parity(tmp_path, monkeypatch):
+    from recovery.repo.packs import PackBuffer
+
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(4 << 20))
+    repo = Repository.init(tmp_path / "r")                     # format 2: parity from the buffer
+    with repo.writer() as session:
+        add_raw(session, os.urandom((4 << 20) - 4096))         # just under the pack size
+        last = os.urandom(2_520_000)                           # within the room planned: 1/8 + 2 MiB more
+        add_raw(session, last)
+        assert session._pack is None                           # that sealed it
+    (buffer,) = session._buffers._free
+    assert len(buffer.data) == len(PackBuffer(session._buffers.size).data)    # never regrown
+    assert Repository.open(tmp_path / "r").read_blob(blob_id(last)) == last
+
+
+def test_each_thread_reuses_its_decompressor(tmp_path):
+    repo = Repository.init(tmp_path / "r")
+    texts = [b"text %d " % i * 2000 for i in range(3)]
+    with repo.writer() as session:
+        ids = [session.add_meta(raw) for raw in texts]
+    reader = Repository.open(tmp_path / "r")
+    assert reader.read_blob(bytes.fromhex(ids[0])) == texts[0]
+    first = reader._dctx.d
+    assert [reader.read_blob(bytes.fromhex(i)) for i in ids] == texts and reader._dctx.d is first
