@@ -434,7 +434,7 @@ class Repository:
             if data.get("format") != MANIFEST_FORMAT or data.get("version") != MANIFEST_VERSION:
                 raise RepositoryError(f"snapshot {snapshot_id[:8]} has an unsupported format")
             return Manifest.from_json(data, snapshot_id)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:    # JSON of another shape
             raise DamageError(f"snapshot {snapshot_id[:8]}: its manifest cannot be read") from exc
 
     def snapshots(self, name: str | None = None) -> list[SnapshotInfo]:
@@ -547,6 +547,8 @@ class Repository:
         except FileNotFoundError:
             return None
         except (OSError, LifeboatError, ValueError, KeyError, TypeError):
+            damage = None
+        if not isinstance(damage, list):
             return ["its damage mark is unreadable: run verify again"]
         return [str(line) for line in damage] or ["damaged"]
 

@@ -51,6 +51,8 @@ declare -A PATHS=(
     [swap]=recovery/fs/swap.py
     [foreign]=recovery/fs/foreign.py
     [fsinit]=recovery/fs/__init__.py
+    [repository]=recovery/repo/repository.py     # in two parts: up to class WriteSession, and WriteSession
+    [writesession]=recovery/repo/repository.py   # on; only_lines.py marks the other part, then RESUME=1 (RESULTS.md)
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -78,6 +80,8 @@ declare -A TESTS=(
     [swap]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [foreign]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [fsinit]="tests/unit/test_fs_dispatch.py tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
+    [repository]="tests/unit/test_repository_edges.py tests/unit/test_write_session.py tests/loop/test_repository_placement_loop.py tests/unit/test_repo_format.py tests/unit/test_repo_unlock_background.py"
+    [writesession]="tests/unit/test_write_session.py tests/unit/test_repo_format.py tests/unit/test_repository_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
