@@ -326,14 +326,10 @@ class Repository:
 
     @classmethod
     def _unlocked(cls, repo: "Repository", unlock: Unlock | None, background: bool = False) -> "Repository":
-        if repo.encrypted:
-            try:
-                repo._pending = (unlock or Unlock()).begin(repo.storage, repo.config)
-                if not background:
-                    repo.wait_unlocked()
-            except BaseException:
-                repo.close()
-                raise
+        if repo.encrypted:                  # a refusal here is closed by open()
+            repo._pending = (unlock or Unlock()).begin(repo.storage, repo.config)
+            if not background:
+                repo.wait_unlocked()
         return repo
 
     @classmethod
@@ -345,6 +341,8 @@ class Repository:
         except FileNotFoundError:
             storage.check_present(CONFIG_FILE)      # an object store: one request when all is well
             raise
+        except OSError as exc:                      # a folder in its place, no permission, EIO
+            raise RepositoryError(f"{storage.where(CONFIG_FILE)} is damaged or unreadable") from exc
         try:
             config = json.loads(raw)
         except ValueError as exc:

@@ -29,7 +29,7 @@ from recovery.repo.parity import parity_name
 from recovery.repo.repository import (PARITY_CONFIG, SUBDIRS, Compressor, NewEncryption, Repository,
                                       placement_problem)
 from recovery.repo.sealing import AAD_MANIFEST, key_check
-from recovery.storage.base import StorageError, UnreachableError
+from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import SCRATCH, LocalStorage
 from tests.unit.test_repo_format import store
 
@@ -52,6 +52,13 @@ class ObjectStore(LocalStorage):
 
     def describe(self) -> str:
         return f"store:{self.root.name}"
+
+    # an object store's answers about the place: from its objects, not from a folder
+    check_new = Storage.check_new
+    place_problem = Storage.place_problem
+    make_folders = Storage.make_folders
+    missing_folders = Storage.missing_folders
+    check_present = Storage.check_present
 
 
 class Failing(LocalStorage):
