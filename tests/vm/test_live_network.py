@@ -140,6 +140,11 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
             assert shell_step(vm, f"backup-{kind}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
             assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
             assert shell_step(vm, f"restore-{kind}", f"lifeboat restore latest {target} --repo {repo} --yes", 900) == 0
+        # a real Samba's refusals, read from mount.cifs by the live system: one line each, exit 5
+        smb = f"smb://{SMB_USER}@{HOST}"
+        refused = shell_step(vm, "smb-wrong", "LIFEBOAT_PASSWORD=wrong-pass-1 lifeboat snapshots "
+                             f"--repo {smb}/backups/lifeboat", 300)
+        missing = shell_step(vm, "smb-noshare", f"lifeboat snapshots --repo {smb}/no-such-share/lifeboat", 300)
         browse = "--repo /mnt/exfat/lifeboat --name fatpc"
         assert shell_step(vm, "backup-fatpc", f"lifeboat backup /dev/vdg {browse}", 900) == 0
         # mounted until umount: wait for both filesystems beneath it, then show how they are mounted
@@ -163,6 +168,9 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     assert SMB_PASSWORD not in console.replace(f"LIFEBOAT_PASSWORD={SMB_PASSWORD}", "")
     for target in targets:
         assert_restored(target, part, want)
+    assert (refused, missing) == (5, 5)
+    assert f"the SMB server {HOST} refused the login of {SMB_USER} to the share backups" in console
+    assert f"the share no-such-share does not exist on {HOST}" in console
     # browsing used the kernel's vfat and exfat, and every file came out whole
     assert "_/tmp/snap/p1_vfat_" in console and browse_mounts[1] == "exfat", console[-3000:]
     got = ext_tree(out_disk)
