@@ -51,6 +51,9 @@ declare -A PATHS=(
     [swap]=recovery/fs/swap.py
     [foreign]=recovery/fs/foreign.py
     [fsinit]=recovery/fs/__init__.py
+    [prune]=recovery/repo/prune.py
+    [ranges]=recovery/repo/ranges.py
+    [isal]=recovery/repo/isal.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -78,6 +81,9 @@ declare -A TESTS=(
     [swap]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [foreign]="tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [fsinit]="tests/unit/test_fs_dispatch.py tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
+    [prune]="tests/unit/test_prune_edges.py"
+    [ranges]="tests/unit/test_ranges_edges.py"
+    [isal]="tests/unit/test_parity_isal.py tests/unit/test_isal_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
