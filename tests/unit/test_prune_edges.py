@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from recovery.errors import Cancelled, DamageError, LockWaitError, UsageError
+import errno
+
+from recovery.errors import Cancelled, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.events import CancelToken
 from recovery.model.layout import Layout
 from recovery.repo import prune as pr
@@ -28,6 +30,7 @@ from recovery.repo.manifest import BootArea, Manifest, PartitionImage
 from recovery.repo.packs import read_footer
 from recovery.repo.repository import Repository
 from recovery.repo.retention import Policy
+from recovery.storage.local import FileWriter, LocalStorage, write_error
 from recovery.units import human_size
 
 BLOB = 17_000          # four to a 64 KiB pack: the fourth takes the pack past its size and seals it
@@ -472,6 +475,87 @@ def test_the_preview_counts_the_bytes_only_removed_snapshots_use(history):
     (repo.local_path / "snapshots" / f"{p3}.json").unlink()
     (repo.local_path / "snapshots" / f"{p3}.json.par").unlink()
     assert pr.freed_by_forgetting(repo, Policy(last=1)) == (1, stored)
+
+
+# -- a full drive ---------------------------------------------------------------------------
+class SmallDrive(LocalStorage):
+    """A real folder on a drive with `capacity` bytes: a write that would take the folder's files
+    past it fails as a full filesystem's does (ENOSPC, the writer's scratch file removed)."""
+
+    def __init__(self, root: Path, capacity: int):
+        super().__init__(root)
+        self.capacity = capacity
+
+    def used(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def create(self) -> FileWriter:
+        return _SmallDriveWriter(self)
+
+    def write(self, name: str, data) -> None:
+        writer = self.create()
+        writer.write(data)
+        writer.commit(name)
+
+
+class _SmallDriveWriter(FileWriter):
+    def write(self, data) -> None:
+        if self.storage.used() + len(data) > self.storage.capacity:
+            self.abort()
+            raise write_error(OSError(errno.ENOSPC, "No space left on device"))
+        super().write(data)
+
+
+def _on_small_drive(s: Shaped, room: int) -> Repository:
+    drive = SmallDrive(s.root, 0)
+    drive.capacity = drive.used() + room
+    return Repository(s.root, s.repo.config, storage=drive)
+
+
+def test_on_a_full_drive_prune_deletes_what_it_can_then_repacks_the_rest(shaped):
+    s = shaped
+    repo = _on_small_drive(s, 40 * 1024)          # less than one new pack, more once B is gone
+    said = []
+    result = pr.prune(repo, say=said.append)
+    assert said[1] == ("the destination was full: the packs copied so far and the unused ones are deleted; "
+                       "repacking the rest")
+    assert not s.pack_file("B").exists() and not s.pack_file("C").exists()
+    assert not s.pack_file("D").exists() and not s.pack_file("E").exists()
+    assert result.packs_deleted == 4 and result.packs_repacked == 3 and result.packs_written == 2
+    assert result.index_files_deleted == 4 and result.index_files_written == 2
+    assert result.bytes_freed == result.bytes_deleted - result.bytes_written > 0
+    assert repo.storage.used() <= repo.storage.capacity
+    s.everything_reads(s.live())
+    assert pr.prune(Repository.open(s.root)).plan.repack == []
+
+
+def test_a_drive_too_full_for_one_pack_with_nothing_to_delete_is_refused(shaped):
+    s = shaped
+    s.repo.write_manifest(_manifest("all-b", 6, s.b))          # B is used now: nothing to delete
+    repo = _on_small_drive(s, 20 * 1024)
+    before = s.objects()
+    with pytest.raises(NoSpaceError, match="^the destination is too full to repack even one pack: free a little "
+                       r"space \(or prune with --repack-threshold 0, which only deletes unused packs\)$"):
+        pr.prune(repo)
+    assert s.objects() == before
+    s.everything_reads(s.live() + s.b)
+
+
+def test_a_drive_that_fills_up_again_stops_prune_after_what_it_deleted(shaped):
+    s = shaped
+    repo = _on_small_drive(s, 40 * 1024)
+    drive = repo.storage
+
+    def said(line):
+        if line.startswith("the destination was full"):     # something else takes the room B left
+            drive.capacity = drive.used() + 1024
+
+    with pytest.raises(NoSpaceError, match="^the destination is too full to repack the rest: free a little space, "
+                       r"or prune with --repack-threshold 0 \(only unused packs are deleted\)$"):
+        pr.prune(repo, say=said)
+    assert not s.pack_file("B").exists()
+    assert s.pack_file("C").exists() and s.pack_file("D").exists() and s.pack_file("E").exists()
+    s.everything_reads(s.live())
 
 
 # -- slower: a lock waited for, and a child process stopped and killed --------------------
