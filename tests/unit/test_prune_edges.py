@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import errno
+import json
 
 from recovery.errors import Cancelled, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.events import CancelToken
@@ -27,7 +28,7 @@ from recovery.repo.format import KIND_DATA, blob_id
 from recovery.repo.index import load_index_file
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import BootArea, Manifest, PartitionImage
-from recovery.repo.packs import read_footer
+from recovery.repo.packs import PACK_MAGIC, read_footer
 from recovery.repo.repository import Repository
 from recovery.repo.retention import Policy
 from recovery.storage.local import FileWriter, LocalStorage, write_error
@@ -226,7 +227,7 @@ def test_prune_repacks_deletes_and_counts_what_it_did_on_the_drive(shaped):
     assert said == [result.plan.lines()[1]]
     assert events and {e.phase for e in events} == {"repack"} and {e.total for e in events} == {result.plan.bytes_to_read}
     assert events[0].done == 0 or events[0].done == result.plan.repack[0].size
-    assert events[-1].done == result.plan.bytes_to_read
+    assert events[-1].done == result.plan.bytes_to_read and {e.stored_new for e in events} == {0}
     js = result.to_json()
     assert js == {"plan": result.plan.to_json(), "packs_deleted": 4, "packs_repacked": 3, "packs_written": 2,
                   "index_files_written": 2, "index_files_deleted": 4, "bytes_read": result.bytes_read,
@@ -254,6 +255,10 @@ def test_a_dry_run_changes_nothing_and_without_counts_snapshots_as_gone(shaped):
     said = []
     dry = pr.prune(repo, dry_run=True, say=said.append)
     assert _ids(dry.plan.delete) == [s.pack["B"]] and dry.packs_deleted == 0 and said == []
+    assert {k: v for k, v in dry.to_json().items() if k not in ("plan", "seconds")} == {
+        "packs_deleted": 0, "packs_repacked": 0, "packs_written": 0, "index_files_written": 0,
+        "index_files_deleted": 0, "bytes_read": 0, "bytes_written": 0, "bytes_deleted": 0, "kept": [],
+        "bytes_freed": 0}
     gone = pr.prune(repo, dry_run=True, without=frozenset({s.work}))
     # Without "work", C and D hold nothing used: deleted whole, and only E is repacked.
     assert _ids(gone.plan.delete) == sorted(s.pack[k] for k in "BCD") and _ids(gone.plan.repack) == [s.pack["E"]]
@@ -270,9 +275,9 @@ def test_a_snapshot_saved_while_prune_repacks_keeps_what_it_uses(shaped):
     saved = []
 
     def meanwhile(event):
-        if not saved:       # a backup finishing beside the repacking: b1 (of a pack to delete), c2
-            # (of a pack being repacked, not copied: c2 was unused) and d1 (copied)
-            saved.append(Repository.open(s.root).write_manifest(_manifest("late", 4, [s.b[0], s.c[1], s.d[0]])))
+        if not saved:       # a backup finishing beside the repacking: b1 and b2 (of a pack to delete),
+            # c2 (of a pack being repacked, not copied: c2 was unused) and d1 (copied)
+            saved.append(Repository.open(s.root).write_manifest(_manifest("late", 4, [s.b[0], s.b[1], s.c[1], s.d[0]])))
 
     result = pr.prune(repo, on_event=meanwhile)
     assert saved
@@ -280,7 +285,7 @@ def test_a_snapshot_saved_while_prune_repacks_keeps_what_it_uses(shaped):
     assert result.packs_deleted == 2 and result.packs_repacked == 2
     assert s.pack_file("B").exists() and s.pack_file("C").exists()
     assert not s.pack_file("D").exists() and not s.pack_file("E").exists()
-    s.everything_reads(s.live() + [s.b[0], s.c[1]])
+    s.everything_reads(s.live() + [s.b[0], s.b[1], s.c[1]])
     assert result.lines()[-2:] == [f"kept {k}" for k in result.kept]
     # A second prune then repacks B and C as the new snapshot leaves them.
     again = pr.prune(Repository.open(s.root))
@@ -309,6 +314,35 @@ def test_a_damaged_blob_keeps_its_pack_and_a_damaged_footer_the_doomed_pack(shap
     assert not s.pack_file("C").exists() and not s.pack_file("E").exists()
     assert result.packs_repacked == 2 and result.packs_deleted == 2
     s.everything_reads([i for i in s.live() if i != s.d[2]])
+
+
+def test_a_damaged_footer_spares_its_pack_and_the_others_are_still_checked(shaped):
+    s, repo = shaped, shaped.repo
+    doomed = sorted("BCDE", key=lambda k: s.pack[k])
+    first, last = doomed[0], doomed[-1]
+    _flip(s.pack_file(first), s.pack_file(first).stat().st_size - 40)
+    _drop_parity(s, first)
+    # A snapshot saved during the repacking uses the last doomed pack's fourth blob (never copied).
+    late = {"B": s.b, "C": s.c, "D": s.d, "E": s.e}[last][3]
+    saved = []
+
+    def meanwhile(event):
+        if not saved:
+            saved.append(Repository.open(s.root).write_manifest(_manifest("late", 4, [late])))
+
+    # An index file no reader can read sorts first: passed over, left as it is.
+    garbage = s.root / "index" / ("0" * 64 + ".idx")
+    garbage.write_bytes(b"not an index file")
+    result = pr.prune(repo, on_event=meanwhile)
+    assert [k[5:21] for k in result.kept] == sorted([s.pack[first][:16], s.pack[last][:16]])
+    assert s.pack_file(first).exists() and s.pack_file(last).exists()
+    assert garbage.read_bytes() == b"not an index file"
+    after = s.objects()
+    packs_now = {Path(n).stem for n in after if n.endswith(".pack")}
+    for n in after:
+        if n.endswith(".idx") and n != f"index/{garbage.name}":
+            assert {pid for pid, _ in load_index_file(repo.storage, n, None)} <= packs_now, n
+    s.everything_reads(s.live() + [late])
 
 
 def _flip(path: Path, at: int) -> None:
@@ -475,6 +509,59 @@ def test_the_preview_counts_the_bytes_only_removed_snapshots_use(history):
     (repo.local_path / "snapshots" / f"{p3}.json").unlink()
     (repo.local_path / "snapshots" / f"{p3}.json.par").unlink()
     assert pr.freed_by_forgetting(repo, Policy(last=1)) == (1, stored)
+
+
+class Watched(LocalStorage):
+    """A real folder that notes which lock is held whenever a pack is written or deleted."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.seen: list[tuple[str, str, list[str]]] = []
+
+    def _note(self, what: str) -> None:
+        exclusive = self.root / "lock"
+        holder = json.loads(exclusive.read_bytes()) if exclusive.is_file() else None
+        shared = sorted(json.loads(p.read_bytes())["purpose"] for p in self.root.glob("lock/*.json"))
+        self.seen.append((what, holder and f"{holder['mode']} {holder['purpose']}", shared))
+
+    def create(self):
+        self._note("write")
+        return super().create()
+
+    def delete(self, name: str) -> None:
+        if name.endswith(".pack"):
+            self._note("delete")
+        super().delete(name)
+
+
+def test_packs_are_copied_under_the_shared_lock_and_deleted_under_the_exclusive_one(shaped):
+    s = shaped
+    watched = Watched(s.root)
+    pr.prune(Repository(s.root, s.repo.config, storage=watched))
+    writes = [w for w in watched.seen if w[0] == "write"]
+    deletes = [w for w in watched.seen if w[0] == "delete"]
+    assert writes and {(h, tuple(sh)) for _, h, sh in writes} == {(None, ("prune (repacking)",))}
+    assert len(deletes) == 4 and {(h, tuple(sh)) for _, h, sh in deletes} == {("exclusive prune", ())}
+
+
+def test_at_threshold_100_a_pack_with_any_unused_byte_is_repacked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    repo = Repository.init(tmp_path / "r")
+    rng = random.Random(4)
+    big, small = _store(repo, [rng.randbytes(BLOB), rng.randbytes(50)])        # one pack, 99.7 % used
+    repo.write_manifest(_manifest("pc", 1, [big]))
+    assert len(pr.plan_prune(repo, {big}, 100, 1).repack) == 1
+    assert pr.plan_prune(repo, {big}, 99, 1).repack == []
+
+
+def test_a_pack_filled_to_its_size_exactly_is_sealed_there(shaped, monkeypatch):
+    s = shaped
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(len(PACK_MAGIC) + 2 * s.stored))     # two blobs exactly
+    result = pr.prune(s.repo)
+    assert result.packs_written == 3 and result.packs_repacked == 3 and result.packs_deleted == 4
+    new = [n for n in s.objects() if n.endswith(".pack") and Path(n).stem not in s.pack.values()]
+    assert sorted(len(read_footer(s.repo.storage, n)) for n in new) == [2, 2, 2]
+    s.everything_reads(s.live())
 
 
 # -- a full drive ---------------------------------------------------------------------------
