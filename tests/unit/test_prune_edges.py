@@ -440,14 +440,15 @@ def test_prune_beside_a_running_backup_repacks_but_deletes_nothing_when_it_canno
 # -- forget -------------------------------------------------------------------------------
 @pytest.fixture
 def history(tmp_path, monkeypatch):
-    """Three snapshots of "pc" on three days and one of "laptop", each using one blob of its own
-    and one shared blob."""
+    """Three snapshots of "pc" on three days and one of "laptop", each using a blob all use and
+    one of its own; the first also uses x (as the third does) and y (as the laptop's does)."""
     monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
     repo = Repository.init(tmp_path / "r")
     rng = random.Random(9)
-    shared, *own = _store(repo, [rng.randbytes(BLOB) for _ in range(5)])
-    sids = [repo.write_manifest(_manifest("pc", day, [shared, own[i]])) for i, day in enumerate((1, 2, 3))]
-    sids.append(repo.write_manifest(_manifest("laptop", 1, [shared, own[3]])))
+    shared, *own, x, y = _store(repo, [rng.randbytes(BLOB) for _ in range(7)])
+    uses = [[shared, own[0], x, y], [shared, own[1]], [shared, own[2], x]]
+    sids = [repo.write_manifest(_manifest("pc", day, uses[i])) for i, day in enumerate((1, 2, 3))]
+    sids.append(repo.write_manifest(_manifest("laptop", 1, [shared, own[3], y])))
     for sid in sids:
         repo.mark_verified(sid)
     return repo, sids, own
@@ -475,6 +476,13 @@ def test_forget_judges_each_machine_and_deletes_manifests_and_marks(history):
     assert not (root / "snapshots" / f"{p1}.json").exists() and not (root / "verified" / f"{p1}.json").exists()
     assert (root / "verified" / f"{p2}.json").exists()
     assert only_pc.lines()[-1] == "keep last 2: 2 kept, 1 removed"
+    # A snapshot kept by two rules says both; one marked damaged by verify is judged all the same.
+    repo.mark_damaged(p2, ["chunk 0123 is damaged"])
+    both = pr.forget(repo, Policy(last=1, daily=1), name="pc", dry_run=True)
+    assert both.unjudged == [] and [(v.id, v.keep) for v in both.verdicts] == [(p3, True), (p2, False)]
+    newest = both.verdicts[0]
+    assert len(newest.reasons) == 2
+    assert f"  keep    {p3[:8]}  2026-11-03T00:00:00Z  ({newest.reasons[0]}, {newest.reasons[1]})" in both.lines()
     assert f"  remove  {p1[:8]}  2026-11-01T00:00:00Z" in only_pc.lines()
     assert not (root / "lock").exists()
 
@@ -505,10 +513,18 @@ def test_the_preview_counts_the_bytes_only_removed_snapshots_use(history):
     assert pr.freed_by_forgetting(repo, Policy(last=5)) == (0, 0)
     refs = pr.References(repo)
     assert pr.forget_preview(repo, Policy(last=2), refs)[1] == stored and set(refs.per_snapshot) == {p1, p2, p3, l1}
-    # A snapshot whose blob is not in the index (lost) counts nothing for it.
+    # A snapshot marked damaged by verify is judged like any other.
+    repo.mark_damaged(p3, ["chunk 0123 is damaged"])
+    assert pr.freed_by_forgetting(repo, Policy(last=1)) == (2, 2 * stored)
+    # Without the third snapshot, x is the first one's alone.
     (repo.local_path / "snapshots" / f"{p3}.json").unlink()
     (repo.local_path / "snapshots" / f"{p3}.json.par").unlink()
-    assert pr.freed_by_forgetting(repo, Policy(last=1)) == (1, stored)
+    assert pr.freed_by_forgetting(repo, Policy(last=1)) == (1, 2 * stored)
+    # A snapshot whose manifest cannot be read is not judged.
+    (repo.local_path / "snapshots" / f"{p1}.json").write_bytes(b"{not json")
+    (repo.local_path / "snapshots" / f"{p1}.json.par").unlink()
+    verdicts, freed = pr.forget_preview(repo, Policy(last=5))
+    assert sorted(v.id for v in verdicts) == sorted([p2, l1]) and freed == 0
 
 
 class Watched(LocalStorage):

@@ -7,6 +7,7 @@ came back short or held damage, or was dropped by a cancel; a server gone is sai
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -217,7 +218,7 @@ def test_spans_dropped_by_a_cancel_are_read_by_whoever_still_asks(saved):
     repo, raw = saved
     ids = list(raw)
     reader = SpanReader(repo, workers=1)
-    blocker = reader.pool.submit(lambda: __import__("time").sleep(0.2))   # the one worker is busy
+    blocker = reader.pool.submit(lambda: time.sleep(0.2))   # the one worker is busy
     where = reader.plan(ids)
     reader.close(cancel=True)
     blocker.result()
@@ -235,3 +236,28 @@ def test_close_without_cancel_lets_the_started_reads_finish(saved):
     assert [reader.blob(b, where[b]) for b in ids] == [raw[b] for b in ids]
     assert not any(w[0].read.cancelled() for w in where.values())
     assert ranges.SpanReader._read(reader, where[ids[0]][0]) == where[ids[0]][0].read.result()
+
+
+def test_blobs_come_from_the_span_read_not_a_second_read(saved):
+    repo, raw = saved
+    ids = list(raw)
+    reader = SpanReader(repo, workers=2)
+    where = reader.plan(ids)
+    for span, _ in where.values():
+        span.read.result()
+    # The spans are in memory: with every pack gone from the folder each blob still comes back,
+    # the last of each span (which ends exactly where its span does) included.
+    for pack in (repo.local_path / "packs").rglob("*.pack*"):
+        pack.unlink()
+    assert [reader.blob(b, where[b]) for b in ids] == [raw[b] for b in ids]
+    reader.close()
+
+
+def test_close_does_not_wait_for_the_reads_still_running(saved):
+    repo, raw = saved
+    reader = SpanReader(repo, workers=1)
+    slow = reader.pool.submit(time.sleep, 0.6)
+    t0 = time.monotonic()
+    reader.close()
+    assert time.monotonic() - t0 < 0.3 and not slow.done()
+    slow.result()
