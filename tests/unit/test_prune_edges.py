@@ -580,6 +580,33 @@ def test_a_pack_filled_to_its_size_exactly_is_sealed_there(shaped, monkeypatch):
     s.everything_reads(s.live())
 
 
+def test_a_blob_two_backups_stored_at_once_goes_with_the_copy_the_index_does_not_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    root = tmp_path / "r"
+    Repository.init(root)
+    rng = random.Random(6)
+    x, u, k = (rng.randbytes(BLOB) for _ in range(3))
+    one, two = Repository.open(root), Repository.open(root)
+    with one.writer() as first, two.writer() as second:       # neither knows the other's blobs yet
+        for session, raws in ((first, (x, u)), (second, (x, k))):
+            for raw in raws:
+                stored, codec = session.compressor.compress(raw)
+                session.add(one.blob_id(raw), stored, len(raw), KIND_DATA, codec)
+    repo = Repository.open(root)
+    xid = repo.blob_id(x)
+    packs = {p.stem: p for p in root.glob("packs/*/*.pack")}
+    assert len(packs) == 2
+    used = repo.index.get(xid).pack_id
+    (other,) = set(packs) - {used}
+    partner = next(e.id for e in read_footer(repo.storage, f"packs/{used[:2]}/{used}.pack") if e.id != xid)
+    repo.write_manifest(_manifest("pc", 1, [xid, partner]))
+    result = pr.prune(repo)
+    # The other copy of x is garbage, as is the blob beside it: its pack goes, nothing is spared.
+    assert result.kept == [] and result.packs_deleted == 1 and not packs[other].exists() and packs[used].exists()
+    again = Repository.open(root)
+    assert again.read_blob(xid) == x and again.read_blob(partner) in (u, k)
+
+
 # -- a full drive ---------------------------------------------------------------------------
 class SmallDrive(LocalStorage):
     """A real folder on a drive with `capacity` bytes: a write that would take the folder's files
