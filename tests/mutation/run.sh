@@ -7,7 +7,8 @@
 # run inside $OUT/copy with $OUT/cache-<label> copied to .mutmut-cache (never while a run is going:
 # mutmut reads the mutated file and corrupts its cache). Kill rates: tests/mutation/tally.py $OUT.
 # mutmut 2 counts only pytest's exit code 1 as a kill; a mutant that breaks an import ends in a
-# collection error (exit 2), which mutexit.py maps to 1.
+# collection error (exit 2), which mutexit.py maps to 1; one that crashes the interpreter (a
+# signal) ends the run with 1 through crashexit.py.
 set -uo pipefail
 # The whole script is one function, read before it runs: editing this file during a run (bash
 # reads a script as it goes) cannot change what the run does next.
@@ -92,7 +93,7 @@ for label in "${@:-chunking bitmap format layout sealing retention index parity 
         # survivors and the untested run again (mutmut keeps a killed mutant killed).
         [ -n "${AGAIN:-}" ] && [ -f "$OUT/cache-$one" ] && cp "$OUT/cache-$one" .mutmut-cache
         nice -n 19 "$V/mutmut" run --paths-to-mutate "${PATHS[$one]}" \
-            --runner "$V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
+            --runner "$V/python $ROOT/tests/mutation/crashexit.py $V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
             > "$OUT/$one.log" 2>&1
         cp .mutmut-cache "$OUT/cache-$one"
         "$V/mutmut" results > "$OUT/$one.results" 2>&1
