@@ -8,6 +8,8 @@ compared with pyeclib's in tests/unit/test_parity_isal.py."""
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -46,6 +48,23 @@ def test_candidates_that_do_not_load_or_lack_the_functions_are_passed_over(fresh
     assert fresh._load() is not None and fresh._lib._name == str(real)
 
 
+def test_the_first_library_that_loads_is_the_one_used(fresh, monkeypatch, tmp_path):
+    real = fresh._candidates()[0]
+    twin = tmp_path / "libisal-twin.so.2"
+    twin.write_bytes(real.read_bytes())
+    monkeypatch.setattr(fresh, "_candidates", lambda: [real, twin])
+    assert fresh._load()._name == str(real)
+
+
+def test_a_new_process_without_pyeclib_finds_no_library():
+    code = ("import sys; sys.modules['pyeclib'] = None\n"
+            "from recovery.repo import isal\n"
+            "print(isal.available(), isal._lib)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert run.returncode == 0 and run.stdout.split() == ["False", "None"], run.stderr
+
+
 def test_without_pyeclib_there_is_no_library(fresh, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyeclib", None)           # import pyeclib raises ImportError
     assert fresh._candidates() == []
@@ -72,6 +91,10 @@ def test_a_writable_buffer_is_pinned_in_place_and_let_go_after():
             buf.append(1)                        # pinned: cannot move meanwhile
     assert buf == bytearray(b"01ab456789")
     buf.append(ord("!"))                         # let go
+    one = bytearray(b"a")                        # the smallest buffer is pinned in place too
+    with isal.pinned(one) as address:
+        ctypes.memmove(address, b"b", 1)
+    assert one == bytearray(b"b")
     whole = bytearray(b"xxxxxxxx")
     with isal.pinned(memoryview(whole)[4:]) as address:
         ctypes.memmove(address, b"yy", 2)
