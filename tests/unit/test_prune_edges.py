@@ -123,6 +123,167 @@ def _ids(uses) -> list[str]:
     return [u.id for u in uses]
 
 
+class Watched(LocalStorage):
+    """A real folder that notes which lock is held whenever a pack is written or deleted."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.seen: list[tuple[str, str, list[str]]] = []
+
+    def _note(self, what: str) -> None:
+        exclusive = self.root / "lock"
+        holder = json.loads(exclusive.read_bytes()) if exclusive.is_file() else None
+        shared = sorted(json.loads(p.read_bytes())["purpose"] for p in self.root.glob("lock/*.json"))
+        self.seen.append((what, holder and f"{holder['mode']} {holder['purpose']}", shared))
+
+    def create(self):
+        self._note("write")
+        return super().create()
+
+    def delete(self, name: str) -> None:
+        if name.endswith(".pack"):
+            self._note("delete")
+        super().delete(name)
+
+
+def test_packs_are_copied_under_the_shared_lock_and_deleted_under_the_exclusive_one(shaped):
+    s = shaped
+    watched = Watched(s.root)
+    pr.prune(Repository(s.root, s.repo.config, storage=watched))
+    writes = [w for w in watched.seen if w[0] == "write"]
+    deletes = [w for w in watched.seen if w[0] == "delete"]
+    assert writes and {(h, tuple(sh)) for _, h, sh in writes} == {(None, ("prune (repacking)",))}
+    assert len(deletes) == 4 and {(h, tuple(sh)) for _, h, sh in deletes} == {("exclusive prune", ())}
+
+
+def test_at_threshold_100_a_pack_with_any_unused_byte_is_repacked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    repo = Repository.init(tmp_path / "r")
+    rng = random.Random(4)
+    big, small = _store(repo, [rng.randbytes(BLOB), rng.randbytes(50)])        # one pack, 99.7 % used
+    repo.write_manifest(_manifest("pc", 1, [big]))
+    assert len(pr.plan_prune(repo, {big}, 100, 1).repack) == 1
+    assert pr.plan_prune(repo, {big}, 99, 1).repack == []
+
+
+def test_a_pack_filled_to_its_size_exactly_is_sealed_there(shaped, monkeypatch):
+    s = shaped
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(len(PACK_MAGIC) + 2 * s.stored))     # two blobs exactly
+    result = pr.prune(s.repo)
+    assert result.packs_written == 3 and result.packs_repacked == 3 and result.packs_deleted == 4
+    new = [n for n in s.objects() if n.endswith(".pack") and Path(n).stem not in s.pack.values()]
+    assert sorted(len(read_footer(s.repo.storage, n)) for n in new) == [2, 2, 2]
+    s.everything_reads(s.live())
+
+
+def test_a_blob_two_backups_stored_at_once_goes_with_the_copy_the_index_does_not_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    root = tmp_path / "r"
+    Repository.init(root)
+    rng = random.Random(6)
+    x, u, k = (rng.randbytes(BLOB) for _ in range(3))
+    one, two = Repository.open(root), Repository.open(root)
+    with one.writer() as first, two.writer() as second:       # neither knows the other's blobs yet
+        for session, raws in ((first, (x, u)), (second, (x, k))):
+            for raw in raws:
+                stored, codec = session.compressor.compress(raw)
+                session.add(one.blob_id(raw), stored, len(raw), KIND_DATA, codec)
+    repo = Repository.open(root)
+    xid = repo.blob_id(x)
+    packs = {p.stem: p for p in root.glob("packs/*/*.pack")}
+    assert len(packs) == 2
+    used = repo.index.get(xid).pack_id
+    (other,) = set(packs) - {used}
+    partner = next(e.id for e in read_footer(repo.storage, f"packs/{used[:2]}/{used}.pack") if e.id != xid)
+    repo.write_manifest(_manifest("pc", 1, [xid, partner]))
+    result = pr.prune(repo)
+    # The other copy of x is garbage, as is the blob beside it: its pack goes, nothing is spared.
+    assert result.kept == [] and result.packs_deleted == 1 and not packs[other].exists() and packs[used].exists()
+    again = Repository.open(root)
+    assert again.read_blob(xid) == x and again.read_blob(partner) in (u, k)
+
+
+# -- a full drive ---------------------------------------------------------------------------
+class SmallDrive(LocalStorage):
+    """A real folder on a drive with `capacity` bytes: a write that would take the folder's files
+    past it fails as a full filesystem's does (ENOSPC, the writer's scratch file removed)."""
+
+    def __init__(self, root: Path, capacity: int):
+        super().__init__(root)
+        self.capacity = capacity
+
+    def used(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def create(self) -> FileWriter:
+        return _SmallDriveWriter(self)
+
+    def write(self, name: str, data) -> None:
+        writer = self.create()
+        writer.write(data)
+        writer.commit(name)
+
+
+class _SmallDriveWriter(FileWriter):
+    def write(self, data) -> None:
+        if self.storage.used() + len(data) > self.storage.capacity:
+            self.abort()
+            raise write_error(OSError(errno.ENOSPC, "No space left on device"))
+        super().write(data)
+
+
+def _on_small_drive(s: Shaped, room: int) -> Repository:
+    drive = SmallDrive(s.root, 0)
+    drive.capacity = drive.used() + room
+    return Repository(s.root, s.repo.config, storage=drive)
+
+
+def test_on_a_full_drive_prune_deletes_what_it_can_then_repacks_the_rest(shaped):
+    s = shaped
+    repo = _on_small_drive(s, 40 * 1024)          # less than one new pack, more once B is gone
+    said = []
+    result = pr.prune(repo, say=said.append)
+    assert said[1] == ("the destination was full: the packs copied so far and the unused ones are deleted; "
+                       "repacking the rest")
+    assert not s.pack_file("B").exists() and not s.pack_file("C").exists()
+    assert not s.pack_file("D").exists() and not s.pack_file("E").exists()
+    assert result.packs_deleted == 4 and result.packs_repacked == 3 and result.packs_written == 2
+    assert result.index_files_deleted == 4 and result.index_files_written == 2
+    assert result.bytes_freed == result.bytes_deleted - result.bytes_written > 0
+    assert repo.storage.used() <= repo.storage.capacity
+    s.everything_reads(s.live())
+    assert pr.prune(Repository.open(s.root)).plan.repack == []
+
+
+def test_a_drive_too_full_for_one_pack_with_nothing_to_delete_is_refused(shaped):
+    s = shaped
+    s.repo.write_manifest(_manifest("all-b", 6, s.b))          # B is used now: nothing to delete
+    repo = _on_small_drive(s, 20 * 1024)
+    before = s.objects()
+    with pytest.raises(NoSpaceError, match="^the destination is too full to repack even one pack: free a little "
+                       r"space \(or prune with --repack-threshold 0, which only deletes unused packs\)$"):
+        pr.prune(repo)
+    assert s.objects() == before
+    s.everything_reads(s.live() + s.b)
+
+
+def test_a_drive_that_fills_up_again_stops_prune_after_what_it_deleted(shaped):
+    s = shaped
+    repo = _on_small_drive(s, 40 * 1024)
+    drive = repo.storage
+
+    def said(line):
+        if line.startswith("the destination was full"):     # something else takes the room B left
+            drive.capacity = drive.used() + 1024
+
+    with pytest.raises(NoSpaceError, match="^the destination is too full to repack the rest: free a little space, "
+                       r"or prune with --repack-threshold 0 \(only unused packs are deleted\)$"):
+        pr.prune(repo, say=said)
+    assert not s.pack_file("B").exists()
+    assert s.pack_file("C").exists() and s.pack_file("D").exists() and s.pack_file("E").exists()
+    s.everything_reads(s.live())
+
+
 def test_the_plan_deletes_unused_packs_and_repacks_those_under_the_threshold(shaped):
     s, repo = shaped, shaped.repo
     refs = pr.References(repo)
@@ -413,6 +574,25 @@ def _busy_text(repo: Repository) -> str:
     raise AssertionError("the lock was free")
 
 
+def _within(seconds: float, call):
+    """What `call` raises, from a thread given `seconds` (a prune that never stops waiting fails
+    the test instead of holding it up)."""
+    out = []
+
+    def run():
+        try:
+            call()
+            out.append(None)
+        except BaseException as exc:      # noqa: BLE001 - handed to the test
+            out.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert out, f"still running after {seconds} s"
+    return out[0]
+
+
 def test_prune_beside_a_running_backup_repacks_but_deletes_nothing_when_it_cannot_wait(shaped):
     s, repo = shaped, shaped.repo
     lock = _backup_lock(repo)
@@ -422,10 +602,9 @@ def test_prune_beside_a_running_backup_repacks_but_deletes_nothing_when_it_canno
         said = []
         plan_said = pr.plan_prune(repo, set(s.live()), 80, 2).lines()[1]
         t0 = time.monotonic()
-        with pytest.raises(LockWaitError) as err:
-            pr.prune(repo, wait=0, say=said.append)
-        assert time.monotonic() - t0 < 0.9
-        assert err.value.message == (f"{text}; waited 0 s for them to finish — nothing was deleted; "
+        err = _within(10, lambda: pr.prune(repo, wait=0, say=said.append))
+        assert isinstance(err, LockWaitError) and time.monotonic() - t0 < 0.9
+        assert err.message == (f"{text}; waited 0 s for them to finish — nothing was deleted; "
                                      "try again later or give a longer --wait")
         assert said == [plan_said]
         assert set(before) <= set(s.objects())
@@ -525,167 +704,6 @@ def test_the_preview_counts_the_bytes_only_removed_snapshots_use(history):
     (repo.local_path / "snapshots" / f"{p1}.json.par").unlink()
     verdicts, freed = pr.forget_preview(repo, Policy(last=5))
     assert sorted(v.id for v in verdicts) == sorted([p2, l1]) and freed == 0
-
-
-class Watched(LocalStorage):
-    """A real folder that notes which lock is held whenever a pack is written or deleted."""
-
-    def __init__(self, root: Path):
-        super().__init__(root)
-        self.seen: list[tuple[str, str, list[str]]] = []
-
-    def _note(self, what: str) -> None:
-        exclusive = self.root / "lock"
-        holder = json.loads(exclusive.read_bytes()) if exclusive.is_file() else None
-        shared = sorted(json.loads(p.read_bytes())["purpose"] for p in self.root.glob("lock/*.json"))
-        self.seen.append((what, holder and f"{holder['mode']} {holder['purpose']}", shared))
-
-    def create(self):
-        self._note("write")
-        return super().create()
-
-    def delete(self, name: str) -> None:
-        if name.endswith(".pack"):
-            self._note("delete")
-        super().delete(name)
-
-
-def test_packs_are_copied_under_the_shared_lock_and_deleted_under_the_exclusive_one(shaped):
-    s = shaped
-    watched = Watched(s.root)
-    pr.prune(Repository(s.root, s.repo.config, storage=watched))
-    writes = [w for w in watched.seen if w[0] == "write"]
-    deletes = [w for w in watched.seen if w[0] == "delete"]
-    assert writes and {(h, tuple(sh)) for _, h, sh in writes} == {(None, ("prune (repacking)",))}
-    assert len(deletes) == 4 and {(h, tuple(sh)) for _, h, sh in deletes} == {("exclusive prune", ())}
-
-
-def test_at_threshold_100_a_pack_with_any_unused_byte_is_repacked(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
-    repo = Repository.init(tmp_path / "r")
-    rng = random.Random(4)
-    big, small = _store(repo, [rng.randbytes(BLOB), rng.randbytes(50)])        # one pack, 99.7 % used
-    repo.write_manifest(_manifest("pc", 1, [big]))
-    assert len(pr.plan_prune(repo, {big}, 100, 1).repack) == 1
-    assert pr.plan_prune(repo, {big}, 99, 1).repack == []
-
-
-def test_a_pack_filled_to_its_size_exactly_is_sealed_there(shaped, monkeypatch):
-    s = shaped
-    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(len(PACK_MAGIC) + 2 * s.stored))     # two blobs exactly
-    result = pr.prune(s.repo)
-    assert result.packs_written == 3 and result.packs_repacked == 3 and result.packs_deleted == 4
-    new = [n for n in s.objects() if n.endswith(".pack") and Path(n).stem not in s.pack.values()]
-    assert sorted(len(read_footer(s.repo.storage, n)) for n in new) == [2, 2, 2]
-    s.everything_reads(s.live())
-
-
-def test_a_blob_two_backups_stored_at_once_goes_with_the_copy_the_index_does_not_use(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
-    root = tmp_path / "r"
-    Repository.init(root)
-    rng = random.Random(6)
-    x, u, k = (rng.randbytes(BLOB) for _ in range(3))
-    one, two = Repository.open(root), Repository.open(root)
-    with one.writer() as first, two.writer() as second:       # neither knows the other's blobs yet
-        for session, raws in ((first, (x, u)), (second, (x, k))):
-            for raw in raws:
-                stored, codec = session.compressor.compress(raw)
-                session.add(one.blob_id(raw), stored, len(raw), KIND_DATA, codec)
-    repo = Repository.open(root)
-    xid = repo.blob_id(x)
-    packs = {p.stem: p for p in root.glob("packs/*/*.pack")}
-    assert len(packs) == 2
-    used = repo.index.get(xid).pack_id
-    (other,) = set(packs) - {used}
-    partner = next(e.id for e in read_footer(repo.storage, f"packs/{used[:2]}/{used}.pack") if e.id != xid)
-    repo.write_manifest(_manifest("pc", 1, [xid, partner]))
-    result = pr.prune(repo)
-    # The other copy of x is garbage, as is the blob beside it: its pack goes, nothing is spared.
-    assert result.kept == [] and result.packs_deleted == 1 and not packs[other].exists() and packs[used].exists()
-    again = Repository.open(root)
-    assert again.read_blob(xid) == x and again.read_blob(partner) in (u, k)
-
-
-# -- a full drive ---------------------------------------------------------------------------
-class SmallDrive(LocalStorage):
-    """A real folder on a drive with `capacity` bytes: a write that would take the folder's files
-    past it fails as a full filesystem's does (ENOSPC, the writer's scratch file removed)."""
-
-    def __init__(self, root: Path, capacity: int):
-        super().__init__(root)
-        self.capacity = capacity
-
-    def used(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-
-    def create(self) -> FileWriter:
-        return _SmallDriveWriter(self)
-
-    def write(self, name: str, data) -> None:
-        writer = self.create()
-        writer.write(data)
-        writer.commit(name)
-
-
-class _SmallDriveWriter(FileWriter):
-    def write(self, data) -> None:
-        if self.storage.used() + len(data) > self.storage.capacity:
-            self.abort()
-            raise write_error(OSError(errno.ENOSPC, "No space left on device"))
-        super().write(data)
-
-
-def _on_small_drive(s: Shaped, room: int) -> Repository:
-    drive = SmallDrive(s.root, 0)
-    drive.capacity = drive.used() + room
-    return Repository(s.root, s.repo.config, storage=drive)
-
-
-def test_on_a_full_drive_prune_deletes_what_it_can_then_repacks_the_rest(shaped):
-    s = shaped
-    repo = _on_small_drive(s, 40 * 1024)          # less than one new pack, more once B is gone
-    said = []
-    result = pr.prune(repo, say=said.append)
-    assert said[1] == ("the destination was full: the packs copied so far and the unused ones are deleted; "
-                       "repacking the rest")
-    assert not s.pack_file("B").exists() and not s.pack_file("C").exists()
-    assert not s.pack_file("D").exists() and not s.pack_file("E").exists()
-    assert result.packs_deleted == 4 and result.packs_repacked == 3 and result.packs_written == 2
-    assert result.index_files_deleted == 4 and result.index_files_written == 2
-    assert result.bytes_freed == result.bytes_deleted - result.bytes_written > 0
-    assert repo.storage.used() <= repo.storage.capacity
-    s.everything_reads(s.live())
-    assert pr.prune(Repository.open(s.root)).plan.repack == []
-
-
-def test_a_drive_too_full_for_one_pack_with_nothing_to_delete_is_refused(shaped):
-    s = shaped
-    s.repo.write_manifest(_manifest("all-b", 6, s.b))          # B is used now: nothing to delete
-    repo = _on_small_drive(s, 20 * 1024)
-    before = s.objects()
-    with pytest.raises(NoSpaceError, match="^the destination is too full to repack even one pack: free a little "
-                       r"space \(or prune with --repack-threshold 0, which only deletes unused packs\)$"):
-        pr.prune(repo)
-    assert s.objects() == before
-    s.everything_reads(s.live() + s.b)
-
-
-def test_a_drive_that_fills_up_again_stops_prune_after_what_it_deleted(shaped):
-    s = shaped
-    repo = _on_small_drive(s, 40 * 1024)
-    drive = repo.storage
-
-    def said(line):
-        if line.startswith("the destination was full"):     # something else takes the room B left
-            drive.capacity = drive.used() + 1024
-
-    with pytest.raises(NoSpaceError, match="^the destination is too full to repack the rest: free a little space, "
-                       r"or prune with --repack-threshold 0 \(only unused packs are deleted\)$"):
-        pr.prune(repo, say=said)
-    assert not s.pack_file("B").exists()
-    assert s.pack_file("C").exists() and s.pack_file("D").exists() and s.pack_file("E").exists()
-    s.everything_reads(s.live())
 
 
 # -- slower: a lock waited for, and a child process stopped and killed --------------------
