@@ -255,6 +255,20 @@ def test_on_a_full_drive_prune_deletes_what_it_can_then_repacks_the_rest(shaped)
     assert pr.prune(Repository.open(s.root)).plan.repack == []
 
 
+def test_a_pack_kept_in_every_round_on_a_full_drive_is_said_once(shaped):
+    s = shaped
+    loc = s.repo.index.get(s.d[2])
+    _flip(s.pack_file("D"), loc.offset + 100)          # D cannot be repacked: each round keeps it
+    _drop_parity(s, "D")
+    repo = _on_small_drive(s, 40 * 1024)
+    said = []
+    result = pr.prune(repo, say=said.append)
+    assert any(line.startswith("the destination was full") for line in said)
+    assert len(result.kept) == 1 and result.kept[0].startswith(f"pack {s.pack['D'][:16]}: ")
+    assert s.pack_file("D").exists() and not s.pack_file("B").exists()
+    s.everything_reads([i for i in s.live() if i != s.d[2]])
+
+
 def test_a_drive_too_full_for_one_pack_with_nothing_to_delete_is_refused(shaped):
     s = shaped
     s.repo.write_manifest(_manifest("all-b", 6, s.b))          # B is used now: nothing to delete
