@@ -744,7 +744,7 @@ def test_the_change_counter_stops_or_kills_the_process_at_the_nth_change():
             "for i in range(5):\n"
             "    print(i, flush=True); p.test_hook_count_change()\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), LIFEBOAT_TEST_SIGNAL_AFTER="3:KILL")
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20)
     assert run.returncode == -signal.SIGKILL and run.stdout.split() == ["0", "1", "2"]
     env["LIFEBOAT_TEST_SIGNAL_AFTER"] = "2:STOP"
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
@@ -757,5 +757,5 @@ def test_the_change_counter_stops_or_kills_the_process_at_the_nth_change():
     assert child.stdout.read().split() == ["0", "1"]
     child.stdout.close()
     del env["LIFEBOAT_TEST_SIGNAL_AFTER"]
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20)
     assert run.returncode == 0 and run.stdout.split() == ["0", "1", "2", "3", "4"]
