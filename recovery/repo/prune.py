@@ -359,7 +359,7 @@ def prune(repo: Repository, *, threshold: int = DEFAULT_THRESHOLD, dry_run: bool
         for key in ("packs_deleted", "packs_repacked", "packs_written", "index_files_written",
                     "index_files_deleted", "bytes_read", "bytes_written", "bytes_deleted"):
             setattr(result, key, getattr(result, key) + getattr(more, key))
-        result.kept += more.kept
+        result.kept += [k for k in more.kept if k not in result.kept]     # a pack kept again is said once
         if not (more.packs_deleted or more.index_files_deleted) and full:
             raise NoSpaceError("the destination is too full to repack the rest: free a little space, or prune "
                                "with --repack-threshold 0 (only unused packs are deleted)")

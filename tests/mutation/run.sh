@@ -7,7 +7,8 @@
 # run inside $OUT/copy with $OUT/cache-<label> copied to .mutmut-cache (never while a run is going:
 # mutmut reads the mutated file and corrupts its cache). Kill rates: tests/mutation/tally.py $OUT.
 # mutmut 2 counts only pytest's exit code 1 as a kill; a mutant that breaks an import ends in a
-# collection error (exit 2), which mutexit.py maps to 1.
+# collection error (exit 2), which mutexit.py maps to 1; one that crashes the interpreter (a
+# signal) ends the run with 1 through crashexit.py.
 set -uo pipefail
 # The whole script is one function, read before it runs: editing this file during a run (bash
 # reads a script as it goes) cannot change what the run does next.
@@ -53,6 +54,9 @@ declare -A PATHS=(
     [fsinit]=recovery/fs/__init__.py
     [repository]=recovery/repo/repository.py     # in two parts: up to class WriteSession, and WriteSession
     [writesession]=recovery/repo/repository.py   # on; only_lines.py marks the other part, then RESUME=1 (RESULTS.md)
+    [prune]=recovery/repo/prune.py
+    [ranges]=recovery/repo/ranges.py
+    [isal]=recovery/repo/isal.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -82,6 +86,9 @@ declare -A TESTS=(
     [fsinit]="tests/unit/test_fs_dispatch.py tests/unit/test_fs_signatures.py tests/unit/test_fs_probe.py"
     [repository]="tests/unit/test_repository_edges.py tests/unit/test_write_session.py tests/loop/test_repository_placement_loop.py tests/unit/test_repo_format.py tests/unit/test_repo_unlock_background.py"
     [writesession]="tests/unit/test_write_session.py tests/unit/test_repo_format.py tests/unit/test_repository_edges.py"
+    [prune]="tests/unit/test_prune_edges.py"
+    [ranges]="tests/unit/test_ranges_edges.py"
+    [isal]="tests/unit/test_parity_isal.py tests/unit/test_isal_edges.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
@@ -90,7 +97,7 @@ for label in "${@:-chunking bitmap format layout sealing retention index parity 
         # survivors and the untested run again (mutmut keeps a killed mutant killed).
         [ -n "${AGAIN:-}" ] && [ -f "$OUT/cache-$one" ] && cp "$OUT/cache-$one" .mutmut-cache
         nice -n 19 "$V/mutmut" run --paths-to-mutate "${PATHS[$one]}" \
-            --runner "$V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
+            --runner "$V/python $ROOT/tests/mutation/crashexit.py $V/python -m pytest -x -q -p no:cacheprovider -p mutexit --basetemp=$OUT/pytest ${TESTS[$one]}" \
             > "$OUT/$one.log" 2>&1
         cp .mutmut-cache "$OUT/cache-$one"
         "$V/mutmut" results > "$OUT/$one.results" 2>&1
