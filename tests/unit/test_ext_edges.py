@@ -4,6 +4,7 @@ how the kind is told from feature flags, journal devices, and the superblock's s
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 
@@ -113,3 +114,164 @@ def test_a_damaged_superblock_is_imaged_whole_with_its_message(images):
     info = probe_partition(lambda o, n: bytes(image[o: o + n]) if o >= 0 else b"", len(image))
     assert info.whole and info.fs == "ext4"
     assert info.warnings[0].startswith("ext4 superblock is damaged (reserved GDT blocks 1025)")
+
+
+def with_superblock(image: bytes, sb: bytes) -> bytes:
+    return image[:SB] + sb + image[SB + 1024:]
+
+
+def reader(image: bytes):
+    return lambda offset, length: image[offset: offset + length] if offset >= 0 and length > 0 else b""
+
+
+def blkid_type(tmp_path, image: bytes) -> str:
+    """What blkid calls a filesystem whose first 64 KiB are `image`'s."""
+    path = tmp_path / "head.img"
+    with open(path, "wb") as f:
+        f.write(image[:64 * 1024])
+        f.truncate(len(image))
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", str(path)],
+                          capture_output=True, text=True).stdout.strip()
+
+
+# (compat, incompat, ro_compat) set on top of a plain ext2 superblock, and the kind they make.
+KINDS = [
+    ((0, 0, 0), "ext2"),
+    ((0, ext.INCOMPAT_FILETYPE | ext.INCOMPAT_META_BG, 0), "ext2"),
+    ((0, 0, ext.RO_COMPAT_SPARSE_SUPER | ext.RO_COMPAT_LARGE_FILE | ext.RO_COMPAT_BTREE_DIR), "ext2"),
+    ((ext.COMPAT_HAS_JOURNAL, 0, 0), "ext3"),
+    ((ext.COMPAT_HAS_JOURNAL, ext.INCOMPAT_RECOVER | ext.INCOMPAT_META_BG | ext.INCOMPAT_FILETYPE, 0), "ext3"),
+    ((ext.COMPAT_HAS_JOURNAL, 0, ext.RO_COMPAT_BTREE_DIR | ext.RO_COMPAT_LARGE_FILE), "ext3"),
+    ((ext.COMPAT_HAS_JOURNAL, 0x40, 0), "ext4"),                  # extents
+    ((0, 0x40, 0), "ext4"),
+    ((0, ext.INCOMPAT_64BIT, 0), "ext4"),
+    ((0, 0x200, 0), "ext4"),                                      # flex_bg
+    ((0, 0, 0x8), "ext4"),                                        # huge_file
+    ((0, 0, ext.RO_COMPAT_GDT_CSUM), "ext4"),
+    ((ext.COMPAT_HAS_JOURNAL, 0, 0x20), "ext4"),                  # dir_nlink
+]
+
+
+@pytest.mark.parametrize("flags,kind", KINDS)
+def test_the_kind_follows_feature_flags_as_blkid_reads_them(images, tmp_path, flags, kind):
+    base = sb_of(images["ext2"])
+    compat, incompat, ro_compat = (struct.unpack_from("<I", base, off)[0] for off in (0x5C, 0x60, 0x64))
+    assert incompat & ~ext.INCOMPAT_FILETYPE == 0 and ro_compat & ~0x3 == 0 and not compat & ext.COMPAT_HAS_JOURNAL
+    image = with_superblock(images["ext2"], patched(images["ext2"], (0x5C, "I", compat | flags[0]),
+                                                    (0x60, "I", flags[1]), (0x64, "I", flags[2])))
+    assert ext.identify(reader(image), len(image))[0] == kind
+    assert blkid_type(tmp_path, image) == kind
+
+
+def test_an_external_journal_is_named_and_never_mapped(tmp_path):
+    image = tmp_path / "journal.img"
+    with open(image, "wb") as f:
+        f.truncate(16 * MiB)
+    subprocess.run(["mke2fs", "-q", "-F", "-O", "journal_dev", "-L", "jlabel", str(image)], capture_output=True, check=True)
+    data = image.read_bytes()
+    uuid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", str(image)], capture_output=True, text=True).stdout.strip()
+    assert ext.identify(reader(data), len(data)) == ("jbd", "jlabel", uuid)
+    with pytest.raises(FsMapError, match=r"^an external ext4 journal device, not a filesystem$"):
+        ext.probe(reader(data), len(data))
+
+
+def test_no_label_and_a_zero_uuid_read_as_none(images):
+    sb = bytearray(sb_of(images["ext4"]))
+    sb[0x78:0x88] = bytes(16)
+    assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[1] is None
+    sb[0x68:0x78] = bytes(16)
+    assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[1:] == (None, None)
+    sb[0x68] = 1                                       # one byte set is a uuid
+    assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[2] == \
+        "01000000-0000-0000-0000-000000000000"
+    sb[0x78:0x88] = b"sixteen-letters!"                # a label filling its field has no NUL
+    assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[1] == "sixteen-letters!"
+
+
+def test_a_superblock_without_the_magic_or_cut_short_is_not_ext(images):
+    image = images["ext4"]
+    assert ext.identify(reader(image[:SB + 1023]), len(image)) is None
+    assert ext.probe(reader(image[:SB + 1023]), len(image)) is None
+    bad = with_superblock(image, patched(image, (0x38, "H", 0xEF54)))
+    assert ext.identify(reader(bad), len(bad)) is None and ext.probe(reader(bad), len(bad)) is None
+    assert ext.identify(reader(image[:SB + 1024]), len(image))[0] == "ext4"
+
+
+UNCLEAN = "ext4 was not unmounted cleanly (its journal needs recovery); the image holds it as it was left"
+ERRORS = "ext4 has recorded errors; check it with e2fsck after restoring"
+
+
+@pytest.mark.parametrize("state,incompat,warnings", [
+    (1, 0, ()),
+    (0, 0, (UNCLEAN,)),
+    (3, 0, (ERRORS,)),
+    (2, 0, (UNCLEAN, ERRORS)),
+    (1, ext.INCOMPAT_RECOVER, (UNCLEAN,)),
+    (5, 0, ()),                                         # orphans being recovered: clean enough
+])
+def test_the_state_field_and_recovery_flag_give_their_warnings(images, state, incompat, warnings):
+    image = images["ext4"]
+    base_incompat = struct.unpack_from("<I", sb_of(image), 0x60)[0]
+    changed = with_superblock(image, patched(image, (0x3A, "H", state), (0x60, "I", base_incompat | incompat)))
+    info = ext.probe(reader(changed), len(changed))
+    assert info.warnings == warnings
+
+
+def descriptor_offset(image: bytes, group: int = 0) -> tuple[ext._Geometry, int]:
+    geo = ext._Geometry(sb_of(image), len(image))
+    return geo, geo.gdt_block(0) * geo.block_size + group * geo.desc_size
+
+
+OUTSIDE = "ext metadata is damaged (group {}'s descriptor points outside the filesystem)"
+
+
+@pytest.mark.parametrize("kind,field,value,fits", [
+    ("ext4-1k", 0x0, "count", False), ("ext4-1k", 0x0, "count-1", True),          # block bitmap
+    ("ext4-1k", 0x4, "count", False), ("ext4-1k", 0x4, "count-1", True),          # inode bitmap
+    ("ext4-1k", 0x8, "count-table", True), ("ext4-1k", 0x8, "count-table+1", False),   # inode table
+    ("ext4-1k", 0x20, 1, False), ("ext4-1k", 0x24, 1, False), ("ext4-1k", 0x28, 1, False),   # 64-bit high words
+    ("ext2", 0x0, 0, False), ("ext2", 0x4, 0, False), ("ext2", 0x8, 0, False),      # before block 1
+    ("ext2", 0x0, 1, True),
+])
+def test_a_descriptor_pointing_outside_is_named(images, kind, field, value, fits):
+    image = bytearray(images[kind])
+    geo, at = descriptor_offset(bytes(image), group=1)
+    value = {"count": geo.blocks_count, "count-1": geo.blocks_count - 1,
+             "count-table": geo.blocks_count - geo.inode_table_blocks,
+             "count-table+1": geo.blocks_count - geo.inode_table_blocks + 1}.get(value, value)
+    struct.pack_into("<I", image, at + field, value)
+    if fits:
+        descs = ext._descriptors(reader(bytes(image)), geo)
+        assert descs[1][field // 4] == value
+    else:
+        with pytest.raises(FsMapError) as err:
+            ext._descriptors(reader(bytes(image)), geo)
+        assert str(err.value) == OUTSIDE.format(1)
+
+
+def test_64bit_descriptors_join_their_high_words(images, tmp_path):
+    image = images["ext4-1k"]
+    geo, at = descriptor_offset(image)
+    descs = ext._descriptors(reader(image), geo)
+    low = struct.unpack_from("<IIIH", image, at)[:3]
+    assert [d[:3] for d in descs][0] == low and descs[0][3] == struct.unpack_from("<H", image, at + 0x12)[0]
+    # dumpe2fs names the same places for every group.
+    (tmp_path / "fs.img").write_bytes(image)
+    out = subprocess.run(["dumpe2fs", str(tmp_path / "fs.img")], capture_output=True, text=True).stdout
+    found = [tuple(int(x) for x in m) for m in re.findall(
+        r"Block bitmap at (\d+).*?Inode bitmap at (\d+).*?Inode table at (\d+)", out, re.S)]
+    assert [d[:3] for d in descs] == found and len(found) == geo.group_count
+
+
+@pytest.mark.parametrize("cut,what", [
+    ("gdt", "the group descriptor table"),
+    ("bitmap", "a block bitmap"),
+])
+def test_metadata_past_the_end_of_what_can_be_read_is_named(images, cut, what):
+    image = images["ext4-1k"]
+    geo, at = descriptor_offset(image)
+    descs = ext._descriptors(reader(image), geo)
+    end = at if cut == "gdt" else max(d[0] for d in descs) * geo.block_size
+    with pytest.raises(FsMapError) as err:
+        ext.probe(reader(image[:end]), len(image))
+    assert str(err.value) == f"ext metadata is damaged ({what} lies past the end of the partition)"
