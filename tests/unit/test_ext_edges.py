@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from recovery.fs import FsMapError, ext, probe_partition
+from recovery.fs import FsMapError, ext, merge_ranges, probe_partition
 from tests import fsimages
+from tests.unit.test_fs_ext import dumpe2fs_used
 
 MiB = fsimages.MiB
 SB = 1024
@@ -275,3 +276,43 @@ def test_metadata_past_the_end_of_what_can_be_read_is_named(images, cut, what):
     with pytest.raises(FsMapError) as err:
         ext.probe(reader(image[:end]), len(image))
     assert str(err.value) == f"ext metadata is damaged ({what} lies past the end of the partition)"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return fsimages.make_tree(tmp_path_factory.mktemp("tree") / "tree")
+
+
+def dumpe2fs_map(path) -> list[tuple[int, int]]:
+    block_size, used = dumpe2fs_used(path)
+    return list(merge_ranges([(a * block_size, n * block_size) for a, n in used], path.stat().st_size))
+
+
+@pytest.mark.parametrize("fs,block_size,extra", [
+    ("ext4", 1024, ()),
+    ("ext4", 4096, ("-O", "^64bit,^flex_bg")),
+    ("ext4", 1024, ("-O", "meta_bg,^resize_inode")),
+    ("ext4", 1024, ("-O", "meta_bg,^resize_inode", "-E", "nodiscard,num_backup_sb=0")),
+    ("ext4", 4096, ("-O", "bigalloc", "-C", "16384")),
+    ("ext4", 1024, ("-O", "bigalloc", "-C", "4096")),
+    ("ext4", 1024, ("-O", "sparse_super2")),
+    ("ext4", 1024, ("-O", "sparse_super2", "-E", "nodiscard,num_backup_sb=1")),
+    ("ext4", 1024, ("-O", "mmp")),
+    ("ext4", 1024, ("-O", "^metadata_csum,^uninit_bg")),
+    ("ext4", 2048, ("-O", "^metadata_csum,uninit_bg")),
+    ("ext3", 1024, ()),
+    ("ext2", 2048, ()),
+    ("ext2", 1024, ("-O", "^sparse_super,^resize_inode")),
+])
+def test_the_map_is_exactly_what_dumpe2fs_calls_used(tmp_path, tree, fs, block_size, extra):
+    """Every block dumpe2fs counts used (bitmaps and uninitialised groups' metadata alike),
+    nothing more but the boot block, which 1 KiB blocks leave outside the bitmap."""
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(72 * MiB)
+    subprocess.run([f"mkfs.{fs}", "-q", "-F", "-E", "nodiscard", "-b", str(block_size), *extra,
+                    "-d", str(tree), str(image)], capture_output=True, check=True)
+    data = image.read_bytes()
+    info = ext.probe(reader(data), len(data))
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], len(data)))
+    assert info.fs == fs and info.block_size == block_size and info.warnings == ()
