@@ -304,7 +304,7 @@ def dumpe2fs_map(path) -> list[tuple[int, int]]:
     ("ext2", 2048, ()),
     ("ext2", 1024, ("-O", "^sparse_super,^resize_inode")),
 ])
-def test_the_map_is_exactly_what_dumpe2fs_calls_used(tmp_path, tree, fs, block_size, extra):
+def test_the_map_is_exactly_the_used_blocks_e2fsprogs_reports(tmp_path, tree, fs, block_size, extra):
     """Every block dumpe2fs counts used (bitmaps and uninitialised groups' metadata alike),
     nothing more but the boot block, which 1 KiB blocks leave outside the bitmap."""
     image = tmp_path / "fs.img"
