@@ -136,3 +136,17 @@ def test_a_directory_whose_index_root_moved_out_is_listed_whole(data, volume):
     assert sorted(names) == sorted([ntfs_images.windows_name(k) for k in range(ntfs_images.WINDOWS_FILES)]
                                    + ["System32"])
     assert ntfs.holds_windows(reader(data), SIZE)
+
+
+@pytest.mark.parametrize("old,new", [("System32", "System33"), ("Windows", "Windowz")])
+def test_without_windows_or_its_system32_the_volume_holds_no_windows(data, old, new):
+    renamed = data.replace(old.encode("utf-16-le"), new.encode("utf-16-le"))
+    assert renamed != data
+    assert ntfs.holds_windows(reader(renamed), SIZE) is False
+    assert ntfs.holds_windows(reader(data), SIZE) is True
+
+
+def test_identify_reads_the_label_of_a_volume_its_partition_cuts_short(data):
+    serial = ntfs.identify(reader(data), SIZE)[2]
+    assert ntfs.identify(reader(data), SIZE - 64 * 1024) == ("ntfs", ntfs_images.LABEL, serial)
+    assert ntfs.holds_windows(reader(data), SIZE - 64 * 1024) is False    # a truncated volume is not read

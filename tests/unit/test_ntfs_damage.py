@@ -292,3 +292,14 @@ def test_root_entries_are_read_and_a_damaged_index_only_loses_the_hibernation_ch
     assert info.warnings == () and not info.whole
     assert info.used == ntfs.probe(reader(pristine), SIZE).used
     assert ntfs.holds_windows(reader(data), SIZE) is False
+
+
+def test_the_root_index_lists_what_ntfsls_lists(pristine, tmp_path):
+    image = tmp_path / "fs.img"
+    image.write_bytes(pristine)
+    out = subprocess.run(["ntfsls", "-a", "-s", "-i", str(image)], capture_output=True, text=True, check=True).stdout
+    expected = {(int(number), name) for number, name in (line.split(None, 1) for line in out.splitlines())
+                if name != ".."}
+    volume = ntfs._Volume(reader(pristine), SIZE)
+    got = {(ref & 0xFFFFFFFFFFFF, name) for ref, name in volume.dir_entries(5, "root directory")}
+    assert got == expected and len(got) > 12
