@@ -303,3 +303,60 @@ def test_the_root_index_lists_what_ntfsls_lists(pristine, tmp_path):
     volume = ntfs._Volume(reader(pristine), SIZE)
     got = {(ref & 0xFFFFFFFFFFFF, name) for ref, name in volume.dir_entries(5, "root directory")}
     assert got == expected and len(got) > 12
+
+
+# ---------------------------------------------------------------- pure parsing, in memory
+
+@pytest.mark.parametrize("data,first_vcn,runs", [
+    (bytes([0x11, 5, 10]), 0, [(0, 10, 5)]),                       # no end marker: the data ends there
+    (bytes([0x11, 5, 10, 0, 0x11, 1, 1]), 0, [(0, 10, 5)]),         # a zero header ends the list
+    (bytes([0x11, 5, 10, 0x11, 2, 0xFE]), 7, [(7, 10, 5), (12, 8, 2)]),   # offsets are signed deltas
+    (bytes([0x12, 0x00, 0x01, 0x05]), 0, [(0, 5, 256)]),            # little-endian counts
+    (bytes([0x01, 3, 0x11, 1, 4]), 0, [(0, None, 3), (3, 4, 1)]),   # no offset: sparse
+    (bytes([0x88, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]), 0, [(0, 2, 1)]),   # eight and eight
+])
+def test_data_runs_decode(data, first_vcn, runs):
+    assert ntfs._decode_runs(data, first_vcn) == runs
+
+
+@pytest.mark.parametrize("data", [
+    bytes([0x10, 5]), bytes([0x19, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]), bytes([0x91, 1] + [0] * 9),
+    bytes([0x11, 5]), bytes([0x21, 5, 0]),
+])
+def test_bad_data_runs_are_refused(data):
+    with pytest.raises(FsMapError) as err:
+        ntfs._decode_runs(data, 0)
+    assert str(err.value) == damaged("bad data run")
+
+
+def sectors(usa_off: int, count: int, size: int = 1024, usn=b"\x07\x00", entries=(b"AA", b"BB")) -> bytearray:
+    buf = bytearray(b"FILE" + struct.pack("<HH", usa_off, count) + bytes(size - 8))
+    buf[usa_off: usa_off + 2] = usn
+    for i, entry in enumerate(entries, 1):
+        buf[usa_off + 2 * i: usa_off + 2 * i + 2] = entry
+    for i in range(1, count):
+        if i * 512 <= size:
+            buf[i * 512 - 2: i * 512] = usn
+    return buf
+
+
+def test_the_update_sequence_puts_back_every_sectors_last_bytes():
+    buf = ntfs._fixup(sectors(48, 3), b"FILE", "r")
+    assert buf[510:512] == b"AA" and buf[1022:1024] == b"BB"
+    tail = sectors(1018, 3, entries=(b"AA", b"\x07\x00"))           # the sequence ends the record
+    assert ntfs._fixup(tail, b"FILE", "r")[510:512] == b"AA"
+    assert ntfs._fixup(sectors(48, 1), b"FILE", "r")[510:512] == b"\x00\x00"
+    assert ntfs._fixup(sectors(48, 2, size=512, entries=(b"CC",)), b"FILE", "r")[510:512] == b"CC"
+    for torn_at in (510, 1022):
+        buf = sectors(48, 3)
+        buf[torn_at] ^= 1
+        with pytest.raises(FsMapError) as err:
+            ntfs._fixup(buf, b"FILE", "record 9")
+        assert str(err.value) == damaged("record 9 is torn (update sequence mismatch)")
+    for usa_off, count in ((48, 0), (48, 4), (1019, 3)):
+        with pytest.raises(FsMapError) as err:
+            ntfs._fixup(sectors(usa_off, count, entries=()), b"FILE", "record 9")
+        assert str(err.value) == damaged("record 9 has a bad update sequence")
+    with pytest.raises(FsMapError) as err:
+        ntfs._fixup(sectors(48, 3), b"INDX", "an index block")
+    assert str(err.value) == damaged("an index block has no INDX signature")
