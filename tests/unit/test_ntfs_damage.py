@@ -360,3 +360,53 @@ def test_the_update_sequence_puts_back_every_sectors_last_bytes():
     with pytest.raises(FsMapError) as err:
         ntfs._fixup(sectors(48, 3), b"INDX", "an index block")
     assert str(err.value) == damaged("an index block has no INDX signature")
+
+
+def list_entry(kind: int, ref: int, name: str = "", length: int | None = None, seq: int = 1) -> bytes:
+    encoded = name.encode("utf-16-le")
+    size = length if length is not None else (0x1A + len(encoded) + 7) // 8 * 8
+    entry = bytearray(max(size, 0x1A + len(encoded)))
+    struct.pack_into("<IHBBQQH", entry, 0, kind, size, len(name), 0x1A, 0, ref | seq << 48, 0)
+    entry[0x1A: 0x1A + len(encoded)] = encoded
+    return bytes(entry)
+
+
+def record_with_list(entries: bytes) -> bytes:
+    """An in-use MFT record, as large as it needs, holding one resident $ATTRIBUTE_LIST."""
+    attr = bytearray(0x18) + entries
+    struct.pack_into("<IIBBHHHIHBB", attr, 0, ntfs.ATTR_ATTRIBUTE_LIST, len(attr), 0, 0, 0x18, 0, 0,
+                     len(entries), 0x18, 0, 0)
+    record = bytearray(0x38) + attr + struct.pack("<II", ntfs.ATTR_END, 0)
+    struct.pack_into("<4sHH", record, 0, b"FILE", 0, 0)
+    struct.pack_into("<HHI", record, 0x14, 0x38, 1, len(record))
+    return bytes(record)
+
+
+def test_the_attribute_list_names_each_extension_record_once(volume):
+    entries = b"".join([
+        list_entry(ntfs.ATTR_DATA, 77),                       # the base record itself
+        list_entry(ntfs.ATTR_DATA, 100, seq=9),
+        list_entry(ntfs.ATTR_DATA, 100),                      # a second piece in the same record
+        list_entry(ntfs.ATTR_DATA, 101, "named"),
+        list_entry(ntfs.ATTR_INDEX_ROOT, 102),
+        list_entry(ntfs.ATTR_DATA, 103, length=0x30),         # entries may be longer than they need
+        list_entry(ntfs.ATTR_DATA, 104),
+    ]) + bytes(0x19)                                          # too short for another entry: ignored
+    base = record_with_list(entries)
+    assert volume._extension_records(base, 77, ntfs.ATTR_DATA, "") == [100, 103, 104]
+    assert volume._extension_records(base, 77, ntfs.ATTR_DATA, "named") == [101]
+    assert volume._extension_records(base, 77, ntfs.ATTR_INDEX_ROOT, "") == [102]
+    assert volume._extension_records(base, 77, ntfs.ATTR_INDEX_ALLOCATION, "") == []
+    short = record_with_list(list_entry(ntfs.ATTR_DATA, 100) + list_entry(ntfs.ATTR_DATA, 101, length=0x19))
+    with pytest.raises(FsMapError) as err:
+        volume._extension_records(short, 77, ntfs.ATTR_DATA, "")
+    assert str(err.value) == damaged("record 77's attribute list")
+
+
+def test_an_attribute_list_naming_too_many_records_is_refused(volume):
+    def base(count):
+        return record_with_list(b"".join(list_entry(ntfs.ATTR_DATA, 1000 + i) for i in range(count)))
+    assert len(volume._extension_records(base(ntfs.MAX_EXTENSIONS), 77, ntfs.ATTR_DATA, "")) == 4096
+    with pytest.raises(FsMapError) as err:
+        volume._extension_records(base(ntfs.MAX_EXTENSIONS + 1), 77, ntfs.ATTR_DATA, "")
+    assert str(err.value) == damaged("record 77's attribute list is too long")
