@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from recovery.fs import FsMapError, merge_ranges, ntfs
+from recovery.fs import FsMapError, merge_ranges, ntfs, probe_partition
 from tests import fsimages
 
 MiB = fsimages.MiB
@@ -410,3 +410,19 @@ def test_an_attribute_list_naming_too_many_records_is_refused(volume):
     with pytest.raises(FsMapError) as err:
         volume._extension_records(base(ntfs.MAX_EXTENSIONS + 1), 77, ntfs.ATTR_DATA, "")
     assert str(err.value) == damaged("record 77's attribute list is too long")
+
+
+@pytest.mark.parametrize("length,refused", [(4, True), (0x1F, True), (0x20, False)])
+def test_a_short_index_root_loses_only_the_hibernation_check(pristine, length, refused):
+    data = edited(pristine, 5, put_in(0x90, 0x10, "I", length))
+    volume = ntfs._Volume(reader(data), SIZE)
+    if refused:
+        with pytest.raises(FsMapError) as err:
+            list(volume.dir_entries(5, "root directory"))
+        assert str(err.value) == damaged("root directory index root is too short")
+    else:
+        assert {name for _ref, name in volume.dir_entries(5, "root directory")} >= {"$MFT", "hiberfil.sys"}
+    info = probe_partition(reader(data), SIZE)
+    assert not info.whole and info.used == ntfs.probe(reader(pristine), SIZE).used
+    assert info.warnings == (() if refused else (ntfs.HIBERNATED_WARNING,))
+    assert ntfs.holds_windows(reader(data), SIZE) is False
