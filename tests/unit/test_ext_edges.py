@@ -84,6 +84,11 @@ BOUNDS = [
     ("ext2", [(0x4, "I", 1)], None, "ext2 superblock is damaged (block count 1)"),
     ("ext2", [(0x4, "I", 2)], None, None),
     ("ext4", [(0x20, "I", 0)], None, "ext4 superblock is damaged (blocks per group 0)"),
+    ("ext4", [(0x20, "I", 1)], None, None),
+    ("ext4", [(0x28, "I", 1)], None, None),
+    ("ext4", [(0x150, "I", 1)], None, "ext4 is larger than its partition (17592219598848 bytes in 33554432); "
+                                      "the partition looks truncated"),    # the high half of a 64-bit count
+    ("ext2", [(0x150, "I", 1)], None, None),                                 # not 64-bit: not read
     ("ext4", [(0x20, "I", 32769)], None, "ext4 superblock is damaged (blocks per group 32769)"),
     ("ext4", [(0x28, "I", 0)], None, "ext4 superblock is damaged (inode geometry)"),
     ("ext4", [(0x58, "H", 128)], None, None),
@@ -194,7 +199,10 @@ def test_no_label_and_a_zero_uuid_read_as_none(images):
     assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[2] == \
         "01000000-0000-0000-0000-000000000000"
     sb[0x78:0x88] = b"sixteen-letters!"                # a label filling its field has no NUL
+    sb[0x88:0x8A] = b"/m"                              # and the last mounted path follows it
     assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[1] == "sixteen-letters!"
+    sb[0x78:0x88] = b"\xffab" + bytes(13)             # not UTF-8: replaced, not refused
+    assert ext.identify(reader(with_superblock(images["ext4"], bytes(sb))), 32 * MiB)[1] == "\ufffdab"
 
 
 def test_a_superblock_without_the_magic_or_cut_short_is_not_ext(images):
