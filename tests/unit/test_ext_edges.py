@@ -4,13 +4,14 @@ how the kind is told from feature flags, journal devices, and the superblock's s
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import subprocess
 
 import pytest
 
-from recovery.fs import FsMapError, ext, merge_ranges, probe_partition
+from recovery.fs import FsMapError, ext, merge_ranges, pread_reader, probe_partition
 from tests import fsimages
 from tests.unit.test_fs_ext import dumpe2fs_used
 
@@ -80,6 +81,7 @@ BOUNDS = [
     ("bigalloc", [(0x24, "I", 32767)], None,
      "ext4 superblock is damaged (blocks and clusters per group disagree)"),
     ("ext4", [(0x4, "I", 0)], None, "ext4 superblock is damaged (block count 0)"),
+    ("ext4", [(0x4, "I", 1)], None, None),                       # one block, numbered from 0
     ("ext2", [(0x14, "I", 2)], None, "ext2 superblock is damaged (block count 16384)"),
     ("ext2", [(0x4, "I", 1)], None, "ext2 superblock is damaged (block count 1)"),
     ("ext2", [(0x4, "I", 2)], None, None),
@@ -170,11 +172,11 @@ def test_the_kind_follows_feature_flags_as_blkid_reads_them(images, tmp_path, fl
                                                     (0x60, "I", flags[1]), (0x64, "I", flags[2])))
     assert ext.identify(reader(image), len(image))[0] == kind
     assert blkid_type(tmp_path, image) == kind
-    if flags[1] & ext.INCOMPAT_64BIT:       # read as 64-bit: the descriptor size field is an ext2's 0
+    if flags[1] & 0x80:                     # read as 64-bit: the descriptor size field is an ext2's 0
         assert geometry_error(sb_of(image), len(image)) == "ext4 superblock is damaged (group descriptor size 0)"
     else:
         geo = ext._Geometry(sb_of(image), len(image))
-        assert (geo.is_64bit, geo.meta_bg) == (False, bool(flags[1] & ext.INCOMPAT_META_BG))
+        assert (geo.is_64bit, geo.meta_bg) == (False, bool(flags[1] & 0x10))
 
 
 def test_an_external_journal_is_named_and_never_mapped(tmp_path):
@@ -361,3 +363,104 @@ def test_without_group_checksums_an_uninit_flag_is_not_trusted(tmp_path, tree):
         struct.pack_into("<H", data, at, struct.unpack_from("<H", data, at)[0] | ext.BG_BLOCK_UNINIT)
     assert ext.probe(reader(bytes(data)), len(data)).used == before
     assert sum(n for _a, n in before) > 10 * MiB         # the tree's data, found through the bitmaps
+
+
+def file_reader(path):
+    fd = os.open(path, os.O_RDONLY)
+    return fd, pread_reader(fd)
+
+
+@pytest.mark.parametrize("extra", [
+    (),                                                         # a descriptor table of several blocks
+    ("-O", "^flex_bg"),                                         # each group's tables inside it
+    ("-O", "meta_bg,^resize_inode"),                            # three meta groups
+    ("-O", "meta_bg,^resize_inode,sparse_super2"),
+    ("-O", "bigalloc,meta_bg,^resize_inode", "-C", "4096"),    # 1 KiB blocks, the boot block in cluster 0
+    ("-O", "bigalloc", "-C", "2048"),                           # two blocks a cluster
+])
+def test_a_filesystem_of_forty_groups_maps_what_e2fsprogs_calls_used(tmp_path, extra):
+    """Empty, so most groups are BLOCK_UNINIT and only their metadata is used: the descriptor
+    blocks meta_bg spreads into the first, second and last group of each meta group, the tables.
+    With bigalloc an uninitialised group is kept whole instead."""
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(320 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-b", "1024", *extra, str(image)],
+                   capture_output=True, check=True)
+    fd, read = file_reader(image)
+    try:
+        info = ext.probe(read, 320 * MiB)
+    finally:
+        os.close(fd)
+    expected = dumpe2fs_map(image) + [(0, 2048)]
+    text = subprocess.run(["dumpe2fs", str(image)], capture_output=True, text=True).stdout
+    uninit = [(int(a), int(b)) for a, b in re.findall(r"^Group \d+: \(Blocks (\d+)-(\d+)\).*BLOCK_UNINIT", text, re.M)]
+    assert len(uninit) > 5
+    if "bigalloc" in " ".join(extra):
+        expected += [(a * 1024, (b + 1 - a) * 1024) for a, b in uninit]
+    assert list(info.used) == list(merge_ranges(expected, 320 * MiB))
+    if extra[1:2] and extra[1].startswith("meta_bg"):  # the second meta group's descriptors cut off
+        data = image.read_bytes()[:16 * 8192 * 1024]
+        with pytest.raises(FsMapError) as err:
+            ext.probe(reader(data), 320 * MiB)
+        assert str(err.value) == "ext metadata is damaged (a meta_bg descriptor block lies past the end of the partition)"
+
+
+def test_an_inode_table_part_of_a_block_takes_the_whole_block(images):
+    geo = ext._Geometry(patched(images["ext4-1k"], (0x28, "I", 3)), 32 * MiB)    # 3 x 256 bytes
+    assert geo.inode_table_blocks == 1
+    geo = ext._Geometry(patched(images["ext4-1k"], (0x28, "I", 5)), 32 * MiB)
+    assert geo.inode_table_blocks == 2
+
+
+def uninit_groups(geo, image: bytes) -> list[int]:
+    base = geo.gdt_block(0) * geo.block_size
+    return [g for g in range(geo.group_count)
+            if struct.unpack_from("<H", image, base + g * geo.desc_size + 0x12)[0] & ext.BG_BLOCK_UNINIT]
+
+
+def test_an_uninitialised_groups_bitmap_block_is_never_read(images):
+    """Its content is whatever was on the disk: here every bit set, and the map stays the same."""
+    image = bytearray(images["ext4-1k"])
+    geo = ext._Geometry(sb_of(bytes(image)), len(image))
+    before = ext.probe(reader(bytes(image)), len(image)).used
+    groups = uninit_groups(geo, bytes(image))
+    assert groups
+    for group, (block_bitmap, _ib, _it, _flags) in enumerate(ext._descriptors(reader(bytes(image)), geo)):
+        if group in groups:
+            image[block_bitmap * 1024: (block_bitmap + 1) * 1024] = b"\xff" * 1024
+    assert ext.probe(reader(bytes(image)), len(image)).used == before
+
+
+def covered(ranges, start: int, length: int) -> bool:
+    return any(a <= start and start + length <= a + n for a, n in ranges)
+
+
+def test_sparse_super2_backups_are_kept_in_uninitialised_groups(tmp_path):
+    data = bytearray(mkfs(tmp_path, "fs.img", 72 * MiB, "-b", "1024", "-O", "sparse_super2"))
+    geo = ext._Geometry(sb_of(bytes(data)), len(data))
+    assert geo.backup_bgs == (1, geo.group_count - 1)
+    base = geo.gdt_block(0) * 1024
+    for group in range(1, geo.group_count):           # as if no group had its bitmap initialised
+        at = base + group * geo.desc_size + 0x12
+        struct.pack_into("<H", data, at, struct.unpack_from("<H", data, at)[0] | ext.BG_BLOCK_UNINIT)
+    used = ext.probe(reader(bytes(data)), len(data)).used
+    for group in (1, geo.group_count - 1):
+        assert covered(used, geo.group_start(group) * 1024, (1 + geo.gdt_after_super + geo.reserved_gdt) * 1024)
+    for group in (3, 5, 7):                             # sparse_super's places, not sparse_super2's
+        assert not covered(used, geo.group_start(group) * 1024, 1024)
+
+
+def test_64bit_descriptors_reach_past_block_2_to_the_32(images):
+    """A filesystem of more than 2^32 blocks, in memory: the high words of group 0's descriptor."""
+    image = bytearray(images["ext4"])
+    image[SB: SB + 1024] = patched(bytes(image), (0x150, "I", 1))
+    size = 1 << 50
+    geo = ext._Geometry(sb_of(bytes(image)), size)
+    at = geo.gdt_block(0) * geo.block_size
+    for field, hi_at in ((0x0, 0x20), (0x4, 0x24), (0x8, 0x28)):
+        struct.pack_into("<I", image, at + hi_at, 1)
+    low = struct.unpack_from("<III", image, at)
+    head = bytes(image[: at + geo.desc_size])         # the other 131072 groups' descriptors: zeros
+    descs = ext._descriptors(lambda o, n: (head[o: o + n] + bytes(n))[:n], geo)
+    assert descs[0][:3] == tuple((1 << 32) | v for v in low)
