@@ -337,9 +337,11 @@ def test_the_map_is_exactly_the_used_blocks_e2fsprogs_reports(tmp_path, tree, fs
         subprocess.run(["debugfs", "-w", "-R", f"feature {feature}", str(image)], capture_output=True, check=True)
     # mke2fs -d writes the tree front to back, so each group's bitmap would be one run from its
     # first bit; deleting files leaves free holes between used blocks.
-    script = tmp_path / "rm.debugfs"
-    script.write_text("rm /big.bin\n" + "".join(f"rm /small/file{i:03d}.dat\n" for i in range(1, 300, 2)))
-    subprocess.run(["debugfs", "-w", "-f", str(script), str(image)], capture_output=True, check=True)
+    # (Not with mmp: debugfs -w then waits out the MMP interval, some ten seconds.)
+    if "mmp" not in extra:
+        script = tmp_path / "rm.debugfs"
+        script.write_text("rm /big.bin\n" + "".join(f"rm /small/file{i:03d}.dat\n" for i in range(1, 300, 2)))
+        subprocess.run(["debugfs", "-w", "-f", str(script), str(image)], capture_output=True, check=True)
     data = image.read_bytes()
     info = ext.probe(reader(data), len(data))
     assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], len(data)))
