@@ -120,6 +120,8 @@ def boot_with(pristine, **fields) -> bytes:
     ({"total": 7}, damaged("boot sector places the MFT outside the volume")),  # under one cluster
     ({"total": 8 * 4}, damaged("boot sector places the MFT outside the volume")),
     ({"total": 8 * 5}, None),
+    ({"bps": 1024, "spc": 4}, None),
+    ({"total": 8, "mft": 0}, None),                                            # one cluster, the MFT in it
 ])
 def test_each_boot_sector_bound(pristine, fields, message):
     boot = boot_with(pristine, **fields)
@@ -193,6 +195,7 @@ def put_in(kind: int, offset: int, fmt: str, value, nth: int = 0):
     (6, put(0x16, "H", 0), damaged("MFT record 6 is not in use")),
     (6, put(0x16, "H", 3), None),                   # in use, and a directory: only bit 0 counts
     (6, put_in(0x10, 4, "I", 8), damaged("MFT record 6 has a bad attribute")),
+    (0, put_in(0x10, 4, "I", 8), damaged("MFT record 0 has a bad attribute")),
     (6, put_in(0x10, 4, "I", 15), damaged("MFT record 6 has a bad attribute")),
     (6, put_in(0x10, 4, "I", 2000), damaged("MFT record 6 has a bad attribute")),
     (6, put(0x18, "I", 0x100), damaged("MFT record 6 has no end marker")),
@@ -225,13 +228,16 @@ def test_reading_runs_names_gaps_and_places_outside(volume, pristine):
     assert volume.read_runs([(0, 1, 2)], 100, 5000, "x") == pristine[cluster + 100: cluster + 5100]
     assert volume.read_runs([(0, None, 1), (1, 1, 1)], 4000, 200, "x") == bytes(96) + pristine[cluster: cluster + 104]
     assert volume.read_runs([(0, 4094, 1)], 0, 10, "x") == pristine[4094 * cluster: 4094 * cluster + 10]
+    assert volume.read_runs([(0, 0, 1)], 0, 10, "x") == pristine[:10]                 # $Boot's own cluster
+    assert volume.read_runs([(0, 1, 1), (1, None, 1)], 4000, 200, "x") == pristine[cluster + 4000: 2 * cluster] + bytes(104)
     for runs, length, message in (
             ([(1, 1, 1)], 2 * cluster, "x has a gap in its data runs"),
             ([(0, 1, 1), (2, 3, 1)], 3 * cluster, "x has a gap in its data runs"),
             ([(0, 4095, 1)], cluster, "x points outside the volume"),
             ([(0, 4094, 2)], cluster, "x points outside the volume"),
             ([(0, -1, 1)], cluster, "x points outside the volume"),
-            ([(0, 1, 1)], cluster + 1, "x is shorter than its data runs claim")):
+            ([(0, 1, 1)], cluster + 1, "x is shorter than its data runs claim"),
+            ([(0, 1, 1), (2, 3, 1)], 2 * cluster, "x is shorter than its data runs claim")):
         with pytest.raises(FsMapError) as err:
             volume.read_runs(runs, 0, length, "x")
         assert str(err.value) == damaged(message)
@@ -391,9 +397,10 @@ def test_the_attribute_list_names_each_extension_record_once(volume):
         list_entry(ntfs.ATTR_INDEX_ROOT, 102),
         list_entry(ntfs.ATTR_DATA, 103, length=0x30),         # entries may be longer than they need
         list_entry(ntfs.ATTR_DATA, 104),
+        list_entry(ntfs.ATTR_DATA, 105, length=0x1A),         # the shortest an entry can be
     ]) + bytes(0x19)                                          # too short for another entry: ignored
     base = record_with_list(entries)
-    assert volume._extension_records(base, 77, ntfs.ATTR_DATA, "") == [100, 103, 104]
+    assert volume._extension_records(base, 77, ntfs.ATTR_DATA, "") == [100, 103, 104, 105]
     assert volume._extension_records(base, 77, ntfs.ATTR_DATA, "named") == [101]
     assert volume._extension_records(base, 77, ntfs.ATTR_INDEX_ROOT, "") == [102]
     assert volume._extension_records(base, 77, ntfs.ATTR_INDEX_ALLOCATION, "") == []
@@ -426,3 +433,48 @@ def test_a_short_index_root_loses_only_the_hibernation_check(pristine, length, r
     assert not info.whole and info.used == ntfs.probe(reader(pristine), SIZE).used
     assert info.warnings == (() if refused else (ntfs.HIBERNATED_WARNING,))
     assert ntfs.holds_windows(reader(data), SIZE) is False
+
+
+def test_boot_sectors_cut_short_and_an_mft_past_the_end_are_named(pristine):
+    with pytest.raises(ValueError):
+        ntfs._Boot(pristine[:511])
+    message = refusal_with_size(pristine[:16384], SIZE)          # the MFT starts at cluster 4
+    assert message == damaged("MFT record 0 lies past the end of the partition")
+
+
+def test_a_resident_stream_read_up_to_a_limit(volume):
+    assert volume.stream(3, ntfs.ATTR_VOLUME_NAME, limit=4) == ("Damage".encode("utf-16-le")[:4], 12, 12)
+    assert volume.stream(3, ntfs.ATTR_VOLUME_NAME) == ("Damage".encode("utf-16-le"), 12, 12)
+
+
+def test_the_boot_cluster_is_kept_even_when_the_bitmap_forgets_it(pristine, volume):
+    data = bytearray(pristine)
+    bitmap_lcn = volume._runs_of(ntfs.BITMAP_RECORD, ntfs.ATTR_DATA, "")[0][1]
+    data[bitmap_lcn * 4096] &= 0xFE
+    used = ntfs.probe(reader(data), SIZE).used
+    assert used[0][0] == 0 and used[0][1] >= 4096
+
+
+def test_a_volume_far_smaller_than_its_partition_warns(pristine):
+    info = ntfs.probe(reader(pristine), SIZE + 100 * MiB)
+    assert info.warnings[0] == "NTFS ends 100 MiB before its partition does; that space is copied as it is"
+
+
+def test_a_label_that_is_not_utf16_is_replaced_not_refused(pristine):
+    def change(rec):
+        at = attribute_at(rec, ntfs.ATTR_VOLUME_NAME)
+        value = at + u16(rec, at + 0x14)
+        rec[value: value + 2] = b"\x00\xd8"                      # half a surrogate pair
+    data = edited(pristine, 3, change)
+    assert ntfs.probe(reader(data), SIZE).label == "\ufffdamage"
+
+
+def test_an_index_root_without_a_block_size_uses_4096(pristine):
+    data = edited(pristine, 5, index_root_block_size(0))
+    assert ntfs.probe(reader(data), SIZE).warnings == (ntfs.HIBERNATED_WARNING,)
+
+
+def test_identify_still_names_ntfs_and_its_serial_when_the_mft_is_damaged(pristine):
+    serial = ntfs.identify(reader(pristine), SIZE)[2]
+    data = edited(pristine, 0, put(0, "4s", b"BAAD"))
+    assert ntfs.identify(reader(data), SIZE) == ("ntfs", None, serial)
