@@ -150,3 +150,26 @@ def test_identify_reads_the_label_of_a_volume_its_partition_cuts_short(data):
     serial = ntfs.identify(reader(data), SIZE)[2]
     assert ntfs.identify(reader(data), SIZE - 64 * 1024) == ("ntfs", ntfs_images.LABEL, serial)
     assert ntfs.holds_windows(reader(data), SIZE - 64 * 1024) is False    # a truncated volume is not read
+
+
+def index_blocks(volume, number: int) -> list[int]:
+    """Byte offsets of a directory's index blocks (4 KiB, one a cluster here), in order."""
+    runs = volume._runs_of(number, ntfs.ATTR_INDEX_ALLOCATION, "$I30")
+    return [(lcn + i) * ntfs_images.CLUSTER for _vcn, lcn, count in runs if lcn is not None for i in range(count)]
+
+
+@pytest.mark.parametrize("damage", ["signature", "torn"])
+def test_a_bad_index_block_is_skipped_and_the_rest_still_read(data, volume, damage):
+    windows = volume.child(ntfs.ROOT_RECORD, "Windows", "root")
+    blocks = index_blocks(volume, windows)
+    assert len(blocks) > 20
+    changed = bytearray(data)
+    first = blocks[0]
+    if damage == "signature":
+        changed[first: first + 4] = b"INDY"
+    else:
+        changed[first + 510] ^= 0xFF                 # the first sector's update sequence no longer matches
+    after = ntfs._Volume(reader(bytes(changed)), SIZE)
+    names = [name for _ref, name in after.dir_entries(windows, "Windows")]
+    every = [name for _ref, name in volume.dir_entries(windows, "Windows")]
+    assert 0 < len(every) - len(names) < 200 and set(names) < set(every)
