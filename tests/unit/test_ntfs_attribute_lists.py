@@ -173,3 +173,15 @@ def test_a_bad_index_block_is_skipped_and_the_rest_still_read(data, volume, dama
     names = [name for _ref, name in after.dir_entries(windows, "Windows")]
     every = [name for _ref, name in volume.dir_entries(windows, "Windows")]
     assert 0 < len(every) - len(names) < 200 and set(names) < set(every)
+
+
+def test_a_small_windows_directory_keeps_its_entries_in_the_index_root(tmp_path):
+    require(os.geteuid() == 0, "an ntfs-3g mount needs root")
+    tree = tmp_path / "tree"
+    (tree / "Windows" / "System32").mkdir(parents=True)
+    image = fsimages.make_ntfs(tmp_path / "fs.img", 8 * 1024 * 1024, tree, mount=True)
+    small = image.read_bytes()
+    volume = ntfs._Volume(reader(small), len(small))
+    windows = volume.child(ntfs.ROOT_RECORD, "Windows", "root")
+    assert not [a for a in volume.find(windows, ntfs.ATTR_INDEX_ALLOCATION, "$I30")]   # no index blocks
+    assert ntfs.holds_windows(reader(small), len(small)) is True
