@@ -305,6 +305,10 @@ class _Volume:
         index_block = 4096
         for attr in self.find(number, ATTR_INDEX_ROOT, "$I30"):
             if not attr.non_resident:
+                # Index root header (16 bytes) and node header (16): anything shorter is damage,
+                # reported as such so probe's "only the hibernation check is lost" holds.
+                if len(attr.value) < 0x20:
+                    raise _Damaged(f"{what} index root is too short")
                 index_block = _u32(attr.value, 8) or index_block
                 yield from _index_entries(attr.value, 0x10)
         pieces = [a for a in self.find(number, ATTR_INDEX_ALLOCATION, "$I30") if a.non_resident]
