@@ -80,17 +80,23 @@ kill "$server"
 '''
 
 
-def test_an_interface_plugged_in_after_boot_gets_dhcp(tmp_path):
+def in_namespace(tmp_path, script: str, nic: str, argument: str, timeout: float):
+    """Run `script` (sh) in a network namespace of its own, made for it and removed after;
+    returns the process and the NAME=VALUE lines it printed."""
     ns = f"lbtest-{uuid.uuid4().hex[:8]}"
-    nic = f"lbhp{uuid.uuid4().hex[:6]}"
-    (tmp_path / "hotplug.sh").write_text(SCRIPT)
+    (tmp_path / "script.sh").write_text(script)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        proc = subprocess.run(["ip", "netns", "exec", ns, "sh", str(tmp_path / "hotplug.sh"), str(ROOTFS),
-                               str(tmp_path), nic, "quiet"], capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(["ip", "netns", "exec", ns, "sh", str(tmp_path / "script.sh"), str(ROOTFS),
+                               str(tmp_path), nic, argument], capture_output=True, text=True, timeout=timeout)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    seen = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return proc, dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def test_an_interface_plugged_in_after_boot_gets_dhcp(tmp_path):
+    nic = f"lbhp{uuid.uuid4().hex[:6]}"
+    proc, seen = in_namespace(tmp_path, SCRIPT, nic, "quiet", timeout=180)
     why = proc.stdout + proc.stderr + (tmp_path / "udev.log").read_text()[-2000:]
     assert seen.get("boot-status") == "", why
     assert seen.get("udev-run") == f"/usr/lib/lifeboat/net-up {nic}", why
@@ -125,16 +131,8 @@ def test_the_kernel_command_line_sets_a_fixed_address_or_no_network(tmp_path, cm
     """lifeboat.net=ADDRESS/PREFIX,GATEWAY,DNS puts that address on the first wired interface
     at boot, with its route and DNS server, and leaves one plugged in later alone;
     lifeboat.net=none brings nothing up."""
-    ns = f"lbtest-{uuid.uuid4().hex[:8]}"
     nic = f"lbfx{uuid.uuid4().hex[:6]}"
-    (tmp_path / "fixed.sh").write_text(FIXED)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        proc = subprocess.run(["ip", "netns", "exec", ns, "sh", str(tmp_path / "fixed.sh"), str(ROOTFS),
-                               str(tmp_path), nic, cmdline], capture_output=True, text=True, timeout=120)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-    seen = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    proc, seen = in_namespace(tmp_path, FIXED, nic, cmdline, timeout=120)
     why = proc.stdout + proc.stderr
     if cmdline.endswith("none"):
         assert seen == {"status": "", "addr": "", "route": "", "resolv": "", "later": " 0 0"}, why

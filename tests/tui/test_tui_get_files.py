@@ -66,9 +66,19 @@ async def copy_marked(pilot, dest: Path):
     await type_folder(pilot, dest)
 
 
+async def copy_and_close(pilot, dest: Path):
+    """Copy what is marked to `dest`, see it end whole, and leave: the view is unmounted."""
+    from tui.screens.result import ResultScreen
+
+    await copy_marked(pilot, dest)
+    result = await wait_screen(pilot, ResultScreen, timeout=60)
+    assert result.title_text == "Files copied"
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: not views(), what="the view unmounted")
+
+
 def test_browse_mark_and_copy_every_byte(machine, tmp_path, monkeypatch):
     from tui.screens import job
-    from tui.screens.result import ResultScreen
 
     dest = tmp_path / "usb"
     dest.mkdir()
@@ -113,11 +123,7 @@ def test_browse_mark_and_copy_every_byte(machine, tmp_path, monkeypatch):
             await wait_for(pilot, lambda: None not in browser.marked.values(), what="folders counted")
             marked_total.append(sum(browser.marked.values()))
             assert "Marked: 2 items" in screen_text(app)
-            await copy_marked(pilot, dest)
-            result = await wait_screen(pilot, ResultScreen, timeout=60)
-            assert result.title_text == "Files copied"
-            await pilot.press("escape")
-            await wait_for(pilot, lambda: not views(), what="the view unmounted")
+            await copy_and_close(pilot, dest)
 
     asyncio.run(scenario())
     # Progress with rate and time left, ending at the marked total.
@@ -328,7 +334,6 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
     straight to its partitions, and a folder copied out of it matches the PC's disk byte for byte."""
     from tests.tui.test_tui_foreign import make_drive_with_vhdx
     from tui.screens.place_picker import PlacePickerScreen
-    from tui.screens.result import ResultScreen
 
     drive = loops.attach(make_drive_with_vhdx(machine))
     dest = tmp_path / "usb"
@@ -362,11 +367,7 @@ def test_files_back_from_an_image_found_on_a_drive(machine, tmp_path, loops):
             await pilot.press(*["space"] * len(files))
             await wait_for(pilot, lambda: len(browser.marked) == len(files) and None not in browser.marked.values())
             assert f"Marked: {len(files)} items" in screen_text(app)
-            await copy_marked(pilot, dest)
-            result = await wait_screen(pilot, ResultScreen, timeout=60)
-            assert result.title_text == "Files copied"
-            await pilot.press("escape")
-            await wait_for(pilot, lambda: not views(), what="the view unmounted")
+            await copy_and_close(pilot, dest)
 
     from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
@@ -620,7 +621,6 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
     from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
     from tui.screens.place_picker import PlacePickerScreen
-    from tui.screens.result import ResultScreen
 
     work = tmp_path_factory.mktemp("cz")
     loops = LoopDevices(work)
@@ -650,11 +650,7 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
                 await pilot.press("down")
             await pilot.press("space")
             await wait_for(pilot, lambda: None not in browser.marked.values(), what="folder counted")
-            await copy_marked(pilot, dest)
-            result = await wait_screen(pilot, ResultScreen, timeout=60)
-            assert result.title_text == "Files copied"
-            await pilot.press("escape")
-            await wait_for(pilot, lambda: not views(), what="the view unmounted")
+            await copy_and_close(pilot, dest)
 
     asyncio.run(scenario())
     start = next(p for p in json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True,
