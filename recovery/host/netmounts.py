@@ -38,7 +38,7 @@ def scan_host_keys(host: str, port: int) -> list[str]:
     if not lines:
         said = proc.stderr.lower()
         if "not known" in said or "getaddrinfo" in said or "resolve" in said:
-            raise StorageError(f"the name {host} does not resolve: check the server's name and the network")
+            raise _unresolved(host)
         raise StorageError(f"no SSH server answers at {host} port {port}: check the address, the port "
                            "and that the server is on")
     return lines
@@ -131,10 +131,14 @@ def ssh_error(said: str, user: str, host: str, port: int, path: str) -> Exceptio
     if "no such file" in low:
         return StorageError(f"the folder {path or '~'} does not exist on {host}")
     if "could not resolve" in low:
-        return StorageError(f"the name {host} does not resolve: check the server's name and the network")
+        return _unresolved(host)
     if "connection refused" in low or "timed out" in low or "no route" in low:
         return StorageError(f"no SSH server answers at {host} port {port}: check the address and the network")
     return StorageError(f"cannot reach {user}@{host}:{path} over SFTP: {tools.last_line(said)}")
+
+
+def _unresolved(host: str) -> StorageError:
+    return StorageError(f"the name {host} does not resolve: check the server's name and the network")
 
 
 def _resolve(host: str) -> str:
@@ -144,7 +148,7 @@ def _resolve(host: str) -> str:
     try:
         return socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)[0][4][0]
     except OSError:
-        raise StorageError(f"the name {host} does not resolve: check the server's name and the network") from None
+        raise _unresolved(host) from None
 
 
 def cifs(host: str, share: str, where: Path, user: str, domain: str, password: str | None) -> None:
@@ -187,7 +191,7 @@ def cifs_error(said: str, host: str, share: str, user: str) -> StorageError:
     if code == 19 or "filesystem not supported" in low or "unknown filesystem type" in low:
         return StorageError("this system's kernel has no SMB (cifs) client")
     if "could not resolve" in low:
-        return StorageError(f"the name {host} does not resolve: check the server's name and the network")
+        return _unresolved(host)
     if code in _CIFS_UNREACHABLE:
         return StorageError(f"no SMB server answers at {host}: check the address, the network and that "
                             "the server is on")
@@ -199,13 +203,9 @@ def cifs_error(said: str, host: str, share: str, user: str) -> StorageError:
 def nfs(host: str, export: str, where: Path, port: int | None = None) -> None:
     """Mount host:export with the kernel's NFS client (version 4, else 3)."""
     import shutil
-    import socket
 
     where.mkdir(parents=True, exist_ok=True)
-    try:
-        addr = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
-    except OSError:
-        raise StorageError(f"the name {host} does not resolve: check the server's name and the network") from None
+    addr = _resolve(host)
     # Without nfs-common's mount.nfs helper (the live system has none: it would bring Python
     # and rpcbind), mount(8) -i hands the options to the kernel, which needs the address.
     helper = shutil.which("mount.nfs") is not None

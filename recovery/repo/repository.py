@@ -348,8 +348,9 @@ class Repository:
         except ValueError as exc:
             raise RepositoryError(f"{storage.where(CONFIG_FILE)} is damaged or unreadable") from exc
         _check_config(config, storage.describe())
-        for sub in storage.missing_folders(SUBDIRS):
-            raise RepositoryError(f"{storage.describe()} is damaged: the folder {sub}/ is missing")
+        missing = storage.missing_folders(SUBDIRS)
+        if missing:
+            raise RepositoryError(f"{storage.describe()} is damaged: the folder {missing[0]}/ is missing")
         return cls(where, config, storage)
 
     @property

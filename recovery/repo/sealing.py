@@ -58,7 +58,9 @@ class Sealer:
             raise ValueError("a master key is 32 bytes")
         # cryptography is loaded here, by the first encrypted repository: a plain one's start
         # does not read its 14 MB library from the disk
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._refused = InvalidTag        # what decrypt raises on a failed tag
         self.master = master
         self._aead = AESGCM(derive(master, _AEAD_CONTEXT))
         # encrypt_into (cryptography 44 and later) seals into a buffer the caller gives
@@ -77,11 +79,10 @@ class Sealer:
     def open(self, sealed, aad: bytes) -> bytes:
         if len(sealed) < OVERHEAD:
             raise SealBroken("too short")
-        from cryptography.exceptions import InvalidTag
         view = memoryview(sealed)
         try:
             return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
-        except InvalidTag:
+        except self._refused:
             raise SealBroken("authentication failed") from None
 
     def seal_blob(self, bid: bytes, kind: int, stored) -> bytearray:

@@ -165,12 +165,20 @@ def _parse_s3(text, bucket, prefix, endpoint, region, path_style) -> Location:
     return Location("s3", prefix, bucket=bucket, options=options)
 
 
+S3_DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
+
+
+def s3_endpoint(loc: Location) -> str:
+    """The endpoint URL an s3:// location is reached at (AWS's when none is given)."""
+    return loc.options.get("endpoint") or S3_DEFAULT_ENDPOINT
+
+
 def server_host(loc: Location) -> str:
     """The name or address of the server a network location is reached at."""
     if loc.scheme == "s3":
         from urllib.parse import urlsplit
 
-        return urlsplit(loc.options.get("endpoint") or "https://s3.amazonaws.com").hostname or ""
+        return urlsplit(s3_endpoint(loc)).hostname or ""
     return loc.host.strip("[]")
 
 

@@ -25,10 +25,9 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.errors import NoSpaceError
 from recovery.storage.base import BufferWriter, ObjectInfo, SetupError, Storage, StorageError, UnreachableError
-from recovery.storage.location import Location
+from recovery.storage.location import Location, s3_endpoint
 from recovery.storage.retry import Retrier
 
-DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
 # An object up to SINGLE_PUT goes up in one PUT: a backup has several packs going up at once
 # already, and a multipart upload of a pack cost six requests (create, four parts, complete)
 # and the server's work of joining the parts. Larger objects (S3 takes at most 5 GiB in one
@@ -84,29 +83,25 @@ def transient(exc) -> bool:
     return status is not None and status != 507 and (status >= 500 or status in (408, 429))
 
 
-def _dns_failure(exc) -> bool:
+def _chain(exc):
+    """`exc` and what lies under it, up to six deep: urllib3 wraps a connection failure twice
+    (in `reason`), the standard library in __cause__ or __context__."""
     seen = exc
     for _ in range(6):
-        if isinstance(seen, socket.gaierror):
-            return True
+        yield seen
         nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
         if nxt is None or nxt is seen:
-            return False
+            return
         seen = nxt
-    return False
+
+
+def _dns_failure(exc) -> bool:
+    return any(isinstance(seen, socket.gaierror) for seen in _chain(exc))
 
 
 def _os_errno(exc) -> int | None:
-    """The errno of the OSError under a connection failure (urllib3 wraps it twice)."""
-    seen = exc
-    for _ in range(6):
-        if isinstance(seen, OSError) and seen.errno:
-            return seen.errno
-        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
-        if nxt is None or nxt is seen:
-            return None
-        seen = nxt
-    return None
+    """The errno of the OSError under a connection failure."""
+    return next((seen.errno for seen in _chain(exc) if isinstance(seen, OSError) and seen.errno), None)
 
 
 class ViewReader:
@@ -131,8 +126,7 @@ class S3Storage(Storage):
 
     def __init__(self, loc: Location):
         self.loc = loc
-        endpoint = loc.options.get("endpoint") or DEFAULT_ENDPOINT
-        self.endpoint = endpoint
+        endpoint = self.endpoint = s3_endpoint(loc)
         url = urlsplit(endpoint)
         self.bucket = loc.bucket
         self.prefix = f"{loc.path}/" if loc.path else ""
