@@ -66,6 +66,19 @@ async def copy_marked(pilot, dest: Path):
     await type_folder(pilot, dest)
 
 
+async def mark_in_browser(pilot, name: str):
+    """In the file browser that opens, go down to the entry `name` and mark it (its size
+    counted)."""
+    from tui.screens.file_browser import FileBrowserScreen
+
+    browser = await wait_screen(pilot, FileBrowserScreen)
+    await wait_for(pilot, lambda: name in row_names(browser))
+    while browser.current().name != name:
+        await pilot.press("down")
+    await pilot.press("space")
+    await wait_for(pilot, lambda: None not in browser.marked.values(), what="marked and counted")
+
+
 async def copy_and_close(pilot, dest: Path):
     """Copy what is marked to `dest`, see it end whole, and leave: the view is unmounted."""
     from tui.screens.result import ResultScreen
@@ -389,7 +402,6 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
     `Windows (C:)`."""
     from tests import diskimages as di
     from tests.integration.engine_fixtures import lifeboat
-    from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
     from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
@@ -445,12 +457,7 @@ def test_names_an_exfat_stick_cannot_hold_are_renamed_and_listed(machine, tmp_pa
                 options = picker.query_one(OptionList)
                 assert options.get_option("0").disabled and not options.get_option("1").disabled
                 await pilot.press("enter")
-                browser = await wait_screen(pilot, FileBrowserScreen)
-                await wait_for(pilot, lambda: "Taxes" in row_names(browser))
-                while browser.current().name != "Taxes":
-                    await pilot.press("down")
-                await pilot.press("space")
-                await wait_for(pilot, lambda: None not in browser.marked.values())
+                await mark_in_browser(pilot, "Taxes")
                 await copy_marked(pilot, mnt)
                 result = await wait_screen(pilot, ResultScreen, timeout=60)
                 assert result.title_text == "Files copied"
@@ -482,7 +489,6 @@ def test_backup_drive_pulled_out_mid_copy(tmp_path, loops):
     from tests.integration.faulty_disk import faulty_disk
     from tests.loop.test_browse_repo_pulled import repository_on_a_stick
     from tui.app import create_app
-    from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
     from tui.screens.place_picker import PlacePickerScreen
     from tui.screens.result import ResultScreen
@@ -510,12 +516,7 @@ def test_backup_drive_pulled_out_mid_copy(tmp_path, loops):
                     await pilot.press("enter")
                     await wait_screen(pilot, PartitionPickerScreen)
                     await pilot.press("enter")
-                    browser = await wait_screen(pilot, FileBrowserScreen)
-                    await wait_for(pilot, lambda: "docs" in row_names(browser))
-                    while browser.current().name != "docs":
-                        await pilot.press("down")
-                    await pilot.press("space")
-                    await wait_for(pilot, lambda: None not in browser.marked.values())
+                    await mark_in_browser(pilot, "docs")
                     await copy_marked(pilot, dest)
                     result = await wait_screen(pilot, ResultScreen, timeout=120)
                     seen["title"], seen["text"], seen["listed"] = result.title_text, screen_text(app), result.damaged
@@ -618,7 +619,6 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
     its partitions; the ext4 one is browsed and one folder copied, every byte compared."""
     from tests import clonezilla_images as cz
     from tests.conftest import LoopDevices
-    from tui.screens.file_browser import FileBrowserScreen
     from tui.screens.partition_picker import PartitionPickerScreen
     from tui.screens.place_picker import PlacePickerScreen
 
@@ -644,12 +644,7 @@ def test_files_back_from_a_clonezilla_image_typed_as_a_folder(machine, tmp_path,
             from textual.widgets import OptionList
             picker.query_one(OptionList).highlighted = ext4
             await pilot.press("enter")
-            browser = await wait_screen(pilot, FileBrowserScreen)
-            await wait_for(pilot, lambda: "one" in row_names(browser))
-            while browser.current().name != "one":
-                await pilot.press("down")
-            await pilot.press("space")
-            await wait_for(pilot, lambda: None not in browser.marked.values(), what="folder counted")
+            await mark_in_browser(pilot, "one")
             await copy_and_close(pilot, dest)
 
     asyncio.run(scenario())
