@@ -147,9 +147,10 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
         missing = shell_step(vm, "smb-noshare", f"lifeboat snapshots --repo {smb}/no-such-share/lifeboat", 300)
         browse = "--repo /mnt/exfat/lifeboat --name fatpc"
         assert shell_step(vm, "backup-fatpc", f"lifeboat backup /dev/vdg {browse}", 900) == 0
-        # mounted until umount: wait for both filesystems beneath it, then show how they are mounted
+        # mounted until umount: wait until both filesystems beneath it are in /proc/mounts (their folders
+        # exist a moment before their mounts do), then show how they are mounted
         assert shell_step(vm, "browse-mount", f"(lifeboat mount latest /tmp/snap {browse} &) ; for i in $(seq 180); "
-                          "do ls /tmp/snap/p1 >/dev/null 2>&1 && ls /tmp/snap/p2 >/dev/null 2>&1 && break; sleep 1; "
+                          "do grep -q ' /tmp/snap/p1 ' /proc/mounts && grep -q ' /tmp/snap/p2 ' /proc/mounts && break; sleep 1; "
                           "done; grep -o ' /tmp/snap/p[12] [a-z]* ' /proc/mounts | tr -s ' ' '_'", 300) == 0
         browse_mounts = vm.wait_for(r"_/tmp/snap/p2_(\w+)_", 30)
         assert shell_step(vm, "browse-umount", "lifeboat umount /tmp/snap") == 0
