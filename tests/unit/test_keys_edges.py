@@ -348,3 +348,26 @@ def test_only_a_key_holding_this_repositorys_master_key_unlocks_it(storage, tmp_
     storage.write(key_name(bare_id), raw)
     bare = {"encryption": config["encryption"]}
     assert Unlock(passphrase="third passphrase").master_key(storage, bare) == (MASTER, bare_id)
+
+
+def test_a_fresh_program_that_set_no_way_to_ask_refuses_plainly():
+    # The module as imported, before any command line set `ask_passphrase` (other tests here
+    # change it): a new program, so nothing set it. Without a question to ask, a new
+    # passphrase is refused in words, not with a TypeError.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(keys.__file__).resolve().parents[2]
+    program = ("from recovery.errors import UsageError\n"
+               "from recovery.repo import keys\n"
+               "try:\n"
+               "    keys.new_passphrase(None, None)\n"
+               "except UsageError as exc:\n"
+               "    print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFEBOAT_")}
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                         env={**env, "PYTHONPATH": str(root)}, cwd=root)
+    assert (out.returncode, out.stdout) == (0, "give the passphrase with --passphrase-file FILE or "
+                                               "LIFEBOAT_PASSPHRASE_FILE=FILE (or run on a terminal to be asked)\n")
