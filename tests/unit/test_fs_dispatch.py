@@ -141,3 +141,36 @@ def test_content_nobody_knows_is_imaged_whole_and_said_so():
     info = probe_partition(reader(bytes(8192)), 8192)
     assert (info.fs, info.whole, info.used) == ("unknown", True, ((0, 8192),))
     assert info.warnings == ("no known filesystem or signature found; imaged whole (every block copied)",)
+
+
+def test_a_pread_reader_joins_the_short_reads_of_a_file_that_gives_a_page_at_a_time():
+    # /proc/kallsyms answers each read with at most a page or so, long before its end: the
+    # reader asks again until it has what was asked for.
+    with open("/proc/kallsyms", "rb") as f:
+        want = f.read(20_000)                 # a buffered read also asks until it has it all
+    fd = os.open("/proc/kallsyms", os.O_RDONLY)
+    try:
+        assert 0 < len(os.pread(fd, 20_000, 0)) < 20_000 == len(want)       # it does read short
+        assert pread_reader(fd)(0, 20_000) == want
+    finally:
+        os.close(fd)
+
+
+def test_a_module_whose_check_breaks_does_not_hide_a_filesystem_a_later_one_knows(tmp_path):
+    # An ext4 whose boot block (bytes 0-1023, unused by ext4) still holds a broken NTFS boot
+    # sector: 0 sectors per cluster, on which the NTFS check fails with an exception of its own.
+    from recovery.fs import FsMapError, ntfs
+
+    image = fsimages.make_ext4(tmp_path / "e.img", 8 * MiB, label="after-ntfs")
+    data = bytearray(image.read_bytes())
+    sector = bytearray(512)
+    sector[3:11] = b"NTFS    "
+    sector[0x0B:0x0D] = (512).to_bytes(2, "little")
+    sector[0x28:0x30] = (16384).to_bytes(8, "little")
+    sector[0x40] = 0xF6                       # 1 KiB MFT records
+    sector[510:512] = b"\x55\xaa"
+    data[:512] = sector
+    with pytest.raises(Exception) as err:
+        ntfs.identify(reader(data), len(data))
+    assert not isinstance(err.value, (FsMapError, OSError, DiskError))
+    assert identify(reader(data), len(data))[:2] == ("ext4", "after-ntfs")
