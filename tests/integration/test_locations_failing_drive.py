@@ -112,6 +112,7 @@ def test_a_chunk_on_a_failing_block_comes_back_from_its_packs_parity(drive, moun
         assert storage_failure(err.value).endswith(": Input/output error")
         blobs._piece(number, w // PIECE_WINDOWS)        # the location table's piece, read apart
         before = blobs.direct_reads
+        assert before >= 1                              # that piece was read at its place too
         assert blobs.chunk(number, w, bid) == want
         assert blobs.direct_reads == before + 1 and blobs.fell_back is None
         assert repo.repaired_in_memory == {pack_name(loc.pack_id)}
