@@ -183,3 +183,15 @@ def test_a_window_evicted_after_being_read_ahead_is_decoded_again(holed, monkeyp
     # window 14 left the cache long ago: nothing of it is kept, it is fetched again
     assert reader.read(14 * cs, cs) == want[14 * cs:15 * cs]
     assert seen.count()[14] == 2
+
+
+def test_reading_on_into_a_window_already_in_the_cache_decodes_nothing_ahead(holed, monkeypatch):
+    image, repo, m = holed
+    cs = m.chunk_size
+    reader = PartitionReader(repo, m.partitions[0], cs)
+    want = expected(image, reader)
+    seen = Decodes(reader, monkeypatch)
+    for w in (20, 18, 19):                     # 19 follows 18: window 20 would be next, but is kept
+        assert reader.read(w * cs, 10) == want[w * cs:w * cs + 10]
+    seen.settle()
+    assert seen.count() == Counter([20, 18, 19]) and seen.on("main") == {20, 18, 19}
