@@ -5,6 +5,8 @@ killed mid-backup, and each mistake a person makes as one plain line."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -417,14 +419,13 @@ def test_a_store_that_takes_no_object_as_large_as_a_pack_says_so_and_what_to_set
 def lifeboat_resolving(hosts: dict[str, str], *args, check=True, json_out=False) -> subprocess.CompletedProcess:
     """The real CLI in a mount namespace of its own where /etc/hosts (a temporary copy bind-
     mounted over it, never the host's own) also names `hosts`; the network is the host's."""
-    import os
     import tempfile
 
     table = tempfile.NamedTemporaryFile("w", suffix=".hosts", delete=False)
     with table:
         table.write(open("/etc/hosts").read() + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
-    program = os.environ.get("LIFEBOAT_CLI") or f"{sys.executable} -m recovery"
-    script = f'mount --bind {table.name} /etc/hosts && exec {program} "$@"'
+    program = [os.environ["LIFEBOAT_CLI"]] if os.environ.get("LIFEBOAT_CLI") else [sys.executable, "-m", "recovery"]
+    script = f'mount --bind {shlex.quote(table.name)} /etc/hosts && exec {shlex.join(program)} "$@"'
     try:
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "lifeboat",
                                *map(str, args)], capture_output=True, text=True, cwd=ROOT)
@@ -437,7 +438,7 @@ def lifeboat_resolving(hosts: dict[str, str], *args, check=True, json_out=False)
     return proc
 
 
-@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root (a mount namespace of its own)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a mount namespace of its own)")
 def test_virtual_host_addressing_backs_up_verifies_and_restores(tmp_path, s3env, monkeypatch):
     """--s3-virtual-host: every request goes to BUCKET.ENDPOINT-HOST/key, AWS's own way, here
     at a self-hosted endpoint (SeaweedFS with -s3.domainName; the names resolve only inside
