@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(or set LIFEBOAT_S3_ENDPOINT; default AWS)")
         sp.add_argument("--s3-region", help="the S3 region (or set LIFEBOAT_S3_REGION)")
         sp.add_argument("--s3-path-style", action="store_true", default=None,
-                        help="address buckets as URL/bucket/key (what most self-hosted stores serve)")
+                        help="address buckets as URL/bucket/key (what most self-hosted stores serve; "
+                             "or set LIFEBOAT_S3_PATH_STYLE=1)")
+        sp.add_argument("--s3-virtual-host", action="store_true", default=None,
+                        help="address buckets as bucket.HOST/key, AWS's way, also at another endpoint "
+                             "(or set LIFEBOAT_S3_VIRTUAL_HOST=1)")
 
     def prune_args(sp):
         sp.add_argument("--repack-threshold", type=int, default=80, metavar="PCT",
@@ -742,8 +746,14 @@ def location_options(args) -> None:
         value = getattr(args, flag, None)
         if value:
             os.environ[var] = value
-    if getattr(args, "s3_path_style", None):
+    # A flag beats the environment's choice of the other addressing; both flags: parse() refuses.
+    path, virtual = getattr(args, "s3_path_style", None), getattr(args, "s3_virtual_host", None)
+    if path:
         os.environ["LIFEBOAT_S3_PATH_STYLE"] = "1"
+    if virtual:
+        os.environ["LIFEBOAT_S3_VIRTUAL_HOST"] = "1"
+    if path != virtual:
+        os.environ.pop("LIFEBOAT_S3_VIRTUAL_HOST" if path else "LIFEBOAT_S3_PATH_STYLE", None)
 
 
 def unlock_options(args) -> None:

@@ -180,7 +180,7 @@ def parse_request(cmdline: str) -> LiveRequest | None:
 # What a secrets file may set: the names the storage layer reads for each protocol.
 SECRET_NAMES = ("LIFEBOAT_PASSWORD", "LIFEBOAT_SSH_KEY", "LIFEBOAT_SSH_HOST_KEY", "AWS_ACCESS_KEY_ID",
                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_S3_REGION",
-                "LIFEBOAT_S3_PATH_STYLE")
+                "LIFEBOAT_S3_PATH_STYLE", "LIFEBOAT_S3_VIRTUAL_HOST")
 
 
 def parse_secrets(text: str, where: str) -> dict[str, str]:

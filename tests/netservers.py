@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ SECRET_KEY = "lifeboat-test-secret-0123456789"
 # A second key that may only read and list: a person whose key lacks the right to write
 READER_KEY = "lifeboat-reader"
 READER_SECRET = "lifeboat-reader-secret-0123456789"
+# The S3 gateway also answers virtual-host requests (BUCKET.S3_DOMAIN/key); path-style requests
+# to its address are served as before. The name resolves only where a test makes it resolve.
+S3_DOMAIN = "s3.lifeboat.test"
 
 
 def free_ports(n: int) -> list[int]:
@@ -73,7 +77,7 @@ class SeaweedS3:
              f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
              f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
              "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             f"-s3.config={self.config}", "-master.volumeSizeLimitMB=256", "-volume.max=1000"],
+             f"-s3.config={self.config}", f"-s3.domainName={S3_DOMAIN}", "-master.volumeSizeLimitMB=256", "-volume.max=1000"],
             stdout=open(self.work / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.port, 120)
         # The S3 gateway listens before the filer behind it is ready: wait for a real answer.
@@ -258,6 +262,63 @@ def password_sshd(tmp_path_factory):
     server.start()
     yield server
     server.kill()
+
+
+UNPRIVILEGED_USER = "lbuser"
+UNPRIVILEGED_UID = 64123
+
+
+class UnprivilegedSshd(PrivateSshd):
+    """A private sshd (key login, as PrivateSshd) that also lets in UNPRIVILEGED_USER, an
+    ordinary account (uid UNPRIVILEGED_UID, no rights over root's folders) that exists only in
+    the sshd's own mount namespace, as PasswordSshd's does: a person whose account on the
+    server may log in but not write (or not read) the repository's folder."""
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self.passwd = work / "passwd"
+        self.shadow = work / "shadow"
+        self.passwd.write_text(Path("/etc/passwd").read_text() + f"{UNPRIVILEGED_USER}:x:{UNPRIVILEGED_UID}:"
+                               f"{UNPRIVILEGED_UID}:Lifeboat test:/nonexistent:/bin/sh\n")
+        # "*": no password, but not locked ("!"), so sshd lets the key in
+        self.shadow.write_text(Path("/etc/shadow").read_text() + f"{UNPRIVILEGED_USER}:*:20000:0:99999:7:::\n")
+        self.shadow.chmod(0o600)
+        # sshd reads a user's authorized keys as that user; pytest's folders are root's alone,
+        # so this server lives in a folder anyone may enter (see the fixture)
+        (work / "authorized_keys").chmod(0o644)
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)
+        script = (f"mount --bind {self.passwd} /etc/passwd && mount --bind {self.shadow} /etc/shadow && "
+                  f"exec /usr/sbin/sshd -D -e -f {self.config}")
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(self.port)
+
+    def place(self) -> Path:
+        """A new empty folder of root's (mode 755) the account may enter and read, not write."""
+        folder = Path(tempfile.mkdtemp(prefix="place-", dir=self.work))
+        folder.chmod(0o755)
+        return folder
+
+
+@pytest.fixture(scope="session")
+def unprivileged_sshd():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace of its own)")
+    # Not under pytest's base folder (nor the TMPDIR the suite points into it), whose folders
+    # only root may enter; /var/tmp, as every system has it, sticky and open to all.
+    work = Path(tempfile.mkdtemp(prefix="lifeboat-unprivileged-sshd-", dir="/var/tmp"))
+    work.chmod(0o755)
+    server = UnprivilegedSshd(work)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        subprocess.run(["chattr", "-R", "-i", str(work)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 SMB_USER = "lifeboat"

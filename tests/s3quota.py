@@ -3,7 +3,9 @@ per-bucket byte quota that answers as AWS, Ceph RGW or MinIO do, so this HTTP pr
 every request through to it unchanged (signatures included: the Host header is kept) until
 the bytes PUT reach a budget; past it, a PUT is answered as Ceph RGW answers one over its
 quota (HTTP 403, code QuotaExceeded) or as MinIO answers a full drive (HTTP 507,
-XMinioStorageFull), and the object is not stored."""
+XMinioStorageFull), and the object is not stored. With `max_object`, a PUT of a larger body is
+answered as a store with a maximum object size answers it (HTTP 400, EntityTooLarge, as AWS,
+MinIO and Ceph RGW do). Every request's method, Host header, path and body length are kept in `seen`."""
 
 from __future__ import annotations
 
@@ -11,14 +13,17 @@ import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ANSWERS = {"QuotaExceeded": 403, "XMinioStorageFull": 507}
+ANSWERS = {"QuotaExceeded": 403, "XMinioStorageFull": 507, "EntityTooLarge": 400}
 
 
 class QuotaProxy:
-    def __init__(self, target_port: int, budget: int, code: str = "QuotaExceeded"):
+    def __init__(self, target_port: int, budget: int | None = None, code: str = "QuotaExceeded",
+                 max_object: int | None = None):
         self.target_port = target_port
         self.budget = budget
         self.code = code
+        self.max_object = max_object
+        self.seen: list[tuple[str, str, str, int]] = []        # (method, Host header, path, body length)
         self.put_bytes = 0
         self.refused = 0
         self._lock = threading.Lock()
@@ -33,18 +38,24 @@ class QuotaProxy:
             def _relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                with proxy._lock:
+                    proxy.seen.append((self.command, self.headers.get("Host", ""), self.path, length))
                 if self.command == "PUT" and length:
                     with proxy._lock:
-                        over = proxy.put_bytes + length > proxy.budget
-                        if over:
+                        code = None
+                        if proxy.max_object is not None and length > proxy.max_object:
+                            code = "EntityTooLarge"
+                        elif proxy.budget is not None and proxy.put_bytes + length > proxy.budget:
+                            code = proxy.code
+                        if code:
                             proxy.refused += 1
                         else:
                             proxy.put_bytes += length
-                    if over:
-                        doc = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{proxy.code}</Code>'
-                               f"<Message>quota reached</Message><Resource>{self.path}</Resource>"
+                    if code:
+                        doc = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                               f"<Message>refused</Message><Resource>{self.path}</Resource>"
                                "<RequestId>quota</RequestId></Error>").encode()
-                        self.send_response(ANSWERS[proxy.code])
+                        self.send_response(ANSWERS[code])
                         self.send_header("Content-Type", "application/xml")
                         self.send_header("Content-Length", str(len(doc)))
                         self.end_headers()

@@ -50,6 +50,7 @@ def apply(scheme: str, secrets: dict[str, str], endpoint: str = "") -> None:
         else:
             os.environ.pop(var, None)
     if scheme == "s3":
+        os.environ.pop("LIFEBOAT_S3_VIRTUAL_HOST", None)     # the addressing is chosen here, below
         if endpoint.strip():
             # Object stores at a typed address (MinIO, SeaweedFS, Ceph, a NAS) answer bucket
             # paths, rarely bucket host names, so such an endpoint is used path-style.

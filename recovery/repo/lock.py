@@ -25,7 +25,7 @@ import uuid
 
 from recovery.errors import BusyError, RepositoryError
 from recovery.host.tools import pid_alive
-from recovery.storage.base import Storage, StorageError, UnreachableError
+from recovery.storage.base import NoPermissionError, Storage, StorageError, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,8 @@ class Lock:
     def acquire(self) -> None:
         try:
             self._acquire()
-        except UnreachableError:
-            raise          # the server is away: not a store that refuses locks (read without one)
+        except (UnreachableError, NoPermissionError):
+            raise          # the server is away, or refuses the folder: its line says so already
         except StorageError as exc:
             raise RepositoryError(f"cannot lock the repository: {exc.message}") from exc
         self._refresher = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)

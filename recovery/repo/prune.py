@@ -40,7 +40,7 @@ from recovery.repo.parity import parity_name, write_protected
 from recovery.repo.lock import Lock
 from recovery.repo.manifest import Manifest
 from recovery.repo.packs import PackBuffers, PackWriter, delete_pack, pack_name, pack_objects, read_footer
-from recovery.repo.repository import DEFAULT_PACK_SIZE, Repository
+from recovery.repo.repository import Repository, pack_size
 from recovery.repo.retention import Policy, Verdict, judge
 from recovery.storage.base import StorageError
 from recovery.units import human_size
@@ -260,7 +260,7 @@ class _Repacker:
     def __init__(self, repo: Repository, result: PruneResult):
         self.repo = repo
         self.result = result
-        self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
+        self.pack_size = pack_size()
         self.writer: PackWriter | None = None
         # one pack at a time: one buffer, reused (format v2 keeps each pack's bytes for its parity)
         self.buffers = PackBuffers(self.pack_size + self.pack_size // 8 + 2 * 1024 * 1024)

@@ -48,6 +48,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
+
+
+def pack_size() -> int:
+    """Bytes a pack is closed at: LIFEBOAT_PACK_SIZE (smaller packs for a store that takes only
+    smaller objects), else DEFAULT_PACK_SIZE."""
+    text = os.environ.get("LIFEBOAT_PACK_SIZE", "").strip()
+    if not text:
+        return DEFAULT_PACK_SIZE
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError(f"LIFEBOAT_PACK_SIZE={text!r} is not a size: give it in bytes, such as 16777216 for 16 MiB")
+    return int(text)
+
 # Packs written by backups that have not made their snapshot yet, one pack id a line
 # (informative: a backup that resumes counts what it finds there as resumed, not deduplicated).
 # Each backup keeps its own list, rewritten whole (object stores cannot append); older
@@ -683,7 +695,7 @@ class WriteSession:
     def __init__(self, repo: Repository, zstd_level: int, threads: int | None = None):
         self.repo = repo
         self.compressor = Compressor(zstd_level, threads)
-        self.pack_size = int(os.environ.get("LIFEBOAT_PACK_SIZE", DEFAULT_PACK_SIZE))
+        self.pack_size = pack_size()
         self.lock = Lock(repo.storage)
         try:
             self._refresh_every = max(float(os.environ.get("LIFEBOAT_INDEX_REFRESH", 10)), 0.0)

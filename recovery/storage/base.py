@@ -70,6 +70,11 @@ class SetupError(StorageError):
     """Wrong before any server is asked (no credentials given): the network plays no part."""
 
 
+class NoPermissionError(StorageError):
+    """The server is reached and lets us in, but refuses to read or write the repository's
+    place: its message says which, where and what to fix (complete; callers pass it on)."""
+
+
 class UnreachableError(StorageError):
     """The server stopped answering and did not come back in time. Never a sign of damage:
     whoever reads blobs lets it through instead of marking anything damaged. `head` is what

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from recovery.errors import UsageError
 
@@ -37,7 +37,7 @@ class Location:
     domain: str = ""             # smb only
     bucket: str = ""             # s3 only
     share: str = ""              # smb only
-    options: dict = field(default_factory=dict, compare=False)   # s3: endpoint, region, path_style
+    options: dict = field(default_factory=dict, compare=False)   # s3: endpoint, region, path_style, virtual_host
 
     @property
     def is_local(self) -> bool:
@@ -69,7 +69,7 @@ def is_url(text: str) -> bool:
 
 
 def parse(text: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
-          s3_path_style: bool | None = None) -> Location:
+          s3_path_style: bool | None = None, s3_virtual_host: bool | None = None) -> Location:
     """A Location from what the user typed; UsageError (one line) for a malformed one."""
     text = text.strip()
     if not text:
@@ -89,7 +89,7 @@ def parse(text: str, *, s3_endpoint: str | None = None, s3_region: str | None = 
     if "?" in authority or "#" in authority or "?" in path:
         raise _bad(text, "a location takes no query (?…) or fragment (#…); options have their own flags")
     if scheme == "s3":
-        return _parse_s3(text, authority, path, s3_endpoint, s3_region, s3_path_style)
+        return _parse_s3(text, authority, path, s3_endpoint, s3_region, s3_path_style, s3_virtual_host)
     user, at, hostport = authority.rpartition("@")
     if not at:
         user, hostport = "", authority
@@ -145,7 +145,19 @@ def _host_port(text: str, hostport: str) -> tuple[str, int | None]:
     return host, port
 
 
-def _parse_s3(text, bucket, prefix, endpoint, region, path_style) -> Location:
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "no", "false")
+
+
+def _parse_s3(text, bucket, prefix, endpoint, region, path_style, virtual_host) -> Location:
     if "@" in bucket:
         raise _bad(text, "S3 credentials never go in the location: set AWS_ACCESS_KEY_ID and "
                          "AWS_SECRET_ACCESS_KEY, or use a credentials file")
@@ -157,10 +169,19 @@ def _parse_s3(text, bucket, prefix, endpoint, region, path_style) -> Location:
     if endpoint is not None and not re.match(r"^https?://[^/\s]+/?$", endpoint):
         raise UsageError(f"{endpoint!r} is not a usable S3 endpoint: write it as https://host[:port]")
     if path_style is None:
-        path_style = os.environ.get("LIFEBOAT_S3_PATH_STYLE", "") not in ("", "0", "no", "false")
+        path_style = _flag("LIFEBOAT_S3_PATH_STYLE")
+    if virtual_host is None:
+        virtual_host = _flag("LIFEBOAT_S3_VIRTUAL_HOST")
+    if path_style and virtual_host:
+        raise UsageError("choose one way to address the bucket: --s3-path-style (URL/bucket/key) or "
+                         "--s3-virtual-host (bucket.host/key), not both")
+    if virtual_host and endpoint is not None and _is_address(urlsplit(endpoint).hostname or ""):
+        raise UsageError(f"--s3-virtual-host puts the bucket in front of the server's name ({bucket}.host), "
+                         f"which an address such as {urlsplit(endpoint).hostname} cannot take: give the "
+                         "endpoint by name, or use --s3-path-style")
     options = {"endpoint": endpoint.rstrip("/") if endpoint else None,
                "region": region or os.environ.get("LIFEBOAT_S3_REGION") or None,
-               "path_style": bool(path_style)}
+               "path_style": bool(path_style), "virtual_host": bool(virtual_host)}
     prefix = "/".join(p for p in prefix.split("/") if p)
     return Location("s3", prefix, bucket=bucket, options=options)
 
@@ -176,8 +197,6 @@ def s3_endpoint(loc: Location) -> str:
 def server_host(loc: Location) -> str:
     """The name or address of the server a network location is reached at."""
     if loc.scheme == "s3":
-        from urllib.parse import urlsplit
-
         return urlsplit(s3_endpoint(loc)).hostname or ""
     return loc.host.strip("[]")
 

@@ -25,9 +25,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from recovery.errors import NoSpaceError, RefusedError
+from recovery.errors import NoSpaceError, RefusedError, RepositoryError
 from recovery.host import netmounts
-from recovery.storage.base import BufferWriter, ObjectInfo, StorageError, UnreachableError
+from recovery.storage.base import BufferWriter, NoPermissionError, ObjectInfo, StorageError, UnreachableError
 from recovery.storage.local import FULL, LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
@@ -110,8 +110,43 @@ class MountedStorage(LocalStorage):
             _mounted[key] = storage
             return storage
 
+    # -- the server refuses this account ---------------------------------------------
+    def _no_permission(self, action: str, exc) -> NoPermissionError:
+        """The server let us in but refuses to read or write the repository's folder (EACCES:
+        sshfs's answer to SFTP's "permission denied", the kernel clients' to a refusal)."""
+        loc = self.loc
+        place = f"/{loc.share}/{loc.path}".rstrip("/") if loc.scheme == "smb" else (loc.path or "~")
+        said = os.strerror(_errno(exc)).lower()
+        if loc.user:
+            fix = (f"{loc.user} may log in but not {action} there ({said}); ask the server's administrator "
+                   f"to let {loc.user} {action} that folder, or choose one {loc.user} may {action}")
+        else:
+            fix = (f"the export does not let this machine {action} there ({said}); check the export's "
+                   "rights on the server (root squash), or choose another folder")
+        return NoPermissionError(f"no permission to {action} {place} on {loc.host}: {fix}")
+
+    def _checked(self, action: str, fn):
+        try:
+            return fn()
+        except (RepositoryError, OSError) as exc:
+            if _denied(exc):
+                raise self._no_permission(action, exc) from exc
+            raise
+
+    def check_new(self, config_name: str) -> None:
+        self._checked("read", lambda: super(MountedStorage, self).check_new(config_name))
+
+    def make_folders(self, names) -> None:
+        self._checked("write", lambda: super(MountedStorage, self).make_folders(names))
+
+    def check_present(self, config_name: str) -> None:
+        self._checked("read", lambda: super(MountedStorage, self).check_present(config_name))
+
     # -- every call retried while the connection is away -------------------------------
-    def _again(self, fn):
+    def _again(self, fn, action: str = "read"):
+        return self._checked(action, lambda: self._retried(fn))
+
+    def _retried(self, fn):
         def fail(exc, waited):
             head = f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up after {int(waited)} s"
             return UnreachableError(f"{head} — nothing already saved is lost; run it again when the server is "
@@ -167,7 +202,10 @@ class MountedStorage(LocalStorage):
                 with self._inflight_lock:
                     self._inflight -= len(data)
 
-        self._again(attempt)
+        self._again(attempt, "write")
+
+    def write_new(self, name, data) -> bool:
+        return self._again(lambda: super(MountedStorage, self).write_new(name, data), "write")
 
     def _too_full(self) -> bool:
         try:
@@ -182,7 +220,7 @@ class MountedStorage(LocalStorage):
         return BufferWriter(self)
 
     def delete(self, name) -> None:
-        self._again(lambda: super(MountedStorage, self).delete(name))
+        self._again(lambda: super(MountedStorage, self).delete(name), "write")
 
     def read_back_digest(self, name) -> bytes:
         return self._again(lambda: super(MountedStorage, self).read_back_digest(name))
@@ -198,6 +236,17 @@ class MountedStorage(LocalStorage):
         with _lock:
             _mounted.pop(self.loc.display(), None)
         netmounts.unmount(self.mountpoint)
+
+
+def _denied(exc) -> bool:
+    """A refusal of the server's: EACCES (not EPERM, which sshfs also gives for SFTP's bare
+    "failure", a full disk among others)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno == errno.EACCES
+        seen = seen.__cause__
+    return False
 
 
 def _errno(exc) -> int:

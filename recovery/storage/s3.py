@@ -23,7 +23,7 @@ from minio import Minio
 from minio.credentials.providers import AWSConfigProvider, StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from recovery.errors import NoSpaceError
+from recovery.errors import NoSpaceError, UsageError
 from recovery.storage.base import BufferWriter, ObjectInfo, SetupError, Storage, StorageError, UnreachableError
 from recovery.storage.location import Location, s3_endpoint
 from recovery.storage.retry import Retrier
@@ -41,7 +41,10 @@ READ_BACK_PIECE = 1024 * 1024      # the read-back hashes a streamed GET in piec
 _MISSING = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
 _REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
             "ExpiredToken", "AllAccessDisabled", "AccountProblem")
-_FULL = ("QuotaExceeded", "XMinioStorageFull", "StorageFull", "EntityTooLarge", "InsufficientStorage")
+_FULL = ("QuotaExceeded", "XMinioStorageFull", "StorageFull", "InsufficientStorage")
+# The store takes no object this large: not full (smaller objects still go in), and not worth
+# waiting for; AWS answers it with HTTP 400, MinIO, Ceph RGW and SeaweedFS alike.
+_TOO_LARGE = ("EntityTooLarge",)
 
 
 def credentials():
@@ -77,7 +80,7 @@ def transient(exc) -> bool:
     (MinIO's XMinioStorageFull comes as HTTP 507) is not: waiting makes no room."""
     if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
         return not _dns_failure(exc)
-    if isinstance(exc, S3Error) and (exc.code in _FULL or exc.code in _REFUSED):
+    if isinstance(exc, S3Error) and (exc.code in _FULL or exc.code in _REFUSED or exc.code in _TOO_LARGE):
         return False
     status = _status(exc)
     return status is not None and status != 507 and (status >= 500 or status in (408, 429))
@@ -136,11 +139,14 @@ class S3Storage(Storage):
             cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where())
         self.client = Minio(url.netloc, secure=url.scheme == "https", region=loc.options.get("region"),
                             credentials=credentials(), http_client=http)
-        if loc.options.get("path_style") or loc.options.get("endpoint"):
-            # Path-style addressing (endpoint/bucket/key) is what self-hosted stores serve;
-            # AWS itself gets virtual-host style unless path-style is asked for.
-            if loc.options.get("path_style"):
-                self.client.disable_virtual_style_endpoint()
+        # Path-style addressing (endpoint/bucket/key) is what self-hosted stores serve, and what
+        # minio-py uses for any endpoint but AWS's (and Alibaba's), which get virtual-host style
+        # (bucket.endpoint/key) unless path style is asked for; a self-hosted store with
+        # wildcard DNS (MinIO's MINIO_DOMAIN, Ceph RGW's rgw_dns_name) can ask for it.
+        if loc.options.get("path_style"):
+            self.client.disable_virtual_style_endpoint()
+        elif loc.options.get("virtual_host"):
+            self.client.enable_virtual_style_endpoint()
         self.retrier = Retrier()
         self.requests = 0                   # calls made (a list of >1000 keys counts once)
         self._count_lock = threading.Lock()
@@ -173,7 +179,7 @@ class S3Storage(Storage):
         status = _status(exc)
         return f"HTTP {status}" if status else type(exc).__name__
 
-    def _call(self, fn, name: str | None = None):
+    def _call(self, fn, name: str | None = None, size: int | None = None):
         def counted():
             with self._count_lock:
                 self.requests += 1
@@ -182,7 +188,7 @@ class S3Storage(Storage):
         try:
             return self.retrier.call(counted, transient, self._fail)
         except S3Error as exc:
-            raise self._s3_error(exc, name) from None
+            raise self._s3_error(exc, name, size) from None
         except ServerError as exc:
             if _status(exc) == 507:          # Insufficient Storage, with no error document
                 raise self._full("HTTP 507") from None
@@ -194,13 +200,15 @@ class S3Storage(Storage):
         return NoSpaceError(f"the S3 bucket {self.bucket!r} is full ({why}); the repository is unchanged and "
                             "every earlier snapshot is intact — raise the quota or free space")
 
-    def _s3_error(self, exc: S3Error, name: str | None) -> Exception:
+    def _s3_error(self, exc: S3Error, name: str | None, size: int | None = None) -> Exception:
         code = exc.code or ""
         if code in _MISSING or (code != "NoSuchBucket" and _status(exc) == 404 and name is not None):
             return FileNotFoundError(2, "no such object", self.where(name or ""))
         if code == "NoSuchBucket":
             return StorageError(f"the bucket {self.bucket!r} does not exist at {self.endpoint}; "
                                 "create it first, or check the name")
+        if code in _TOO_LARGE:
+            return self._too_large(code, size)
         if code in _FULL:                 # before the refusals: Ceph says QuotaExceeded with HTTP 403
             return self._full(code)
         if code in _REFUSED or _status(exc) == 403:
@@ -211,6 +219,19 @@ class S3Storage(Storage):
             return self._full(code or "HTTP 507")
         return StorageError(f"the S3 server {self.endpoint} refused a request ({code or _status(exc)}: "
                             f"{exc.message or ''})".rstrip(": )") + ")")
+
+    def _too_large(self, code: str, size: int | None) -> StorageError:
+        from recovery.repo.repository import pack_size
+        from recovery.units import human_size
+
+        what = f"an object of {human_size(size)}" if size else "an object this large"
+        try:
+            now = f"now {pack_size()}"
+        except UsageError:
+            now = "now not a number"
+        return StorageError(f"the S3 server {self.endpoint} refuses {what} ({code}): set LIFEBOAT_PACK_SIZE "
+                            f"(bytes, {now}) below the store's largest object size, or raise that limit on the "
+                            "store; every earlier snapshot is intact")
 
     def _check_bucket(self) -> None:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
@@ -293,7 +314,7 @@ class S3Storage(Storage):
                 self.client.put_object(self.bucket, self._key(name), ViewReader(view), len(view),
                                        part_size=PART_SIZE, num_parallel_uploads=PARALLEL_PARTS)
 
-        self._call(run, name)
+        self._call(run, name, len(view))
 
     def create(self) -> BufferWriter:
         return BufferWriter(self)

@@ -5,6 +5,8 @@ killed mid-backup, and each mistake a person makes as one plain line."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -370,3 +372,112 @@ def test_a_key_without_the_right_to_write_is_one_line_and_writes_nothing(tmp_pat
     assert READER_SECRET not in line
     assert time.monotonic() - started < 30
     assert sorted(o.object_name for o in s3env.client().list_objects("readonly", recursive=True)) == before
+
+
+def test_a_store_that_takes_no_object_as_large_as_a_pack_says_so_and_what_to_set(tmp_path, s3env, monkeypatch):
+    """A store whose largest object is smaller than a pack (answers EntityTooLarge, HTTP 400,
+    as AWS, MinIO and Ceph RGW do): not "full" (exit 7) but one line that names the knob,
+    LIFEBOAT_PACK_SIZE, exit 5, at once; the earlier snapshot stays; and following the advice
+    (smaller packs) the same backup goes through the same store."""
+    from tests.s3quota import QuotaProxy
+
+    s3env.bucket("toolarge")
+    small, _ = one_partition_disk(tmp_path, "small", fi.make_ext4(tmp_path / "s.img", 16 * MiB,
+                                                                  data_tree(tmp_path / "st", 3, MiB)), 24 * MiB)
+    big, _ = one_partition_disk(tmp_path, "big", fi.make_ext4(tmp_path / "b.img", 48 * MiB,
+                                                              data_tree(tmp_path / "bt", 32, MiB, seed=4)), 56 * MiB)
+    with QuotaProxy(s3env.port, max_object=12 * MiB) as store:
+        monkeypatch.setenv("LIFEBOAT_S3_ENDPOINT", store.endpoint)
+        monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "120")
+        repo = "s3://toolarge/r"
+        lifeboat("repo", "init", repo)
+        earlier = lifeboat("backup", small, "--repo", repo, "--json", json_out=True).data["snapshot"]
+        started = time.monotonic()
+        monkeypatch.delenv("LIFEBOAT_PACK_SIZE")       # the suite's small packs: back to the product's
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, check=False), 5)
+        assert line.startswith(f"lifeboat: the S3 server {store.endpoint} refuses an object of "), line
+        assert ("(EntityTooLarge): set LIFEBOAT_PACK_SIZE (bytes, now 67108864) below the store's largest "
+                "object size, or raise that limit on the store; every earlier snapshot is intact") in line, line
+        assert "full" not in line
+        assert time.monotonic() - started < 100 and store.refused >= 1
+        assert [s["id"] for s in lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]] == [earlier]
+        # A size that is not a number of bytes is a usage mistake, said before anything is sent.
+        monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "8M")
+        puts = store.put_bytes
+        line = one_line_error(lifeboat("backup", big, "--repo", repo, check=False), 2)
+        assert "LIFEBOAT_PACK_SIZE='8M' is not a size: give it in bytes" in line, line
+        # As the line says: smaller packs, and the store takes them.
+        monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(8 * MiB))
+        refused = store.refused
+        after = lifeboat("backup", big, "--repo", repo, "--json", json_out=True).data["snapshot"]
+        assert store.refused == refused and store.put_bytes > puts + 30 * MiB
+        snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+        assert sorted(s["id"] for s in snaps) == sorted([earlier, after])
+        assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+
+
+def lifeboat_resolving(hosts: dict[str, str], *args, check=True, json_out=False) -> subprocess.CompletedProcess:
+    """The real CLI in a mount namespace of its own where /etc/hosts (a temporary copy bind-
+    mounted over it, never the host's own) also names `hosts`; the network is the host's."""
+    import tempfile
+
+    table = tempfile.NamedTemporaryFile("w", suffix=".hosts", delete=False)
+    with table:
+        table.write(open("/etc/hosts").read() + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
+    program = [os.environ["LIFEBOAT_CLI"]] if os.environ.get("LIFEBOAT_CLI") else [sys.executable, "-m", "recovery"]
+    script = f'mount --bind {shlex.quote(table.name)} /etc/hosts && exec {shlex.join(program)} "$@"'
+    try:
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "lifeboat",
+                               *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    finally:
+        os.unlink(table.name)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lifeboat {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stderr}")
+    if json_out:
+        proc.data = json.loads(proc.stdout)
+    return proc
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a mount namespace of its own)")
+def test_virtual_host_addressing_backs_up_verifies_and_restores(tmp_path, s3env, monkeypatch):
+    """--s3-virtual-host: every request goes to BUCKET.ENDPOINT-HOST/key, AWS's own way, here
+    at a self-hosted endpoint (SeaweedFS with -s3.domainName; the names resolve only inside
+    the CLI's private mount namespace). A logging proxy sees each request's Host header: all
+    are the bucket's host name, none a path-style /bucket/... request."""
+    import socket
+
+    from tests.netservers import S3_DOMAIN
+    from tests.s3quota import QuotaProxy
+
+    s3env.bucket("vhost")
+    bucket_host = f"vhost.{S3_DOMAIN}"
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(bucket_host, 80)              # this machine's own /etc/hosts is untouched
+    pc = build_gpt_pc(tmp_path, fi.make_tree(tmp_path / "tree"))
+    target = blank(tmp_path / "target.img", 96 * MiB)
+    with QuotaProxy(s3env.port) as proxy:
+        monkeypatch.setenv("LIFEBOAT_S3_ENDPOINT", f"http://{S3_DOMAIN}:{proxy.port}")
+        monkeypatch.setenv("LIFEBOAT_S3_REGION", "us-east-1")   # else minio asks the bucket's location, path-style
+        monkeypatch.delenv("LIFEBOAT_S3_PATH_STYLE")
+        names = {S3_DOMAIN: "127.0.0.1", bucket_host: "127.0.0.1"}
+        repo = ["--repo", "s3://vhost/pcs", "--s3-virtual-host"]
+        lifeboat_resolving(names, "repo", "init", "s3://vhost/pcs", "--s3-virtual-host")
+        out = lifeboat_resolving(names, "backup", pc.disk, *repo, "--json", json_out=True).data
+        assert lifeboat_resolving(names, "verify", *repo, "--json", json_out=True).data["ok"]
+        lifeboat_resolving(names, "restore", "latest", target, *repo, "--yes")
+    assert_restored(pc, target)
+    hosts = {host for _, host, _, _ in proxy.seen}
+    assert hosts == {f"{bucket_host}:{proxy.port}"}, hosts
+    assert not any(path.startswith("/vhost") for _, _, path, _ in proxy.seen)
+    assert sum(method == "PUT" for method, _, _, _ in proxy.seen) >= 3
+    stored = [o.object_name for o in s3env.client().list_objects("vhost", recursive=True)]
+    assert f"pcs/snapshots/{out['snapshot']}.json" in stored, stored
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--s3-endpoint", "http://127.0.0.1:9000", "--s3-virtual-host"], "an address such as 127.0.0.1 cannot take"),
+    (["--s3-endpoint", "http://minio.lan:9000", "--s3-virtual-host", "--s3-path-style"], "not both"),
+])
+def test_virtual_host_addressing_that_cannot_work_is_a_usage_line(s3env, flags, said):
+    line = one_line_error(lifeboat("snapshots", "--repo", "s3://b12/p", *flags, check=False), 2)
+    assert said in line, line

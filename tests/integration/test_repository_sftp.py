@@ -5,6 +5,7 @@ once, a changed host key and a wrong key refused, the server killed mid-backup."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -162,3 +163,96 @@ def test_a_full_server_is_one_line_saying_so_and_earlier_snapshots_stay(tmp_path
         assert no_mounts_left()
     finally:
         subprocess.run(["umount", store], check=True)
+
+
+def files_under(folder) -> dict:
+    """Every file under `folder` with its size and modification time (what a write changes)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def unprivileged(unprivileged_sshd, monkeypatch, tmp_path):
+    for key, value in unprivileged_sshd.env(tmp_path / "data").items():
+        monkeypatch.setenv(key, value)
+    return unprivileged_sshd
+
+
+def test_an_account_that_may_not_write_the_folder_is_told_so_for_init_and_backup(tmp_path, unprivileged, monkeypatch):
+    """The server lets the account log in but not write the folder (root's, mode 755): repo
+    init and a backup into an existing repository are each one line that says so and what to
+    fix, exit 5 (the README's "repository"), at once (never retried as a server gone away);
+    nothing is written, and the snapshot made before is intact."""
+    from tests.netservers import UNPRIVILEGED_USER
+
+    place = unprivileged.place()
+    as_user = f"sftp://{UNPRIVILEGED_USER}@127.0.0.1:{unprivileged.port}{place}/repo"
+    monkeypatch.setenv("LIFEBOAT_RETRY_SECONDS", "60")
+    want = (f"lifeboat: no permission to write {place}/repo on 127.0.0.1: {UNPRIVILEGED_USER} may log in but "
+            f"not write there (permission denied); ask the server's administrator to let {UNPRIVILEGED_USER} "
+            f"write that folder, or choose one {UNPRIVILEGED_USER} may write")
+    assert one_line_error(lifeboat("repo", "init", as_user, check=False), 5) == want
+    assert list(place.iterdir()) == []
+    # The same place made a repository by root, with a snapshot in it.
+    as_root = f"sftp://root@127.0.0.1:{unprivileged.port}{place}/repo"
+    lifeboat("repo", "init", as_root)
+    disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "p.img", 16 * MiB,
+                                                               data_tree(tmp_path / "t", 2, MiB)), 24 * MiB)
+    earlier = lifeboat("backup", disk, "--repo", as_root, "--json", json_out=True).data["snapshot"]
+    before = files_under(place / "repo")
+    started = time.monotonic()
+    assert one_line_error(lifeboat("backup", disk, "--repo", as_user, check=False), 5) == want
+    assert time.monotonic() - started < 45
+    assert files_under(place / "repo") == before
+    # Reading is allowed: the account sees the snapshot, which verifies.
+    snaps = lifeboat("snapshots", "--repo", as_user, "--json", json_out=True).data["snapshots"]
+    assert [s["id"] for s in snaps] == [earlier]
+    assert lifeboat("verify", "--repo", as_user, "--json", json_out=True).data["ok"]
+    assert no_mounts_left()
+
+
+@pytest.mark.parametrize("closed", ["repository", "parent"])
+def test_an_account_that_may_not_read_the_folder_is_told_so(tmp_path, unprivileged, closed):
+    """The repository's folder (or the folder above it) is root's alone (mode 700): listing
+    snapshots, and repo init beside it, are one line saying the account may not read there."""
+    from tests.netservers import UNPRIVILEGED_USER
+
+    place = unprivileged.place()
+    lifeboat("repo", "init", f"sftp://root@127.0.0.1:{unprivileged.port}{place}/repo")
+    (place / "repo" if closed == "repository" else place).chmod(0o700)
+    before = files_under(place)
+    as_user = f"sftp://{UNPRIVILEGED_USER}@127.0.0.1:{unprivileged.port}{place}/repo"
+    line = one_line_error(lifeboat("snapshots", "--repo", as_user, check=False), 5)
+    assert line.startswith(f"lifeboat: no permission to read {place}/repo on 127.0.0.1: {UNPRIVILEGED_USER} "
+                           "may log in but not read there"), line
+    if closed == "parent":
+        line = one_line_error(lifeboat("repo", "init", as_user + "2", check=False), 5)
+        assert line.startswith(f"lifeboat: no permission to read {place}/repo2 on 127.0.0.1"), line
+    assert files_under(place) == before
+    assert no_mounts_left()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="needs root and chattr")
+def test_root_refused_by_an_immutable_repository_folder_is_told_so(tmp_path, sftp):
+    """root, whom mode bits do not stop, logs in, but the server's filesystem refuses to
+    change the repository (chattr +i: EPERM on the server, "permission denied" over SFTP):
+    the backup is the same one line, exit 5, and the earlier snapshot verifies."""
+    folder = tmp_path / "srv" / "repo"
+    repo = url(sftp, folder)
+    lifeboat("repo", "init", repo)
+    disk, _ = one_partition_disk(tmp_path, "pc", fi.make_ext4(tmp_path / "p.img", 16 * MiB,
+                                                               data_tree(tmp_path / "t", 2, MiB)), 24 * MiB)
+    earlier = lifeboat("backup", disk, "--repo", repo, "--json", json_out=True).data["snapshot"]
+    subprocess.run(["chattr", "-R", "+i", str(folder)], check=True)
+    try:
+        before = files_under(folder)
+        line = one_line_error(lifeboat("backup", disk, "--repo", repo, "--name", "again", check=False), 5)
+        assert line.startswith(f"lifeboat: no permission to write {folder} on 127.0.0.1: root may log in but "
+                               "not write there"), line
+        assert files_under(folder) == before
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+    snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
+    assert [s["id"] for s in snaps] == [earlier]
+    assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
+    assert no_mounts_left()

@@ -236,3 +236,21 @@ def test_a_refresh_that_fails_is_logged_and_tried_again(storage, tmp_path, caplo
         (tmp_path / "tmp-away").rename(tmp_path / "tmp")
     assert not held.held
     assert any(r.getMessage().startswith("cannot refresh the repository lock: ") for r in caplog.records)
+
+
+class RefusingFolder(LocalStorage):
+    """A folder whose server refuses this account's writes (as a mounted share says it)."""
+
+    def write(self, name, data):
+        from recovery.storage.base import NoPermissionError
+
+        raise NoPermissionError("no permission to write /srv/repo on nas: ann may log in but not write there")
+
+    write_new = write
+
+
+def test_a_refusal_that_says_what_to_fix_is_passed_on_as_it_is(storage, tmp_path):
+    with RefusingFolder(tmp_path) as refusing:
+        with pytest.raises(RepositoryError) as err:
+            Lock(refusing).acquire()
+    assert str(err.value) == "no permission to write /srv/repo on nas: ann may log in but not write there"

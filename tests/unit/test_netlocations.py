@@ -16,7 +16,7 @@ from tui import netlocations
 def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(tmp_path / "data"))
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LIFEBOAT_S3_ENDPOINT", "LIFEBOAT_S3_PATH_STYLE",
-                "LIFEBOAT_PASSWORD"):
+                "LIFEBOAT_S3_VIRTUAL_HOST", "LIFEBOAT_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path / "data"
 
@@ -55,8 +55,10 @@ def test_a_damaged_file_is_an_empty_list_and_is_replaced(data_dir):
 
 
 def test_secrets_go_to_this_process_only_and_empty_fields_remove_them():
+    os.environ["LIFEBOAT_S3_VIRTUAL_HOST"] = "1"           # from a secrets file: the TUI's choice wins
     netlocations.apply("s3", {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"}, "http://127.0.0.1:9000")
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "SK" and os.environ["LIFEBOAT_S3_PATH_STYLE"] == "1"
+    assert "LIFEBOAT_S3_VIRTUAL_HOST" not in os.environ
     netlocations.apply("s3", {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": ""}, "")
     assert "AWS_SECRET_ACCESS_KEY" not in os.environ and "LIFEBOAT_S3_ENDPOINT" not in os.environ
     netlocations.apply("smb", {"LIFEBOAT_PASSWORD": "pw"})

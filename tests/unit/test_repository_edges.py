@@ -941,3 +941,18 @@ def test_compression_must_save_more_than_a_64th():
         raw = compressed_to(size, target)
         stored, got = one.compress(raw)
         assert got == codec and (stored == raw if codec == CODEC_RAW else len(stored) == target), target
+
+
+@pytest.mark.parametrize("text, size", [("", 64 * 1024 * 1024), ("16777216", 16777216), (" 4096 ", 4096),
+                                        ("1", 1), ("0", None), ("8M", None), ("-5", None), ("1e6", None)])
+def test_pack_size_is_a_whole_number_of_bytes_or_a_usage_line(monkeypatch, text, size):
+    from recovery.repo.repository import pack_size
+
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", text)
+    if size is not None:
+        assert pack_size() == size
+    else:
+        with pytest.raises(UsageError) as err:
+            pack_size()
+        assert str(err.value) == (f"LIFEBOAT_PACK_SIZE={text.strip()!r} is not a size: give it in bytes, "
+                                  "such as 16777216 for 16 MiB")
