@@ -10,12 +10,16 @@ and exFAT browsed there (mounted by those drivers) and copied out."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +86,30 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
     assert booted["root"] == g.fingerprint
 
 
+@contextlib.contextmanager
+def frozen_at_first_new_pack(pid: int, packs: Path):
+    """Stop the server process `pid` (SIGSTOP: it keeps its connections and answers nothing) as
+    soon as a pack appears under `packs` that was not there before; start it again on leaving."""
+    seen = {p for p in packs.rglob("*")} if packs.exists() else set()
+    froze, done = threading.Event(), threading.Event()
+
+    def watch():
+        while not done.wait(0.05):
+            if packs.exists() and any(p not in seen and p.is_file() for p in packs.rglob("*")):
+                os.kill(pid, signal.SIGSTOP)
+                froze.set()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield froze
+    finally:
+        done.set()
+        watcher.join()
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha, sshd):
     """In one boot (VM boots are CI's dearest time), as a technician would in the shell: a
     repository on each of SMB, NFS, SFTP, a FAT32 USB stick and an exFAT SATA disk, each mounted
@@ -121,10 +149,17 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
                                         PartSpec(None, BASIC_DATA, name="exfat", content=str(exfat_pc_fs))])
     out_disk = blank(tmp_path / "out.img", 64 * MIB)
     disks += [Disk(fat_pc, bus="virtio", serial="FAT-PC"), Disk(out_disk, bus="virtio", serial="COPY-OUT")]
-    with live_machine(iso, disks, "", tmp_path / "console.log", nic="e1000") as vm:
+    # No network card at boot: one is plugged in once the shell runs (a PCIe slot of its own,
+    # as a card or a USB adapter plugged in later), and the live system brings it up by DHCP.
+    hotplug = ["-netdev", "user,id=net0", "-device", "pcie-root-port,id=slot1,chassis=1,slot=1"]
+    with live_machine(iso, disks, "", tmp_path / "console.log", monitor=True, extra_args=hotplug) as vm:
         open_shell(vm)
-        # DHCP ran while the system booted; what it got is kept for the TUI and technicians
-        assert shell_step(vm, "net", "grep -H . /run/lifeboat/network/*", 120) == 0
+        assert shell_step(vm, "no-net", "ls /run/lifeboat/network/ | wc -l") == 0
+        cards_at_boot = int(vm.wait_for(r"\n(\d+)\r?\n", 30)[1])
+        assert vm.hmp("device_add e1000e,netdev=net0,bus=slot1,id=card1") == ""
+        # what DHCP got is kept for the TUI and technicians
+        assert shell_step(vm, "net", "for i in $(seq 120); do grep -q . /run/lifeboat/network/* 2>/dev/null && break;"
+                          " sleep 1; done; grep -H . /run/lifeboat/network/*", 180) == 0
         _, net = vm.wait_for(r"/run/lifeboat/network/(\w+):(10\.0\.2\.15/24) 10\.0\.2\.2", 60).groups()
         assert shell_step(vm, "mount", "mkdir -p /mnt/fat /mnt/exfat && mount -t vfat /dev/sdb1 /mnt/fat"
                           " && mount -t exfat /dev/sda1 /mnt/exfat && grep -E ' /mnt/(fat|exfat) ' /proc/mounts") == 0
@@ -145,6 +180,25 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
         refused = shell_step(vm, "smb-wrong", "LIFEBOAT_PASSWORD=wrong-pass-1 lifeboat snapshots "
                              f"--repo {smb}/backups/lifeboat", 300)
         missing = shell_step(vm, "smb-noshare", f"lifeboat snapshots --repo {smb}/no-such-share/lifeboat", 300)
+        # No permission: a share the user may only read, an export served read-only. Neither
+        # takes a new repository, nor a backup into the repository already there.
+        ro_before = {p: sorted(f.relative_to(p) for f in p.rglob("*")) for p in (smbd.readonly, ganesha.readonly)}
+        ro_codes = [shell_step(vm, f"ro-{kind}-{verb}", command, 300) for kind, place in
+                    (("smb", f"{smb}/readonly/lifeboat"), ("nfs", f"nfs://{HOST}/readonly/lifeboat"))
+                    for verb, command in (("init", f"lifeboat repo init {place}2"),
+                                          ("backup", f"lifeboat backup /dev/vda --repo {place} --name pc"))]
+        ro_after = {p: sorted(f.relative_to(p) for f in p.rglob("*")) for p in (smbd.readonly, ganesha.readonly)}
+        # The NFS server stops answering in the middle of a backup (frozen, as a cut cable looks):
+        # after the wait it is told (one line), and once it is back the same backup resumes.
+        nfs_repo = f"nfs://{HOST}/backups/lifeboat"
+        small_packs = "LIFEBOAT_PACK_SIZE=1048576"          # many packs: the freeze lands between two
+        with frozen_at_first_new_pack(ganesha.proc.pid, ganesha.export / "lifeboat" / "packs") as froze:
+            gone = shell_step(vm, "nfs-gone", f"{small_packs} LIFEBOAT_RETRY_SECONDS=20 "
+                              f"lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc", 600)
+        assert froze.is_set(), "the backup wrote no pack before it ended"
+        assert shell_step(vm, "nfs-resume", f"{small_packs} lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc",
+                          600) == 0
+        assert shell_step(vm, "nfs-verify-after", f"lifeboat verify --repo {nfs_repo}", 900) == 0
         browse = "--repo /mnt/exfat/lifeboat --name fatpc"
         assert shell_step(vm, "backup-fatpc", f"lifeboat backup /dev/vdg {browse}", 900) == 0
         # mounted until umount: wait until both filesystems beneath it are in /proc/mounts (their folders
@@ -172,6 +226,19 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     assert (refused, missing) == (5, 5)
     assert f"the SMB server {HOST} refused the login of {SMB_USER} to the share backups" in console
     assert f"the share no-such-share does not exist on {HOST}" in console
+    # the hot-plugged card: none at boot, then an address
+    assert cards_at_boot == 0
+    # no permission: one line each, exit 5, nothing written on either server
+    assert ro_codes == [5, 5, 5, 5], ro_codes
+    assert ro_after == ro_before
+    for kind in ("smb", "nfs"):
+        for verb in ("init", "backup"):
+            said = re.search(rf"STEP-ro-{kind}-{verb}-\d+-\r?\n(.*?)\r?\n", console)
+            assert said and "no permission to write" in said[1], (kind, verb, said and said[1])
+    # the frozen server: told in one line after the wait, nothing lost, then resumed
+    assert gone == 5
+    assert re.search(rf"nfs://{HOST}/backups/lifeboat stopped answering \(.*\); gave up after \d+ s", console)
+    assert "reused from the interrupted backup" in console
     # browsing used the kernel's vfat and exfat, and every file came out whole
     assert "_/tmp/snap/p1_vfat_" in console and browse_mounts[1] == "exfat", console[-3000:]
     got = ext_tree(out_disk)
