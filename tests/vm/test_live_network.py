@@ -6,7 +6,8 @@ partition, ends in a disk that boots; and in the shell, repositories on SMB (Sam
 has neither), and on SFTP (OpenSSH's sshd, through the live system's sshfs), take a backup,
 check it and restore it, every file compared; in the same boot, repositories on FAT32 and
 exFAT through the live kernel's own drivers, and a snapshot of a PC whose partitions are FAT32
-and exFAT browsed there (mounted by those drivers) and copied out."""
+and exFAT browsed there (mounted by those drivers) and copied out; a network card plugged in
+after boot, shares that refuse writes, and an NFS server that stops answering mid-backup."""
 
 from __future__ import annotations
 
@@ -119,7 +120,11 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     blank disk of its own, whose every file is then compared with the source's here (and
     e2fsck run). Then getting files back where the kernel's drivers do the reading: a PC disk
     with a FAT32 and an exFAT partition is backed up, its snapshot mounted (each filesystem
-    beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`."""
+    beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`.
+    The machine has no network card when it boots: one is plugged in from QEMU's monitor and
+    gets its address by DHCP. A read-only SMB share and a read-only NFS export are refused in
+    one line with nothing written; the NFS server is frozen in the middle of a backup, which
+    gives up in one line after its retry window, and resumes once the server is back."""
     source, part, want = source_disk(tmp_path, seed=43)
     kinds = ("smb", "nfs", "sftp", "fat", "exfat")
     targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
