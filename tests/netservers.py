@@ -23,6 +23,12 @@ READER_KEY = "lifeboat-reader"
 READER_SECRET = "lifeboat-reader-secret-0123456789"
 
 
+def network_mounts(holding: str) -> list[str]:
+    """Lifeboat's network mounts (under /run/lifeboat/net) whose line holds `holding`: a test's
+    own folder or server name, since other runs on this machine may hold mounts of their own."""
+    return [line for line in open("/proc/mounts") if "lifeboat/net" in line and holding in line]
+
+
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
     for _ in range(n):
