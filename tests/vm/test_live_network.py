@@ -7,7 +7,7 @@ has neither), and on SFTP (OpenSSH's sshd, through the live system's sshfs), tak
 check it and restore it, every file compared; in the same boot, repositories on FAT32 and
 exFAT through the live kernel's own drivers, and a snapshot of a PC whose partitions are FAT32
 and exFAT browsed there (mounted by those drivers) and copied out; a network card plugged in
-after boot, shares that refuse writes, and an NFS server that stops answering mid-backup."""
+after boot, shares that refuse writes, and an NFS server killed mid-backup."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -88,27 +87,28 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
 
 
 @contextlib.contextmanager
-def frozen_at_first_new_pack(pid: int, packs: Path):
-    """Stop the server process `pid` (SIGSTOP: it keeps its connections and answers nothing) as
-    soon as a pack appears under `packs` that was not there before; start it again on leaving."""
-    seen = {p for p in packs.rglob("*")} if packs.exists() else set()
-    froze, done = threading.Event(), threading.Event()
+def killed_at_first_new_pack(server, packs: Path):
+    """Kill `server` (a private NFS or SMB server of tests/netservers.py) as soon as a pack
+    appears under `packs` that was not there before; start it again on leaving."""
+    seen = set(packs.rglob("*")) if packs.exists() else set()
+    killed, done = threading.Event(), threading.Event()
 
     def watch():
         while not done.wait(0.05):
             if packs.exists() and any(p not in seen and p.is_file() for p in packs.rglob("*")):
-                os.kill(pid, signal.SIGSTOP)
-                froze.set()
+                server.kill()
+                killed.set()
                 return
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        yield froze
+        yield killed
     finally:
         done.set()
         watcher.join()
-        os.kill(pid, signal.SIGCONT)
+        if server.proc is None:
+            server.start()
 
 
 def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha, sshd):
@@ -123,7 +123,7 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`.
     The machine has no network card when it boots: one is plugged in from QEMU's monitor and
     gets its address by DHCP. A read-only SMB share and a read-only NFS export are refused in
-    one line with nothing written; the NFS server is frozen in the middle of a backup, which
+    one line with nothing written; the NFS server is killed in the middle of a backup, which
     gives up in one line after its retry window, and resumes once the server is back."""
     source, part, want = source_disk(tmp_path, seed=43)
     kinds = ("smb", "nfs", "sftp", "fat", "exfat")
@@ -154,6 +154,9 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
                                         PartSpec(None, BASIC_DATA, name="exfat", content=str(exfat_pc_fs))])
     out_disk = blank(tmp_path / "out.img", 64 * MIB)
     disks += [Disk(fat_pc, bus="virtio", serial="FAT-PC"), Disk(out_disk, bus="virtio", serial="COPY-OUT")]
+    # repositories on the read-only share and export, made from this side (writable here)
+    for folder in (smbd.readonly, ganesha.readonly):
+        lifeboat("repo", "init", folder / "lifeboat", env={})
     # No network card at boot: one is plugged in once the shell runs (a PCIe slot of its own,
     # as a card or a USB adapter plugged in later), and the live system brings it up by DHCP.
     hotplug = ["-netdev", "user,id=net0", "-device", "pcie-root-port,id=slot1,chassis=1,slot=1"]
@@ -193,14 +196,14 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
                     for verb, command in (("init", f"lifeboat repo init {place}2"),
                                           ("backup", f"lifeboat backup /dev/vda --repo {place} --name pc"))]
         ro_after = {p: sorted(f.relative_to(p) for f in p.rglob("*")) for p in (smbd.readonly, ganesha.readonly)}
-        # The NFS server stops answering in the middle of a backup (frozen, as a cut cable looks):
-        # after the wait it is told (one line), and once it is back the same backup resumes.
+        # The NFS server is killed in the middle of a backup: after the retry window that is
+        # told in one line, and once the server is back the same backup resumes.
         nfs_repo = f"nfs://{HOST}/backups/lifeboat"
-        small_packs = "LIFEBOAT_PACK_SIZE=1048576"          # many packs: the freeze lands between two
-        with frozen_at_first_new_pack(ganesha.proc.pid, ganesha.export / "lifeboat" / "packs") as froze:
+        small_packs = "LIFEBOAT_PACK_SIZE=1048576"          # many packs: the kill lands between two
+        with killed_at_first_new_pack(ganesha, ganesha.export / "lifeboat" / "packs") as killed:
             gone = shell_step(vm, "nfs-gone", f"{small_packs} LIFEBOAT_RETRY_SECONDS=20 "
                               f"lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc", 600)
-        assert froze.is_set(), "the backup wrote no pack before it ended"
+        assert killed.is_set(), "the backup wrote no pack before it ended"
         assert shell_step(vm, "nfs-resume", f"{small_packs} lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc",
                           600) == 0
         assert shell_step(vm, "nfs-verify-after", f"lifeboat verify --repo {nfs_repo}", 900) == 0
@@ -240,7 +243,7 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
         for verb in ("init", "backup"):
             said = re.search(rf"STEP-ro-{kind}-{verb}-\d+-\r?\n(.*?)\r?\n", console)
             assert said and "no permission to write" in said[1], (kind, verb, said and said[1])
-    # the frozen server: told in one line after the wait, nothing lost, then resumed
+    # the killed server: told in one line after the wait, nothing lost, then resumed
     assert gone == 5
     assert re.search(rf"nfs://{HOST}/backups/lifeboat stopped answering \(.*\); gave up after \d+ s", console)
     assert "reused from the interrupted backup" in console
