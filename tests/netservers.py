@@ -27,6 +27,12 @@ READER_SECRET = "lifeboat-reader-secret-0123456789"
 S3_DOMAIN = "s3.lifeboat.test"
 
 
+def network_mounts(holding: str) -> list[str]:
+    """Lifeboat's network mounts (under /run/lifeboat/net) whose line holds `holding`: a test's
+    own folder or server name, since other runs on this machine may hold mounts of their own."""
+    return [line for line in open("/proc/mounts") if "lifeboat/net" in line and holding in line]
+
+
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
     for _ in range(n):
@@ -327,13 +333,15 @@ SMB_PASSWORD = "smb-test-Pa55"
 
 class PrivateSmbd:
     """Samba's smbd on 127.0.0.1 port 445 with its own configuration, state folders and
-    password database: one share `backups` (read-write), user `lifeboat` (mapped to root,
-    who owns the share's folder) with SMB_PASSWORD. Nothing of the system's Samba is used."""
+    password database: a share `backups` (read-write) and a share `readonly`, user `lifeboat`
+    (mapped to root, who owns the shares' folders) with SMB_PASSWORD. Nothing of the system's Samba is used."""
 
     def __init__(self, work: Path):
         self.work = work
         self.share = work / "share"
         self.share.mkdir(parents=True, exist_ok=True)
+        self.readonly = work / "share-readonly"      # the share `readonly`: the user may read, not write
+        self.readonly.mkdir(exist_ok=True)
         state = {name: work / name for name in ("private", "lock", "state", "cache", "run", "ncalrpc")}
         for folder in state.values():
             folder.mkdir(exist_ok=True)
@@ -348,7 +356,8 @@ class PrivateSmbd:
             f"  log file = {work}/smbd.log\n  passdb backend = tdbsam:{state['private']}/passdb.tdb\n"
             f"  username map = {work}/users.map\n  map to guest = never\n  load printers = no\n"
             "  printing = bsd\n  printcap name = /dev/null\n  disable spoolss = yes\n"
-            f"[backups]\n  path = {self.share}\n  read only = no\n  force user = root\n")
+            f"[backups]\n  path = {self.share}\n  read only = no\n  force user = root\n"
+            f"[readonly]\n  path = {self.readonly}\n  read only = yes\n  force user = root\n")
         subprocess.run(["smbpasswd", "-c", str(self.config), "-s", "-a", "root"],
                        input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n", text=True, check=True, capture_output=True)
         self.proc: subprocess.Popen | None = None
@@ -368,12 +377,15 @@ class PrivateSmbd:
 
 class PrivateGanesha:
     """nfs-ganesha (an NFS server in user space: this machine's kernel has no NFS server) on
-    127.0.0.1 port 2049, NFSv4 only, exporting one folder read-write as /backups."""
+    127.0.0.1 port 2049, NFSv4 only, exporting one folder read-write as /backups and one
+    read-only as /readonly."""
 
     def __init__(self, work: Path):
         self.work = work
         self.export = work / "export"
         self.export.mkdir(parents=True, exist_ok=True)
+        self.readonly = work / "export-readonly"     # exported read-only as /readonly
+        self.readonly.mkdir(exist_ok=True)
         (work / "recovery").mkdir(exist_ok=True)
         self.config = work / "ganesha.conf"
         self.config.write_text(
@@ -383,7 +395,9 @@ class PrivateGanesha:
             f"NFS_KRB5 {{ Active_krb5 = false; }}\n"
             "EXPORT { Export_Id = 1; Path = %s; Pseudo = /backups; Access_Type = RW; Squash = No_Root_Squash;"
             " Protocols = 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }\n"
-            "LOG { Default_Log_Level = WARN; }\n" % self.export)
+            "EXPORT { Export_Id = 2; Path = %s; Pseudo = /readonly; Access_Type = RO; Squash = No_Root_Squash;"
+            " Protocols = 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }\n"
+            "LOG { Default_Log_Level = WARN; }\n" % (self.export, self.readonly))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -211,8 +211,13 @@ def nfs(host: str, export: str, where: Path, port: int | None = None) -> None:
     helper = shutil.which("mount.nfs") is not None
     versions = ("vers=4.2", "vers=4.1", "vers=4.0", "vers=3") if helper else ("vers=4.2", "vers=4.1")
     last = None
+    # softerr, not hard: on a hard mount a server that stops answering blocks every call for
+    # ever, and the backup hangs without a word. softerr hands ETIMEDOUT back after ~15 s
+    # (timeo 5 s, growing, 2 retransmissions), and storage/retry.py then waits its own bounded
+    # time for the server, says so in one line, and resumes cleanly: every object is written
+    # whole under a temporary name, so a write cut off is simply made again.
     for opts in versions:
-        options = opts + f",addr={addr},hard,timeo=100,retrans=3" + (f",port={port}" if port else "")
+        options = opts + f",addr={addr},softerr,timeo=50,retrans=2" + (f",port={port}" if port else "")
         args = ["mount", "-t", "nfs" if helper else "nfs4", *([] if helper else ["-i"])]
         proc = tools.run([*args, f"{addr if ':' not in addr else '[' + addr + ']'}:{export}", str(where),
                           "-o", options], check=False, timeout=90)

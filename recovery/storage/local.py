@@ -48,9 +48,21 @@ def no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def write_error(exc: OSError, what: str = "write to") -> Exception:
+# What a folder, a share or an export says when this user may read it but not write there
+# (a read-only share or export, an immutable folder, a folder of another owner).
+DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def no_permission(exc: OSError, where: str) -> str:
+    return (f"no permission to write to {where} ({exc.strerror}): check who may write there (the "
+            "folder's or the share's permissions), or choose another repository")
+
+
+def write_error(exc: OSError, what: str = "write to", where: str | None = None) -> Exception:
     if no_space(exc):
         return NoSpaceError(FULL)
+    if where is not None and exc.errno in DENIED:
+        return StorageError(no_permission(exc, where))
     return StorageError(f"cannot {what} the repository: {exc.strerror}")
 
 
@@ -91,7 +103,7 @@ class FileWriter(ObjectWriter):
         try:
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise write_error(exc) from exc
+            raise write_error(exc, where=storage.describe()) from exc
 
     def write(self, data) -> None:
         view = memoryview(data)
@@ -117,7 +129,7 @@ class FileWriter(ObjectWriter):
             self.storage._place(self.tmp_path, name)
         except OSError as exc:
             self.abort()
-            raise write_error(exc) from exc
+            raise write_error(exc, where=self.storage.describe()) from exc
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -239,7 +251,7 @@ class LocalStorage(Storage):
         except FileExistsError:
             return False
         except OSError as exc:
-            raise write_error(exc) from exc
+            raise write_error(exc, where=self.describe()) from exc
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -279,6 +291,8 @@ class LocalStorage(Storage):
                 (self.root / name).mkdir(exist_ok=True)
             fsync_dir(self.root)
         except OSError as exc:
+            if exc.errno in DENIED:
+                raise RepositoryError(f"cannot create a repository: {no_permission(exc, self.describe())}") from exc
             raise RepositoryError(f"cannot create a repository at {self.describe()}: {exc.strerror}") from exc
 
     def missing_folders(self, names) -> list[str]:

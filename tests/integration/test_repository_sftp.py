@@ -15,6 +15,7 @@ import pytest
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
+from tests.netservers import network_mounts
 
 
 @pytest.fixture
@@ -35,10 +36,6 @@ def blank(path, size):
     return path
 
 
-def no_mounts_left():
-    return "lifeboat/net" not in open("/proc/mounts").read()
-
-
 def test_round_trip_over_sftp_compares_every_file(tmp_path, sftp):
     repo = url(sftp, tmp_path / "srv" / "repo")
     pc = build_gpt_pc(tmp_path, fi.make_tree(tmp_path / "tree"))
@@ -51,7 +48,7 @@ def test_round_trip_over_sftp_compares_every_file(tmp_path, sftp):
     assert plan["from"]["location"] == repo          # the place as the person named it, not where it is mounted
     lifeboat("restore", "latest", target, "--repo", repo, "--yes")
     assert_restored(pc, target)
-    assert no_mounts_left()                          # every run unmounted what it mounted
+    assert not network_mounts(str(tmp_path))                          # every run unmounted what it mounted
 
 
 def test_host_key_is_shown_and_accepted_once_and_a_changed_one_refused(tmp_path, sftp, monkeypatch):
@@ -96,7 +93,7 @@ def test_each_sftp_mistake_is_one_plain_line(tmp_path, sftp, monkeypatch, case):
         want = "does not resolve"
     line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
     assert want in line, line
-    assert no_mounts_left()
+    assert not network_mounts(str(tmp_path))
 
 
 def test_server_killed_mid_backup_then_back(tmp_path, sftp, monkeypatch):
@@ -132,7 +129,7 @@ def test_server_killed_mid_backup_then_back(tmp_path, sftp, monkeypatch):
     target = blank(tmp_path / "t.img", 168 * MiB)
     lifeboat("restore", again["snapshot"], target, "--repo", repo, "--yes")
     assert fi.ext_tree(target, 1 * MiB, 160 * MiB) == fi.ext_tree(tmp_path / "b.img")
-    assert no_mounts_left()
+    assert not network_mounts(str(tmp_path))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a small tmpfs served over SFTP)")
@@ -160,7 +157,7 @@ def test_a_full_server_is_one_line_saying_so_and_earlier_snapshots_stay(tmp_path
         assert time.monotonic() - started < 60
         assert not (store / "repo" / "lock").exists()
         assert lifeboat("verify", "--repo", repo, earlier, "--json", json_out=True).data["ok"]
-        assert no_mounts_left()
+        assert not network_mounts(str(tmp_path))
     finally:
         subprocess.run(["umount", store], check=True)
 

@@ -17,7 +17,7 @@ import pytest
 from tests import fsimages as fi
 from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_gpt_pc, lifeboat
 from tests.integration.test_repository_safety import one_line_error
-from tests.netservers import PASSWORD, PASSWORD_USER
+from tests.netservers import PASSWORD, PASSWORD_USER, network_mounts
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_backup_and_restore_with_a_password_which_shows_nowhere(tmp_path, sftp_p
     for log in logs:
         assert PASSWORD.encode() not in log.read_bytes(), log
     assert PASSWORD not in (tmp_path / "data" / "known_hosts").read_text()
-    assert "lifeboat/net" not in Path("/proc/mounts").read_text()
+    assert not network_mounts(str(tmp_path))
 
 
 def test_a_wrong_password_is_one_line_and_writes_nothing(tmp_path, sftp_pw, monkeypatch):
@@ -104,7 +104,7 @@ def test_a_wrong_password_is_one_line_and_writes_nothing(tmp_path, sftp_pw, monk
     assert one_line_error(proc, 5).startswith(f"lifeboat: the SSH server 127.0.0.1 refused the login")
     assert '"code": 5' in proc.stdout and "wrong" not in proc.stdout.replace("wrong password", "")
     assert files_under(tmp_path / "srv" / "repo") == before
-    assert "lifeboat/net" not in Path("/proc/mounts").read_text()
+    assert not network_mounts(str(tmp_path))
 
 
 def test_a_crash_report_holds_no_secret(tmp_path, sftp_pw, monkeypatch):
@@ -124,4 +124,4 @@ def test_a_crash_report_holds_no_secret(tmp_path, sftp_pw, monkeypatch):
     assert crash, "the internal error left no traceback in the log"
     for text in crash + [proc.stdout, proc.stderr]:
         assert PASSWORD not in text and "s3-secret-0123456789" not in text
-    assert "lifeboat/net" not in Path("/proc/mounts").read_text()
+    assert not network_mounts(str(tmp_path))

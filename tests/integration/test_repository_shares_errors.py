@@ -12,6 +12,7 @@ import pytest
 from recovery.host.netmounts import cifs_error
 from tests.integration.engine_fixtures import lifeboat
 from tests.integration.test_repository_safety import one_line_error
+from tests.netservers import network_mounts
 
 
 @pytest.mark.parametrize("repo", ["smb://ann@no-such-host.invalid/backups/pc", "nfs://no-such-host.invalid/export/pc"])
@@ -20,7 +21,7 @@ def test_a_name_that_does_not_resolve_is_one_line(tmp_path, monkeypatch, repo):
     monkeypatch.setenv("LIFEBOAT_DATA_DIR", str(tmp_path / "data"))
     line = one_line_error(lifeboat("snapshots", "--repo", repo, check=False), 5)
     assert line == "lifeboat: the name no-such-host.invalid does not resolve: check the server's name and the network"
-    assert "lifeboat/net" not in open("/proc/mounts").read()
+    assert not network_mounts("no-such-host.invalid")
 
 
 REFER = "Refer to the mount.cifs(8) manual page (e.g. man mount.cifs) and kernel log messages (dmesg)"

@@ -11,6 +11,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -904,7 +906,32 @@ def test_a_folder_that_refuses_new_entries_is_one_line(tmp_path):
             Repository.init(where)
     finally:
         run("chattr", "-i", where)
-    assert str(err.value) == f"cannot create a repository at {where}: Operation not permitted"
+    assert str(err.value) == (f"cannot create a repository: no permission to write to {where} (Operation not "
+                              "permitted): check who may write there (the folder's or the share's permissions), or "
+                              "choose another repository")
+
+
+def test_a_repository_whose_folders_refuse_writes_takes_no_backup_and_says_why(tmp_path):
+    """An existing repository this user may read but not write (an immutable folder here; a
+    read-only share or export is the same to the program): one line, exit 5, nothing written."""
+    from tests.conftest import run
+    from tests.fsimages import make_ext4
+
+    repo = tmp_path / "repo"
+    Repository.init(repo)
+    source = make_ext4(tmp_path / "src.img", 8 * 1024 * 1024)
+    folders = [repo, *[p for p in repo.iterdir() if p.is_dir()]]
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    run("chattr", "+i", *folders)
+    try:
+        out = subprocess.run([sys.executable, "-m", "recovery", "backup", str(source), "--repo", str(repo)],
+                             capture_output=True, text=True)
+    finally:
+        run("chattr", "-i", *folders)
+    assert out.returncode == 5, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert f"no permission to write to {repo} (Operation not permitted)" in out.stderr
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
 
 
 def test_time_waiting_for_a_compression_context_is_summed():

@@ -6,16 +6,20 @@ partition, ends in a disk that boots; and in the shell, repositories on SMB (Sam
 has neither), and on SFTP (OpenSSH's sshd, through the live system's sshfs), take a backup,
 check it and restore it, every file compared; in the same boot, repositories on FAT32 and
 exFAT through the live kernel's own drivers, and a snapshot of a PC whose partitions are FAT32
-and exFAT browsed there (mounted by those drivers) and copied out."""
+and exFAT browsed there (mounted by those drivers) and copied out; a network card plugged in
+after boot, shares that refuse writes, and an NFS server killed mid-backup."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +86,31 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
     assert booted["root"] == g.fingerprint
 
 
+@contextlib.contextmanager
+def killed_at_first_new_pack(server, packs: Path):
+    """Kill `server` (a private NFS or SMB server of tests/netservers.py) as soon as a pack
+    appears under `packs` that was not there before; start it again on leaving."""
+    seen = set(packs.rglob("*")) if packs.exists() else set()
+    killed, done = threading.Event(), threading.Event()
+
+    def watch():
+        while not done.wait(0.05):
+            if packs.exists() and any(p not in seen and p.is_file() for p in packs.rglob("*")):
+                server.kill()
+                killed.set()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        watcher.join()
+        if server.proc is None:
+            server.start()
+
+
 def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, ganesha, sshd):
     """In one boot (VM boots are CI's dearest time), as a technician would in the shell: a
     repository on each of SMB, NFS, SFTP, a FAT32 USB stick and an exFAT SATA disk, each mounted
@@ -91,7 +120,11 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     blank disk of its own, whose every file is then compared with the source's here (and
     e2fsck run). Then getting files back where the kernel's drivers do the reading: a PC disk
     with a FAT32 and an exFAT partition is backed up, its snapshot mounted (each filesystem
-    beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`."""
+    beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`.
+    The machine has no network card when it boots: one is plugged in from QEMU's monitor and
+    gets its address by DHCP. A read-only SMB share and a read-only NFS export are refused in
+    one line with nothing written; the NFS server is killed in the middle of a backup, which
+    gives up in one line after its retry window, and resumes once the server is back."""
     source, part, want = source_disk(tmp_path, seed=43)
     kinds = ("smb", "nfs", "sftp", "fat", "exfat")
     targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
@@ -121,10 +154,20 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
                                         PartSpec(None, BASIC_DATA, name="exfat", content=str(exfat_pc_fs))])
     out_disk = blank(tmp_path / "out.img", 64 * MIB)
     disks += [Disk(fat_pc, bus="virtio", serial="FAT-PC"), Disk(out_disk, bus="virtio", serial="COPY-OUT")]
-    with live_machine(iso, disks, "", tmp_path / "console.log", nic="e1000") as vm:
+    # repositories on the read-only share and export, made from this side (writable here)
+    for folder in (smbd.readonly, ganesha.readonly):
+        lifeboat("repo", "init", folder / "lifeboat", env={})
+    # No network card at boot: one is plugged in once the shell runs (a PCIe slot of its own,
+    # as a card or a USB adapter plugged in later), and the live system brings it up by DHCP.
+    hotplug = ["-netdev", "user,id=net0", "-device", "pcie-root-port,id=slot1,chassis=1,slot=1"]
+    with live_machine(iso, disks, "", tmp_path / "console.log", monitor=True, extra_args=hotplug) as vm:
         open_shell(vm)
-        # DHCP ran while the system booted; what it got is kept for the TUI and technicians
-        assert shell_step(vm, "net", "grep -H . /run/lifeboat/network/*", 120) == 0
+        assert shell_step(vm, "no-net", "ls /run/lifeboat/network/ | wc -l") == 0
+        cards_at_boot = int(vm.wait_for(r"\n(\d+)\r?\n", 30)[1])
+        assert vm.hmp("device_add e1000e,netdev=net0,bus=slot1,id=card1") == ""
+        # what DHCP got is kept for the TUI and technicians
+        assert shell_step(vm, "net", "for i in $(seq 120); do grep -q . /run/lifeboat/network/* 2>/dev/null && break;"
+                          " sleep 1; done; grep -H . /run/lifeboat/network/*", 180) == 0
         _, net = vm.wait_for(r"/run/lifeboat/network/(\w+):(10\.0\.2\.15/24) 10\.0\.2\.2", 60).groups()
         assert shell_step(vm, "mount", "mkdir -p /mnt/fat /mnt/exfat && mount -t vfat /dev/sdb1 /mnt/fat"
                           " && mount -t exfat /dev/sda1 /mnt/exfat && grep -E ' /mnt/(fat|exfat) ' /proc/mounts") == 0
@@ -145,6 +188,25 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
         refused = shell_step(vm, "smb-wrong", "LIFEBOAT_PASSWORD=wrong-pass-1 lifeboat snapshots "
                              f"--repo {smb}/backups/lifeboat", 300)
         missing = shell_step(vm, "smb-noshare", f"lifeboat snapshots --repo {smb}/no-such-share/lifeboat", 300)
+        # No permission: a share the user may only read, an export served read-only. Neither
+        # takes a new repository, nor a backup into the repository already there.
+        ro_before = {p: sorted(f.relative_to(p) for f in p.rglob("*")) for p in (smbd.readonly, ganesha.readonly)}
+        ro_codes = [shell_step(vm, f"ro-{kind}-{verb}", command, 300) for kind, place in
+                    (("smb", f"{smb}/readonly/lifeboat"), ("nfs", f"nfs://{HOST}/readonly/lifeboat"))
+                    for verb, command in (("init", f"lifeboat repo init {place}2"),
+                                          ("backup", f"lifeboat backup /dev/vda --repo {place} --name pc"))]
+        ro_after = {p: sorted(f.relative_to(p) for f in p.rglob("*")) for p in (smbd.readonly, ganesha.readonly)}
+        # The NFS server is killed in the middle of a backup: after the retry window that is
+        # told in one line, and once the server is back the same backup resumes.
+        nfs_repo = f"nfs://{HOST}/backups/lifeboat"
+        small_packs = "LIFEBOAT_PACK_SIZE=1048576"          # many packs: the kill lands between two
+        with killed_at_first_new_pack(ganesha, ganesha.export / "lifeboat" / "packs") as killed:
+            gone = shell_step(vm, "nfs-gone", f"{small_packs} LIFEBOAT_RETRY_SECONDS=20 "
+                              f"lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc", 600)
+        assert killed.is_set(), "the backup wrote no pack before it ended"
+        assert shell_step(vm, "nfs-resume", f"{small_packs} lifeboat backup /dev/vdg --repo {nfs_repo} --name fatpc",
+                          600) == 0
+        assert shell_step(vm, "nfs-verify-after", f"lifeboat verify --repo {nfs_repo}", 900) == 0
         browse = "--repo /mnt/exfat/lifeboat --name fatpc"
         assert shell_step(vm, "backup-fatpc", f"lifeboat backup /dev/vdg {browse}", 900) == 0
         # mounted until umount: wait until both filesystems beneath it are in /proc/mounts (their folders
@@ -172,6 +234,19 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     assert (refused, missing) == (5, 5)
     assert f"the SMB server {HOST} refused the login of {SMB_USER} to the share backups" in console
     assert f"the share no-such-share does not exist on {HOST}" in console
+    # the hot-plugged card: none at boot, then an address
+    assert cards_at_boot == 0
+    # no permission: one line each, exit 5, nothing written on either server
+    assert ro_codes == [5, 5, 5, 5], ro_codes
+    assert ro_after == ro_before
+    for kind in ("smb", "nfs"):
+        for verb in ("init", "backup"):
+            said = re.search(rf"STEP-ro-{kind}-{verb}-\d+-\r?\n(.*?)\r?\n", console)
+            assert said and "no permission to write" in said[1], (kind, verb, said and said[1])
+    # the killed server: told in one line after the wait, nothing lost, then resumed
+    assert gone == 5
+    assert re.search(rf"nfs://{HOST}/backups/lifeboat stopped answering \(.*\); gave up after \d+ s", console)
+    assert "reused from the interrupted backup" in console
     # browsing used the kernel's vfat and exfat, and every file came out whole
     assert "_/tmp/snap/p1_vfat_" in console and browse_mounts[1] == "exfat", console[-3000:]
     got = ext_tree(out_disk)
