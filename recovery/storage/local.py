@@ -18,6 +18,7 @@ from recovery.host import direct
 from recovery.host.tools import pid_alive
 from recovery.storage.base import (
     READ_PIECE,
+    NoPermissionError,
     ObjectInfo,
     ObjectWriter,
     SampleHasher,
@@ -48,21 +49,16 @@ def no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-# What a folder, a share or an export says when this user may read it but not write there
-# (a read-only share or export, an immutable folder, a folder of another owner).
-DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
 def no_permission(exc: OSError, where: str) -> str:
     return (f"no permission to write to {where} ({exc.strerror}): check who may write there (the "
             "folder's or the share's permissions), or choose another repository")
 
 
-def write_error(exc: OSError, what: str = "write to", where: str | None = None) -> Exception:
+def write_error(exc: OSError, what: str = "write to", storage: "LocalStorage | None" = None) -> Exception:
     if no_space(exc):
         return NoSpaceError(FULL)
-    if where is not None and exc.errno in DENIED:
-        return StorageError(no_permission(exc, where))
+    if storage is not None and exc.errno in storage.refusals:
+        return NoPermissionError(no_permission(exc, storage.describe()))
     return StorageError(f"cannot {what} the repository: {exc.strerror}")
 
 
@@ -103,7 +99,7 @@ class FileWriter(ObjectWriter):
         try:
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise write_error(exc, where=storage.describe()) from exc
+            raise write_error(exc, storage=storage) from exc
 
     def write(self, data) -> None:
         view = memoryview(data)
@@ -129,7 +125,7 @@ class FileWriter(ObjectWriter):
             self.storage._place(self.tmp_path, name)
         except OSError as exc:
             self.abort()
-            raise write_error(exc, where=self.storage.describe()) from exc
+            raise write_error(exc, storage=self.storage) from exc
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -145,6 +141,10 @@ class FileWriter(ObjectWriter):
 
 
 class LocalStorage(Storage):
+    # What a folder says when this user may read it but not write there: another owner's
+    # folder, an immutable one, a read-only filesystem.
+    refusals = (errno.EACCES, errno.EPERM, errno.EROFS)
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self._fds: dict[str, int] = {}
@@ -251,7 +251,7 @@ class LocalStorage(Storage):
         except FileExistsError:
             return False
         except OSError as exc:
-            raise write_error(exc, where=self.describe()) from exc
+            raise write_error(exc, storage=self) from exc
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -291,7 +291,7 @@ class LocalStorage(Storage):
                 (self.root / name).mkdir(exist_ok=True)
             fsync_dir(self.root)
         except OSError as exc:
-            if exc.errno in DENIED:
+            if exc.errno in self.refusals:
                 raise RepositoryError(f"cannot create a repository: {no_permission(exc, self.describe())}") from exc
             raise RepositoryError(f"cannot create a repository at {self.describe()}: {exc.strerror}") from exc
 

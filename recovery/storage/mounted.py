@@ -77,6 +77,10 @@ class MountedStorage(LocalStorage):
     parallelism = 8
     remote = True
     atomic_create = False     # O_EXCL is only as good as the server's and the client's support
+    # A server's refusals: EACCES (a share or folder this account may not write) and EROFS (an
+    # export served read-only); not EPERM, which sshfs also gives for SFTP's bare "failure", a
+    # full disk among others.
+    refusals = (errno.EACCES, errno.EROFS)
 
     def __init__(self, loc: Location, mountpoint: Path, folder: Path):
         super().__init__(folder)
@@ -239,12 +243,11 @@ class MountedStorage(LocalStorage):
 
 
 def _denied(exc) -> bool:
-    """A refusal of the server's: EACCES (not EPERM, which sshfs also gives for SFTP's bare
-    "failure", a full disk among others)."""
+    """A refusal of the server's (MountedStorage.refusals), wherever it is in the chain."""
     seen = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno:
-            return seen.errno == errno.EACCES
+            return seen.errno in MountedStorage.refusals
         seen = seen.__cause__
     return False
 

@@ -205,7 +205,7 @@ def test_an_account_that_may_not_write_the_folder_is_told_so_for_init_and_backup
     snaps = lifeboat("snapshots", "--repo", as_user, "--json", json_out=True).data["snapshots"]
     assert [s["id"] for s in snaps] == [earlier]
     assert lifeboat("verify", "--repo", as_user, "--json", json_out=True).data["ok"]
-    assert no_mounts_left()
+    assert not network_mounts(str(place))
 
 
 @pytest.mark.parametrize("closed", ["repository", "parent"])
@@ -226,7 +226,7 @@ def test_an_account_that_may_not_read_the_folder_is_told_so(tmp_path, unprivileg
         line = one_line_error(lifeboat("repo", "init", as_user + "2", check=False), 5)
         assert line.startswith(f"lifeboat: no permission to read {place}/repo2 on 127.0.0.1"), line
     assert files_under(place) == before
-    assert no_mounts_left()
+    assert not network_mounts(str(place))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="needs root and chattr")
@@ -252,4 +252,4 @@ def test_root_refused_by_an_immutable_repository_folder_is_told_so(tmp_path, sft
     snaps = lifeboat("snapshots", "--repo", repo, "--json", json_out=True).data["snapshots"]
     assert [s["id"] for s in snaps] == [earlier]
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
-    assert no_mounts_left()
+    assert not network_mounts(str(tmp_path))
