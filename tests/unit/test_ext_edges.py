@@ -466,3 +466,137 @@ def test_64bit_descriptors_reach_past_block_2_to_the_32(images):
     head = bytes(image[: at + geo.desc_size])         # the other 131072 groups' descriptors: zeros
     descs = ext._descriptors(lambda o, n: (head[o: o + n] + bytes(n))[:n], geo)
     assert descs[0][:3] == tuple((1 << 32) | v for v in low)
+
+
+# Layouts mke2fs alone never writes, made by e2fsprogs itself (mke2fs, then debugfs or resize2fs),
+# each checked by e2fsck and mapped against dumpe2fs.
+
+def e2fs(tmp_path, size: int, *options: str, debugfs: str = "", grow_to: int = 0, fs: str = "ext4"):
+    """An image made by mke2fs, then changed by a debugfs script, then grown by resize2fs."""
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run([f"mkfs.{fs}", "-q", "-F", *options, str(image)], capture_output=True, check=True)
+    if debugfs:
+        (tmp_path / "script.debugfs").write_text(debugfs)
+        subprocess.run(["debugfs", "-w", "-f", str(tmp_path / "script.debugfs"), str(image)],
+                       capture_output=True, check=True)
+    if grow_to:
+        os.truncate(image, grow_to)
+        subprocess.run(["resize2fs", str(image)], capture_output=True, check=True)
+    subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, check=True)
+    return image
+
+
+def dumpe2fs_text(image) -> str:
+    return subprocess.run(["dumpe2fs", str(image)], capture_output=True, text=True, check=True).stdout
+
+
+def free_blocks(text: str) -> set[int]:
+    free = set()
+    for listed in re.findall(r"^  Free blocks: ?(.*)$", text, re.M):
+        for item in filter(None, (x.strip() for x in listed.split(","))):
+            a, _, b = item.partition("-")
+            free.update(range(int(a), int(b or a) + 1))
+    return free
+
+
+def probe_file(image):
+    data = image.read_bytes()
+    return ext.probe(reader(data), len(data))
+
+
+def test_bitmaps_resize2fs_placed_with_free_blocks_after_them_map_exactly(tmp_path):
+    """Grown from one group to two, the new group's bitmaps go into the flex_bg slots after
+    group 0's: the block after each is free, and must stay out of the map."""
+    image = e2fs(tmp_path, 1 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "2048",
+                 "-O", "^resize_inode,^has_journal", grow_to=3 * MiB)
+    text = dumpe2fs_text(image)
+    free = free_blocks(text)
+    after = [int(b) + 1 for b in re.findall(r"(?:Block|Inode) bitmap at (\d+)", text)]
+    assert len(after) == 4 and [b in free for b in after] == [False, False, True, True]
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 3 * MiB))
+
+
+def test_the_last_groups_bitmap_near_the_partitions_end_is_read_without_reading_past_it(tmp_path):
+    """33 groups of 256 blocks, the last one 63 blocks long, on a partition that ends with the
+    filesystem: that group's bitmap is the 33rd read and lies 62 blocks before the end."""
+    size = 8256 * 1024
+    image = e2fs(tmp_path, size, "-b", "1024", "-g", "256", "-I", "128", fs="ext2")
+    geo = ext._Geometry(sb_of(image.read_bytes()), size)
+    last_bitmap = ext._descriptors(reader(image.read_bytes()), geo)[-1][0]
+    assert (geo.blocks_count, geo.group_count, geo.blocks_count - last_bitmap) == (8256, 33, 62)
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], size))
+
+
+def test_descriptors_of_a_filesystem_switched_to_meta_bg_then_grown_are_read_where_they_are(tmp_path):
+    """An online resize past the reserved GDT blocks switches a filesystem to meta_bg, keeping
+    its first descriptor blocks after the superblock (first_meta_bg); only a mounted filesystem
+    resizes that way, so debugfs sets the two fields here, and resize2fs then grows it offline
+    with the new descriptor blocks in their meta groups."""
+    image = e2fs(tmp_path, 6 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "256", "-O", "^resize_inode,^has_journal",
+                 debugfs="feature meta_bg\nssv first_meta_bg 2\n", grow_to=14 * MiB)
+    text = dumpe2fs_text(image)
+    assert re.search(r"^First meta block group:\s+2$", text, re.M)
+    geo = ext._Geometry(sb_of(image.read_bytes()), 14 * MiB)
+    assert (geo.group_count, geo.gdt_blocks, geo.gdt_after_super) == (56, 4, 2)
+    # Where dumpe2fs says each descriptor block is: two after the primary superblock, then
+    # one in the first group of each later meta group.
+    primary = re.search(r"Primary superblock at \d+, Group descriptors at (\d+)-(\d+)", text)
+    meta = [int(b) for b in re.findall(r"^Group (?:32|48): .*\n(?:  Backup superblock at \d+, )?\s*Group descriptor at (\d+)",
+                                        text, re.M)]
+    assert [geo.gdt_block(i) for i in range(4)] == list(range(int(primary[1]), int(primary[2]) + 1)) + meta
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 14 * MiB))
+
+
+def mmp_image(tmp_path) -> tuple[bytearray, int, ext._Geometry]:
+    image = e2fs(tmp_path, 4 * MiB, "-E", "nodiscard", "-b", "1024", "-O", "mmp,^has_journal")
+    data = bytearray(image.read_bytes())
+    geo = ext._Geometry(sb_of(bytes(data)), len(data))
+    assert geo.incompat & ext.INCOMPAT_MMP and geo.mmp_block > 1
+    return data, geo.mmp_block, geo
+
+
+def clear_bit(data: bytearray, geo, block: int) -> None:
+    """Mark `block` free in its group's block bitmap, in memory."""
+    group, bit = divmod(block - geo.first_data_block, geo.blocks_per_group)
+    bitmap = ext._descriptors(reader(bytes(data)), geo)[group][0]
+    data[bitmap * geo.block_size + bit // 8] &= ~(1 << bit % 8)
+
+
+def debugfs_testb(tmp_path, data: bytes, block: int) -> str:
+    (tmp_path / "changed.img").write_bytes(data)
+    out = subprocess.run(["debugfs", "-n", "-R", f"testb {block}", str(tmp_path / "changed.img")],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def test_the_mmp_block_is_kept_when_its_bitmap_lost_it(tmp_path):
+    """The MMP block is counted from the superblock, not only from a bitmap that could forget
+    it; and only that block: the one after it is free."""
+    data, mmp, geo = mmp_image(tmp_path)
+    expected = merge_ranges(dumpe2fs_map(tmp_path / "fs.img") + [(0, 2048)], len(data))
+    assert covered(expected, mmp * 1024, 1024) and not covered(expected, (mmp + 1) * 1024, 1024)
+    clear_bit(data, geo, mmp)
+    assert debugfs_testb(tmp_path, bytes(data), mmp) == f"Block {mmp} not in use"
+    assert ext.probe(reader(bytes(data)), len(data)).used == expected
+
+
+@pytest.mark.parametrize("other_incompat", [0, 0x1])     # 0x1: a feature the map does not read
+def test_an_mmp_field_left_behind_without_the_feature_is_not_kept(tmp_path, other_incompat):
+    """With the feature off (debugfs `feature ^mmp` leaves the field; tune2fs frees the block
+    and clears it), the block the stale field names is an ordinary free block."""
+    data, mmp, geo = mmp_image(tmp_path)
+    before = merge_ranges(dumpe2fs_map(tmp_path / "fs.img") + [(0, 2048)], len(data))
+    clear_bit(data, geo, mmp)
+    data[SB: SB + 1024] = patched(bytes(data), (0x60, "I", geo.incompat & ~ext.INCOMPAT_MMP | other_incompat))
+    used = ext.probe(reader(bytes(data)), len(data)).used
+    assert not covered(used, mmp * 1024, 1024)
+    assert blocks_in(used) == blocks_in(before) - {mmp}         # what e2fsprogs called used, less that block
+
+
+def blocks_in(ranges, block_size: int = 1024) -> set[int]:
+    return {b for a, n in ranges for b in range(a // block_size, (a + n) // block_size)}
