@@ -478,14 +478,18 @@ def e2fs(tmp_path, size: int, *options: str, debugfs: str = "", grow_to: int = 0
         f.truncate(size)
     subprocess.run([f"mkfs.{fs}", "-q", "-F", *options, str(image)], capture_output=True, check=True)
     if debugfs:
-        (tmp_path / "script.debugfs").write_text(debugfs)
-        subprocess.run(["debugfs", "-w", "-f", str(tmp_path / "script.debugfs"), str(image)],
-                       capture_output=True, check=True)
+        run_debugfs(image, debugfs)
     if grow_to:
         os.truncate(image, grow_to)
         subprocess.run(["resize2fs", str(image)], capture_output=True, check=True)
     subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, check=True)
     return image
+
+
+def run_debugfs(image, script: str) -> None:
+    (image.parent / "script.debugfs").write_text(script)
+    subprocess.run(["debugfs", "-w", "-f", str(image.parent / "script.debugfs"), str(image)],
+                   capture_output=True, check=True)
 
 
 def dumpe2fs_text(image) -> str:
@@ -600,3 +604,26 @@ def test_an_mmp_field_left_behind_without_the_feature_is_not_kept(tmp_path, othe
 
 def blocks_in(ranges, block_size: int = 1024) -> set[int]:
     return {b for a, n in ranges for b in range(a // block_size, (a + n) // block_size)}
+
+
+def test_bitmaps_out_of_group_order_are_each_read_for_their_own_group(tmp_path):
+    """With flex_bg a bitmap may sit in any block: debugfs moves group 30's block bitmap to a
+    free block below 30 and group 0's to block 31, free blocks between them. Each group's bits
+    are still read from its own block (a row of bitmaps joins only adjacent blocks), so group
+    0's root directory and lost+found stay mapped."""
+    image = e2fs(tmp_path, 16 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "256", "-N", "512", "-I", "128", "-G", "2",
+                 "-O", "^resize_inode,^has_journal,^metadata_csum,^uninit_bg,^64bit")
+    text = dumpe2fs_text(image)
+    free = sorted(free_blocks(text))
+    bitmaps = [int(b) for b in re.findall(r"Block bitmap at (\d+)", text)]
+    low = free[0]                          # the first free block, after group 0's directories
+    assert low < 30 and low + 1 in free and 31 in free
+    run_debugfs(image, f"set_bg 30 block_bitmap {low}\nset_bg 0 block_bitmap 31\nsetb {low}\nsetb 31\n"
+                       f"freeb {bitmaps[0]}\nfreeb {bitmaps[30]}\n")
+    # debugfs leaves the groups' free counts as they were: e2fsck fixes them, then finds nothing.
+    assert subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True).returncode == 1
+    subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, check=True)
+    moved = [int(b) for b in re.findall(r"Block bitmap at (\d+)", dumpe2fs_text(image))]
+    assert (moved[0], moved[30]) == (31, low)
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 16 * MiB))
