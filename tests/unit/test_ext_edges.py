@@ -535,25 +535,33 @@ def test_the_last_groups_bitmap_near_the_partitions_end_is_read_without_reading_
     assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], size))
 
 
-def test_descriptors_of_a_filesystem_switched_to_meta_bg_then_grown_are_read_where_they_are(tmp_path):
+@pytest.mark.parametrize("first_meta_bg,size,grow_to,groups,gdt_blocks", [
+    (1, 4 * MiB, 10 * MiB, 40, 3),     # meta group 1 (groups 16-31) holds backups 25 and 27
+    (2, 6 * MiB, 14 * MiB, 56, 4),     # two blocks after each superblock; group 49's backup in meta group 3
+])
+def test_descriptors_of_a_filesystem_switched_to_meta_bg_then_grown_are_read_where_they_are(
+        tmp_path, first_meta_bg, size, grow_to, groups, gdt_blocks):
     """An online resize past the reserved GDT blocks switches a filesystem to meta_bg, keeping
     its first descriptor blocks after the superblock (first_meta_bg); only a mounted filesystem
     resizes that way, so debugfs sets the two fields here, and resize2fs then grows it offline
-    with the new descriptor blocks in their meta groups."""
-    image = e2fs(tmp_path, 6 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "256", "-O", "^resize_inode,^has_journal",
-                 debugfs="feature meta_bg\nssv first_meta_bg 2\n", grow_to=14 * MiB)
+    with the new descriptor blocks in their meta groups. Superblock backups in those later meta
+    groups have no descriptor table after them."""
+    image = e2fs(tmp_path, size, "-E", "nodiscard", "-b", "1024", "-g", "256", "-O", "^resize_inode,^has_journal",
+                 debugfs=f"feature meta_bg\nssv first_meta_bg {first_meta_bg}\n", grow_to=grow_to)
     text = dumpe2fs_text(image)
-    assert re.search(r"^First meta block group:\s+2$", text, re.M)
-    geo = ext._Geometry(sb_of(image.read_bytes()), 14 * MiB)
-    assert (geo.group_count, geo.gdt_blocks, geo.gdt_after_super) == (56, 4, 2)
-    # Where dumpe2fs says each descriptor block is: two after the primary superblock, then
-    # one in the first group of each later meta group.
+    assert re.search(rf"^First meta block group:\s+{first_meta_bg}$", text, re.M)
+    geo = ext._Geometry(sb_of(image.read_bytes()), grow_to)
+    assert (geo.group_count, geo.gdt_blocks, geo.gdt_after_super, geo.descs_per_block) == \
+        (groups, gdt_blocks, first_meta_bg, 16)
+    # Where dumpe2fs says each descriptor block is: first_meta_bg of them after the primary
+    # superblock, then one in the first group of each later meta group.
     primary = re.search(r"Primary superblock at \d+, Group descriptors at (\d+)-(\d+)", text)
-    meta = [int(b) for b in re.findall(r"^Group (?:32|48): .*\n(?:  Backup superblock at \d+, )?\s*Group descriptor at (\d+)",
-                                        text, re.M)]
-    assert [geo.gdt_block(i) for i in range(4)] == list(range(int(primary[1]), int(primary[2]) + 1)) + meta
+    meta = dict((int(g), int(b)) for g, b in re.findall(
+        r"^Group (\d+): .*\n(?:  Backup superblock at \d+, )?\s*Group descriptor at (\d+)", text, re.M))
+    assert [geo.gdt_block(i) for i in range(gdt_blocks)] == \
+        list(range(int(primary[1]), int(primary[2]) + 1)) + [meta[16 * i] for i in range(first_meta_bg, gdt_blocks)]
     info = probe_file(image)
-    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 14 * MiB))
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], grow_to))
 
 
 def mmp_image(tmp_path) -> tuple[bytearray, int, ext._Geometry]:
