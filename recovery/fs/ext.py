@@ -213,7 +213,10 @@ def _metadata_blocks(geo: _Geometry, descs) -> list[tuple[int, int]]:
     for group in range(geo.group_count):
         if geo.has_super(group):
             first = geo.superblock_block if group == 0 else geo.group_start(group)
-            runs.append((first, 1 + geo.gdt_after_super + geo.reserved_gdt))
+            # Groups of the meta groups from first_meta_bg on keep no copy of the table that follows
+            # the primary superblock (a filesystem resized to meta_bg while mounted has both kinds).
+            old_table = not geo.meta_bg or group // geo.descs_per_block < geo.first_meta_bg
+            runs.append((first, 1 + (geo.gdt_after_super if old_table else 0) + geo.reserved_gdt))
     for index in range(geo.gdt_after_super, geo.gdt_blocks):
         first_group = index * geo.descs_per_block
         for group in (first_group, first_group + 1, first_group + geo.descs_per_block - 1):

@@ -466,3 +466,172 @@ def test_64bit_descriptors_reach_past_block_2_to_the_32(images):
     head = bytes(image[: at + geo.desc_size])         # the other 131072 groups' descriptors: zeros
     descs = ext._descriptors(lambda o, n: (head[o: o + n] + bytes(n))[:n], geo)
     assert descs[0][:3] == tuple((1 << 32) | v for v in low)
+
+
+# Layouts mke2fs alone never writes, made by e2fsprogs itself (mke2fs, then debugfs or resize2fs),
+# each checked by e2fsck and mapped against dumpe2fs.
+
+def e2fs(tmp_path, size: int, *options: str, debugfs: str = "", grow_to: int = 0, fs: str = "ext4"):
+    """An image made by mke2fs, then changed by a debugfs script, then grown by resize2fs."""
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run([f"mkfs.{fs}", "-q", "-F", *options, str(image)], capture_output=True, check=True)
+    if debugfs:
+        run_debugfs(image, debugfs)
+    if grow_to:
+        os.truncate(image, grow_to)
+        subprocess.run(["resize2fs", str(image)], capture_output=True, check=True)
+    subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, check=True)
+    return image
+
+
+def run_debugfs(image, script: str) -> None:
+    (image.parent / "script.debugfs").write_text(script)
+    subprocess.run(["debugfs", "-w", "-f", str(image.parent / "script.debugfs"), str(image)],
+                   capture_output=True, check=True)
+
+
+def dumpe2fs_text(image) -> str:
+    return subprocess.run(["dumpe2fs", str(image)], capture_output=True, text=True, check=True).stdout
+
+
+def free_blocks(text: str) -> set[int]:
+    free = set()
+    for listed in re.findall(r"^  Free blocks: ?(.*)$", text, re.M):
+        for item in filter(None, (x.strip() for x in listed.split(","))):
+            a, _, b = item.partition("-")
+            free.update(range(int(a), int(b or a) + 1))
+    return free
+
+
+def probe_file(image):
+    data = image.read_bytes()
+    return ext.probe(reader(data), len(data))
+
+
+def test_bitmaps_resize2fs_placed_with_free_blocks_after_them_map_exactly(tmp_path):
+    """Grown from one group to two, the new group's bitmaps go into the flex_bg slots after
+    group 0's: the block after each is free, and must stay out of the map."""
+    image = e2fs(tmp_path, 1 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "2048",
+                 "-O", "^resize_inode,^has_journal", grow_to=3 * MiB)
+    text = dumpe2fs_text(image)
+    free = free_blocks(text)
+    after = [int(b) + 1 for b in re.findall(r"(?:Block|Inode) bitmap at (\d+)", text)]
+    assert len(after) == 4 and [b in free for b in after] == [False, False, True, True]
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 3 * MiB))
+
+
+def test_the_last_groups_bitmap_near_the_partitions_end_is_read_without_reading_past_it(tmp_path):
+    """33 groups of 256 blocks, the last one 63 blocks long, on a partition that ends with the
+    filesystem: that group's bitmap is the 33rd read and lies 62 blocks before the end."""
+    size = 8256 * 1024
+    image = e2fs(tmp_path, size, "-b", "1024", "-g", "256", "-I", "128", fs="ext2")
+    geo = ext._Geometry(sb_of(image.read_bytes()), size)
+    last_bitmap = ext._descriptors(reader(image.read_bytes()), geo)[-1][0]
+    assert (geo.blocks_count, geo.group_count, geo.blocks_count - last_bitmap) == (8256, 33, 62)
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], size))
+
+
+@pytest.mark.parametrize("first_meta_bg,size,grow_to,groups,gdt_blocks", [
+    (1, 4 * MiB, 10 * MiB, 40, 3),     # meta group 1 (groups 16-31) holds backups 25 and 27
+    (2, 6 * MiB, 14 * MiB, 56, 4),     # two blocks after each superblock; group 49's backup in meta group 3
+])
+def test_descriptors_of_a_filesystem_switched_to_meta_bg_then_grown_are_read_where_they_are(
+        tmp_path, first_meta_bg, size, grow_to, groups, gdt_blocks):
+    """An online resize past the reserved GDT blocks switches a filesystem to meta_bg, keeping
+    its first descriptor blocks after the superblock (first_meta_bg); only a mounted filesystem
+    resizes that way, so debugfs sets the two fields here, and resize2fs then grows it offline
+    with the new descriptor blocks in their meta groups. Superblock backups in those later meta
+    groups have no descriptor table after them."""
+    image = e2fs(tmp_path, size, "-E", "nodiscard", "-b", "1024", "-g", "256", "-O", "^resize_inode,^has_journal",
+                 debugfs=f"feature meta_bg\nssv first_meta_bg {first_meta_bg}\n", grow_to=grow_to)
+    text = dumpe2fs_text(image)
+    assert re.search(rf"^First meta block group:\s+{first_meta_bg}$", text, re.M)
+    geo = ext._Geometry(sb_of(image.read_bytes()), grow_to)
+    assert (geo.group_count, geo.gdt_blocks, geo.gdt_after_super, geo.descs_per_block) == \
+        (groups, gdt_blocks, first_meta_bg, 16)
+    # Where dumpe2fs says each descriptor block is: first_meta_bg of them after the primary
+    # superblock, then one in the first group of each later meta group.
+    primary = re.search(r"Primary superblock at \d+, Group descriptors at (\d+)-(\d+)", text)
+    meta = dict((int(g), int(b)) for g, b in re.findall(
+        r"^Group (\d+): .*\n(?:  Backup superblock at \d+, )?\s*Group descriptor at (\d+)", text, re.M))
+    assert [geo.gdt_block(i) for i in range(gdt_blocks)] == \
+        list(range(int(primary[1]), int(primary[2]) + 1)) + [meta[16 * i] for i in range(first_meta_bg, gdt_blocks)]
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], grow_to))
+
+
+def mmp_image(tmp_path) -> tuple[bytearray, int, ext._Geometry]:
+    image = e2fs(tmp_path, 4 * MiB, "-E", "nodiscard", "-b", "1024", "-O", "mmp,^has_journal")
+    data = bytearray(image.read_bytes())
+    geo = ext._Geometry(sb_of(bytes(data)), len(data))
+    assert geo.incompat & ext.INCOMPAT_MMP and geo.mmp_block > 1
+    return data, geo.mmp_block, geo
+
+
+def clear_bit(data: bytearray, geo, block: int) -> None:
+    """Mark `block` free in its group's block bitmap, in memory."""
+    group, bit = divmod(block - geo.first_data_block, geo.blocks_per_group)
+    bitmap = ext._descriptors(reader(bytes(data)), geo)[group][0]
+    data[bitmap * geo.block_size + bit // 8] &= ~(1 << bit % 8)
+
+
+def debugfs_testb(tmp_path, data: bytes, block: int) -> str:
+    (tmp_path / "changed.img").write_bytes(data)
+    out = subprocess.run(["debugfs", "-n", "-R", f"testb {block}", str(tmp_path / "changed.img")],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def test_the_mmp_block_is_kept_when_its_bitmap_lost_it(tmp_path):
+    """The MMP block is counted from the superblock, not only from a bitmap that could forget
+    it; and only that block: the one after it is free."""
+    data, mmp, geo = mmp_image(tmp_path)
+    expected = merge_ranges(dumpe2fs_map(tmp_path / "fs.img") + [(0, 2048)], len(data))
+    assert covered(expected, mmp * 1024, 1024) and not covered(expected, (mmp + 1) * 1024, 1024)
+    clear_bit(data, geo, mmp)
+    assert debugfs_testb(tmp_path, bytes(data), mmp) == f"Block {mmp} not in use"
+    assert ext.probe(reader(bytes(data)), len(data)).used == expected
+
+
+@pytest.mark.parametrize("other_incompat", [0, 0x1])     # 0x1: a feature the map does not read
+def test_an_mmp_field_left_behind_without_the_feature_is_not_kept(tmp_path, other_incompat):
+    """With the feature off (debugfs `feature ^mmp` leaves the field; tune2fs frees the block
+    and clears it), the block the stale field names is an ordinary free block."""
+    data, mmp, geo = mmp_image(tmp_path)
+    before = merge_ranges(dumpe2fs_map(tmp_path / "fs.img") + [(0, 2048)], len(data))
+    clear_bit(data, geo, mmp)
+    data[SB: SB + 1024] = patched(bytes(data), (0x60, "I", geo.incompat & ~ext.INCOMPAT_MMP | other_incompat))
+    used = ext.probe(reader(bytes(data)), len(data)).used
+    assert not covered(used, mmp * 1024, 1024)
+    assert blocks_in(used) == blocks_in(before) - {mmp}         # what e2fsprogs called used, less that block
+
+
+def blocks_in(ranges, block_size: int = 1024) -> set[int]:
+    return {b for a, n in ranges for b in range(a // block_size, (a + n) // block_size)}
+
+
+def test_bitmaps_out_of_group_order_are_each_read_for_their_own_group(tmp_path):
+    """With flex_bg a bitmap may sit in any block: debugfs moves group 30's block bitmap to a
+    free block below 30 and group 0's to block 31, free blocks between them. Each group's bits
+    are still read from its own block (a row of bitmaps joins only adjacent blocks), so group
+    0's root directory and lost+found stay mapped."""
+    image = e2fs(tmp_path, 16 * MiB, "-E", "nodiscard", "-b", "1024", "-g", "256", "-N", "512", "-I", "128", "-G", "2",
+                 "-O", "^resize_inode,^has_journal,^metadata_csum,^uninit_bg,^64bit")
+    text = dumpe2fs_text(image)
+    free = sorted(free_blocks(text))
+    bitmaps = [int(b) for b in re.findall(r"Block bitmap at (\d+)", text)]
+    low = free[0]                          # the first free block, after group 0's directories
+    assert low < 30 and low + 1 in free and 31 in free
+    run_debugfs(image, f"set_bg 30 block_bitmap {low}\nset_bg 0 block_bitmap 31\nsetb {low}\nsetb 31\n"
+                       f"freeb {bitmaps[0]}\nfreeb {bitmaps[30]}\n")
+    # debugfs leaves the groups' free counts as they were: e2fsck fixes them, then finds nothing.
+    assert subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True).returncode == 1
+    subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, check=True)
+    moved = [int(b) for b in re.findall(r"Block bitmap at (\d+)", dumpe2fs_text(image))]
+    assert (moved[0], moved[30]) == (31, low)
+    info = probe_file(image)
+    assert list(info.used) == list(merge_ranges(dumpe2fs_map(image) + [(0, 2048)], 16 * MiB))
