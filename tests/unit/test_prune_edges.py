@@ -849,7 +849,7 @@ def test_a_freed_exclusive_lock_is_taken_within_a_second(shaped):
 
     with pr.exclusive_lock(repo, 60, say):
         taken = time.monotonic()
-    assert len(freed) == 1 and 0.9 <= taken - freed[0] < 1.6
+    assert len(freed) == 1 and 0.9 <= taken - freed[0] < 1.9      # the next try, not one 2 s on
 
 
 def test_the_default_wait_is_the_one_the_readme_and_the_command_line_give():
