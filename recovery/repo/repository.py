@@ -800,11 +800,17 @@ class WriteSession:
         except (OSError, LifeboatError):
             pass
         found: set[bytes] = set()
+        index = self.repo.index
         for pack_id in dict.fromkeys(listed):
             try:
-                found.update(e.id for e in read_footer(storage, pack_name(pack_id), sealer=self.repo.sealer))
+                entries = read_footer(storage, pack_name(pack_id), sealer=self.repo.sealer)
             except (OSError, ValueError, LifeboatError):
                 continue     # gone or damaged: its blobs are not in the index either
+            found.update(e.id for e in entries)
+            if not index.has_pack(pack_id):
+                # Sealed by a backup running beside this one after the index was read: known
+                # from now on, so its blobs are reused, not stored again and counted twice.
+                index.add_pack(pack_id, entries)
         return found
 
     def _note_unfinished(self, pack_id: str) -> None:

@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 import errno
+import inspect
 import json
+import re
 
+from recovery.cli import build_parser
 from recovery.errors import Cancelled, DamageError, LockWaitError, NoSpaceError, UsageError
 from recovery.events import CancelToken
 from recovery.model.layout import Layout
@@ -203,6 +206,38 @@ def test_a_blob_two_backups_stored_at_once_goes_with_the_copy_the_index_does_not
     assert again.read_blob(xid) == x and again.read_blob(partner) in (u, k)
 
 
+def test_a_pack_kept_for_several_blobs_of_a_late_snapshot_is_said_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    root = tmp_path / "r"
+    Repository.init(root)
+    rng = random.Random(3)
+    x, u, k = (rng.randbytes(BLOB) for _ in range(3))
+    one, two = Repository.open(root), Repository.open(root)
+    with one.writer() as first, two.writer() as second:       # x stored by both: packs (u, x) and (k, x)
+        for session, raws in ((first, (u, x)), (second, (k, x))):
+            for raw in raws:
+                stored, codec = session.compressor.compress(raw)
+                session.add(one.blob_id(raw), stored, len(raw), KIND_DATA, codec)
+    repo = Repository.open(root)
+    xid, uid, kid = (repo.blob_id(r) for r in (x, u, k))
+    early, late = sorted(p.stem for p in root.glob("packs/*/*.pack"))
+    # The shape the test needs: the index places x in the pack checked second, so the pack
+    # checked first holds two blobs the late snapshot needs, its own and x.
+    assert repo.index.get(xid).pack_id == late
+    assert read_footer(repo.storage, f"packs/{early[:2]}/{early}.pack")[1].id == xid
+    saved = []
+
+    def say(line):      # no snapshot uses either pack: a backup saves one that uses all three
+        if not saved:
+            saved.append(Repository.open(root).write_manifest(_manifest("late", 4, [uid, kid, xid])))
+
+    result = pr.prune(repo, say=say)
+    assert saved and result.packs_deleted == 0
+    assert result.kept == [f"pack {pid[:16]}: a snapshot saved meanwhile uses it" for pid in (early, late)]
+    again = Repository.open(root)
+    assert [again.read_blob(i) for i in (uid, kid, xid)] == [u, k, x]
+
+
 # -- a full drive ---------------------------------------------------------------------------
 class SmallDrive(LocalStorage):
     """A real folder on a drive with `capacity` bytes: a write that would take the folder's files
@@ -295,6 +330,70 @@ def test_a_drive_that_fills_up_again_stops_prune_after_what_it_deleted(shaped):
         pr.prune(repo, say=said)
     assert not s.pack_file("B").exists()
     assert s.pack_file("C").exists() and s.pack_file("D").exists() and s.pack_file("E").exists()
+    s.everything_reads(s.live())
+
+
+def _own_packs(root: Path, groups: int, seed: int) -> tuple[Repository, list[list[bytes]]]:
+    """A repository whose packs each hold four blobs of one backup and have an index file of their own."""
+    repo = Repository.init(root)
+    rng = random.Random(seed)
+    return repo, [_store(repo, [rng.randbytes(BLOB) for _ in range(4)]) for _ in range(groups)]
+
+
+def test_new_packs_whose_index_file_finds_no_room_are_kept_and_found_by_their_footers(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(64 * 1024))
+    root = tmp_path / "r"
+    repo, (c, d, g) = _own_packs(root, 3, 11)
+    repo.write_manifest(_manifest("pc", 1, [c[0], d[0]]))      # C and D 25 % used, G unused
+    old = {p.stem for p in root.glob("packs/*/*.pack")}
+    drive = SmallDrive(root, 1 << 40)
+    small = Repository(root, repo.config, storage=drive)
+
+    def meanwhile(event):
+        # The copies of c1 and d1 are sealed in one new pack: then the drive fills up (something
+        # else takes the room), so the index file naming that pack cannot be written.
+        if {p.stem for p in root.glob("packs/*/*.pack")} - old:
+            drive.capacity = drive.used()
+
+    said = []
+    result = pr.prune(small, say=said.append, on_event=meanwhile)
+    (new,) = {p.stem for p in root.glob("packs/*/*.pack")} - old
+    assert {p.stem for p in root.glob("packs/*/*.pack")} == {new}
+    assert said[1:] == ["the destination was full: the packs copied so far and the unused ones are deleted; "
+                        "repacking the rest"]
+    assert result.packs_written == 1 and result.packs_repacked == 2 and result.packs_deleted == 3
+    assert result.index_files_written == 0 and result.index_files_deleted == 3 and result.kept == []
+    assert not any(pid == new for n in root.glob("index/*.idx") for pid, _ in load_index_file(drive, f"index/{n.name}", None))
+    again = Repository.open(root)
+    assert again.index.get(c[0]).pack_id == new == again.index.get(d[0]).pack_id
+    assert again.read_blob(c[0]) and again.read_blob(d[0])
+    assert pr.prune(again).plan.delete == pr.prune(again).plan.repack == []
+
+
+def test_a_full_drive_where_packs_have_no_index_file_repacks_in_as_many_rounds_as_it_takes(shaped):
+    s = shaped
+    # Packs a killed backup left without index files: each is known by its footer alone, so a
+    # round deletes packs but never an index file.
+    for p in (s.root / "index").iterdir():
+        p.unlink()
+    repo = _on_small_drive(s, 20 * 1024)          # not one new pack; then one, but not two
+    said, packs_left = [], []
+
+    def say(line):
+        said.append(line)
+        if line.startswith("the destination was full"):
+            packs_left.append({p.stem for p in s.root.glob("packs/*/*.pack")})
+
+    result = pr.prune(repo, say=say)
+    full = [line for line in said if line.startswith("the destination was full")]
+    assert len(full) == 2                          # three rounds
+    # The first round could only delete B (unused); the second repacked what one pack holds.
+    assert packs_left[0] == set(s.pack.values()) - {s.pack["B"]}
+    assert len(packs_left[1] - set(s.pack.values())) == 1 and {s.pack["A"], s.pack["T"]} < packs_left[1]
+    assert result.packs_deleted == 4 and result.packs_repacked == 3 and result.packs_written == 2
+    assert result.index_files_deleted == 0 and result.kept == []
+    assert not any(s.pack_file(k).exists() for k in "BCDE")
+    assert repo.storage.used() <= repo.storage.capacity
     s.everything_reads(s.live())
 
 
@@ -615,9 +714,10 @@ def test_prune_beside_a_running_backup_repacks_but_deletes_nothing_when_it_canno
         before = s.objects()
         said = []
         plan_said = pr.plan_prune(repo, set(s.live()), 80, 2).lines()[1]
-        t0 = time.monotonic()
-        err = _within(10, lambda: pr.prune(repo, wait=0, say=said.append))
-        assert isinstance(err, LockWaitError) and time.monotonic() - t0 < 0.9
+        repacked = []           # when the repacking's last progress was told: the lock is tried after it
+        err = _within(10, lambda: pr.prune(repo, wait=0, say=said.append,
+                                           on_event=lambda e: repacked.append(time.monotonic())))
+        assert isinstance(err, LockWaitError) and time.monotonic() - repacked[-1] < 0.9
         assert err.message == (f"{text}; waited 0 s for them to finish — nothing was deleted; "
                                      "try again later or give a longer --wait")
         assert said == [plan_said]
@@ -737,6 +837,33 @@ def test_the_exclusive_lock_is_waited_for_and_said_once(shaped):
     assert 1.4 < time.monotonic() - t0 < 2.4
     assert said == [f"{text}: waiting up to 1.5 s for them to finish"]
     assert [v.id for v in result.removed] == [] and not (s.root / "lock").exists()
+
+
+def test_a_freed_exclusive_lock_is_taken_within_a_second(shaped):
+    s, repo = shaped, shaped.repo
+    lock = _backup_lock(repo)
+    freed = []
+
+    def say(line):      # told once, at the first refusal: the backup finishes at that moment
+        lock.release()
+        freed.append(time.monotonic())
+
+    with pr.exclusive_lock(repo, 60, say):
+        taken = time.monotonic()
+    assert len(freed) == 1 and 0.9 <= taken - freed[0] < 1.9      # the next try, not one 2 s on
+
+
+def test_the_default_wait_is_the_one_the_readme_and_the_command_line_give():
+    readme = (ROOT / "README.md").read_text()
+    promised = float(re.search(r"waits up to `--wait` seconds \(default (\d+)\)", readme).group(1))
+    parser = build_parser()
+    for argv in (["prune", "--repo", "r"], ["forget", "--repo", "r", "--keep-last", "1"]):
+        assert parser.parse_args(argv).wait == promised
+    sub = next(a for a in parser._actions if a.dest == "command").choices["prune"]
+    assert f"before deleting (default {promised:g})" in " ".join(sub.format_help().split())
+    # A caller of the library that gives no wait waits as long as the command line does.
+    for call in (pr.prune, pr.forget):
+        assert inspect.signature(call).parameters["wait"].default == promised
 
 
 def test_the_change_counter_stops_or_kills_the_process_at_the_nth_change():

@@ -366,3 +366,113 @@ def test_each_thread_reuses_its_decompressor(tmp_path):
     assert reader.read_blob(bytes.fromhex(ids[0])) == texts[0]
     first = reader._dctx.d
     assert [reader.read_blob(bytes.fromhex(i)) for i in ids] == texts and reader._dctx.d is first
+
+
+def test_a_pack_as_large_as_the_room_planned_never_regrows_its_buffer(tmp_path, monkeypatch):
+    from recovery.repo.packs import PackBuffer
+
+    size = 8 << 20
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(size))
+    planned = size + size // 8 + (2 << 20)                     # the pack size, 1/8 more and 2 MiB
+    repo = Repository.init(tmp_path / "r")
+    with repo.writer() as session:
+        add_raw(session, os.urandom(size - 4096))
+        add_raw(session, os.urandom(planned - size - 4096))    # the pack ends just under the room planned
+        assert session._pack is None
+    (pack,) = (tmp_path / "r" / "packs").glob("*/*.pack")
+    assert planned - 8192 < pack.stat().st_size <= planned
+    (buffer,) = session._buffers._free
+    assert len(buffer.data) == len(PackBuffer(session._buffers.size).data)    # never regrown
+
+
+class GatedListing(LocalStorage):
+    """A folder whose listing of packs/ waits at `gate` once `armed`: a refresh that takes its
+    time, as on a slow network store."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.armed = False
+        self.inside = threading.Event()
+        self.gate = threading.Event()
+
+    def list(self, prefix: str):
+        if self.armed and prefix == "packs/":
+            self.inside.set()
+            self.gate.wait(10)
+        return super().list(prefix)
+
+
+def test_a_refresh_under_way_does_not_hold_up_another_thread_asking(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_INDEX_REFRESH", "0")           # every question may refresh
+    repo = Repository.init(tmp_path / "r")
+    with repo.writer() as earlier:
+        stored, _ = add_raw(earlier, os.urandom(3000))
+    storage = GatedListing(tmp_path / "r")
+    with Repository(tmp_path / "r", repo.config, storage=storage).writer() as session:
+        storage.armed = True
+        refreshing = threading.Thread(target=session.has, args=(blob_id(b"not stored"),))
+        refreshing.start()
+        answers = []
+        try:
+            assert storage.inside.wait(10)                      # the refresh waits in its listing
+            asking = threading.Thread(target=lambda: answers.append(session.has(stored)))
+            asking.start()
+            asking.join(2)
+            assert answers == [True]                            # answered from what is known
+        finally:
+            storage.gate.set()
+            refreshing.join(10)
+    assert not refreshing.is_alive()
+
+
+class AnotherBackupMeanwhile(LocalStorage):
+    """A folder where, as the session (its index read) lists the unfinished backups, another
+    backup seals a pack and lists it: `meanwhile` runs once, there."""
+
+    def __init__(self, root, meanwhile):
+        super().__init__(root)
+        self.meanwhile = meanwhile
+
+    def list(self, prefix: str):
+        if prefix == "unfinished/" and self.meanwhile:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return super().list(prefix)
+
+
+def test_a_pack_another_backup_lists_after_the_index_was_read_is_reused_not_stored_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "4096")
+    repo = Repository.init(tmp_path / "r")
+    raw = os.urandom(5000)
+    bid = blob_id(raw)
+
+    def other_backup():     # seals its pack at once (larger than the pack size); no snapshot yet
+        with Repository.open(tmp_path / "r").writer() as other:
+            add_raw(other, raw)
+
+    storage = AnotherBackupMeanwhile(tmp_path / "r", other_backup)
+    with Repository(tmp_path / "r", repo.config, storage=storage).writer() as session:
+        assert storage.meanwhile is None and session._resumable == {bid}
+        assert session.has(bid) and session.reused(bid) == len(raw)
+        assert add_raw(session, raw)[1] == 0
+        assert session.bytes_resumed == len(raw) and session.bytes_stored_new == 0
+    assert session.new_packs == []                              # the blob was not stored again
+
+
+def test_seal_packs_drops_a_pack_whose_first_blob_found_no_room(tmp_path):
+    from recovery.errors import NoSpaceError
+    from tests.unit.test_prune_edges import SmallDrive
+
+    repo = Repository.init(tmp_path / "r")
+    drive = SmallDrive(tmp_path / "r", 1 << 40)
+    big, small = os.urandom(50_000), os.urandom(3000)
+    with Repository(tmp_path / "r", repo.config, storage=drive).writer() as session:
+        drive.capacity = drive.used() + 1000                    # the pack's first bytes fit, the blob not
+        with pytest.raises(NoSpaceError):
+            add_raw(session, big)
+        drive.capacity = 1 << 40                                # room again
+        session.seal_packs()                                    # the pack the blob never reached goes
+        assert add_raw(session, small)[1] == len(small)         # and the next blob starts a new one
+    reopened = Repository.open(tmp_path / "r")
+    assert reopened.read_blob(blob_id(small)) == small and blob_id(big) not in reopened.index
+    assert len(packs_on_disk(tmp_path / "r")) == 1 and not any((tmp_path / "r" / "tmp").iterdir())
