@@ -14,6 +14,9 @@ and half of them deleted at random, so what is written next lands in small holes
 - all those MFT records make $MFT grow into the holes, so $MFT itself gets an $ATTRIBUTE_LIST
   (non-resident) and a second $DATA extent in another record.
 
+A second volume (split_index_volume, 48 MiB): one directory of 4000 files whose
+$INDEX_ALLOCATION ntfs-3g splits over two MFT records (see below).
+
 The tests check these facts with ntfsinfo before relying on them. Built once under
 build/cache/ntfs-attrlist-<recipe>-<ntfs-3g version>/ (LIFEBOAT_TEST_CACHE moves the cache);
 building takes about a second.
