@@ -14,6 +14,9 @@ and half of them deleted at random, so what is written next lands in small holes
 - all those MFT records make $MFT grow into the holes, so $MFT itself gets an $ATTRIBUTE_LIST
   (non-resident) and a second $DATA extent in another record.
 
+A second volume (split_index_volume, 48 MiB): one directory of 4000 files whose
+$INDEX_ALLOCATION ntfs-3g splits over two MFT records (see below).
+
 The tests check these facts with ntfsinfo before relying on them. Built once under
 build/cache/ntfs-attrlist-<recipe>-<ntfs-3g version>/ (LIFEBOAT_TEST_CACHE moves the cache);
 building takes about a second.
@@ -109,16 +112,53 @@ def _populate(mnt: Path) -> None:
 
 def fragmented_volume() -> Path:
     """The cached image (never write to it: copy it first)."""
-    folder = cache_root() / f"ntfs-attrlist-{RECIPE}-{_tool_version()}"
+    return _cached(f"ntfs-attrlist-{RECIPE}-{_tool_version()}", SIZE, LABEL, _populate)
+
+# A second volume: one directory whose $INDEX_ALLOCATION is split over two MFT records. Every
+# other cluster of a full volume is freed, so each new index block is a run of its own; 4000
+# files with 246-character names need ~1300 blocks, more runs than the base record holds, and
+# ntfs-3g then moves the rest of the run list into an extent in an extension record.
+SPLIT_RECIPE = "1"
+SPLIT_SIZE = 48 * MiB
+SPLIT_FILES = 4000
+
+
+def split_name(k: int) -> str:
+    return f"{k:05d}-" + "n" * 240
+
+
+def _populate_split(mnt: Path) -> None:
+    (mnt / "fill").mkdir()
+    count = 0
+    try:
+        while True:
+            (mnt / "fill" / str(count)).write_bytes(b"y" * CLUSTER)
+            count += 1
+    except OSError:
+        pass                      # the volume is full
+    for i in range(0, count, 2):
+        (mnt / "fill" / str(i)).unlink()
+    (mnt / "Big").mkdir()
+    for k in range(SPLIT_FILES):
+        (mnt / "Big" / split_name(k)).touch()
+
+
+def split_index_volume() -> Path:
+    """The cached image (never write to it: copy it first); about 8 s to build."""
+    return _cached(f"ntfs-splitindex-{SPLIT_RECIPE}-{_tool_version()}", SPLIT_SIZE, "SplitIndex", _populate_split)
+
+
+def _cached(name: str, size: int, label: str, populate) -> Path:
+    folder = cache_root() / name
     image = folder / "fs.img"
     if image.exists():
         return image
     cache_root().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ntfs-attrlist-", dir=cache_root()))
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_root()))
     try:
-        built = fsimages.make_ntfs(work / "fs.img", SIZE, label=LABEL)
+        built = fsimages.make_ntfs(work / "fs.img", size, label=label)
         with fsimages.ntfs_mounted(built, read_only=False) as mnt:
-            _populate(mnt)
+            populate(mnt)
         try:
             os.rename(work, folder)       # atomic: another run building at once keeps its own
         except OSError:

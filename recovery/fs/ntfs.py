@@ -211,7 +211,9 @@ class _Volume:
             if kind == ATTR_END:
                 return attrs
             length = _u32(record, off + 4)
-            if length < 16 or off + length > used:
+            # A resident header is 0x18 bytes, a non-resident one 0x40: _Attribute reads its fields
+            # there, so a shorter attribute would take them from the next one or past the record.
+            if length < 0x18 or off + length > used or (record[off + 8] and length < 0x40):
                 raise _Damaged(f"MFT record {number} has a bad attribute")
             attrs.append(_Attribute(record, off))
             off += length

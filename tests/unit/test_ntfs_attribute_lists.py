@@ -185,3 +185,57 @@ def test_a_small_windows_directory_keeps_its_entries_in_the_index_root(tmp_path)
     windows = volume.child(ntfs.ROOT_RECORD, "Windows", "root")
     assert not [a for a in volume.find(windows, ntfs.ATTR_INDEX_ALLOCATION, "$I30")]   # no index blocks
     assert ntfs.holds_windows(reader(small), len(small)) is True
+
+
+def test_an_attribute_list_that_cannot_be_read_is_named(data):
+    # $MFT's own list is non-resident: claiming more bytes than its runs hold is damage to the
+    # MFT itself, so the partition is imaged whole, with what was wrong.
+    from tests.unit.test_ntfs_damage import edit_record, put_in
+    changed = bytearray(data)
+    edit_record(changed, 0, put_in(ntfs.ATTR_ATTRIBUTE_LIST, 0x30, "Q", 1 << 20))
+    message = "NTFS metadata is damaged (record 0's attribute list is shorter than its data runs claim)"
+    with pytest.raises(FsMapError) as err:
+        ntfs._Volume(reader(bytes(changed)), SIZE)
+    assert str(err.value) == message
+    info = probe_partition(reader(bytes(changed)), SIZE)
+    assert info.whole and info.warnings[0].startswith(message)
+
+
+def test_a_list_entry_name_that_is_not_utf16_is_replaced_not_refused(data, volume):
+    # Windows/'s list is non-resident (no update sequence on it): its $BITMAP entry's name $I30
+    # gets half a surrogate pair. Nothing reads that entry; the listing must not fail over it.
+    windows = volume.child(ntfs.ROOT_RECORD, "Windows", "root")
+    attr, = [a for a in volume.attributes(volume.record(windows), windows) if a.type == ntfs.ATTR_ATTRIBUTE_LIST]
+    assert attr.non_resident and attr.runs[0][0] == 0
+    at = attr.runs[0][1] * ntfs_images.CLUSTER
+    value = data[at: at + attr.data_size]
+    pos = 0
+    while int.from_bytes(value[pos: pos + 4], "little") != 0xB0:
+        pos += int.from_bytes(value[pos + 4: pos + 6], "little")
+    name = at + pos + value[pos + 7]
+    assert data[name: name + 8] == "$I30".encode("utf-16-le")
+    changed = data[:name] + b"\x00\xd8" + data[name + 2:]
+    after = ntfs._Volume(reader(changed), SIZE)
+    assert sorted(after.dir_entries(windows, "Windows")) == sorted(volume.dir_entries(windows, "Windows"))
+    assert ntfs.holds_windows(reader(changed), SIZE) is True
+
+
+@pytest.fixture(scope="module")
+def split_image():
+    require(os.geteuid() == 0 or any(ntfs_images.cache_root().glob("ntfs-splitindex-*/fs.img")),
+            "building the NTFS volume needs an ntfs-3g mount (root)")
+    return ntfs_images.split_index_volume()
+
+
+def test_a_directory_index_split_over_two_records_is_listed_whole(split_image):
+    base, held = ntfsinfo_records(split_image, "-F", "Big")
+    assert held["$ATTRIBUTE_LIST"] == {base} and len(held["$INDEX_ALLOCATION"]) == 2, held
+    data = split_image.read_bytes()
+    volume = ntfs._Volume(reader(data), ntfs_images.SPLIT_SIZE)
+    big = volume.child(ntfs.ROOT_RECORD, "big", "root")
+    pieces = volume.find(big, ntfs.ATTR_INDEX_ALLOCATION, "$I30")
+    assert len(pieces) == 2 and sorted(p.lowest_vcn for p in pieces)[0] == 0
+    names = [name for _ref, name in volume.dir_entries(big, "Big")]
+    assert sorted(names) == [ntfs_images.split_name(k) for k in range(ntfs_images.SPLIT_FILES)]
+    info = probe_partition(reader(data), ntfs_images.SPLIT_SIZE)
+    assert not info.whole and info.warnings == ()

@@ -48,17 +48,21 @@ def record_offset(data, number: int) -> int:
 
 def edit_record(data: bytearray, number: int, change) -> None:
     """Undo record `number`'s update sequence, let `change` edit it, redo the sequence."""
-    at = record_offset(data, number)
-    rec = bytearray(data[at: at + RECORD])
+    edit_block(data, record_offset(data, number), RECORD, change)
+
+
+def edit_block(data: bytearray, at: int, size: int, change) -> None:
+    """The same for any block with an update sequence (an MFT record, an INDX block)."""
+    rec = bytearray(data[at: at + size])
     usa_off, count = u16(rec, 4), u16(rec, 6)
     for i in range(1, count):
         rec[i * 512 - 2: i * 512] = rec[usa_off + 2 * i: usa_off + 2 * i + 2]
     change(rec)
     usa_off, count = u16(rec, 4), u16(rec, 6)
-    for i in range(1, min(count, RECORD // 512 + 1)):
+    for i in range(1, min(count, size // 512 + 1)):
         rec[usa_off + 2 * i: usa_off + 2 * i + 2] = rec[i * 512 - 2: i * 512]
         rec[i * 512 - 2: i * 512] = rec[usa_off: usa_off + 2]
-    data[at: at + RECORD] = rec
+    data[at: at + size] = rec
 
 
 def attribute_at(rec, kind: int, nth: int = 0) -> int:
@@ -478,3 +482,248 @@ def test_identify_still_names_ntfs_and_its_serial_when_the_mft_is_damaged(pristi
     serial = ntfs.identify(reader(pristine), SIZE)[2]
     data = edited(pristine, 0, put(0, "4s", b"BAAD"))
     assert ntfs.identify(reader(data), SIZE) == ("ntfs", None, serial)
+
+
+# ---------------------------------------------------------------- malformed attributes and names
+
+def replace_attribute(kind: int, build):
+    """Put build(old attribute bytes) where the first attribute of `kind` was, moving the rest."""
+    def change(rec):
+        at = attribute_at(rec, kind)
+        length, used = u32(rec, at + 4), u32(rec, 0x18)
+        body = bytes(rec[:at]) + build(bytes(rec[at: at + length])) + bytes(rec[at + length: used])
+        rec[:len(body)] = body
+        struct.pack_into("<I", rec, 0x18, len(body))
+    return change
+
+
+def resident(kind: int, length: int) -> bytes:
+    """An unnamed resident attribute with an empty value, `length` bytes long."""
+    attr = bytearray(max(length, 0x18))
+    struct.pack_into("<IIBBHHHIH", attr, 0, kind, length, 0, 0, 0x18, 0, 0, 0, 0x18)
+    return bytes(attr)
+
+
+def non_resident(kind: int, length: int) -> bytes:
+    """An unnamed non-resident attribute of size 0, no runs, `length` bytes long."""
+    attr = bytearray(max(length, 0x40))
+    struct.pack_into("<IIBBHHH", attr, 0, kind, length, 1, 0, 0x40, 0, 0)
+    struct.pack_into("<H", attr, 0x20, 0x40)
+    return bytes(attr)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (resident(0x100, 0x18), None),                      # a header and an empty value: an empty file's $DATA
+    (resident(0x100, 0x17), damaged("MFT record 6 has a bad attribute")),
+    (resident(0x100, 0x10), damaged("MFT record 6 has a bad attribute")),
+    (non_resident(0x100, 0x40), None),                  # a non-resident header and no runs
+    (non_resident(0x100, 0x3F), damaged("MFT record 6 has a bad attribute")),
+    (non_resident(0x100, 0x18), damaged("MFT record 6 has a bad attribute")),
+], ids=["resident-0x18", "resident-0x17", "resident-0x10", "non-resident-0x40", "non-resident-0x3f",
+        "non-resident-0x18"])
+def test_an_attribute_shorter_than_its_header_is_refused(pristine, extra, message):
+    # After $Bitmap's $DATA; when refused, the partition is imaged whole with the message.
+    data = edited(pristine, 6, replace_attribute(ntfs.ATTR_DATA, lambda old: old + extra[:max(u32(extra, 4), 0x18)]))
+    assert refusal(data) == message
+    info = probe_partition(reader(data), SIZE)
+    assert info.whole == (message is not None)
+    if message is None:
+        assert info.used == ntfs.probe(reader(pristine), SIZE).used
+    else:
+        assert info.warnings[0].startswith(message)
+
+
+def test_a_header_cut_by_the_end_of_the_root_record_costs_only_the_hibernation_check(pristine):
+    # A 16-byte non-resident attribute ending the record exactly: its header's fields would lie
+    # past the record. Once read from there (struct.error), and probe lost the whole map for it.
+    def change(rec):
+        end = u32(rec, 0x18) - 8
+        filler = resident(0x100, RECORD - 16 - end)
+        short = bytearray(16)
+        struct.pack_into("<IIB", short, 0, 0x40, 16, 1)
+        rec[end: RECORD] = filler + short
+        struct.pack_into("<I", rec, 0x18, RECORD)
+    data = edited(pristine, 5, change)
+    with pytest.raises(FsMapError) as err:
+        list(ntfs._Volume(reader(data), SIZE).dir_entries(5, "root directory"))
+    assert str(err.value) == damaged("MFT record 5 has a bad attribute")
+    info = probe_partition(reader(data), SIZE)
+    assert not info.whole and info.warnings == () and info.used == ntfs.probe(reader(pristine), SIZE).used
+
+
+def test_data_runs_filling_their_attribute_to_the_last_byte_end_there(pristine, volume):
+    # NTFS ends a run list with a zero byte, but the attribute's end ends it too: here the one run
+    # of $Bitmap is rewritten to take all 8 bytes (1 + 1 length + 6 offset), and the $END marker's
+    # 0xFF bytes that follow must not be read as another run.
+    (_vcn, lcn, count), = volume._runs_of(ntfs.BITMAP_RECORD, ntfs.ATTR_DATA, "")
+    runs = bytes([0x61, count]) + lcn.to_bytes(6, "little")
+    data = edited(pristine, 6, replace_attribute(ntfs.ATTR_DATA, lambda old: old[:0x40] + runs))
+    assert u32(data, record_offset(data, 6) + 0x148) == ntfs.ATTR_END
+    again = ntfs._Volume(reader(data), SIZE)
+    assert again._runs_of(ntfs.BITMAP_RECORD, ntfs.ATTR_DATA, "") == [(0, lcn, count)]
+    assert ntfs.probe(reader(data), SIZE).used == ntfs.probe(reader(pristine), SIZE).used
+
+
+def hiberfil_record(pristine) -> int:
+    return ntfs._Volume(reader(pristine), SIZE).child(5, "hiberfil.sys", "root")
+
+
+def test_a_stream_whose_later_extent_comes_first_is_sized_by_its_first(pristine, volume):
+    # hiberfil.sys (two clusters) split into two extents, the one at VCN 1 placed first in the
+    # record: only the extent at VCN 0 holds the stream's sizes (the other's are 0).
+    number = hiberfil_record(pristine)
+    (_vcn, lcn, count), = volume._runs_of(number, ntfs.ATTR_DATA, "")
+    assert count == 2
+
+    def extents(old):
+        def extent(vcn, size):
+            attr = bytearray(old[:0x48])
+            struct.pack_into("<QQ", attr, 0x10, vcn, vcn)
+            struct.pack_into("<QQQ", attr, 0x28, size, size, size)
+            attr[0x40:0x48] = bytes([0x31, 1]) + (lcn + vcn).to_bytes(3, "little") + bytes(3)
+            return bytes(attr)
+        return extent(1, 0) + extent(0, 8192)
+    data = edited(pristine, number, replace_attribute(ntfs.ATTR_DATA, extents))
+    again = ntfs._Volume(reader(data), SIZE)
+    assert [p.lowest_vcn for p in again.find(number, ntfs.ATTR_DATA)] == [1, 0]
+    assert again.stream(number) == (b"hibr" + bytes(8188), 8192, 8192)
+    assert ntfs.probe(reader(data), SIZE).warnings == (ntfs.HIBERNATED_WARNING,)
+
+
+def test_an_attribute_name_that_is_not_utf16_is_replaced_not_refused(pristine):
+    def change(rec):
+        at = attribute_at(rec, 0xB0)                                 # the root's $BITMAP, named $I30
+        rec[at + u16(rec, at + 0xA): at + u16(rec, at + 0xA) + 2] = b"\x00\xd8"   # half a surrogate pair
+    data = edited(pristine, 5, change)
+    volume = ntfs._Volume(reader(data), SIZE)
+    assert [a.name for a in volume.attributes(volume.record(5), 5) if a.type == 0xB0] == ["\ufffdI30"]
+    info = probe_partition(reader(data), SIZE)
+    assert not info.whole and info.warnings == (ntfs.HIBERNATED_WARNING,)
+
+
+# ---------------------------------------------------------------- malformed index nodes
+
+NODE = 0x18          # where an INDX block's node header starts
+
+
+def root_block_offset(pristine) -> int:
+    """The root directory's one index block (its entries do not fit in the index root)."""
+    (_vcn, lcn, _count), = ntfs._Volume(reader(pristine), SIZE)._runs_of(5, ntfs.ATTR_INDEX_ALLOCATION, "$I30")
+    return lcn * 4096
+
+
+@pytest.fixture(scope="module")
+def root_node(pristine) -> bytes:
+    at = root_block_offset(pristine)
+    return bytes(ntfs._fixup(bytearray(pristine[at: at + 4096]), b"INDX", "root index block"))
+
+
+def entry_positions(node) -> list[int]:
+    """Where each entry starts, the last (flagged 2) included, as mkntfs and ntfscp wrote them."""
+    positions = [NODE + u32(node, NODE)]
+    while not u32(node, positions[-1] + 12) & 2:
+        positions.append(positions[-1] + u16(node, positions[-1] + 8))
+    return positions
+
+
+def names(node) -> list[str]:
+    return [name for _ref, name in ntfs._index_entries(bytes(node), NODE)]
+
+
+def spliced(node, at: int, extra: bytes) -> bytearray:
+    """`extra` inserted at `at`, the node's stated size grown to match."""
+    out = bytearray(node[:at]) + extra + bytearray(node[at:])
+    struct.pack_into("<I", out, NODE + 4, u32(node, NODE + 4) + len(extra))
+    return out
+
+
+def entry_header(length: int, flags: int = 0) -> bytes:
+    return struct.pack("<QHHI", 0, length, 0, flags)
+
+
+def test_the_real_root_node_lists_its_thirteen_entries(root_node):
+    assert names(root_node) == ["$AttrDef", "$BadClus", "$Bitmap", "$Boot", "$Extend", "$LogFile", "$MFT",
+                                "$MFTMirr", "$Secure", "$UpCase", "$Volume", ".", "hiberfil.sys"]
+    assert len(entry_positions(root_node)) == 14
+
+
+def test_a_node_is_read_up_to_its_stated_size(root_node):
+    every, positions = names(root_node), entry_positions(root_node)
+    for k, pos in enumerate(positions[:-1]):
+        node = bytearray(root_node)
+        struct.pack_into("<I", node, NODE + 4, pos + 0x52 - NODE)     # the key's header ends the node
+        assert names(node) == every[:k + 1], k
+        struct.pack_into("<I", node, NODE + 4, pos + 0x51 - NODE)     # its last byte is outside
+        assert names(node) == every[:k], k
+
+
+def test_a_key_shorter_than_a_file_name_header_is_passed_over(root_node):
+    every, positions = names(root_node), entry_positions(root_node)
+    node = bytearray(root_node)
+    struct.pack_into("<H", node, positions[3] + 10, 0x42)             # the header, no room for the name
+    assert names(node) == every                                       # the name is read by its own length
+    struct.pack_into("<H", node, positions[3] + 10, 0x41)
+    assert names(node) == every[:3] + every[4:]
+
+
+def test_the_walk_stops_at_the_last_entry_and_at_one_shorter_than_a_header(root_node):
+    every, positions = names(root_node), entry_positions(root_node)
+    # Stale entries after the last one (what a deletion leaves) inside the stated size: not read.
+    stale = root_node[positions[0]: positions[1]]
+    assert names(spliced(root_node, positions[-1] + 0x10, stale)) == every
+    # An entry of exactly a header (16 bytes, no key, not last) is stepped over.
+    assert names(spliced(root_node, positions[5], entry_header(0x10))) == every
+    # Shorter than its header: the walk ends there (a zero length would never move on).
+    for length in (0, 1, 0x0F):
+        assert names(spliced(root_node, positions[5], entry_header(length))) == every[:5], length
+
+
+def test_a_malformed_root_node_costs_only_the_hibernation_check(pristine, root_node):
+    # A zero-length entry just before hiberfil.sys's in the real block on disk: the walk ends
+    # there, hiberfil.sys is not seen, and the map stands.
+    before = entry_positions(root_node)[-2]
+
+    def change(block):
+        block[:] = spliced(block, before, entry_header(0))[:4096]
+    data = bytearray(pristine)
+    edit_block(data, root_block_offset(pristine), 4096, change)
+    listed = [name for _ref, name in ntfs._Volume(reader(data), SIZE).dir_entries(5, "root directory")]
+    assert "." in listed and "hiberfil.sys" not in listed
+    info = probe_partition(reader(data), SIZE)
+    assert not info.whole and info.warnings == () and info.used == ntfs.probe(reader(pristine), SIZE).used
+
+
+def test_an_index_name_that_is_not_utf16_is_replaced_not_refused(pristine, root_node):
+    upcase = entry_positions(root_node)[9]
+
+    def change(block):
+        block[upcase + 0x52: upcase + 0x54] = b"\x00\xd8"                # "$UpCase" -> half a surrogate pair
+    data = bytearray(pristine)
+    edit_block(data, root_block_offset(pristine), 4096, change)
+    listed = [name for _ref, name in ntfs._Volume(reader(data), SIZE).dir_entries(5, "root directory")]
+    assert "\ufffdUpCase" in listed and "$UpCase" not in listed
+    assert ntfs.probe(reader(data), SIZE).warnings == (ntfs.HIBERNATED_WARNING,)
+
+
+def test_a_directory_index_is_read_up_to_64_mib(pristine, root_node):
+    # The root's index allocation made to claim 1 TiB: its real block at VCN 0, a sparse stretch,
+    # the same block again as the last 4 KiB under 64 MiB, and no runs past that. The read stops
+    # at 64 MiB exactly: both copies are listed, and nothing past the cap is asked for.
+    (_vcn, lcn, _count), = ntfs._Volume(reader(pristine), SIZE)._runs_of(5, ntfs.ATTR_INDEX_ALLOCATION, "$I30")
+    last = 64 * 1024 * 1024 // 4096 - 1
+    runs = (bytes([0x21, 1]) + lcn.to_bytes(2, "little")          # VCN 0: the real block
+            + bytes([0x02]) + (last - 1).to_bytes(2, "little")    # sparse up to the last block under the cap
+            + bytes([0x11, 1, 0]) + bytes(6))                     # the same cluster again, then the end
+
+    def build(old):
+        attr = bytearray(old[:0x48]) + runs
+        struct.pack_into("<I", attr, 4, len(attr))
+        struct.pack_into("<Q", attr, 0x18, (1 << 28) - 1)               # highest VCN
+        struct.pack_into("<QQQ", attr, 0x28, 1 << 40, 1 << 40, 1 << 40)
+        return bytes(attr)
+    data = edited(pristine, 5, replace_attribute(ntfs.ATTR_INDEX_ALLOCATION, build))
+    volume = ntfs._Volume(reader(data), SIZE)
+    assert volume._runs_of(5, ntfs.ATTR_INDEX_ALLOCATION, "$I30") == [(0, lcn, 1), (1, None, last - 1), (last, lcn, 1)]
+    listed = [name for _ref, name in volume.dir_entries(5, "root directory")]
+    assert listed == names(root_node) * 2
+    assert ntfs.probe(reader(data), SIZE).warnings == (ntfs.HIBERNATED_WARNING,)
