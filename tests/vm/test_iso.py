@@ -263,7 +263,7 @@ def test_tui_restore_shell_and_power_off(iso, tmp_path):
         keys(vm, "echo MEM-USED-MB $(free -m | awk '/^Mem:/ {print $3}')" + ENTER)
         used = int(vm.wait_for(r"MEM-USED-MB (\d+)\s", 60)[1])
         keys(vm, "exit" + ENTER)
-        vm.wait_for(TUI_DRAWN, 120)
+        vm.wait_for(TUI_DRAWN, 300)                  # the TUI starts again (slow on a loaded host)
         time.sleep(3)
         keys(vm, END, UP, ENTER)                    # Power off, then confirm it
         vm.wait_for(r"Switch the computer off\?", 120)
