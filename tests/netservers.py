@@ -246,18 +246,24 @@ class PasswordSshd(PrivateSshd):
             "MaxStartups 100\nMaxSessions 100\nMaxAuthTries 6\nLogLevel VERBOSE\n")
 
     def start(self) -> None:
-        Path("/run/sshd").mkdir(exist_ok=True)
-        script = (f"mount --bind {self.passwd} /etc/passwd && mount --bind {self.shadow} /etc/shadow && "
-                  f"exec /usr/sbin/sshd -D -e -f {self.config}")
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_port(self.port)
+        start_with_own_accounts(self)
 
     def env(self, data_dir: Path, **extra) -> dict:
         env = {"LIFEBOAT_DATA_DIR": str(data_dir), "LIFEBOAT_SSH_HOST_KEY": self.fingerprint()}
         env.update(extra)
         return env
+
+
+def start_with_own_accounts(server) -> None:
+    """Start `server`'s sshd in a mount namespace of its own where its `passwd` and `shadow`
+    stand for the system's: its accounts exist for it alone."""
+    Path("/run/sshd").mkdir(exist_ok=True)
+    script = (f"mount --bind {server.passwd} /etc/passwd && mount --bind {server.shadow} /etc/shadow && "
+              f"exec /usr/sbin/sshd -D -e -f {server.config}")
+    server.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                   stdout=open(server.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    wait_port(server.port)
 
 
 @pytest.fixture(scope="session")
@@ -294,13 +300,7 @@ class UnprivilegedSshd(PrivateSshd):
         (work / "authorized_keys").chmod(0o644)
 
     def start(self) -> None:
-        Path("/run/sshd").mkdir(exist_ok=True)
-        script = (f"mount --bind {self.passwd} /etc/passwd && mount --bind {self.shadow} /etc/shadow && "
-                  f"exec /usr/sbin/sshd -D -e -f {self.config}")
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                     stdout=open(self.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_port(self.port)
+        start_with_own_accounts(self)
 
     def place(self) -> Path:
         """A new empty folder of root's (mode 755) the account may enter and read, not write."""

@@ -75,8 +75,8 @@ def _tool_version() -> str:
     return words[0] if words else "unknown"
 
 
-def _populate(mnt: Path) -> None:
-    rng = random.Random(7)
+def _fill(mnt: Path) -> int:
+    """Fill the volume with one-cluster files under fill/ (named 0, 1, ...); returns how many."""
     (mnt / "fill").mkdir()
     count = 0
     try:
@@ -84,7 +84,12 @@ def _populate(mnt: Path) -> None:
             (mnt / "fill" / str(count)).write_bytes(b"y" * CLUSTER)
             count += 1
     except OSError:
-        pass                      # the volume is full
+        return count              # the volume is full
+
+
+def _populate(mnt: Path) -> None:
+    rng = random.Random(7)
+    count = _fill(mnt)
     for i in range(count):
         if rng.random() < 0.5:
             (mnt / "fill" / str(i)).unlink()
@@ -128,14 +133,7 @@ def split_name(k: int) -> str:
 
 
 def _populate_split(mnt: Path) -> None:
-    (mnt / "fill").mkdir()
-    count = 0
-    try:
-        while True:
-            (mnt / "fill" / str(count)).write_bytes(b"y" * CLUSTER)
-            count += 1
-    except OSError:
-        pass                      # the volume is full
+    count = _fill(mnt)
     for i in range(0, count, 2):
         (mnt / "fill" / str(i)).unlink()
     (mnt / "Big").mkdir()

@@ -108,16 +108,21 @@ def test_a_wrong_password_is_one_line_and_writes_nothing(tmp_path, sftp_pw, monk
 
 
 def test_a_crash_report_holds_no_secret(tmp_path, sftp_pw, monkeypatch):
-    """A backup that ends in an internal error (a bug: here provoked with a pack size that is no
-    number) while the SFTP password and an S3 secret are in its environment: the person's line
+    """A backup that ends in an internal error (a bug: here provoked by a program that runs
+    Lifeboat's own command line with the backup itself made to raise, once the repository is
+    mounted) while the SFTP password and an S3 secret are in its environment: the person's line
     and the log file's traceback (the crash report kept for a bug report) hold neither."""
     repo = url(sftp_pw, tmp_path / "srv" / "repo")
     monkeypatch.setenv("LIFEBOAT_PASSWORD", PASSWORD)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-0123456789")
     lifeboat("repo", "init", repo)
     disk = build_gpt_pc(tmp_path, fi.make_tree(tmp_path / "tree")).disk
-    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", "not-a-number")
-    proc = lifeboat("backup", disk, "--repo", repo, "--json", check=False)
+    buggy = tmp_path / "buggy_lifeboat.py"
+    buggy.write_text("import sys\nimport recovery.jobs\nfrom recovery.cli import main\n\n\n"
+                     "def bug(*args, **kwargs):\n    raise RuntimeError('a provoked bug')\n\n\n"
+                     "recovery.jobs.BackupJob.run = bug\nsys.exit(main())\n")
+    proc = subprocess.run([sys.executable, str(buggy), "backup", str(disk), "--repo", repo, "--json"],
+                          capture_output=True, text=True, cwd=ROOT, env=os.environ.copy())
     assert proc.returncode == 1 and "internal error" in proc.stderr, proc.stderr
     logs = [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
     crash = [p.read_text() for p in logs if "Traceback" in p.read_text()]
