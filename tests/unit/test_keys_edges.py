@@ -462,7 +462,7 @@ def test_a_derivation_in_the_background_counts_its_time_and_the_wait_for_it(stor
         Unlock(passphrase="other passphrase").begin(storage, config).result()
 
 
-def test_a_key_known_at_once_took_and_waited_no_time(storage, tmp_path, monkeypatch):
+def test_a_key_known_at_once_took_no_time_and_one_asked_for_took_what_it_waited(storage, tmp_path, monkeypatch):
     monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
     monkeypatch.delenv(keys.RECOVERY_CODE_ENV, raising=False)
     _, config = _repo(storage, tmp_path)
@@ -471,6 +471,11 @@ def test_a_key_known_at_once_took_and_waited_no_time(storage, tmp_path, monkeypa
     pending = Unlock(recovery_code_file=str(code)).begin(storage, config)
     assert pending.result() == (MASTER, None) == pending.result()
     assert (pending.seconds, pending.waited) == (0.0, 0.0)
+    # a passphrase typed on the terminal is derived in this thread: its time, all of it waited
+    began = time.monotonic()
+    pending = Unlock(ask=lambda prompt: "first passphrase").begin(storage, config)
+    took = time.monotonic() - began
+    assert pending.result()[0] == MASTER and 0 < pending.seconds == pending.waited <= took
 
 
 def test_a_program_ends_without_waiting_for_a_derivation_it_began(tmp_path):
