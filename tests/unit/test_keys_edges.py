@@ -492,7 +492,10 @@ def test_a_program_ends_without_waiting_for_a_derivation_it_began(tmp_path):
     (tmp_path / "r" / key_name(key_id)).write_bytes(raw)
     (tmp_path / "pass").write_text("first passphrase\n")
     root = Path(keys.__file__).resolve().parents[2]
-    program = ("import sys, threading\n"
+    # signal.alarm: a program left waiting (a mutant's thread) ends by itself even when pytest,
+    # which would kill it at the timeout, was ended first.
+    program = ("import signal, sys, threading\n"
+               "signal.alarm(120)\n"
                "from recovery.repo import keys\n"
                "from recovery.repo.sealing import key_check\n"
                "from recovery.storage.local import LocalStorage\n"
