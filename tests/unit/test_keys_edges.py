@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import threading
+import time
 from types import SimpleNamespace
 
 import blake3
@@ -371,3 +373,142 @@ def test_a_fresh_program_that_set_no_way_to_ask_refuses_plainly():
                          env={**env, "PYTHONPATH": str(root)}, cwd=root)
     assert (out.returncode, out.stdout) == (0, "give the passphrase with --passphrase-file FILE or "
                                                "LIFEBOAT_PASSPHRASE_FILE=FILE (or run on a terminal to be asked)\n")
+
+
+# -- the derivation begun early (start_early) and the one on a background thread (PendingKey) --
+
+def _early_repo(tmp_path, storage, monkeypatch, passphrase="first passphrase"):
+    """A repository folder with one key object, and LIFEBOAT_PASSPHRASE_FILE naming its passphrase."""
+    key_id, config = _repo(storage, tmp_path)
+    pf = tmp_path / "pass"
+    pf.write_text(passphrase + "\n")
+    monkeypatch.setenv(keys.PASSPHRASE_ENV, str(pf))
+    monkeypatch.delenv(keys.RECOVERY_CODE_ENV, raising=False)
+    monkeypatch.setattr(keys, "_early", {})
+    return key_id, config
+
+
+def test_an_early_start_derives_the_first_keys_hash_once_for_the_unlock_that_follows(storage, tmp_path, monkeypatch):
+    key_id, config = _early_repo(tmp_path, storage, monkeypatch)
+    keys.start_early(str(tmp_path))
+    key = KeyObject.parse("k", storage.read(key_name(key_id)))
+    (found, early), = keys._early.items()
+    assert found == (b"first passphrase", key.salt, key.kdf)
+    early.join(30)
+    assert early.key == keys._argon2id(b"first passphrase", key.salt, CHEAP)
+    calls = []
+    real = keys._argon2id
+    monkeypatch.setattr(keys, "_argon2id", lambda *a: calls.append(a) or real(*a))
+    assert Unlock(terminal=False).master_key(storage, config) == (MASTER, key_id)
+    assert calls == [] and keys._early == {}                # the early hash was used, and taken
+    assert Unlock(terminal=False).master_key(storage, config) == (MASTER, key_id)
+    assert len(calls) == 1                                  # taken once: the next unlock derives its own
+
+
+def test_an_early_start_that_failed_is_derived_again_by_the_unlock(storage, tmp_path, monkeypatch):
+    key_id, config = _early_repo(tmp_path, storage, monkeypatch)
+    real = keys._argon2id
+
+    def broken(*a):
+        raise MemoryError("no room for Argon2's memory")
+    monkeypatch.setattr(keys, "_argon2id", broken)
+    keys.start_early(str(tmp_path))
+    (early,) = keys._early.values()
+    early.join(30)
+    assert early.key is None
+    monkeypatch.setattr(keys, "_argon2id", real)
+    assert Unlock(terminal=False).master_key(storage, config) == (MASTER, key_id)
+    assert keys._early == {}
+
+
+def test_an_early_start_is_left_alone_without_a_folder_a_key_or_a_readable_passphrase(storage, tmp_path, monkeypatch):
+    _early_repo(tmp_path, storage, monkeypatch)
+    for where in (None, "", str(tmp_path / "missing"), str(tmp_path / "tmp")):   # no folder, no keys/
+        keys.start_early(where)
+    monkeypatch.setenv(keys.RECOVERY_CODE_ENV, str(tmp_path / "code"))            # a recovery code wins
+    keys.start_early(str(tmp_path))
+    monkeypatch.delenv(keys.RECOVERY_CODE_ENV)
+    monkeypatch.setenv(keys.PASSPHRASE_ENV, str(tmp_path / "missing"))          # unreadable: the unlock says so
+    keys.start_early(str(tmp_path))
+    monkeypatch.delenv(keys.PASSPHRASE_ENV)
+    keys.start_early(str(tmp_path))
+    assert keys._early == {}
+
+
+def test_a_derivation_in_the_background_counts_its_time_and_the_wait_for_it(storage, tmp_path, monkeypatch):
+    monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(keys.RECOVERY_CODE_ENV, raising=False)
+    key_id, config = _repo(storage, tmp_path)
+    gate = threading.Event()
+    real = keys._try_keys
+
+    def held(*args):                 # the derivation ends only when the gate opens
+        gate.wait(30)
+        return real(*args)
+    monkeypatch.setattr(keys, "_try_keys", held)
+    began = time.monotonic()
+    pending = Unlock(passphrase="first passphrase").begin(storage, config)
+    threading.Timer(0.3, gate.set).start()
+    assert pending.result() == (MASTER, key_id)
+    took = time.monotonic() - began
+    assert 0.25 <= pending.waited <= pending.seconds + 0.05 and pending.seconds <= took
+    waited = pending.waited
+    assert pending.result() == (MASTER, key_id) and pending.waited == waited   # asked again: no new wait
+    # a derivation that ended before anyone asked was not waited for
+    pending = Unlock(passphrase="first passphrase").begin(storage, config)
+    pending._thread.join(30)
+    assert pending.result() == (MASTER, key_id) and 0 <= pending.waited < 0.25 and pending.seconds > 0
+    with pytest.raises(WrongPassphraseError):
+        Unlock(passphrase="other passphrase").begin(storage, config).result()
+
+
+def test_a_key_known_at_once_took_no_time_and_one_asked_for_took_what_it_waited(storage, tmp_path, monkeypatch):
+    monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(keys.RECOVERY_CODE_ENV, raising=False)
+    _, config = _repo(storage, tmp_path)
+    code = tmp_path / "code"
+    code.write_text(recovery_code(MASTER))
+    pending = Unlock(recovery_code_file=str(code)).begin(storage, config)
+    assert pending.result() == (MASTER, None) == pending.result()
+    assert (pending.seconds, pending.waited) == (0.0, 0.0)
+    # a passphrase typed on the terminal is derived in this thread: its time, all of it waited
+    began = time.monotonic()
+    pending = Unlock(ask=lambda prompt: "first passphrase").begin(storage, config)
+    took = time.monotonic() - began
+    assert pending.result()[0] == MASTER and 0 < pending.seconds == pending.waited <= took
+
+
+def test_a_program_ends_without_waiting_for_a_derivation_it_began(tmp_path):
+    # Both derivations (start_early's and the unlock's) held for ever: a command that fails
+    # before it needs the key must still end.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    key_id, raw = new_key_object(MASTER, "first passphrase", REPO_ID, CHEAP, "")
+    for folder in ("keys", "tmp"):
+        (tmp_path / "r" / folder).mkdir(parents=True)
+    (tmp_path / "r" / key_name(key_id)).write_bytes(raw)
+    (tmp_path / "pass").write_text("first passphrase\n")
+    root = Path(keys.__file__).resolve().parents[2]
+    # signal.alarm: a program left waiting (a mutant's thread) ends by itself even when pytest,
+    # which would kill it at the timeout, was ended first.
+    program = ("import signal, sys, threading\n"
+               "signal.alarm(120)\n"
+               "from recovery.repo import keys\n"
+               "from recovery.repo.sealing import key_check\n"
+               "from recovery.storage.local import LocalStorage\n"
+               "never = threading.Event()\n"
+               "keys._argon2id = lambda *a: never.wait()\n"
+               "keys._try_keys = lambda *a: never.wait()\n"
+               "keys.start_early(sys.argv[1])\n"
+               "assert len(keys._early) == 1\n"
+               "with LocalStorage(sys.argv[1]) as s:\n"
+               "    keys.Unlock(passphrase='x').begin(s, {'encryption': {'key_check': key_check(bytes(32))}})\n"
+               "print('ended')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFEBOAT_")}
+    env.update(PYTHONPATH=str(root), LIFEBOAT_PASSPHRASE_FILE=str(tmp_path / "pass"))
+    out = subprocess.run([sys.executable, "-c", program, str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=root)
+    assert (out.returncode, out.stdout) == (0, "ended\n"), out.stderr
