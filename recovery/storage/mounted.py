@@ -243,13 +243,9 @@ class MountedStorage(LocalStorage):
 
 
 def _denied(exc) -> bool:
-    """A refusal of the server's (MountedStorage.refusals), wherever it is in the chain."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return seen.errno in MountedStorage.refusals
-        seen = seen.__cause__
-    return False
+    """A refusal of the server's (MountedStorage.refusals), wherever it is in the chain (a
+    chain without an errno reads as EIO, which is none)."""
+    return _errno(exc) in MountedStorage.refusals
 
 
 def _errno(exc) -> int:
