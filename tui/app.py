@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.worker import Worker, WorkerFailed
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, get_current_worker
 
 from recovery.errors import LifeboatError
 from tui import errlog
@@ -114,20 +115,30 @@ class LifeboatApp(App[int]):
             error = getattr(exc, "message", None) or str(exc)
             if path:
                 error += f" (details in {path})"
-        self.call_from_thread(self._scanned, error)
+        self.call_from_thread(self._scanned, error, get_current_worker())
 
-    def _scanned(self, error: str | None) -> None:
+    def _scanned(self, error: str | None, worker: Worker) -> None:
+        if worker is not self._scan_worker:
+            return          # a scan replaced by a newer one: its thread ran on, its result is old
         self.scanning = False
         self.scan_error = error
         self.scan_generation += 1
 
     async def ready(self) -> None:
-        """Wait until the scan of disks and repositories has finished."""
-        if self._scan_worker is not None:
+        """Wait until the newest scan of disks and repositories has finished.
+
+        The wait is shielded: when the flow waiting here is replaced by another (the flow group
+        is exclusive), Textual's Worker.wait would otherwise cancel the scan itself and raise
+        WorkerCancelled in the flow, which then showed as an "unexpected" error. A scan
+        replaced by a newer one (F5, another flow's rescan) is followed to the newest."""
+        while self._scan_worker is not None:
+            worker = self._scan_worker
             try:
-                await self._scan_worker.wait()
-            except WorkerFailed:
+                await asyncio.shield(worker.wait())
+            except (WorkerFailed, WorkerCancelled):
                 pass
+            if worker is self._scan_worker:
+                return
 
     def status_text(self) -> str:
         if self.scanning:
@@ -154,6 +165,10 @@ class LifeboatApp(App[int]):
             return await worker.wait()
         except WorkerFailed as failed:
             raise failed.error from None
+        except WorkerCancelled:
+            # Textual's way of saying the flow awaiting here was cancelled: go on cancelling it,
+            # never an error dialog.
+            raise asyncio.CancelledError from None
 
     # -- errors --------------------------------------------------------------------------------
     async def show_error(self, exc: BaseException, context: str) -> None:

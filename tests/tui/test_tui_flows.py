@@ -405,3 +405,42 @@ def test_restore_asks_which_computer_when_a_repository_holds_several(machine):
             await wait_screen(pilot, NamePickerScreen)
 
     run(scenario())
+
+
+def test_a_flow_replaced_while_it_waits_for_the_scan_shows_no_error(machine):
+    """Found in the live system: "Restore finished" → Done starts a rescan, which takes a while
+    there, and the restore flow waits for it; choosing the next thing on Home meanwhile (the
+    flow group is exclusive) cancelled that flow inside Textual's Worker.wait, which cancelled
+    the scan too and showed "Could not finish that: WorkerCancelled" over the menu. Here the
+    scan is made slow (the real one, 1.5 s late), Check is started and waits for it, and Disks
+    replaces Check: no dialog, the scan ends, and its result is shown."""
+    from tui.screens.disks import DisksScreen
+    from tui.screens.message import MessageDialog
+
+    async def scenario():
+        app = make_app(machine)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await ready(pilot)
+            refresh = app.session.refresh
+
+            def slow_refresh():
+                import time
+
+                time.sleep(1.5)
+                refresh()
+
+            app.session.refresh = slow_refresh
+            await pilot.press("f5")
+            await wait_for(pilot, lambda: app.scanning, what="the slow scan to start")
+            app.start("check")
+            await pilot.pause(0.3)
+            assert app.scanning, "the check flow must still be waiting for the scan"
+            app.start("disks")
+            await wait_screen(pilot, DisksScreen, timeout=10)
+            await wait_for(pilot, lambda: not app.scanning, timeout=10, what="the scan to end")
+            await pilot.pause(0.3)
+            assert not any(isinstance(s, MessageDialog) for s in app.screen_stack), screen_text(app)
+            assert app.scan_error is None
+            assert "Looking for disks" not in app.status_text()
+
+    run(scenario())
