@@ -185,7 +185,7 @@ def test_a_clonezilla_folder_on_a_drive_is_listed_with_its_origin(loops, tmp_pat
     kind, date, count = images[0].image.split(", ")
     assert (kind, count) == ("Clonezilla image", f"{len(sfdisk_json(_disk)['partitions'])} partitions")
     assert count == "4 partitions" and date in (folder / "clonezilla-img").read_text()
-    assert f"{dev}p1" not in Path("/proc/mounts").read_text()       # unmounted after the search
+    assert f"{dev}p1 " not in Path("/proc/mounts").read_text()      # unmounted after the search
 
 
 def test_a_target_inside_the_image_folder_is_refused(loops, tmp_path):

@@ -28,4 +28,4 @@ def test_repository_on_a_disk_without_partition_table_is_found(tmp_path, loops):
     places = discover.scan([disk])
     found = [p for p in places if p.is_repository]
     assert len(found) == 1 and found[0].disk == dev and found[0].label == "WHOLE-STICK"
-    assert dev not in open("/proc/mounts").read()          # unmounted after the search
+    assert f"{dev} " not in open("/proc/mounts").read()    # unmounted after the search
