@@ -76,9 +76,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Every skip, counted and named, so a run that quietly skipped a tier shows it."""
+    """Every skip, counted and named, so a run that quietly skipped a tier shows it; before it,
+    the tests that cost the most CPU."""
     skipped = terminalreporter.stats.get("skipped", [])
     tr = terminalreporter
+    _cpu_summary(tr)
     tr.section("skip summary")
     if not skipped:
         tr.write_line("no test was skipped")
@@ -166,3 +168,32 @@ def loops(tmp_path_factory):
     devices = LoopDevices(tmp_path_factory.getbasetemp())
     yield devices
     devices.detach_all()
+
+
+# CPU seconds each test cost (fixtures set up for it included: its own and every child it waited for: the CLI, mkfs, QEMU), so
+# the run's budget can be read as CPU as well as wall time: on 2 cores, lanes running at once
+# end no sooner than the CPU they need allows.
+_CPU_BY_TEST: dict[str, float] = {}
+
+
+def _cpu_now() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_now()
+    yield
+    _CPU_BY_TEST[item.nodeid] = _cpu_now() - start
+
+
+def _cpu_summary(tr) -> None:
+    if not _CPU_BY_TEST:
+        return
+    tr.section("CPU seconds by test (its own and its children's), the 15 dearest")
+    for nodeid, cpu in sorted(_CPU_BY_TEST.items(), key=lambda kv: -kv[1])[:15]:
+        tr.write_line(f"{cpu:8.1f}  {nodeid}")
+    tr.write_line(f"{sum(_CPU_BY_TEST.values()):8.1f}  all {len(_CPU_BY_TEST)} tests")
