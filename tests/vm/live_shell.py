@@ -29,6 +29,14 @@ def shell_step(vm, name: str, command: str, timeout: float = 600) -> int:
     return int(vm.wait_for(rf"STEP-{name}-(\d+)-", timeout)[1])
 
 
+def step_output(vm, name: str, timeout: float = 60) -> str:
+    """What step `name` printed, read back from its log file. The console alone cannot tell:
+    the next command is typed while the last one's output may still be arriving, and the two
+    end up on one line. (The quotes in the typed markers keep their echo from matching.)"""
+    keys(vm, f"echo OUT-{name}-BEG''IN; cat /tmp/{name}.log; echo OUT-{name}-E''ND" + ENTER)
+    return vm.wait_for(rf"OUT-{name}-BEGIN\r?\n([\s\S]*?)OUT-{name}-END", timeout)[1].replace("\r", "")
+
+
 def power_off(vm, before: str = "sync") -> None:
     keys(vm, f"{before}; poweroff -f" + ENTER)
     vm.wait_exit(180)
