@@ -312,3 +312,18 @@ def test_pack_buffers_make_at_most_as_many_as_allowed_and_hand_back_those_given(
     assert two.take() is None and two._made == 2
     two.give(b)
     assert two.take() is b and two.take() is None
+
+
+def test_a_pack_buffer_grows_to_twice_its_array_or_a_quarter_past_the_write_whichever_is_more():
+    # The size of a grown array changes memory use only (the write after it always fits), but a
+    # pack larger than planned should grow in few steps and not far past its need: pinned here.
+    from recovery.repo.packs import PackBuffer
+
+    buffer = PackBuffer(0)
+    assert len(buffer.data) == 64 * 64 + 64                     # one segment's gaps and the alignment
+    buffer.put(0, b"a" * 5000)                                   # just past it: twice the array
+    assert len(buffer.data) == 2 * (64 * 64 + 64)
+    buffer.put(5000, b"b" * 20_000)                              # far past: a quarter past the write's end
+    end = buffer._skip + 25_000
+    assert len(buffer.data) == end + end // 4
+    assert _pieces_of(buffer, 25_000) == ([25_000], b"a" * 5000 + b"b" * 20_000)
