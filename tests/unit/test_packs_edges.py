@@ -327,3 +327,22 @@ def test_a_pack_buffer_grows_to_twice_its_array_or_a_quarter_past_the_write_whic
     end = buffer._skip + 25_000
     assert len(buffer.data) == end + end // 4
     assert _pieces_of(buffer, 25_000) == ([25_000], b"a" * 5000 + b"b" * 20_000)
+
+
+def test_a_view_given_to_a_pack_waiting_for_a_buffer_is_copied_so_reusing_its_buffer_changes_nothing(storage, tmp_path):
+    # The one buffer is another pack's for as long as this pack lives: its pieces wait, and a
+    # view of a reader's buffer (refilled at once) must wait as a copy.
+    from recovery.repo.packs import PackBuffers
+    from recovery.repo.parity import make_parity
+
+    buffers = PackBuffers(300_000)
+    holder = PackWriter(storage, parity=True, buffers=buffers)
+    writer = PackWriter(storage, parity=True, buffers=buffers)
+    assert holder._kept is not None and writer._kept is None
+    reused = bytearray(os.urandom(5000))
+    writer.add(b"v" * 32, memoryview(reused), len(reused), 1, 0)
+    reused[:] = bytes(len(reused))
+    pid, _ = writer.finish()
+    holder.abort()
+    data = pack_path(tmp_path, pid).read_bytes()
+    assert storage.read(pack_parity_name(pid)) == make_parity(data)
