@@ -323,8 +323,8 @@ def test_a_pack_buffer_grows_to_twice_its_array_or_a_quarter_past_the_write_whic
     assert len(buffer.data) == 64 * 64 + 64                     # one segment's gaps and the alignment
     buffer.put(0, b"a" * 5000)                                   # just past it: twice the array
     assert len(buffer.data) == 2 * (64 * 64 + 64)
+    end = buffer._skip + 25_000                                  # where the write ends, in the array before
     buffer.put(5000, b"b" * 20_000)                              # far past: a quarter past the write's end
-    end = buffer._skip + 25_000
     assert len(buffer.data) == end + end // 4
     assert _pieces_of(buffer, 25_000) == ([25_000], b"a" * 5000 + b"b" * 20_000)
 
