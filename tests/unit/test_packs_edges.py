@@ -278,7 +278,7 @@ def test_a_pack_buffer_takes_puts_in_any_order_and_gives_back_the_same_bytes(ord
 def test_pack_buffers_grown_past_their_size_stay_aligned_and_keep_what_was_put():
     # Grown arrays are new allocations, aligned again; the bytes put before the growth move with
     # it. Many buffers at once, of sizes that stay on the heap (its arrays lie 16 bytes apart), so
-    # that both the first array and the grown one land at each offset from a boundary somewhere.
+    # that the first arrays and the grown ones each lie at more than one offset from a boundary.
     from recovery.repo import isal
     from recovery.repo.packs import PackBuffer
 
