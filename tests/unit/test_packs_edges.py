@@ -232,3 +232,117 @@ def test_every_pack_buffer_starts_its_pieces_on_64_byte_boundaries_wherever_it_w
             assert at % 64 == 0 and bytes(piece) == b"\x01" * 5
         piece.release()
     assert len(residues) > 1          # the arrays did lie at different offsets from a boundary
+
+
+def _pieces_of(buffer, length):
+    """The pack's bytes as the buffer gives them, each piece checked to start on a 64-byte
+    boundary (the encoder's loads)."""
+    from recovery.repo import isal
+
+    pieces = buffer.pieces(length)
+    try:
+        for piece in pieces:
+            with isal.pinned(piece) as at:
+                assert at % 64 == 0
+        return [len(p) for p in pieces], b"".join(pieces)
+    finally:
+        for piece in pieces:
+            piece.release()
+
+
+@pytest.mark.parametrize("order", [
+    # a whole segment first, into a buffer far too small for it (the room it grows to must
+    # cover where that segment starts, not just its length)
+    "segment 1 first",
+    # a few bytes three segments in first, then one put across three segments that ends inside
+    # the third (its last part is short: it must not cut away what lies after it), then the gap
+    "the end first",
+])
+def test_a_pack_buffer_takes_puts_in_any_order_and_gives_back_the_same_bytes(order):
+    from recovery.repo.packs import PackBuffer
+
+    seg = PackBuffer.SEGMENT
+    data = os.urandom(3 * seg + 1000)
+    cuts = {
+        "segment 1 first": [(seg, 2 * seg), (0, seg), (2 * seg, len(data))],
+        "the end first": [(3 * seg, len(data)), (0, 2 * seg + 500), (2 * seg + 500, 3 * seg)],
+    }[order]
+    buffer = PackBuffer(0)
+    for start, end in cuts:
+        buffer.put(start, data[start:end])
+    lengths, whole = _pieces_of(buffer, len(data))
+    assert lengths == [seg, seg, seg, 1000]
+    assert whole == data
+
+
+def test_pack_buffers_grown_past_their_size_stay_aligned_and_keep_what_was_put():
+    # Grown arrays are new allocations, aligned again; the bytes put before the growth move with
+    # it. Many buffers at once, of sizes that stay on the heap (its arrays lie 16 bytes apart), so
+    # that the first arrays and the grown ones each lie at more than one offset from a boundary.
+    from recovery.repo import isal
+    from recovery.repo.packs import PackBuffer
+
+    head, tail = os.urandom(1000), os.urandom(20_000)
+    buffers = [PackBuffer(size) for size in range(0, 64 * 40, 40)]
+    before, after = set(), set()
+    for buffer in buffers:
+        buffer.put(0, head)
+        with memoryview(buffer.data) as whole, isal.pinned(whole) as base:
+            before.add(base % 64)
+        first = buffer.data
+        buffer.put(len(head), tail)
+        assert buffer.data is not first                          # it did grow
+        with memoryview(buffer.data) as whole, isal.pinned(whole) as base:
+            after.add(base % 64)
+        assert _pieces_of(buffer, len(head) + len(tail)) == ([len(head) + len(tail)], head + tail)
+    assert len(before) > 1 and len(after) > 1
+
+
+def test_pack_buffers_make_at_most_as_many_as_allowed_and_hand_back_those_given():
+    from recovery.repo.packs import PackBuffers
+
+    one = PackBuffers(100)                                       # one unless told
+    a = one.take()
+    assert a is not None and len(a.data) >= 100 and one.take() is None
+    one.give(a)
+    assert one.take() is a and one.take() is None
+    two = PackBuffers(100, most=2)
+    a, b = two.take(), two.take()
+    assert a is not None and b is not None and a is not b
+    assert two.take() is None and two._made == 2
+    two.give(b)
+    assert two.take() is b and two.take() is None
+
+
+def test_a_pack_buffer_grows_to_twice_its_array_or_a_quarter_past_the_write_whichever_is_more():
+    # The size of a grown array changes memory use only (the write after it always fits), but a
+    # pack larger than planned should grow in few steps and not far past its need: pinned here.
+    from recovery.repo.packs import PackBuffer
+
+    buffer = PackBuffer(0)
+    assert len(buffer.data) == 64 * 64 + 64                     # one segment's gaps and the alignment
+    buffer.put(0, b"a" * 5000)                                   # just past it: twice the array
+    assert len(buffer.data) == 2 * (64 * 64 + 64)
+    end = buffer._skip + 25_000                                  # where the write ends, in the array before
+    buffer.put(5000, b"b" * 20_000)                              # far past: a quarter past the write's end
+    assert len(buffer.data) == end + end // 4
+    assert _pieces_of(buffer, 25_000) == ([25_000], b"a" * 5000 + b"b" * 20_000)
+
+
+def test_a_view_given_to_a_pack_waiting_for_a_buffer_is_copied_so_reusing_its_buffer_changes_nothing(storage, tmp_path):
+    # The one buffer is another pack's for as long as this pack lives: its pieces wait, and a
+    # view of a reader's buffer (refilled at once) must wait as a copy.
+    from recovery.repo.packs import PackBuffers
+    from recovery.repo.parity import make_parity
+
+    buffers = PackBuffers(300_000)
+    holder = PackWriter(storage, parity=True, buffers=buffers)
+    writer = PackWriter(storage, parity=True, buffers=buffers)
+    assert holder._kept is not None and writer._kept is None
+    reused = bytearray(os.urandom(5000))
+    writer.add(b"v" * 32, memoryview(reused), len(reused), 1, 0)
+    reused[:] = bytes(len(reused))
+    pid, _ = writer.finish()
+    holder.abort()
+    data = pack_path(tmp_path, pid).read_bytes()
+    assert storage.read(pack_parity_name(pid)) == make_parity(data)
