@@ -58,8 +58,10 @@ def backups_at_once(disks, repo, env=None) -> tuple[list[dict], int]:
     seen = 0
     while any(p.poll() is None for p in procs):
         where = Path(str(repo)) / "lock"
-        if where.is_dir():
+        try:
             seen = max(seen, len(list(where.glob("*.json"))))
+        except FileNotFoundError:
+            pass            # no lock held now (the folder goes with the last one), or not a folder repository
         time.sleep(0.01)
     results = []
     for p in procs:
