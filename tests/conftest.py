@@ -170,9 +170,9 @@ def loops(tmp_path_factory):
     devices.detach_all()
 
 
-# CPU seconds each test cost (fixtures set up for it included: its own and every child it waited for: the CLI, mkfs, QEMU), so
-# the run's budget can be read as CPU as well as wall time: on 2 cores, lanes running at once
-# end no sooner than the CPU they need allows.
+# CPU seconds each test cost: its own, its fixtures' set-up, and every child it waited for (the
+# CLI, mkfs, QEMU). The run's budget is CPU as well as wall time: on 2 cores, lanes running at
+# once end no sooner than the CPU they need allows.
 _CPU_BY_TEST: dict[str, float] = {}
 
 

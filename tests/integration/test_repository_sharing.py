@@ -56,8 +56,8 @@ def backups_at_once(disks, repo, env=None) -> tuple[list[dict], int]:
         time.sleep(0.01)
     procs += [start(i, d) for i, d in enumerate(disks) if i]
     seen = 0
+    where = Path(str(repo)) / "lock"
     while any(p.poll() is None for p in procs):
-        where = Path(str(repo)) / "lock"
         try:
             seen = max(seen, len(list(where.glob("*.json"))))
         except FileNotFoundError:
