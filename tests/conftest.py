@@ -197,3 +197,14 @@ def _cpu_summary(tr) -> None:
     for nodeid, cpu in sorted(_CPU_BY_TEST.items(), key=lambda kv: -kv[1])[:15]:
         tr.write_line(f"{cpu:8.1f}  {nodeid}")
     tr.write_line(f"{sum(_CPU_BY_TEST.values()):8.1f}  all {len(_CPU_BY_TEST)} tests")
+    by_file: dict[str, float] = {}
+    for nodeid, cpu in _CPU_BY_TEST.items():
+        by_file[nodeid.split("::")[0]] = by_file.get(nodeid.split("::")[0], 0.0) + cpu
+    tr.section("CPU seconds by test file, the 15 dearest")
+    for name, cpu in sorted(by_file.items(), key=lambda kv: -kv[1])[:15]:
+        tr.write_line(f"{cpu:8.1f}  {name}")
+    # Every test's figure, for planning where the suite's time goes (scripts/test names a file per lane).
+    listing = os.environ.get("LIFEBOAT_CPU_FILE")
+    if listing:
+        with open(listing, "w") as f:
+            f.writelines(f"{cpu:.2f}\t{nodeid}\n" for nodeid, cpu in sorted(_CPU_BY_TEST.items(), key=lambda kv: -kv[1]))

@@ -1,25 +1,12 @@
-"""Working in the live system's shell as a technician would, for VM tests: reach the shell
-from the TUI on the serial console, run one line at a time and get its exit status, and a
-small source disk whose files are known."""
+"""Working in the live system's shell as a technician would, for VM tests: run one line at a
+time and get its exit status, and a small source disk whose files are known."""
 
 from __future__ import annotations
-
-import time
 
 from recovery.probe.table import read_layout
 from tests.diskimages import LINUX_FS, MiB, PartSpec, make_disk
 from tests.fsimages import ext_tree, fsck_clean, make_ext4, make_tree
-from tests.vm.test_iso import BOOT_LINE, BOOT_TIMEOUT, END, ENTER, TUI_DRAWN, UP, keys
-
-
-def open_shell(vm) -> None:
-    """From boot to the shell prompt: the TUI's Quit → Power off → Reboot → Shell entry."""
-    vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
-    vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
-    time.sleep(5)
-    keys(vm, END, UP, UP, UP, ENTER)
-    vm.wait_for(r"Lifeboat shell", 120)
-    time.sleep(2)
+from tests.vm.test_iso import ENTER, keys
 
 
 def shell_step(vm, name: str, command: str, timeout: float = 600) -> int:

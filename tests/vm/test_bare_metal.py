@@ -375,8 +375,9 @@ def test_live_system_restores_onto_a_smaller_disk_and_it_boots(tmp_path, loops):
                  log=tmp_path / "live.log") as vm:
         m = vm.wait_for(LIVE_RESULT, 900)
         assert m["status"] == "ok", m.group(0)
-        vm.wait_exit(120)
+        assert vm.wait_exit(120) == 0       # lifeboat.then=poweroff
         out = vm.output
+    assert "Restore snapshot" in out          # the plan was shown before writing
     assert re.search(r"shrink the filesystem from 896\.0 MiB to", out), out[-3000:]
     assert "data beyond the new end moved" in out, out[-3000:]
     n = {int(p["node"][-1]): p for p in table(target)["partitions"]}

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -25,9 +26,9 @@ from tests.diskimages import BASIC_DATA, PartSpec, make_disk
 from tests.fsimages import ext_tree, make_tree, make_vfat, vfat_tree
 from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd, sshd  # noqa: F401 - fixtures
 from tests.vm import golden
-from tests.vm.live_shell import assert_restored, open_shell, power_off, shell_step, source_disk, step_output
+from tests.vm.live_shell import assert_restored, power_off, shell_step, source_disk, step_output
 from tests.vm.qemu import Disk, Machine
-from tests.vm.test_iso import BOOT_TIMEOUT, MIB, RESULT, ROOT, blank, live_machine
+from tests.vm.test_iso import BOOT_LINE, BOOT_TIMEOUT, MIB, RESULT, ROOT, blank, live_machine
 from tests.vm.test_iso import iso  # noqa: F401 - the built ISO, a fixture
 
 pytestmark = pytest.mark.vm
@@ -74,6 +75,8 @@ def test_unattended_restore_from_s3_with_secrets_from_a_partition_boots(iso, tmp
         out = vm.output
     fields = dict(kv.split("=", 1) for kv in m["rest"].split())
     assert fields["snapshot"] == snapshot
+    assert fields["target"] == "/dev/nvme0n1" and int(fields["seconds"]) >= 0, fields
+    assert "Restore snapshot" in out          # the plan was shown before writing
     assert re.search(r"lifeboat: network: \S+ 10\.0\.2\.15/24", out), out[-3000:]
     assert env["AWS_SECRET_ACCESS_KEY"] not in out          # secrets never reach a console
 
@@ -88,8 +91,8 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     repository on each of SMB, NFS, SFTP, a FAT32 USB stick and an exFAT SATA disk, each mounted
     by the live system's own client or driver (this machine's kernel has none of cifs, nfs, vfat
     and exfat, so the rest of the suite reaches FAT through FUSE; sshfs needs the live kernel's
-    FUSE module loaded); into each a backup of the source disk, a check, and a restore onto a
-    blank disk of its own, whose every file is then compared with the source's here (and
+    FUSE module loaded); into each a backup of the source disk (checked by `verify` on SMB), and a
+    restore onto a blank disk of its own, whose every file is then compared with the source's here (and
     e2fsck run). Then getting files back where the kernel's drivers do the reading: a PC disk
     with a FAT32 and an exFAT partition is backed up, its snapshot mounted (each filesystem
     beneath it mounted by the live kernel's vfat and exfat) and both copied out with `get`.
@@ -131,8 +134,12 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     # No network card at boot: one is plugged in once the shell runs (a PCIe slot of its own,
     # as a card or a USB adapter plugged in later), and the live system brings it up by DHCP.
     hotplug = ["-netdev", "user,id=net0", "-device", "pcie-root-port,id=slot1,chassis=1,slot=1"]
-    with live_machine(iso, disks, "", tmp_path / "console.log", monitor=True, extra_args=hotplug) as vm:
-        open_shell(vm)
+    # A shell on the consoles instead of the TUI (test_iso.py reaches the shell through the TUI):
+    # starting the TUI twice costs emulation most of a minute.
+    with live_machine(iso, disks, "lifeboat.console=shell", tmp_path / "console.log", monitor=True,
+                      extra_args=hotplug) as vm:
+        vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
+        time.sleep(3)
         assert shell_step(vm, "no-net", "ls /run/lifeboat/network/ | wc -l") == 0
         cards_at_boot = int(vm.wait_for(r"\n(\d+)\r?\n", 30)[1])
         assert vm.hmp("device_add e1000e,netdev=net0,bus=slot1,id=card1") == ""
@@ -154,7 +161,8 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
         for kind, repo, target in zip(kinds, repos, ("/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf")):
             assert shell_step(vm, f"init-{kind}", f"lifeboat repo init {repo}") == 0
             assert shell_step(vm, f"backup-{kind}", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
-            assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
+            if kind == "smb":       # verify reads as restore does; once is enough for CI's time
+                assert shell_step(vm, f"verify-{kind}", f"lifeboat verify --repo {repo}", 900) == 0
             assert shell_step(vm, f"restore-{kind}", f"lifeboat restore latest {target} --repo {repo} --yes", 900) == 0
         # a real Samba's refusals, read from mount.cifs by the live system: one line each, exit 5
         smb = f"smb://{SMB_USER}@{HOST}"
