@@ -98,11 +98,29 @@ def fuse_program(module: str, args: list[str], mountpoint: Path, ready: Path):
             time.sleep(0.05)
         yield
     finally:
-        subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
+        # The loop device over the FUSE file may let go a moment after it is detached: until
+        # then the unmount is refused as busy. A mount left behind would outlive the test (a
+        # dead FUSE mount in the run's folder, which the next run cannot remove), so after a
+        # few tries it is unmounted lazily, and for certain once its server is gone.
+        for _ in range(30):
+            subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
+            if not _mounted(mountpoint):
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["fusermount", "-u", "-z", str(mountpoint)], capture_output=True)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        if _mounted(mountpoint):
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == str(path) for line in f)
 
 
 @contextlib.contextmanager
