@@ -104,18 +104,18 @@ def own_temp_dir(tmp_path_factory):
     os.environ["TMPDIR"] = tempfile.tempdir = str(temp)
     own_mounts.set_base(base)
     yield temp
-    # Nothing the run mounted may outlive it: a dead FUSE mount left in the base folder stops
-    # the next run with the same folder before its first test. Each is named (a failure of the
-    # run) and unmounted lazily.
-    left = own_mounts.mounts_containing("")
-    for target in sorted(left, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True)
-    assert not left, f"the run left these mounted: {left}"
     if saved[0] is None:
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = saved[0]
     tempfile.tempdir = saved[1]
+    # Nothing the run mounted may outlive it: a dead FUSE mount left in the base folder stops
+    # the next run with the same folder before its first test. Each is named (a failure of the
+    # run) and unmounted lazily.
+    left = own_mounts.mounts()
+    for target in sorted(left, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
+    assert not left, f"the run left these mounted: {left}"
 
 
 @pytest.fixture(autouse=True)
@@ -206,7 +206,8 @@ def _cpu_summary(tr) -> None:
     tr.write_line(f"{sum(_CPU_BY_TEST.values()):8.1f}  all {len(_CPU_BY_TEST)} tests")
     by_file: dict[str, float] = {}
     for nodeid, cpu in _CPU_BY_TEST.items():
-        by_file[nodeid.split("::")[0]] = by_file.get(nodeid.split("::")[0], 0.0) + cpu
+        name = nodeid.split("::")[0]
+        by_file[name] = by_file.get(name, 0.0) + cpu
     tr.section("CPU seconds by test file, the 15 dearest")
     for name, cpu in sorted(by_file.items(), key=lambda kv: -kv[1])[:15]:
         tr.write_line(f"{cpu:8.1f}  {name}")

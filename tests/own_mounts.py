@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recovery.browse import view
+from recovery.probe.mounts import current_mounts
 
 _base: list[str] = []
 
@@ -24,6 +25,11 @@ def mine(targets) -> list[str]:
 def views() -> list[str]:
     """Browse views (live or stale) mounted beneath this run's base folder."""
     return mine(view.views())
+
+
+def mounts() -> list[str]:
+    """Every mount point beneath this run's base folder."""
+    return mine(m.target for m in current_mounts())
 
 
 def mounts_containing(word: str) -> list[str]:

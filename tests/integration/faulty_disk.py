@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from recovery.probe.mounts import current_mounts
+
 NAME = "/disk.img"
 
 
@@ -104,7 +106,7 @@ def fuse_program(module: str, args: list[str], mountpoint: Path, ready: Path):
         # few tries it is unmounted lazily, and for certain once its server is gone.
         for _ in range(30):
             subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)
-            if not _mounted(mountpoint):
+            if not mounted(mountpoint):
                 break
             time.sleep(0.1)
         else:
@@ -114,13 +116,12 @@ def fuse_program(module: str, args: list[str], mountpoint: Path, ready: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if _mounted(mountpoint):
+        if mounted(mountpoint):
             subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
 
 
-def _mounted(path: Path) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == str(path) for line in f)
+def mounted(path: Path) -> bool:
+    return any(m.target == str(path) for m in current_mounts())
 
 
 @contextlib.contextmanager

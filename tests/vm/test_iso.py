@@ -93,8 +93,8 @@ def blank(path: Path, size: int) -> Path:
     ("uefi-secure", "cd"),
 ])
 def test_iso_boots_to_tui(iso, firmware, medium, tmp_path):
-    """Each firmware, from a CD and from a USB stick, with SATA, NVMe and virtio disks
-    attached: the boot line tells how it came up, then the TUI draws on the serial console.
+    """BIOS from a CD and from a USB stick, UEFI with Secure Boot from a CD, with SATA, NVMe
+    and virtio disks attached: the boot line tells how it came up, then the TUI draws on the serial console.
     The BIOS boot from CD also goes on as a person at the PC would: see
     first_console_shows_the_tui_and_alt_f2_a_root_shell."""
     disks = [Disk(blank(tmp_path / f"{bus}.img", 64 * MIB), bus=bus, serial=f"ISO-{bus.upper()}")
