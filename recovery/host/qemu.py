@@ -22,6 +22,7 @@ import time
 
 from recovery.errors import DamageError, ToolError
 from recovery.host import tools
+from recovery.probe.mounts import current_mounts
 
 log = logging.getLogger("recovery.host.qemu")
 CHECK_UNSUPPORTED = 63       # qemu-img check: "this image format does not support checks"
@@ -88,8 +89,7 @@ class RawExport:
                               "its header says")
 
     def _mounted(self) -> bool:
-        with open("/proc/self/mounts") as f:
-            return any(line.split()[1] == self.path for line in f)
+        return any(m.target == self.path for m in current_mounts())
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

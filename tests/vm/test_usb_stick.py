@@ -52,22 +52,27 @@ def written_stick(tmp_path_factory) -> Stick:
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_written_stick_boots_and_finds_its_repository(written_stick, firmware, tmp_path):
-    """Booted by the firmware from the USB stick alone (a blank SATA disk beside it); the TUI's
-    restore flow lists the repository on the stick's LIFEBOAT-DATA partition."""
+    """Booted by the firmware from the USB stick alone (a blank SATA disk beside it): by BIOS
+    from the stick's MBR, by UEFI from the ESP in the stick's own partition table; the boot
+    line names the stick as the medium. After the BIOS boot, the TUI's restore flow lists the
+    repository on the stick's LIFEBOAT-DATA partition (what the live system finds there does
+    not depend on the firmware that started it; a TUI under emulation costs CI ~20 CPU s)."""
     disks = [Disk(blank(tmp_path / "sata.img", 64 * MIB), bus="sata", serial="SPARE-SATA")]
     with Machine(disks, cdrom=Cdrom(written_stick.path, bus="usb"), firmware=firmware, boot="cdrom",
                  log=tmp_path / "console.log") as vm:
         m = vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
-        vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
         booted = vm.elapsed()
-        time.sleep(5)
-        vm.send("r")
-        vm.wait_for(r"Which backups\?", 300)
-        found = vm.wait_for(r"(/dev/sd[a-z])4 \(LIFEBOATDAT\)", 300)
+        if firmware == "bios":
+            vm.wait_for(TUI_DRAWN, BOOT_TIMEOUT)
+            booted = vm.elapsed()
+            time.sleep(5)
+            vm.send("r")
+            vm.wait_for(r"Which backups\?", 300)
+            found = vm.wait_for(r"(/dev/sd[a-z])4 \(LIFEBOATDAT\)", 300)
+            assert found[1] == m["medium"]          # the repository is on the boot stick itself
     assert m["fw"] == firmware
     assert re.fullmatch(r"/dev/sd[a-z]", m["medium"]), m["medium"]
-    assert found[1] == m["medium"]                  # the repository is on the boot stick itself
-    print(f"stick {firmware}: TUI drawn {booted:.1f} s after QEMU start")
+    print(f"stick {firmware}: {'TUI drawn' if firmware == 'bios' else 'boot line'} {booted:.1f} s after QEMU start")
 
 
 def test_live_system_lists_usb_sticks_and_refuses_other_disks(written_stick, tmp_path):
