@@ -33,6 +33,7 @@ initramfs_build() {
         done
     done
     INITRD="$WORK/initrd.img"
-    (cd "$dir" && find . | cpio -o -H newc --quiet | zstd -q -19 -T0 > "$INITRD")
+    # The squashfs's level (6, or 19 for --release): -19 costs ~10 CPU s for ~0.35 MB less.
+    (cd "$dir" && find . | cpio -o -H newc --quiet | zstd -q "-$SQUASH_LEVEL" -T0 > "$INITRD")
     log "initramfs: $(wc -l < "$dir/lib/modules/load-order") modules, $(du -k "$INITRD" | cut -f1) KiB, kernel $kver"
 }

@@ -109,16 +109,20 @@ def changes_of(result: dict) -> int:
             + result["packs_deleted"])
 
 
-def test_prune_killed_after_any_change_leaves_every_snapshot_whole(tmp_path):
+def test_prune_killed_after_any_change_leaves_every_snapshot_whole(tmp_path, monkeypatch):
+    # 1 MiB packs: still every kind of change (packs written and deleted, index files written
+    # and deleted), at 23 points instead of 256 KiB packs' 38 (each point costs seven runs).
+    monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(MiB))
     repo = new_repo(tmp_path / "repo")
     snaps = history(tmp_path, repo, 5)
     lifeboat("forget", "--repo", repo, "--keep-last", "2")
     left = snaps[3:]
     probe = str(tmp_path / "probe")
     shutil.copytree(repo, probe)
-    total = changes_of(lifeboat("prune", "--repo", probe, "--repack-threshold", "100", "--json",
-                                json_out=True).data)
-    assert total >= 6
+    probed = lifeboat("prune", "--repo", probe, "--repack-threshold", "100", "--json", json_out=True).data
+    kinds = ("packs_written", "index_files_written", "index_files_deleted", "packs_deleted")
+    assert all(probed[k] > 0 for k in kinds), {k: probed[k] for k in kinds}
+    total = changes_of(probed)
     points = range(1, total + 1)                 # after every pack and index file written or deleted
     for n in points:
         copy = str(tmp_path / f"killed-{n}")

@@ -139,8 +139,13 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
         for k in range(3):                 # kill it up to three times in a row, then let it finish
             # The restore runs niced: on 2 busy cores the watcher below must still get the CPU
             # within the data phase (50-300 ms here), or its kill comes only after the table.
+            # In a session of its own, so the kill stops it and every tool it runs at once, as a
+            # crash or a power cut does. Killed alone, a tool it had started could go on writing:
+            # once this test read the mark in sector 0 and then, a moment later, a GPT (sfdisk
+            # writes the protective MBR over the mark last; without it no GPT is recognised).
             proc = subprocess.Popen(_restore_cmd(repo, target), cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(10))
+                                    stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(10),
+                                    start_new_session=True)
             if (attempt + k) % 2:
                 # Half the kills land while data is being written, whatever the machine's load
                 # does to the timing: when a random share of the data has reached the (sparse)
@@ -154,7 +159,7 @@ def test_killed_restore_is_never_taken_for_a_working_disk_and_resumes(tmp_path):
                 time.sleep(rng.uniform(0.05, full))
             if proc.poll() is not None:
                 break
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
             _detach_loops_over(target)
