@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,21 @@ def _restore_on_a_terminal(repo: Path, target: Path):
     return child
 
 
+def _waiting_for_the_answer(child, seconds: float = 60) -> None:
+    """Until the CLI's main thread sits in read(2) on the terminal. The prompt is written just
+    before that read; a Ctrl-C landing in between runs Python's C-level handler at once, but its
+    KeyboardInterrupt only at the next check, which a blocked read never reaches. A person does
+    not press keys within microseconds of a prompt; on a loaded machine this test did, once: the
+    restore logged "cancelled" only half an hour later, when pexpect closed it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(f"/proc/{child.pid}/syscall") as f:
+            if f.read().split(" ", 1)[0] in ("0", "7", "23", "270", "271"):   # x86-64: read, poll,
+                return                                                         # select, pselect6, ppoll
+        time.sleep(0.01)
+    raise AssertionError("the restore never waited for its answer")
+
+
 def _ended(child) -> str:
     import pexpect
 
@@ -230,6 +246,7 @@ def test_ctrl_c_at_the_question_writes_nothing_and_says_so(saved_pc, tmp_path):
     pc, repo, _ = saved_pc
     target = blank(tmp_path / "t.img", pc.disk.stat().st_size)
     child = _restore_on_a_terminal(repo, target)
+    _waiting_for_the_answer(child)
     child.sendintr()
     assert "lifeboat: cancelled: nothing was written" in _ended(child)
     assert target.read_bytes() == bytes(pc.disk.stat().st_size)
