@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.own_mounts import DROP_COPIED_MOUNTS
+
 ACCESS_KEY = "lifeboat-test"
 SECRET_KEY = "lifeboat-test-secret-0123456789"
 # A second key that may only read and list: a person whose key lacks the right to write
@@ -258,7 +260,7 @@ def start_with_own_accounts(server) -> None:
     """Start `server`'s sshd in a mount namespace of its own where its `passwd` and `shadow`
     stand for the system's: its accounts exist for it alone."""
     Path("/run/sshd").mkdir(exist_ok=True)
-    script = (f"mount --bind {server.passwd} /etc/passwd && mount --bind {server.shadow} /etc/shadow && "
+    script = (DROP_COPIED_MOUNTS + f"mount --bind {server.passwd} /etc/passwd && mount --bind {server.shadow} /etc/shadow && "
               f"exec /usr/sbin/sshd -D -e -f {server.config}")
     server.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                    stdout=open(server.work / "sshd.log", "ab"), stderr=subprocess.STDOUT,

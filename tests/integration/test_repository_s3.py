@@ -19,6 +19,7 @@ from tests.integration.engine_fixtures import MiB, ROOT, assert_restored, build_
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
 from tests.integration.test_repository_sharing import backups_at_once, office
 from tests.netservers import SECRET_KEY, free_ports
+from tests.own_mounts import DROP_COPIED_MOUNTS
 
 pytestmark = pytest.mark.usefixtures("s3env")
 
@@ -425,7 +426,7 @@ def lifeboat_resolving(hosts: dict[str, str], *args, check=True, json_out=False)
     with table:
         table.write(open("/etc/hosts").read() + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
     program = [os.environ["LIFEBOAT_CLI"]] if os.environ.get("LIFEBOAT_CLI") else [sys.executable, "-m", "recovery"]
-    script = f'mount --bind {shlex.quote(table.name)} /etc/hosts && exec {shlex.join(program)} "$@"'
+    script = DROP_COPIED_MOUNTS + f'mount --bind {shlex.quote(table.name)} /etc/hosts && exec {shlex.join(program)} "$@"'
     try:
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "lifeboat",
                                *map(str, args)], capture_output=True, text=True, cwd=ROOT)

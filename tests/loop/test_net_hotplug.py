@@ -24,6 +24,7 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT
+from tests.own_mounts import DROP_COPIED_MOUNTS
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "busybox", "udevadm", "unshare")),
@@ -35,6 +36,7 @@ PRELUDE = r'''
 set -u
 rootfs=$1 work=$2 if=$3 peer=${3}p
 mount --make-rprivate /
+''' + DROP_COPIED_MOUNTS + r'''
 # the live system's files at the live system's paths, in this mount namespace only
 mount -t overlay overlay -o "lowerdir=$rootfs/usr/lib:/usr/lib" /usr/lib
 mkdir -p /run/lifeboat && mount -t tmpfs tmpfs /run/lifeboat

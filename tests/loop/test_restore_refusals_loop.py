@@ -17,6 +17,7 @@ from tests import fsimages as fi
 from recovery.probe.restore_mark import read_mark
 from tests.integration.engine_fixtures import MiB, ROOT, lifeboat
 from tests.integration.test_repository_safety import data_tree, one_line_error, one_partition_disk
+from tests.own_mounts import DROP_COPIED_MOUNTS
 
 pytestmark = pytest.mark.loop
 
@@ -49,7 +50,7 @@ def test_refuses_the_disk_the_running_system_is_on(saved, tmp_path, loops):
     repo, target = saved
     dev = loops.attach(target)
     before = digest(target)
-    script = f'mount -o ro,noload {dev}p1 /boot && exec "$@"'
+    script = DROP_COPIED_MOUNTS + f'mount -o ro,noload {dev}p1 /boot && exec "$@"'
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                            sys.executable, "-m", "recovery", "restore", "latest", dev, "--repo", str(repo), "--yes"],
                           capture_output=True, text=True, cwd=ROOT)

@@ -113,6 +113,17 @@ def copy_into(src: Path, image: Path, offset: int) -> None:
             pos += len(block)
 
 
+@contextmanager
+def mounted(device: str, where: Path, read_only: bool = False):
+    """`device` mounted at `where` (made when missing) for the `with` block."""
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", *(["-o", "ro"] if read_only else []), device, str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
 def tree_fingerprint(root: Path) -> str:
     """What /init computes: sha256 of `sha256sum` lines of every file, sorted by ./path."""
     paths = []

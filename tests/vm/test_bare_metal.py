@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fsimages import fsck_clean
 from tests.vm import golden
 from tests.vm.qemu import Cdrom, Disk, Machine
 
@@ -187,8 +188,7 @@ def test_bios_pc_restored_smaller_shrinks_root_and_boots_from_sata(tmp_path):
     assert any("shrunk" in w for w in out.get("warnings", [])), out
     n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
     assert (n[2]["start"] + n[2]["size"]) * 512 == 900 << 20
-    assert subprocess.run(["e2fsck", "-f", "-n", f"{target}?offset={n[1]['start'] * 512}"],
-                          capture_output=True).returncode == 0
+    assert fsck_clean("ext4", target, n[1]["start"] * 512, n[1]["size"] * 512)
     m = boot(target, "bios", "sata", tmp_path / "console.log")
     assert m["root"] == g.fingerprint
     assert m["dev"] == "sda1"
@@ -282,10 +282,7 @@ def spread_root(g: golden.Golden, tmp_path: Path, loops, number: int) -> tuple[P
     img = tmp_path / f"{g.name}-spread.img"
     subprocess.run(["cp", "--sparse=always", str(g.path), str(img)], check=True)
     dev = loops.attach(img)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", f"{dev}p{number}", str(mnt)], check=True)
-    try:
+    with golden.mounted(f"{dev}p{number}", tmp_path / "mnt") as mnt:
         filler = mnt / "spread"
         filler.mkdir()
         rng = random.Random(7)
@@ -301,8 +298,6 @@ def spread_root(g: golden.Golden, tmp_path: Path, loops, number: int) -> tuple[P
             if j % 3:
                 (filler / f"f{j:04d}.bin").unlink()
         fingerprint = golden.tree_fingerprint(mnt)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
     return img, fingerprint
 
 
@@ -370,8 +365,7 @@ def test_live_system_restores_onto_a_smaller_disk_and_it_boots(tmp_path, loops):
     assert "data beyond the new end moved" in out, out[-3000:]
     n = {int(p["node"][-1]): p for p in table(target)["partitions"]}
     assert (n[2]["start"] + n[2]["size"]) * 512 == 640 << 20          # the extended partition moved to the end
-    assert subprocess.run(["e2fsck", "-f", "-n", f"{target}?offset={n[1]['start'] * 512}"],
-                          capture_output=True).returncode == 0
+    assert fsck_clean("ext4", target, n[1]["start"] * 512, n[1]["size"] * 512)
     m = boot(target, "bios", "sata", tmp_path / "console.log")
     assert m["root"] == fingerprint
     assert m["dev"] == "sda1"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
+from tests.fsimages import fsck_clean
 from tests.vm import golden
 from tests.vm.qemu import Cdrom, Disk, Machine
 
@@ -267,12 +268,6 @@ def assert_holds_the_bios_pc(target: Path, g: golden.Golden, loops, tmp_path: Pa
     assert got[512:] == want[512:], "the GRUB core after the MBR differs"
     dev = loops.attach(target, read_only=True)
     root = f"{dev}p{g.root_part}"
-    fsck = subprocess.run(["e2fsck", "-f", "-n", root], capture_output=True, text=True)
-    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-    mnt = tmp_path / "restored-root"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "ro", root, str(mnt)], check=True)
-    try:
+    assert fsck_clean("ext4", root)
+    with golden.mounted(root, tmp_path / "restored-root", read_only=True) as mnt:
         assert golden.tree_fingerprint(mnt) == g.fingerprint
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
