@@ -3,6 +3,11 @@
 Every group's metadata (superblock and descriptor backups, reserved GDT blocks, bitmaps,
 inode tables) is counted as used whatever the bitmaps say, so a group whose bitmap was
 never initialised (BLOCK_UNINIT) costs only its metadata and nothing is lost.
+
+A filesystem whose journal still needs recovery (the machine stopped without unmounting it)
+also counts what the bitmaps in its journal mark used (recovery/fs/jbd2.py): the files written
+just before the stop are used only there until the journal is replayed. When that journal
+cannot be followed, the whole filesystem is kept.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import struct
 import uuid as uuidlib
 
-from recovery.fs import FsInfo, FsMapError, Reader, merge_ranges, tail_after
+from recovery.fs import FsInfo, FsMapError, Reader, jbd2, merge_ranges, tail_after
 from recovery.fs.bitmap import set_bit_runs
 
 SUPERBLOCK_OFFSET = 1024
@@ -231,14 +236,26 @@ def _metadata_blocks(geo: _Geometry, descs) -> list[tuple[int, int]]:
     return runs
 
 
-def _bitmap_ranges(read: Reader, geo: _Geometry, descs) -> list[tuple[int, int]]:
-    """Byte ranges the initialised block bitmaps mark used; uninitialised groups add nothing here."""
+def _bitmap_ranges(read: Reader, geo: _Geometry, descs, replay: dict[int, bytes]) -> list[tuple[int, int]]:
+    """Byte ranges the initialised block bitmaps mark used, and those their copies in `replay`
+    (home block -> what journal replay writes there) mark used; uninitialised groups with no
+    copy in the journal add nothing here."""
     bs = geo.block_size
     cluster = bs * geo.cluster_ratio
     total_clusters = -(-(geo.blocks_count - geo.first_data_block) // geo.cluster_ratio)
     ranges: list[tuple[int, int]] = []
+
+    def mark(bits: bytes, group: int) -> None:
+        first_cluster = group * geo.clusters_per_group
+        nbits = min(geo.clusters_per_group, total_clusters - first_cluster)
+        base = geo.first_data_block * bs + first_cluster * cluster
+        for start, count in set_bit_runs(bits, nbits):
+            ranges.append((base + start * cluster, count * cluster))
+
     wanted: list[tuple[int, int]] = []   # (bitmap block, group)
     for group, (block_bitmap, _ib, _it, flags) in enumerate(descs):
+        if block_bitmap in replay:
+            mark(replay[block_bitmap], group)
         if geo.csum_groups and flags & BG_BLOCK_UNINIT:
             if geo.cluster_ratio > 1:
                 # Not worth modelling for bigalloc: keep the whole group.
@@ -257,12 +274,7 @@ def _bitmap_ranges(read: Reader, geo: _Geometry, descs) -> list[tuple[int, int]]
         data = _read_exact(read, first * bs, (j - i) * bs, "a block bitmap")
         for k in range(i, j):
             block, group = wanted[k]
-            bits = data[(block - first) * bs: (block - first + 1) * bs]
-            first_cluster = group * geo.clusters_per_group
-            nbits = min(geo.clusters_per_group, total_clusters - first_cluster)
-            base = geo.first_data_block * bs + first_cluster * cluster
-            for start, count in set_bit_runs(bits, nbits):
-                ranges.append((base + start * cluster, count * cluster))
+            mark(data[(block - first) * bs: (block - first + 1) * bs], group)
         i = j
     return ranges
 
@@ -278,12 +290,22 @@ def probe(read: Reader, size: int) -> FsInfo | None:
     bs = geo.block_size
 
     ranges = [(start * bs, count * bs) for start, count in _metadata_blocks(geo, descs)]
-    ranges += _bitmap_ranges(read, geo, descs)
+    warnings: list[str] = []
+    replay: dict[int, bytes] = {}
+    if geo.incompat & INCOMPAT_RECOVER:
+        try:
+            replay = jbd2.replayed_blocks(read, bs, _journal_inode(read, geo, descs, sb))
+        except FsMapError as exc:
+            warnings.append(f"{kind}'s journal needs recovery and cannot be followed ({exc}); "
+                            "the whole filesystem is kept")
+            ranges.append((0, geo.blocks_count * bs))
+    ranges += _bitmap_ranges(read, geo, descs, replay)
     # The boot block and superblock are outside the bitmap when blocks are 1 KiB.
     ranges.append((0, max(2048, bs)))
     # Whatever follows the filesystem inside the partition is not ours to judge: keep it.
-    tail, warnings = tail_after(kind, geo.blocks_count * bs, size)
+    tail, tail_warnings = tail_after(kind, geo.blocks_count * bs, size)
     ranges += tail
+    warnings += tail_warnings
 
     state = _u16(sb, 0x3A)
     if geo.incompat & INCOMPAT_RECOVER or not state & 1:
@@ -293,6 +315,18 @@ def probe(read: Reader, size: int) -> FsInfo | None:
         warnings.append(f"{kind} has recorded errors; check it with e2fsck after restoring")
     return FsInfo(fs=kind, label=label, uuid=fs_uuid, block_size=bs,
                   used=merge_ranges(ranges, size), warnings=tuple(warnings))
+
+
+def _journal_inode(read: Reader, geo: _Geometry, descs, sb: bytes) -> bytes:
+    """The journal's inode (s_journal_inum), from its group's inode table."""
+    ino = _u32(sb, 0xE0)
+    if not geo.compat & COMPAT_HAS_JOURNAL or ino == 0:
+        raise jbd2.JournalError("it is kept on another device")
+    group, index = divmod(ino - 1, geo.inodes_per_group)
+    if group >= len(descs):
+        raise jbd2.JournalError("the superblock names a journal inode that does not exist")
+    offset = descs[group][2] * geo.block_size + index * geo.inode_size
+    return _read_exact(read, offset, geo.inode_size, "the journal's inode")
 
 
 def sparse_super_group(group: int) -> bool:
