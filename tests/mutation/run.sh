@@ -57,6 +57,7 @@ declare -A PATHS=(
     [prune]=recovery/repo/prune.py
     [ranges]=recovery/repo/ranges.py
     [isal]=recovery/repo/isal.py
+    [jbd2]=recovery/fs/jbd2.py
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -89,6 +90,7 @@ declare -A TESTS=(
     [prune]="tests/unit/test_prune_edges.py"
     [ranges]="tests/unit/test_ranges_edges.py"
     [isal]="tests/unit/test_parity_isal.py tests/unit/test_isal_edges.py"
+    [jbd2]="tests/loop/test_ext_unrecovered_journal.py"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
