@@ -142,7 +142,7 @@ def _apply_sfdisk(target: str, layout: Layout) -> None:
 
 def _run_sfdisk(args: list[str], target: str, stdin: str | None = None) -> None:
     try:
-        tools.run(args, stdin=stdin)
+        tools.run(args, stdin=stdin, dies_with_us=True)
     except tools.Failed as exc:
         raise DiskError(f"sfdisk could not write the partition table of {target}: {first_line(exc.stderr)}") from exc
 

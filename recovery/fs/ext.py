@@ -236,7 +236,7 @@ def _metadata_blocks(geo: _Geometry, descs) -> list[tuple[int, int]]:
     return runs
 
 
-def _bitmap_ranges(read: Reader, geo: _Geometry, descs, replay: dict[int, bytes]) -> list[tuple[int, int]]:
+def _bitmap_ranges(read: Reader, geo: _Geometry, descs, replay: dict[int, bytes] | None = None) -> list[tuple[int, int]]:
     """Byte ranges the initialised block bitmaps mark used, and those their copies in `replay`
     (home block -> what journal replay writes there) mark used; uninitialised groups with no
     copy in the journal add nothing here."""
@@ -244,6 +244,7 @@ def _bitmap_ranges(read: Reader, geo: _Geometry, descs, replay: dict[int, bytes]
     cluster = bs * geo.cluster_ratio
     total_clusters = -(-(geo.blocks_count - geo.first_data_block) // geo.cluster_ratio)
     ranges: list[tuple[int, int]] = []
+    replay = replay or {}
 
     def mark(bits: bytes, group: int) -> None:
         first_cluster = group * geo.clusters_per_group

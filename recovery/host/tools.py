@@ -21,11 +21,16 @@ def require(tool: str, hint: str = "") -> None:
 
 def run(args: list[str], stdin: str | None = None, check: bool = True, env: dict | None = None,
         timeout: float | None = None, pass_fds: tuple[int, ...] = (),
-        errors: str | None = None) -> subprocess.CompletedProcess:
+        errors: str | None = None, dies_with_us: bool = False) -> subprocess.CompletedProcess:
     """Run a tool with text I/O. A missing tool is a ToolError; a failing one raises
     CalledProcessError when `check` (callers turn that into the domain error that says what
-    was being done)."""
+    was being done). `dies_with_us`: the kernel kills the tool if Lifeboat dies first (setpriv
+    --pdeathsig), for a tool whose finishing alone would undo a promise, like sfdisk replacing
+    the incomplete-restore mark with a table while the boot code is still to be written."""
     require(args[0])
+    if dies_with_us:
+        require("setpriv")
+        args = ["setpriv", "--pdeathsig", "KILL", "--", *args]
     log.debug("run %s", " ".join(args))
     return subprocess.run(args, input=stdin, capture_output=True, text=True, check=check,
                           env={**os.environ, **env} if env else None, timeout=timeout,
