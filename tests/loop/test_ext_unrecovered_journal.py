@@ -33,24 +33,38 @@ def _reader(path: Path):
     return f, read
 
 
-def journaled_bitmaps(image: Path) -> set[int]:
-    """The block bitmaps of `image` that journal replay would rewrite."""
+def journal_of(image: Path) -> tuple[dict[int, bytes], set[int], int]:
+    """What replaying `image`'s journal would write, its block bitmaps' places, and the byte
+    offset of the journal's first block."""
     f, read = _reader(image)
     with f:
         sb = ext._superblock(read)
         geo = ext._Geometry(sb, image.stat().st_size)
         descs = ext._descriptors(read, geo)
-        replay = jbd2.replayed_blocks(read, geo.block_size, ext._journal_inode(read, geo, descs, sb))
-    return {d[0] for d in descs} & set(replay)
+        inode = ext._journal_inode(read, geo, descs, sb)
+        first = jbd2._FileMap(read, geo.block_size, inode).runs[0][1] * geo.block_size
+        return jbd2.replayed_blocks(read, geo.block_size, inode), {d[0] for d in descs}, first
 
 
-def crashed_filesystem(tmp_path: Path, loops, fs: str, block_size: int) -> tuple[Path, dict]:
+def journaled_bitmaps(image: Path) -> set[int]:
+    """The block bitmaps of `image` that journal replay would rewrite."""
+    replay, bitmaps, _first = journal_of(image)
+    return bitmaps & set(replay)
+
+
+def needs_recovery(image: Path) -> bool:
+    return "needs_recovery" in run("dumpe2fs", "-h", image).stdout
+
+
+def crashed_filesystem(tmp_path: Path, loops, fs: str, block_size: int, extra: tuple[str, ...] = (),
+                       crashed_enough=journaled_bitmaps) -> tuple[Path, dict]:
     """An image of `fs` copied mid-use, with its journal holding the block bitmaps that mark the
-    last files used; returns it and the digests of those files as written."""
+    last files used (or whatever `crashed_enough` asks of the copy); returns it and the
+    digests of those files as written."""
     src = tmp_path / "old"
     src.mkdir()
     (src / "kept.bin").write_bytes(os.urandom(3 * MiB))
-    image = fi.make_ext4(tmp_path / f"{fs}.img", SIZE, src, fs=fs, block_size=block_size)
+    image = fi.make_ext4(tmp_path / f"{fs}.img", SIZE, src, fs=fs, block_size=block_size, extra=extra)
     dev = loops.attach(image)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -70,7 +84,7 @@ def crashed_filesystem(tmp_path: Path, loops, fs: str, block_size: int) -> tuple
                     os.fsync(out.fileno())
                 written[name] = data
             shutil.copyfile(image, crashed)
-            if journaled_bitmaps(crashed):
+            if crashed_enough(crashed):
                 break
         else:
             pytest.fail("three copies taken right after fsync all had their bitmaps written home")
@@ -88,10 +102,10 @@ def replayed(image: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("fs,block_size", [("ext4", 4096), ("ext4", 1024), ("ext3", 4096)])
+@pytest.mark.parametrize("fs,block_size", [("ext4", 4096), ("ext4", 1024), ("ext3", 4096), ("ext3", 1024)])
 def test_files_only_the_journal_marks_used_are_restored(tmp_path, loops, fs, block_size):
     crashed, written = crashed_filesystem(tmp_path, loops, fs, block_size)
-    assert "needs_recovery" in run("dumpe2fs", "-h", crashed).stdout
+    assert needs_recovery(crashed)
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
     out = lifeboat("backup", crashed, "--repo", repo, "--name", "crashed", "--json", json_out=True)
@@ -108,19 +122,38 @@ def test_files_only_the_journal_marks_used_are_restored(tmp_path, loops, fs, blo
 
 def test_a_journal_that_cannot_be_followed_keeps_the_whole_filesystem(tmp_path, loops):
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
-    f, read = _reader(crashed)
-    with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, SIZE)
-        inode = ext._journal_inode(read, geo, ext._descriptors(read, geo), sb)
-        first = jbd2._FileMap(read, geo.block_size, inode).runs[0][1]
+    _replay, _bitmaps, first = journal_of(crashed)
     with open(crashed, "r+b") as img:                     # the journal superblock's magic
-        os.pwrite(img.fileno(), b"\0\0\0\0", first * geo.block_size)
+        os.pwrite(img.fileno(), b"\0\0\0\0", first)
     f, read = _reader(crashed)
     with f:
         info = ext.probe(read, SIZE)
     assert tuple(info.used) == ((0, SIZE),)
     assert any("cannot be followed (the journal's superblock is damaged)" in w for w in info.warnings), info.warnings
+
+
+def test_a_journal_with_fast_commits_keeps_the_whole_filesystem(tmp_path, loops):
+    """Fast commits record changes by inode, not as block copies, in an area of their own:
+    Lifeboat does not follow them, so such a filesystem is kept whole when it needs recovery."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096, extra=("-O", "fast_commit"),
+                                           crashed_enough=needs_recovery)
+    f, read = _reader(crashed)
+    with f:
+        info = ext.probe(read, SIZE)
+    assert tuple(info.used) == ((0, SIZE),)
+    assert any("cannot be followed (the journal holds fast commits" in w for w in info.warnings), info.warnings
+
+
+def test_a_version_1_journal_is_followed_as_a_version_2_one_without_features(tmp_path, loops):
+    """Old tools wrote version-1 journal superblocks, which have no feature fields; an ext3
+    journal (no checksums, no 64-bit block numbers) is laid out the same in both versions."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext3", 4096)
+    replay, bitmaps, first = journal_of(crashed)
+    with open(crashed, "r+b") as img:
+        assert jbd2.struct.unpack(">I", os.pread(img.fileno(), 4, first + 4))[0] == jbd2.SUPERBLOCK_V2
+        os.pwrite(img.fileno(), jbd2.struct.pack(">I", jbd2.SUPERBLOCK_V1), first + 4)
+    again, _bitmaps, _first = journal_of(crashed)
+    assert bitmaps & set(again) and again == replay
 
 
 def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path, loops):
