@@ -120,16 +120,21 @@ def test_files_only_the_journal_marks_used_are_restored(tmp_path, loops, fs, blo
     assert got == want
 
 
+def assert_kept_whole(image: Path, why: str) -> None:
+    """The used-block map of `image` is all of it, and a warning says why."""
+    f, read = _reader(image)
+    with f:
+        info = ext.probe(read, SIZE)
+    assert tuple(info.used) == ((0, SIZE),)
+    assert any(f"cannot be followed ({why}" in w for w in info.warnings), info.warnings
+
+
 def test_a_journal_that_cannot_be_followed_keeps_the_whole_filesystem(tmp_path, loops):
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
     _replay, _bitmaps, first = journal_of(crashed)
     with open(crashed, "r+b") as img:                     # the journal superblock's magic
         os.pwrite(img.fileno(), b"\0\0\0\0", first)
-    f, read = _reader(crashed)
-    with f:
-        info = ext.probe(read, SIZE)
-    assert tuple(info.used) == ((0, SIZE),)
-    assert any("cannot be followed (the journal's superblock is damaged)" in w for w in info.warnings), info.warnings
+    assert_kept_whole(crashed, "the journal's superblock is damaged")
 
 
 def test_a_journal_with_fast_commits_keeps_the_whole_filesystem(tmp_path, loops):
@@ -137,11 +142,7 @@ def test_a_journal_with_fast_commits_keeps_the_whole_filesystem(tmp_path, loops)
     Lifeboat does not follow them, so such a filesystem is kept whole when it needs recovery."""
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096, extra=("-O", "fast_commit"),
                                            crashed_enough=needs_recovery)
-    f, read = _reader(crashed)
-    with f:
-        info = ext.probe(read, SIZE)
-    assert tuple(info.used) == ((0, SIZE),)
-    assert any("cannot be followed (the journal holds fast commits" in w for w in info.warnings), info.warnings
+    assert_kept_whole(crashed, "the journal holds fast commits")
 
 
 def test_a_version_1_journal_is_followed_as_a_version_2_one_without_features(tmp_path, loops):
