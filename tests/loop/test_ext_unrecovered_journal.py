@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -33,22 +34,26 @@ def _reader(path: Path):
     return f, read
 
 
-def journal_of(image: Path) -> tuple[dict[int, bytes], set[int], int]:
-    """What replaying `image`'s journal would write, its block bitmaps' places, and the byte
-    offset of the journal's first block."""
+def journal_of(image: Path) -> tuple[dict[int, bytes], set[int], Callable[[int], int]]:
+    """What replaying `image`'s journal would write, its block bitmaps' places, and where
+    (byte offset in the image) each block of the journal file lies."""
     f, read = _reader(image)
     with f:
         sb = ext._superblock(read)
         geo = ext._Geometry(sb, image.stat().st_size)
         descs = ext._descriptors(read, geo)
         inode = ext._journal_inode(read, geo, descs, sb)
-        first = jbd2._FileMap(read, geo.block_size, inode).runs[0][1] * geo.block_size
-        return jbd2.replayed_blocks(read, geo.block_size, inode), {d[0] for d in descs}, first
+        runs = jbd2._FileMap(read, geo.block_size, inode).runs
+
+        def where(n: int) -> int:
+            file_block, disk, _count = max(r for r in runs if r[0] <= n)
+            return (disk + n - file_block) * geo.block_size
+        return jbd2.replayed_blocks(read, geo.block_size, inode), {d[0] for d in descs}, where
 
 
 def journaled_bitmaps(image: Path) -> set[int]:
     """The block bitmaps of `image` that journal replay would rewrite."""
-    replay, bitmaps, _first = journal_of(image)
+    replay, bitmaps, _where = journal_of(image)
     return bitmaps & set(replay)
 
 
@@ -131,9 +136,9 @@ def assert_kept_whole(image: Path, why: str) -> None:
 
 def test_a_journal_that_cannot_be_followed_keeps_the_whole_filesystem(tmp_path, loops):
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
-    _replay, _bitmaps, first = journal_of(crashed)
+    _replay, _bitmaps, where = journal_of(crashed)
     with open(crashed, "r+b") as img:                     # the journal superblock's magic
-        os.pwrite(img.fileno(), b"\0\0\0\0", first)
+        os.pwrite(img.fileno(), b"\0\0\0\0", where(0))
     assert_kept_whole(crashed, "the journal's superblock is damaged")
 
 
@@ -149,11 +154,11 @@ def test_a_version_1_journal_is_followed_as_a_version_2_one_without_features(tmp
     """Old tools wrote version-1 journal superblocks, which have no feature fields; an ext3
     journal (no checksums, no 64-bit block numbers) is laid out the same in both versions."""
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext3", 4096)
-    replay, bitmaps, first = journal_of(crashed)
+    replay, bitmaps, where = journal_of(crashed)
     with open(crashed, "r+b") as img:
-        assert jbd2.struct.unpack(">I", os.pread(img.fileno(), 4, first + 4))[0] == jbd2.SUPERBLOCK_V2
-        os.pwrite(img.fileno(), jbd2.struct.pack(">I", jbd2.SUPERBLOCK_V1), first + 4)
-    again, _bitmaps, _first = journal_of(crashed)
+        assert jbd2.struct.unpack(">I", os.pread(img.fileno(), 4, where(0) + 4))[0] == jbd2.SUPERBLOCK_V2
+        os.pwrite(img.fileno(), jbd2.struct.pack(">I", jbd2.SUPERBLOCK_V1), where(0) + 4)
+    again, _bitmaps, _where = journal_of(crashed)
     assert bitmaps & set(again) and again == replay
 
 
@@ -185,3 +190,71 @@ def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path,
         replay = jbd2.replayed_blocks(read, geo.block_size, inode)
     logged = set(replay.values())
     assert all(b in logged for b in blocks), sum(b in logged for b in blocks)
+
+
+
+def as_checksum_v2(image: Path, where: Callable[[int], int], block_size: int) -> None:
+    """Rewrite the journal of `image` (checksum v3: 16-byte tags) the way kernels of 2012-2014
+    wrote it with checksum v2: 12-byte tags with a 16-bit flags field, two bytes more, and the
+    v2 feature flag."""
+    pack, unpack = jbd2.struct.pack_into, jbd2.struct.unpack_from
+    with open(image, "r+b") as img:
+        def block(n: int) -> bytearray:
+            return bytearray(os.pread(img.fileno(), block_size, where(n)))
+
+        sb = block(0)
+        maxlen, log_first, sequence, at = unpack(">IIII", sb, 0x10)
+
+        def after(n: int) -> int:            # the log wraps from its end to its first block
+            return log_first if n + 1 == maxlen else n + 1
+        incompat = unpack(">I", sb, 0x28)[0]
+        assert incompat & jbd2.FEATURE_INCOMPAT_CSUM_V3 and incompat & jbd2.FEATURE_INCOMPAT_64BIT
+        pack(">I", sb, 0x28, incompat & ~jbd2.FEATURE_INCOMPAT_CSUM_V3 | jbd2.FEATURE_INCOMPAT_CSUM_V2)
+        os.pwrite(img.fileno(), sb, where(0))
+        descriptors = 0
+        while True:
+            head = block(at)
+            magic, kind, seq = unpack(">III", head, 0)
+            if magic != jbd2.JBD2_MAGIC or seq != sequence:
+                break
+            here, at = at, after(at)
+            if kind == jbd2.COMMIT:
+                sequence += 1
+            if kind != jbd2.DESCRIPTOR:
+                continue
+            new = bytearray(block_size)
+            new[:12] = head[:12]
+            src, dst = 12, 12
+            while True:
+                low, flags, high = unpack(">III", head, src)
+                pack(">IHHI", new, dst, low, 0, flags, high)
+                src, dst = src + 16, dst + 14
+                if not flags & jbd2.TAG_SAME_UUID:
+                    new[dst:dst + 16] = head[src:src + 16]
+                    src, dst = src + 16, dst + 16
+                at = after(at)               # the logged block this tag describes
+                if flags & jbd2.TAG_LAST:
+                    break
+            os.pwrite(img.fileno(), new, where(here))
+            descriptors += 1
+        assert descriptors
+
+
+def test_a_checksum_v2_journal_is_followed(tmp_path, loops):
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
+    replay, bitmaps, where = journal_of(crashed)
+    as_checksum_v2(crashed, where, 4096)
+    again, _bitmaps, _where = journal_of(crashed)
+    assert bitmaps & set(again) and again == replay
+
+
+def test_an_ext4_without_64_bit_block_numbers_is_followed(tmp_path, loops):
+    """Checksummed (v3) tags whose high half of the block number is not used."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096, extra=("-O", "^64bit"))
+    replay, bitmaps, _where = journal_of(crashed)
+    assert bitmaps & set(replay)
+    f, read = _reader(crashed)
+    with f:
+        used = ext.probe(read, SIZE).used
+    for block in bitmaps & set(replay):
+        assert any(o <= block * 4096 < o + n for o, n in used)
