@@ -58,6 +58,7 @@ declare -A PATHS=(
     [ranges]=recovery/repo/ranges.py
     [isal]=recovery/repo/isal.py
     [jbd2]=recovery/fs/jbd2.py
+    [extjournal]=recovery/fs/ext.py              # its journal lines only (only_lines.py, RESULTS.md)
 )
 # Narrowed where a module's tests are slow: parity without its 9 MB objects (the same bound at
 # a smaller size) and with 2 of the 40 seeds of scattered damage (5 s a run instead of 17), ext with two of the ten mkfs variants (one ext4, one ext2 with 1 KiB blocks).
@@ -91,6 +92,7 @@ declare -A TESTS=(
     [ranges]="tests/unit/test_ranges_edges.py"
     [isal]="tests/unit/test_parity_isal.py tests/unit/test_isal_edges.py"
     [jbd2]="tests/loop/test_ext_unrecovered_journal.py"
+    [extjournal]="tests/loop/test_ext_unrecovered_journal.py tests/unit/test_fs_ext.py tests/unit/test_ext_edges.py -k 'not dumpe2fs and not one_terabyte'"
 )
 for label in "${@:-chunking bitmap format layout sealing retention index parity ext fat ntfs}"; do
     for one in $label; do
