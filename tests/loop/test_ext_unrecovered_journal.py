@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -24,6 +26,15 @@ from tests.conftest import run
 from tests.integration.engine_fixtures import MiB, lifeboat
 
 SIZE = 64 * MiB
+# The journal format's own numbers, written out here rather than taken from recovery/fs/jbd2.py,
+# so a wrong constant there cannot also bend the test.
+MAGIC = bytes.fromhex("c03b3998")
+DESCRIPTOR, COMMIT, REVOKE, SUPERBLOCK_V1, SUPERBLOCK_V2 = 1, 2, 5, 3, 4
+INCOMPAT_64BIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3 = 0x2, 0x8, 0x10
+TAG_SAME_UUID, TAG_LAST = 0x2, 0x8
+LOGGED = re.compile(r"FS block (\d+) logged at journal block (\d+) \(flags (0x[0-9a-f]+)\)")
+FOUND = re.compile(r"Found expected sequence \d+, type (\d+)")
+COMMIT_AT = re.compile(r"Found expected sequence \d+, type 2 \(commit block\) at block (\d+)")
 
 
 def _reader(path: Path):
@@ -57,15 +68,41 @@ def journaled_bitmaps(image: Path) -> set[int]:
     return bitmaps & set(replay)
 
 
+def replay_by_debugfs(image: Path, where: Callable[[int], int], block_size: int) -> dict[int, bytes]:
+    """What e2fsprogs' own reading of the journal (debugfs logdump) says replay writes: each
+    block logged in a committed transaction, at its home, with the last committed content."""
+    out = run("debugfs", "-R", "logdump -a", image).stdout
+    result: dict[int, bytes] = {}
+    pending: list[tuple[int, bytes]] = []
+    with open(image, "rb") as img:
+        for line in out.splitlines():
+            m = LOGGED.search(line)
+            if m:
+                data = os.pread(img.fileno(), block_size, where(int(m[2])))
+                if int(m[3], 16) & 1:                   # escaped: the magic number was zeroed
+                    data = MAGIC + data[4:]
+                pending.append((int(m[1]), data))
+            elif (m := FOUND.search(line)) and int(m[1]) == COMMIT:
+                result.update(pending)
+                pending = []
+    return result
+
+
+def assert_read_as_debugfs_reads_it(image: Path, block_size: int) -> dict[int, bytes]:
+    replay, _bitmaps, where = journal_of(image)
+    assert replay and replay == replay_by_debugfs(image, where, block_size)
+    return replay
+
+
 def needs_recovery(image: Path) -> bool:
     return "needs_recovery" in run("dumpe2fs", "-h", image).stdout
 
 
 def crashed_filesystem(tmp_path: Path, loops, fs: str, block_size: int, extra: tuple[str, ...] = (),
-                       crashed_enough=journaled_bitmaps) -> tuple[Path, dict]:
+                       crashed_enough=journaled_bitmaps, before=None) -> tuple[Path, dict]:
     """An image of `fs` copied mid-use, with its journal holding the block bitmaps that mark the
-    last files used (or whatever `crashed_enough` asks of the copy); returns it and the
-    digests of those files as written."""
+    last files used (or whatever `crashed_enough` asks of the copy); `before(mountpoint)` runs
+    first in each attempt. Returns the copy and the digests of the last files as written."""
     src = tmp_path / "old"
     src.mkdir()
     (src / "kept.bin").write_bytes(os.urandom(3 * MiB))
@@ -79,6 +116,8 @@ def crashed_filesystem(tmp_path: Path, loops, fs: str, block_size: int, extra: t
         # The kernel may write the metadata home on its own (rarely within a second): try again
         # with more files until the copy shows the state a crash leaves.
         for attempt in range(3):
+            if before is not None:
+                before(mnt / f"before-{attempt}")
             written = {}
             for i in range(6):
                 data = os.urandom(2 * MiB + 4096 * i)
@@ -111,6 +150,7 @@ def replayed(image: Path, out: Path) -> Path:
 def test_files_only_the_journal_marks_used_are_restored(tmp_path, loops, fs, block_size):
     crashed, written = crashed_filesystem(tmp_path, loops, fs, block_size)
     assert needs_recovery(crashed)
+    assert_read_as_debugfs_reads_it(crashed, block_size)
     repo = tmp_path / "repo"
     lifeboat("repo", "init", repo)
     out = lifeboat("backup", crashed, "--repo", repo, "--name", "crashed", "--json", json_out=True)
@@ -156,8 +196,8 @@ def test_a_version_1_journal_is_followed_as_a_version_2_one_without_features(tmp
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext3", 4096)
     replay, bitmaps, where = journal_of(crashed)
     with open(crashed, "r+b") as img:
-        assert jbd2.struct.unpack(">I", os.pread(img.fileno(), 4, where(0) + 4))[0] == jbd2.SUPERBLOCK_V2
-        os.pwrite(img.fileno(), jbd2.struct.pack(">I", jbd2.SUPERBLOCK_V1), where(0) + 4)
+        assert struct.unpack(">I", os.pread(img.fileno(), 4, where(0) + 4))[0] == SUPERBLOCK_V2
+        os.pwrite(img.fileno(), struct.pack(">I", SUPERBLOCK_V1), where(0) + 4)
     again, _bitmaps, _where = journal_of(crashed)
     assert bitmaps & set(again) and again == replay
 
@@ -170,7 +210,7 @@ def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path,
     dev = loops.attach(image)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    blocks = [jbd2.struct.pack(">I", jbd2.JBD2_MAGIC) + os.urandom(4092) for _ in range(8)]
+    blocks = [MAGIC + os.urandom(4092) for _ in range(8)]
     blocks += [os.urandom(4096) for _ in range(8)]
     crashed = tmp_path / "crashed.img"
     run("mount", "-o", "data=journal", dev, mnt)
@@ -197,7 +237,7 @@ def as_checksum_v2(image: Path, where: Callable[[int], int], block_size: int) ->
     """Rewrite the journal of `image` (checksum v3: 16-byte tags) the way kernels of 2012-2014
     wrote it with checksum v2: 12-byte tags with a 16-bit flags field, two bytes more, and the
     v2 feature flag."""
-    pack, unpack = jbd2.struct.pack_into, jbd2.struct.unpack_from
+    pack, unpack = struct.pack_into, struct.unpack_from
     with open(image, "r+b") as img:
         def block(n: int) -> bytearray:
             return bytearray(os.pread(img.fileno(), block_size, where(n)))
@@ -208,19 +248,19 @@ def as_checksum_v2(image: Path, where: Callable[[int], int], block_size: int) ->
         def after(n: int) -> int:            # the log wraps from its end to its first block
             return log_first if n + 1 == maxlen else n + 1
         incompat = unpack(">I", sb, 0x28)[0]
-        assert incompat & jbd2.FEATURE_INCOMPAT_CSUM_V3 and incompat & jbd2.FEATURE_INCOMPAT_64BIT
-        pack(">I", sb, 0x28, incompat & ~jbd2.FEATURE_INCOMPAT_CSUM_V3 | jbd2.FEATURE_INCOMPAT_CSUM_V2)
+        assert incompat & INCOMPAT_CSUM_V3 and incompat & INCOMPAT_64BIT
+        pack(">I", sb, 0x28, incompat & ~INCOMPAT_CSUM_V3 | INCOMPAT_CSUM_V2)
         os.pwrite(img.fileno(), sb, where(0))
         descriptors = 0
         while True:
             head = block(at)
             magic, kind, seq = unpack(">III", head, 0)
-            if magic != jbd2.JBD2_MAGIC or seq != sequence:
+            if magic != int.from_bytes(MAGIC, "big") or seq != sequence:
                 break
             here, at = at, after(at)
-            if kind == jbd2.COMMIT:
+            if kind == COMMIT:
                 sequence += 1
-            if kind != jbd2.DESCRIPTOR:
+            if kind != DESCRIPTOR:
                 continue
             new = bytearray(block_size)
             new[:12] = head[:12]
@@ -229,11 +269,11 @@ def as_checksum_v2(image: Path, where: Callable[[int], int], block_size: int) ->
                 low, flags, high = unpack(">III", head, src)
                 pack(">IHHI", new, dst, low, 0, flags, high)
                 src, dst = src + 16, dst + 14
-                if not flags & jbd2.TAG_SAME_UUID:
+                if not flags & TAG_SAME_UUID:
                     new[dst:dst + 16] = head[src:src + 16]
                     src, dst = src + 16, dst + 16
                 at = after(at)               # the logged block this tag describes
-                if flags & jbd2.TAG_LAST:
+                if flags & TAG_LAST:
                     break
             os.pwrite(img.fileno(), new, where(here))
             descriptors += 1
@@ -245,7 +285,7 @@ def test_a_checksum_v2_journal_is_followed(tmp_path, loops):
     replay, bitmaps, where = journal_of(crashed)
     as_checksum_v2(crashed, where, 4096)
     again, _bitmaps, _where = journal_of(crashed)
-    assert bitmaps & set(again) and again == replay
+    assert bitmaps & set(again) and again == replay == replay_by_debugfs(crashed, where, 4096)
 
 
 def test_an_ext4_without_64_bit_block_numbers_is_followed(tmp_path, loops):
@@ -258,3 +298,123 @@ def test_an_ext4_without_64_bit_block_numbers_is_followed(tmp_path, loops):
         used = ext.probe(read, SIZE).used
     for block in bitmaps & set(replay):
         assert any(o <= block * 4096 < o + n for o, n in used)
+
+
+def _churn(folder: Path) -> None:
+    """Directory blocks logged, then freed while still in the log: the next commit carries
+    revoke records for them."""
+    folder.mkdir()
+    for i in range(200):
+        (folder / f"{i:03d}-{'x' * 200}").write_bytes(b"x")
+    fd = os.open(folder, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    shutil.rmtree(folder)
+
+
+def _has_revoke_records(image: Path) -> bool:
+    out = run("debugfs", "-R", "logdump", image).stdout
+    return journaled_bitmaps(image) and any(int(m[1]) == REVOKE for m in FOUND.finditer(out))
+
+
+@pytest.mark.parametrize("fs", ["ext3", "ext4"])
+def test_revoke_records_in_the_log_are_stepped_over(tmp_path, loops, fs):
+    crashed, written = crashed_filesystem(tmp_path, loops, fs, 4096, before=_churn,
+                                          crashed_enough=_has_revoke_records)
+    assert_read_as_debugfs_reads_it(crashed, 4096)
+
+
+def test_full_descriptor_blocks_whose_first_block_is_escaped(tmp_path, loops):
+    """data=journal logs a file's blocks: 600 of them fill descriptor blocks to their last tag,
+    and each begins with the magic number, so a descriptor's first tag (the one followed by
+    the journal's UUID) is an escaped block too."""
+    image = fi.make_ext4(tmp_path / "fs.img", SIZE, block_size=4096)
+    dev = loops.attach(image)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    blocks = [MAGIC + os.urandom(4092) for _ in range(600)]
+    crashed = tmp_path / "crashed.img"
+    run("mount", "-o", "data=journal", dev, mnt)
+    try:
+        with open(mnt / "file.bin", "wb") as out:
+            out.write(b"".join(blocks))
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copyfile(image, crashed)
+    finally:
+        run("umount", mnt)
+    tags = [int(m[1]) for m in LOGGED.finditer(run("debugfs", "-R", "logdump -a", crashed).stdout)]
+    assert len(tags) > 2 * 254                         # at least two descriptor blocks full
+    replay = assert_read_as_debugfs_reads_it(crashed, 4096)
+    assert set(blocks) <= set(replay.values())
+
+
+@pytest.mark.parametrize("field,value,why", [
+    (0xC, lambda sb: 1024, "geometry does not fit"),                    # block size
+    (0x10, lambda sb: sb["length"] + 1, "geometry does not fit"),      # log longer than its file
+    (0x14, lambda sb: 0, "geometry does not fit"),                      # first log block 0
+    (0x14, lambda sb: sb["maxlen"], "geometry does not fit"),          # first log block past the log
+    (0x1C, lambda sb: sb["maxlen"], "log start lies outside"),          # start past the log
+])
+def test_a_journal_superblock_that_contradicts_itself_keeps_the_whole_filesystem(tmp_path, loops, field, value, why):
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
+    _replay, _bitmaps, where = journal_of(crashed)
+    with open(crashed, "r+b") as img:
+        head = os.pread(img.fileno(), 4096, where(0))
+        maxlen = struct.unpack_from(">I", head, 0x10)[0]
+        length = ext_journal_blocks(crashed)
+        os.pwrite(img.fileno(), struct.pack(">I", value({"maxlen": maxlen, "length": length})), where(0) + field)
+    assert_kept_whole(crashed, f"the journal's superblock is damaged (its {why}" if "log" in why
+                      else "the journal's superblock is damaged (its geometry")
+
+
+def ext_journal_blocks(image: Path) -> int:
+    """The journal file's length in blocks, from its inode."""
+    f, read = _reader(image)
+    with f:
+        sb = ext._superblock(read)
+        geo = ext._Geometry(sb, SIZE)
+        inode = ext._journal_inode(read, geo, ext._descriptors(read, geo), sb)
+    return (struct.unpack_from("<I", inode, 0x4)[0] | struct.unpack_from("<I", inode, 0x6C)[0] << 32) // geo.block_size
+
+
+def test_a_journal_inode_larger_than_any_journal_keeps_the_whole_filesystem(tmp_path, loops):
+    """mke2fs makes journals of at most 10,240,000 blocks: an inode claiming one more is damage."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
+    f, read = _reader(crashed)
+    with f:
+        sb = ext._superblock(read)
+        geo = ext._Geometry(sb, SIZE)
+        descs = ext._descriptors(read, geo)
+    ino = struct.unpack_from("<I", sb, 0xE0)[0]
+    group, index = divmod(ino - 1, geo.inodes_per_group)
+    at = descs[group][2] * geo.block_size + index * geo.inode_size
+    size = (10_240_000 + 1) * geo.block_size
+    with open(crashed, "r+b") as img:
+        os.pwrite(img.fileno(), struct.pack("<I", size & 0xFFFFFFFF), at + 0x4)
+        os.pwrite(img.fileno(), struct.pack("<I", size >> 32), at + 0x6C)
+    assert_kept_whole(crashed, "the journal's inode is damaged (a size of 10240001 blocks)")
+
+
+def test_a_log_that_wraps_past_the_journals_end_is_followed(tmp_path, loops):
+    """The log is circular: moved so that it starts three blocks before the journal's end, it
+    goes on at the journal's first log block, and must read the same. Right after it lies an
+    older transaction, whole and with its commit (as an earlier pass of the log leaves them):
+    its sequence number ends the log there."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
+    replay, _bitmaps, where = journal_of(crashed)
+    commits = [int(m[1]) for m in COMMIT_AT.finditer(run("debugfs", "-R", "logdump", crashed).stdout)]
+    with open(crashed, "r+b") as img:
+        sb = bytearray(os.pread(img.fileno(), 4096, where(0)))
+        maxlen, first, _sequence, start = struct.unpack_from(">IIII", sb, 0x10)
+        assert start < commits[0] < commits[-1] < maxlen - 3
+        live = [os.pread(img.fileno(), 4096, where(n)) for n in range(start, commits[-1] + 1)]
+        oldest = live[: commits[0] - start + 1]
+        new_start = maxlen - 3
+        order = list(range(new_start, maxlen)) + list(range(first, new_start))
+        for n, data in zip(order, live + oldest):
+            os.pwrite(img.fileno(), data, where(n))
+        struct.pack_into(">I", sb, 0x1C, new_start)
+        os.pwrite(img.fileno(), sb, where(0))
+    again, _bitmaps, _where = journal_of(crashed)
+    assert again == replay == replay_by_debugfs(crashed, where, 4096)
