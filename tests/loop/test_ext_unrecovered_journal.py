@@ -202,16 +202,13 @@ def test_a_version_1_journal_is_followed_as_a_version_2_one_without_features(tmp
     assert bitmaps & set(again) and again == replay
 
 
-def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path, loops):
-    """With data=journal a file's blocks pass through the journal; those beginning with the
-    journal's magic number are stored escaped (first four bytes zeroed) and must be read back
-    as they were written."""
+def journaled_file(tmp_path: Path, loops, blocks: list[bytes]) -> Path:
+    """A 4 KiB-block ext4 mounted with data=journal (file data passes through the journal too),
+    copied right after `blocks` were written to a file and fsync'd."""
     image = fi.make_ext4(tmp_path / "fs.img", SIZE, block_size=4096)
     dev = loops.attach(image)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    blocks = [MAGIC + os.urandom(4092) for _ in range(8)]
-    blocks += [os.urandom(4096) for _ in range(8)]
     crashed = tmp_path / "crashed.img"
     run("mount", "-o", "data=journal", dev, mnt)
     try:
@@ -222,6 +219,16 @@ def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path,
         shutil.copyfile(image, crashed)
     finally:
         run("umount", mnt)
+    return crashed
+
+
+def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path, loops):
+    """With data=journal a file's blocks pass through the journal; those beginning with the
+    journal's magic number are stored escaped (first four bytes zeroed) and must be read back
+    as they were written."""
+    blocks = [MAGIC + os.urandom(4092) for _ in range(8)]
+    blocks += [os.urandom(4096) for _ in range(8)]
+    crashed = journaled_file(tmp_path, loops, blocks)
     f, read = _reader(crashed)
     with f:
         sb = ext._superblock(read)
@@ -325,24 +332,11 @@ def test_revoke_records_in_the_log_are_stepped_over(tmp_path, loops, fs):
 
 
 def test_full_descriptor_blocks_whose_first_block_is_escaped(tmp_path, loops):
-    """data=journal logs a file's blocks: 600 of them fill descriptor blocks to their last tag,
-    and each begins with the magic number, so a descriptor's first tag (the one followed by
+    """data=journal logs a file's blocks: 600 of them fill descriptor blocks as full as jbd2
+    makes them, and each begins with the magic number, so a descriptor's first tag (the one followed by
     the journal's UUID) is an escaped block too."""
-    image = fi.make_ext4(tmp_path / "fs.img", SIZE, block_size=4096)
-    dev = loops.attach(image)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     blocks = [MAGIC + os.urandom(4092) for _ in range(600)]
-    crashed = tmp_path / "crashed.img"
-    run("mount", "-o", "data=journal", dev, mnt)
-    try:
-        with open(mnt / "file.bin", "wb") as out:
-            out.write(b"".join(blocks))
-            out.flush()
-            os.fsync(out.fileno())
-        shutil.copyfile(image, crashed)
-    finally:
-        run("umount", mnt)
+    crashed = journaled_file(tmp_path, loops, blocks)
     tags = [int(m[1]) for m in LOGGED.finditer(run("debugfs", "-R", "logdump -a", crashed).stdout)]
     assert len(tags) > 2 * 254                         # at least two descriptor blocks full
     replay = assert_read_as_debugfs_reads_it(crashed, 4096)
