@@ -321,7 +321,9 @@ def probe(read: Reader, size: int) -> FsInfo | None:
 def _journal_inode(read: Reader, geo: _Geometry, descs, sb: bytes) -> bytes:
     """The journal's inode (s_journal_inum), from its group's inode table."""
     ino = _u32(sb, 0xE0)
-    if not geo.compat & COMPAT_HAS_JOURNAL or ino == 0:
+    if not geo.compat & COMPAT_HAS_JOURNAL:
+        raise jbd2.JournalError("the filesystem has no journal")
+    if ino == 0:
         raise jbd2.JournalError("it is kept on another device")
     group, index = divmod(ino - 1, geo.inodes_per_group)
     if group >= len(descs):

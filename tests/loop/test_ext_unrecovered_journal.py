@@ -165,13 +165,53 @@ def test_files_only_the_journal_marks_used_are_restored(tmp_path, loops, fs, blo
     assert got == want
 
 
-def assert_kept_whole(image: Path, why: str) -> None:
+def assert_kept_whole(image: Path, why: str, kind: str = "ext4") -> None:
     """The used-block map of `image` is all of it, and a warning says why."""
     f, read = _reader(image)
     with f:
         info = ext.probe(read, SIZE)
     assert tuple(info.used) == ((0, SIZE),)
-    assert any(f"cannot be followed ({why}" in w for w in info.warnings), info.warnings
+    said = [w for w in info.warnings if w.startswith(f"{kind}'s journal needs recovery and cannot be followed (")]
+    assert len(said) == 1 and why in said[0] and said[0].endswith("); the whole filesystem is kept"), info.warnings
+
+
+def _patch_superblock(image: Path, offset: int, fmt: str, value: int) -> None:
+    with open(image, "r+b") as img:
+        os.pwrite(img.fileno(), struct.pack(fmt, value), 1024 + offset)
+
+
+def _set_needs_recovery(image: Path) -> None:
+    with open(image, "rb") as img:
+        incompat = struct.unpack("<I", os.pread(img.fileno(), 4, 1024 + 0x60))[0]
+    _patch_superblock(image, 0x60, "<I", incompat | 0x4)
+
+
+def test_needs_recovery_without_a_journal_keeps_the_whole_filesystem(tmp_path):
+    """A damaged ext2 (no journal) whose superblock says its journal needs recovery."""
+    image = fi.make_ext4(tmp_path / "fs.img", SIZE, fs="ext2")
+    _set_needs_recovery(image)
+    assert_kept_whole(image, "the filesystem has no journal", kind="ext2")
+
+
+def test_an_external_journal_keeps_the_whole_filesystem(tmp_path, loops):
+    """The journal on a device of its own (mke2fs -J device=): not in the partition saved."""
+    journal = tmp_path / "journal.img"
+    journal.write_bytes(b"")
+    os.truncate(journal, 8 * MiB)
+    run("mke2fs", "-q", "-F", "-O", "journal_dev", "-b", "4096", journal)
+    dev = loops.attach(journal)
+    image = fi.make_ext4(tmp_path / "fs.img", SIZE, extra=("-J", f"device={dev}"))
+    _set_needs_recovery(image)
+    assert_kept_whole(image, "it is kept on another device")
+
+
+def test_a_journal_inode_number_past_the_last_inode_keeps_the_whole_filesystem(tmp_path):
+    image = fi.make_ext4(tmp_path / "fs.img", SIZE)
+    with open(image, "rb") as img:
+        inodes = struct.unpack("<I", os.pread(img.fileno(), 4, 1024 + 0x0))[0]
+    _patch_superblock(image, 0xE0, "<I", inodes + 1)
+    _set_needs_recovery(image)
+    assert_kept_whole(image, "the superblock names a journal inode that does not exist")
 
 
 def test_a_journal_that_cannot_be_followed_keeps_the_whole_filesystem(tmp_path, loops):
