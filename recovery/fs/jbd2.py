@@ -81,9 +81,8 @@ def _replayed_blocks(read: Reader, block_size: int, journal_inode: bytes) -> dic
         raise JournalError("the journal holds fast commits, which Lifeboat does not follow")
     tag_bytes, tail = _tag_layout(incompat)
 
-    def advance(n: int) -> int:
-        n += 1
-        return first + (n - maxlen) if n >= maxlen else n
+    def advance(n: int) -> int:          # the log is circular: after its last block, its first
+        return first if n + 1 >= maxlen else n + 1
 
     replay: dict[int, bytes] = {}
     pending: list[tuple[int, bytes]] = []

@@ -30,7 +30,7 @@ SIZE = 64 * MiB
 # so a wrong constant there cannot also bend the test.
 MAGIC = bytes.fromhex("c03b3998")
 DESCRIPTOR, COMMIT, REVOKE, SUPERBLOCK_V1, SUPERBLOCK_V2 = 1, 2, 5, 3, 4
-INCOMPAT_64BIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3 = 0x2, 0x8, 0x10
+INCOMPAT_REVOKE, INCOMPAT_64BIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3 = 0x1, 0x2, 0x8, 0x10
 TAG_SAME_UUID, TAG_LAST = 0x2, 0x8
 LOGGED = re.compile(r"FS block (\d+) logged at journal block (\d+) \(flags (0x[0-9a-f]+)\)")
 FOUND = re.compile(r"Found expected sequence \d+, type (\d+)")
@@ -366,9 +366,35 @@ def _has_revoke_records(image: Path) -> bool:
 
 @pytest.mark.parametrize("fs", ["ext3", "ext4"])
 def test_revoke_records_in_the_log_are_stepped_over(tmp_path, loops, fs):
-    crashed, written = crashed_filesystem(tmp_path, loops, fs, 4096, before=_churn,
-                                          crashed_enough=_has_revoke_records)
-    assert_read_as_debugfs_reads_it(crashed, 4096)
+    """Also once the journal's superblock records the revoke feature, as it does on disk from
+    the first time a revoke record is written: the flag changes nothing in the log's layout."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, fs, 4096, before=_churn,
+                                           crashed_enough=_has_revoke_records)
+    replay = assert_read_as_debugfs_reads_it(crashed, 4096)
+    _replay, _bitmaps, where = journal_of(crashed)
+    with open(crashed, "r+b") as img:
+        incompat = struct.unpack(">I", os.pread(img.fileno(), 4, where(0) + 0x28))[0]
+        os.pwrite(img.fileno(), struct.pack(">I", incompat | INCOMPAT_REVOKE), where(0) + 0x28)
+    assert journal_of(crashed)[0] == replay
+
+
+def test_a_block_mapped_journal_inode_with_other_flags_is_still_block_mapped(tmp_path, loops):
+    """ext3's journal is mapped by direct and indirect blocks; an inode flag other than
+    'extents' (here secure deletion, 0x1) must not make it read as an extent tree."""
+    crashed, _written = crashed_filesystem(tmp_path, loops, "ext3", 4096)
+    replay, _bitmaps, _where = journal_of(crashed)
+    f, read = _reader(crashed)
+    with f:
+        sb = ext._superblock(read)
+        geo = ext._Geometry(sb, SIZE)
+        descs = ext._descriptors(read, geo)
+    group, index = divmod(struct.unpack_from("<I", sb, 0xE0)[0] - 1, geo.inodes_per_group)
+    flags_at = descs[group][2] * geo.block_size + index * geo.inode_size + 0x20
+    with open(crashed, "r+b") as img:
+        flags = struct.unpack("<I", os.pread(img.fileno(), 4, flags_at))[0]
+        assert not flags & 0x80000                      # not an extent-mapped inode
+        os.pwrite(img.fileno(), struct.pack("<I", flags | 0x1), flags_at)
+    assert journal_of(crashed)[0] == replay
 
 
 def test_full_descriptor_blocks_whose_first_block_is_escaped(tmp_path, loops):
