@@ -295,7 +295,8 @@ def probe(read: Reader, size: int) -> FsInfo | None:
     replay: dict[int, bytes] = {}
     if geo.incompat & INCOMPAT_RECOVER:
         try:
-            replay = jbd2.replayed_blocks(read, bs, _journal_inode(read, geo, descs, sb))
+            replay = jbd2.replayed_blocks(read, bs, _journal_inode(read, geo, descs, sb),
+                                          wanted={d[0] for d in descs})     # the block bitmaps
         except FsMapError as exc:
             warnings.append(f"{kind}'s journal needs recovery and cannot be followed ({exc}); "
                             "the whole filesystem is kept")

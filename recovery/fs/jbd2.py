@@ -54,16 +54,19 @@ class JournalError(FsMapError):
     """The journal cannot be followed; the message says why."""
 
 
-def replayed_blocks(read: Reader, block_size: int, journal_inode: bytes) -> dict[int, bytes]:
-    """Home block -> the last committed copy of it in the journal (what replay writes there).
-    Empty when the journal holds nothing to replay."""
+def replayed_blocks(read: Reader, block_size: int, journal_inode: bytes,
+                    wanted: set[int] | None = None) -> dict[int, bytes]:
+    """Home block -> the last committed copy of it in the journal (what replay writes there),
+    for the home blocks in `wanted` (all when None: a journal can be a gigabyte, so the caller
+    names the few it needs). Empty when the journal holds nothing to replay."""
     try:
-        return _replayed_blocks(read, block_size, journal_inode)
+        return _replayed_blocks(read, block_size, journal_inode, wanted)
     except (struct.error, IndexError, ValueError) as exc:     # fields that contradict each other
         raise JournalError(f"the journal is damaged ({exc})") from exc
 
 
-def _replayed_blocks(read: Reader, block_size: int, journal_inode: bytes) -> dict[int, bytes]:
+def _replayed_blocks(read: Reader, block_size: int, journal_inode: bytes,
+                     wanted: set[int] | None) -> dict[int, bytes]:
     blocks = _FileMap(read, block_size, journal_inode)
     sb = blocks.read(0)
     magic, kind = struct.unpack_from(">II", sb, 0)
@@ -96,11 +99,12 @@ def _replayed_blocks(read: Reader, block_size: int, journal_inode: bytes) -> dic
         at = advance(at)
         if kind == DESCRIPTOR:
             for home, escaped in _tags(head, tag_bytes, tail, incompat):
-                data = blocks.read(at)
+                if wanted is None or home in wanted:
+                    data = blocks.read(at)
+                    if escaped:
+                        data = struct.pack(">I", JBD2_MAGIC) + data[4:]
+                    pending.append((home, data))
                 at = advance(at)
-                if escaped:
-                    data = struct.pack(">I", JBD2_MAGIC) + data[4:]
-                pending.append((home, data))
         elif kind == COMMIT:
             replay.update(pending)
             pending = []
