@@ -45,15 +45,25 @@ def _reader(path: Path):
     return f, read
 
 
-def journal_of(image: Path) -> tuple[dict[int, bytes], set[int], Callable[[int], int]]:
-    """What replaying `image`'s journal would write, its block bitmaps' places, and where
-    (byte offset in the image) each block of the journal file lies."""
+def journal_inode_of(image: Path):
+    """The geometry of `image`'s filesystem, its group descriptors, the byte offset of its
+    journal's inode and that inode's bytes."""
     f, read = _reader(image)
     with f:
         sb = ext._superblock(read)
         geo = ext._Geometry(sb, image.stat().st_size)
         descs = ext._descriptors(read, geo)
-        inode = ext._journal_inode(read, geo, descs, sb)
+        group, index = divmod(struct.unpack_from("<I", sb, 0xE0)[0] - 1, geo.inodes_per_group)
+        return geo, descs, descs[group][2] * geo.block_size + index * geo.inode_size, \
+            ext._journal_inode(read, geo, descs, sb)
+
+
+def journal_of(image: Path) -> tuple[dict[int, bytes], set[int], Callable[[int], int]]:
+    """What replaying `image`'s journal would write, its block bitmaps' places, and where
+    (byte offset in the image) each block of the journal file lies."""
+    geo, descs, _at, inode = journal_inode_of(image)
+    f, read = _reader(image)
+    with f:
         runs = jbd2._FileMap(read, geo.block_size, inode).runs
 
         def where(n: int) -> int:
@@ -93,11 +103,9 @@ def assert_read_as_debugfs_reads_it(image: Path, block_size: int) -> dict[int, b
     asks for the bitmaps), it returns exactly those of them the log holds."""
     replay, bitmaps, where = journal_of(image)
     assert replay and replay == replay_by_debugfs(image, where, block_size)
+    geo, _descs, _at, inode = journal_inode_of(image)
     f, read = _reader(image)
     with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, image.stat().st_size)
-        inode = ext._journal_inode(read, geo, ext._descriptors(read, geo), sb)
         few = jbd2.replayed_blocks(read, geo.block_size, inode, wanted=bitmaps)
     assert few == {k: v for k, v in replay.items() if k in bitmaps}
     return replay
@@ -278,11 +286,9 @@ def test_logged_blocks_that_begin_like_a_journal_block_come_back_whole(tmp_path,
     blocks = [MAGIC + os.urandom(4092) for _ in range(8)]
     blocks += [os.urandom(4096) for _ in range(8)]
     crashed = journaled_file(tmp_path, loops, blocks)
+    geo, _descs, _at, inode = journal_inode_of(crashed)
     f, read = _reader(crashed)
     with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, SIZE)
-        inode = ext._journal_inode(read, geo, ext._descriptors(read, geo), sb)
         replay = jbd2.replayed_blocks(read, geo.block_size, inode)
     logged = set(replay.values())
     assert all(b in logged for b in blocks), sum(b in logged for b in blocks)
@@ -392,13 +398,8 @@ def test_a_block_mapped_journal_inode_with_other_flags_is_still_block_mapped(tmp
     'extents' (here secure deletion, 0x1) must not make it read as an extent tree."""
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext3", 4096)
     replay, _bitmaps, _where = journal_of(crashed)
-    f, read = _reader(crashed)
-    with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, SIZE)
-        descs = ext._descriptors(read, geo)
-    group, index = divmod(struct.unpack_from("<I", sb, 0xE0)[0] - 1, geo.inodes_per_group)
-    flags_at = descs[group][2] * geo.block_size + index * geo.inode_size + 0x20
+    _geo, _descs, at, _inode = journal_inode_of(crashed)
+    flags_at = at + 0x20
     with open(crashed, "r+b") as img:
         flags = struct.unpack("<I", os.pread(img.fileno(), 4, flags_at))[0]
         assert not flags & 0x80000                      # not an extent-mapped inode
@@ -439,25 +440,14 @@ def test_a_journal_superblock_that_contradicts_itself_keeps_the_whole_filesystem
 
 def ext_journal_blocks(image: Path) -> int:
     """The journal file's length in blocks, from its inode."""
-    f, read = _reader(image)
-    with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, SIZE)
-        inode = ext._journal_inode(read, geo, ext._descriptors(read, geo), sb)
+    geo, _descs, _at, inode = journal_inode_of(image)
     return (struct.unpack_from("<I", inode, 0x4)[0] | struct.unpack_from("<I", inode, 0x6C)[0] << 32) // geo.block_size
 
 
 def test_a_journal_inode_larger_than_any_journal_keeps_the_whole_filesystem(tmp_path, loops):
     """mke2fs makes journals of at most 10,240,000 blocks: an inode claiming one more is damage."""
     crashed, _written = crashed_filesystem(tmp_path, loops, "ext4", 4096)
-    f, read = _reader(crashed)
-    with f:
-        sb = ext._superblock(read)
-        geo = ext._Geometry(sb, SIZE)
-        descs = ext._descriptors(read, geo)
-    ino = struct.unpack_from("<I", sb, 0xE0)[0]
-    group, index = divmod(ino - 1, geo.inodes_per_group)
-    at = descs[group][2] * geo.block_size + index * geo.inode_size
+    geo, _descs, at, _inode = journal_inode_of(crashed)
     size = (10_240_000 + 1) * geo.block_size
     with open(crashed, "r+b") as img:
         os.pwrite(img.fileno(), struct.pack("<I", size & 0xFFFFFFFF), at + 0x4)
