@@ -24,6 +24,7 @@ from pathlib import Path
 from tests import diskimages as di
 from tests import fsimages as fi
 from tests.integration import engine_fixtures as ef
+from tests.own_mounts import DROP_COPIED_MOUNTS
 
 MiB = 1024 * 1024
 RECIPE = "2"        # bump when a disk or the ocs-sr command changes
@@ -102,6 +103,32 @@ def _ocs_env(run_dir: Path) -> dict:
         os.rename(f"{quick}.tmp", quick)
     return {**os.environ, "PATH": f"{shims}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
             "LD_PRELOAD": str(quick), "OCS_DEV_INFO_KEPT": str(kept)}
+
+
+def run_ocs(cmd: list[str], run_dir: Path, timeout: int) -> subprocess.CompletedProcess:
+    """One save by ocs-sr (`cmd`), in a mount namespace of its own whose /var is an overlay
+    with its upper layer in `run_dir`: ocs-sr writes its logs to /var/log (renaming every older
+    clonezilla.log.N each save) and its state to /var/lib/clonezilla, paths its config sets
+    and its scripts repeat, and none of that may change this machine. What it leaves in /tmp
+    (a partition-table file of mktemp's, its device cache folder when it made one) is removed
+    after it; saves run one at a time (under _locked), so nothing else made those."""
+    upper, work = run_dir / "var-upper", run_dir / "var-work"
+    upper.mkdir()
+    work.mkdir()
+    tables_before = set(Path("/tmp").glob("parttable-ocs.*"))
+    cache = Path("/tmp/ocs-cache")
+    cache_before = cache.exists()
+    script = (DROP_COPIED_MOUNTS + f"mount -t overlay lifeboat-ocs -o lowerdir=/var,upperdir={upper},"
+              f'workdir={work} /var && exec "$@"')
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "ocs", *cmd],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_ocs_env(run_dir),
+                              timeout=timeout)
+    finally:
+        for table in set(Path("/tmp").glob("parttable-ocs.*")) - tables_before:
+            table.unlink(missing_ok=True)
+        if not cache_before:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def cache_root() -> Path:
@@ -232,8 +259,7 @@ def clonezilla_image(kind: str, variant: str, loops, work: Path) -> tuple[Path, 
             else:
                 flags, what = VARIANTS[variant], ["savedisk", IMAGE_NAME, name]
             cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), *what]
-            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_ocs_env(run_dir),
-                                  timeout=900)
+            proc = run_ocs(cmd, run_dir, timeout=900)
             saved = root / IMAGE_NAME
             if proc.returncode != 0 or not (saved / "parts").exists():
                 raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
@@ -264,7 +290,7 @@ def clonezilla_of(disk: Path, key: str, loops, work: Path, flags: tuple[str, ...
             root = run_dir / "partimag"
             root.mkdir()
             cmd = ["ocs-sr", *COMMON, *flags, "-or", str(root), "savedisk", IMAGE_NAME, name]
-            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_ocs_env(run_dir), timeout=1800)
+            proc = run_ocs(cmd, run_dir, timeout=1800)
             saved = root / IMAGE_NAME
             if proc.returncode != 0 or not (saved / "parts").exists():
                 raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")
@@ -296,7 +322,7 @@ def clonezilla_two_disks(loops, work: Path) -> tuple[Path, Path, Path]:
             root = run_dir / "partimag"
             root.mkdir()
             cmd = ["ocs-sr", *COMMON, *TWO_DISKS_FLAGS, "-or", str(root), "savedisk", IMAGE_NAME, " ".join(names)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_ocs_env(run_dir), timeout=900)
+            proc = run_ocs(cmd, run_dir, timeout=900)
             saved = root / IMAGE_NAME
             if proc.returncode != 0 or not (saved / "disk").exists():
                 raise AssertionError(f"ocs-sr failed ({proc.returncode}): {proc.stdout[-2000:]}")

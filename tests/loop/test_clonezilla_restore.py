@@ -101,7 +101,8 @@ def test_bare_partclone_image_restores_as_a_whole_disk_filesystem(tmp_path):
     fs = fi.make_ext4(tmp_path / "fs.img", 24 * MiB, tree, label="bare")
     image = tmp_path / "fs.ext4-ptcl-img.zst"
     with open(image, "wb") as out:
-        clone = subprocess.Popen(["partclone.ext4", "-q", "-c", "-s", str(fs), "-O", "-"],
+        clone = subprocess.Popen(["partclone.ext4", "-q", "-c", "-L", str(tmp_path / "partclone.log"), "-s", str(fs),
+                                  "-O", "-"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         subprocess.run(["zstd", "-q", "-c"], stdin=clone.stdout, stdout=out, check=True)
         assert clone.wait() == 0
