@@ -100,14 +100,18 @@ def own_temp_dir(tmp_path_factory):
     run's mounts when another run shares the machine."""
     base = tmp_path_factory.getbasetemp()
     temp = tmp_path_factory.mktemp("tmp", numbered=False)
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir, os.environ.get("LIFEBOAT_LOG_DIR")
     os.environ["TMPDIR"] = tempfile.tempdir = str(temp)
+    # The CLI run by module and session fixtures (before hermetic_env gives each test its own
+    # folder), and by the ISO build's self-test, logs here too, not in root's /var/log/lifeboat.
+    os.environ["LIFEBOAT_LOG_DIR"] = str(tmp_path_factory.mktemp("fixture-logs", numbered=False))
     own_mounts.set_base(base)
     yield temp
-    if saved[0] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved[0]
+    for key, value in (("TMPDIR", saved[0]), ("LIFEBOAT_LOG_DIR", saved[2])):
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     tempfile.tempdir = saved[1]
     # Nothing the run mounted may outlive it: a dead FUSE mount left in the base folder stops
     # the next run with the same folder before its first test. Each is named (a failure of the
