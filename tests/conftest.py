@@ -100,19 +100,22 @@ def own_temp_dir(tmp_path_factory):
     run's mounts when another run shares the machine."""
     base = tmp_path_factory.getbasetemp()
     temp = tmp_path_factory.mktemp("tmp", numbered=False)
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir, os.environ.get("LIFEBOAT_LOG_DIR")
+    saved = {key: os.environ.get(key) for key in ("TMPDIR", "LIFEBOAT_LOG_DIR", "LIFEBOAT_CACHE_DIR")}
+    saved_tempdir = tempfile.tempdir
     os.environ["TMPDIR"] = tempfile.tempdir = str(temp)
     # The CLI run by module and session fixtures (before hermetic_env gives each test its own
-    # folder), and by the ISO build's self-test, logs here too, not in root's /var/log/lifeboat.
+    # folders), and by the ISO build's self-test, logs and caches here too, not in root's
+    # /var/log/lifeboat and /var/cache/lifeboat.
     os.environ["LIFEBOAT_LOG_DIR"] = str(tmp_path_factory.mktemp("fixture-logs", numbered=False))
+    os.environ["LIFEBOAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("fixture-cache", numbered=False))
     own_mounts.set_base(base)
     yield temp
-    for key, value in (("TMPDIR", saved[0]), ("LIFEBOAT_LOG_DIR", saved[2])):
+    for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    tempfile.tempdir = saved[1]
+    tempfile.tempdir = saved_tempdir
     # Nothing the run mounted may outlive it: a dead FUSE mount left in the base folder stops
     # the next run with the same folder before its first test. Each is named (a failure of the
     # run) and unmounted lazily.
@@ -124,9 +127,11 @@ def own_temp_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch, tmp_path):
-    """Small packs so small test data walks the multi-pack paths; no user config leaks in."""
+    """Small packs so small test data walks the multi-pack paths; no user config leaks in; the
+    logs and the index cache of each test stay in its own folder."""
     monkeypatch.setenv("LIFEBOAT_PACK_SIZE", str(4 * 1024 * 1024))
     monkeypatch.setenv("LIFEBOAT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "index-cache"))
     monkeypatch.delenv("LIFEBOAT_REPO", raising=False)
     monkeypatch.delenv("LIFEBOAT_PASSPHRASE_FILE", raising=False)
     monkeypatch.delenv("LIFEBOAT_RECOVERY_CODE_FILE", raising=False)

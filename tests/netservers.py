@@ -104,6 +104,11 @@ class SeaweedS3:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+        # weed makes a local socket per service in /tmp, named by its port (not all of them
+        # can be placed elsewhere), and a killed weed leaves them: the ports are this server's.
+        for port in self.ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def client(self):
         from minio import Minio

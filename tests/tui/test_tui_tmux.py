@@ -9,8 +9,10 @@ import signal
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -29,12 +31,13 @@ class Terminal:
     """A tmux server of our own (its own socket), one 80x25 window."""
 
     def __init__(self, cwd, command: str):
-        self.socket = f"lifeboat-test-{uuid.uuid4().hex[:8]}"
+        # in the run's temporary folder: with -L, tmux would leave /tmp/tmux-UID/NAME behind
+        self.socket = str(Path(tempfile.gettempdir()) / f"lifeboat-tmux-{uuid.uuid4().hex[:8]}")
         self.tmux("new-session", "-d", "-x", "80", "-y", "25", "-c", str(cwd), command)
 
     def tmux(self, *args) -> str:
         # tmux runs the command with $SHELL (a service user's login shell may be nologin).
-        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True,
+        out = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=True,
                              env=dict(os.environ, SHELL="/bin/sh"))
         return out.stdout
 
@@ -64,7 +67,7 @@ class Terminal:
         raise AssertionError(f"{text!r} never appeared; the screen shows:\n{self.screen()}")
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
 
 def test_real_tui_in_tmux_linux_console(machine):
