@@ -17,6 +17,7 @@ asked on the terminal; a key from LIFEBOAT_SSH_KEY or the usual ~/.ssh files.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import hashlib
 import os
@@ -109,7 +110,14 @@ class MountedStorage(LocalStorage):
             mountpoint = _mount_root() / f"{loc.scheme}-{tag}-{os.getpid()}"
             if os.path.ismount(mountpoint):
                 netmounts.unmount(mountpoint)
-            folder = _mount(loc, mountpoint)
+            try:
+                folder = _mount(loc, mountpoint)
+            except BaseException:
+                # A refused or failed mount leaves no empty folder behind (one per attempt).
+                if not os.path.ismount(mountpoint):
+                    with contextlib.suppress(OSError):
+                        mountpoint.rmdir()
+                raise
             storage = cls(loc, mountpoint, folder)
             _mounted[key] = storage
             return storage

@@ -40,3 +40,22 @@ def test_mount_cifs_answers_become_the_line_that_says_what_to_fix(said, words):
     message = cifs_error(f"{said}\n{REFER}\n", "nas", "backups", "ann").message
     assert words in message, message
     assert "Refer to" not in message
+
+
+def test_a_failed_mount_leaves_no_folder_behind():
+    """Each attempt makes its mount point under the mount root; a refused or failed mount
+    (here NFS with no server and no statd) must not leave it there, one empty folder per try."""
+    import os
+
+    from recovery.storage import location, mounted
+    from recovery.storage.base import StorageError
+
+    root = mounted._mount_root()
+
+    def ours() -> list[str]:
+        return sorted(p.name for p in root.iterdir() if p.name.endswith(f"-{os.getpid()}"))
+
+    before = ours()
+    with pytest.raises(StorageError):
+        mounted.MountedStorage.mount(location.parse("nfs://127.0.0.1/export/pc"))
+    assert ours() == before
