@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import blake3
@@ -365,7 +366,13 @@ def test_partition_of_a_mounted_whole_disk_is_found(loops, tmp_path):
         finally:
             discover.unmount(where)
         assert not where.exists()
-        assert loops_backed_by(dev) == []          # the loop device went away with the mount
+        # The loop device goes away with the mount: the kernel clears it once its last user
+        # lets go, which a mount namespace another lane's test is just making (its copy of every
+        # mount lives until it drops them, within milliseconds) can delay: waited for, not read once.
+        deadline = time.monotonic() + 10
+        while loops_backed_by(dev) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert loops_backed_by(dev) == []
     finally:
         run("umount", whole)
 
