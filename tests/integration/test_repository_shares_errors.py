@@ -7,9 +7,13 @@ says what to fix. Wrong passwords and missing shares against a real Samba are in
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from recovery.host.netmounts import cifs_error
+from recovery.storage import location, mounted
+from recovery.storage.base import StorageError
 from tests.integration.engine_fixtures import lifeboat
 from tests.integration.test_repository_safety import one_line_error
 from tests.netservers import network_mounts
@@ -45,11 +49,6 @@ def test_mount_cifs_answers_become_the_line_that_says_what_to_fix(said, words):
 def test_a_failed_mount_leaves_no_folder_behind():
     """Each attempt makes its mount point under the mount root; a refused or failed mount
     (here NFS with no server and no statd) must not leave it there, one empty folder per try."""
-    import os
-
-    from recovery.storage import location, mounted
-    from recovery.storage.base import StorageError
-
     root = mounted._mount_root()
 
     def ours() -> list[str]:

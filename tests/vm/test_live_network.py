@@ -97,8 +97,8 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     a blank disk of its own, whose every file is then compared with the source's here (and
     e2fsck run). The SFTP repository, written through sshfs, is restored here from its folder
     on the server (SFTP restores are the integration tier's, through this machine's sshfs; an
-    emulated restore costs CI half a minute). Into the FAT32 stick the same backup, its read-back check reading the
-    packs through vfat. Then getting files back where the kernel's drivers do the reading: a PC
+    emulated restore costs CI half a minute). Into the FAT32 stick the same backup, its
+    read-back check reading the packs through vfat. Then getting files back where the kernel's drivers do the reading: a PC
     disk with a FAT32 and an exFAT partition is backed up into the exFAT disk, its snapshot
     mounted (each filesystem beneath it mounted by the live kernel's vfat and exfat) and both
     copied out with `get`, read from the exFAT repository.
@@ -107,7 +107,8 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     one line with nothing written."""
     source, part, want = source_disk(tmp_path, seed=43)
     kinds = ("smb", "nfs", "sftp")
-    targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]      # the SFTP one is restored here
+    # one blank disk per snapshot: SMB's and NFS's restored in the guest, SFTP's here
+    targets = [blank(tmp_path / f"target-{n}.img", 80 * MIB) for n in kinds]
     # The SSH client key travels on the FAT stick (FAT keeps no permissions: copied out below).
     stick_tree = tmp_path / "stick-tree"
     stick_tree.mkdir()
