@@ -233,12 +233,30 @@ def nfs(host: str, export: str, where: Path, port: int | None = None) -> None:
     raise StorageError(f"cannot mount {host}:{export} over NFS: {last}")
 
 
-def unmount(where: Path) -> None:
-    """Unmount a network place (lazily when busy: the connection may be gone)."""
-    if tools.quiet(["umount", str(where)]) != 0:
+def unmount(where: Path, force: bool = False) -> None:
+    """Unmount a network place (lazily when busy: the connection may be gone); `force` when
+    its server stopped answering, which a plain unmount would wait on."""
+    if force:
+        force_unmount(where, detach=True)
+    elif tools.quiet(["umount", str(where)]) != 0:
         if tools.quiet(["fusermount3", "-u", "-z", str(where)]) != 0:
             tools.quiet(["umount", "-l", str(where)])
     try:
         where.rmdir()
     except OSError:
         pass
+
+
+MNT_FORCE, MNT_DETACH = 1, 2
+
+
+def force_unmount(where: Path, detach: bool = False) -> bool:
+    """umount2(MNT_FORCE), straight to the kernel: umount(8) would first look at the mount
+    point, which on a frozen server can wait for ever itself. For NFS it ends every request
+    waiting on the server with EIO; the mount stays while busy unless `detach`. True when the
+    mount went away."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return libc.umount2(os.fsencode(str(where)), MNT_FORCE | (MNT_DETACH if detach else 0)) == 0

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -28,10 +29,13 @@ from typing import Callable
 
 from recovery.errors import NoSpaceError, RefusedError, RepositoryError
 from recovery.host import netmounts
+from recovery.storage import stall
 from recovery.storage.base import BufferWriter, NoPermissionError, ObjectInfo, StorageError, UnreachableError
 from recovery.storage.local import FULL, LocalStorage
 from recovery.storage.location import Location
 from recovery.storage.retry import Retrier
+
+log = logging.getLogger(__name__)
 
 # Set by the user interface: ask_host_key(server, fingerprints) -> accept?;
 # ask_password(prompt, who="user@host", refused=passwords refused so far) -> str (None or
@@ -40,8 +44,11 @@ PASSWORD_TRIES = 3
 ask_host_key: Callable[[str, list[str]], bool] | None = None
 ask_password: Callable[..., str | None] | None = None
 
+# The kernel's own restart codes (ERESTARTSYS and kin, 512-516) reach a program when an NFS
+# request is ended by a forced unmount (storage/stall.py): a request cut off, read as EIO.
+_CUT_OFF = {512, 513, 514, 516}
 _TRANSIENT = {errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
-              errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESTALE}
+              errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESTALE} | _CUT_OFF
 _mounted: dict[str, "MountedStorage"] = {}
 _lock = threading.Lock()
 
@@ -91,6 +98,15 @@ class MountedStorage(LocalStorage):
         self.retrier.reached = True          # mounting it needed the server
         self._inflight = 0                   # bytes of the writes under way
         self._inflight_lock = threading.Lock()
+        self.watch: stall.StallWatch | None = None
+        self._pin: int | None = None
+        if loc.scheme == "nfs":
+            # the one client here whose requests can wait for ever (see storage/stall.py). The
+            # mount is held open, so a forced unmount only ends the requests waiting on it,
+            # never takes it away (the calls after it would write into the folder beneath).
+            self._pin = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.watch = stall.StallWatch(lambda: stall.nfs_replies(mountpoint), self._cut,
+                                          give_up=self._held, give_up_after=self.retrier.seconds + stall.stall_seconds())
 
     # -- where ---------------------------------------------------------------------------
     def describe(self) -> str:
@@ -146,27 +162,65 @@ class MountedStorage(LocalStorage):
             raise
 
     def check_new(self, config_name: str) -> None:
-        self._checked("read", lambda: super(MountedStorage, self).check_new(config_name))
+        self._checked("read", lambda: self._watched(lambda: super(MountedStorage, self).check_new(config_name)))
 
     def make_folders(self, names) -> None:
-        self._checked("write", lambda: super(MountedStorage, self).make_folders(names))
+        self._checked("write", lambda: self._watched(lambda: super(MountedStorage, self).make_folders(names)))
 
     def check_present(self, config_name: str) -> None:
-        self._checked("read", lambda: super(MountedStorage, self).check_present(config_name))
+        self._checked("read", lambda: self._watched(lambda: super(MountedStorage, self).check_present(config_name)))
+
+    # -- a server that stopped answering ---------------------------------------------
+    def _watched(self, fn):
+        if self.watch is None:
+            return fn()
+        with self.watch.call():
+            return fn()
+
+    # calls that answer for themselves when the server is away, watched all the same
+    def place_problem(self) -> str | None:
+        return self._watched(super().place_problem)
+
+    def missing_folders(self, names) -> list[str]:
+        return self._watched(lambda: super(MountedStorage, self).missing_folders(names))
+
+    def remove_folder(self, prefix: str) -> None:
+        self._watched(lambda: super(MountedStorage, self).remove_folder(prefix))
+
+    def free_space(self) -> int | None:
+        return self._watched(super().free_space)
+
+    def scratch_clean(self, keep=None) -> None:
+        self._watched(lambda: super(MountedStorage, self).scratch_clean(keep))
+
+    def _held(self, waited: float) -> None:
+        """The server has held our calls past every window and the kernel does not let go."""
+        self.retrier.gave_up = True
+        error = self._unreachable("no answer, and the system's NFS client still waits on it", waited)
+        log.error("%s", error.message)
+        if stall.on_give_up is not None:
+            stall.on_give_up(error.message)
+
+    def _cut(self) -> None:
+        """The watch saw our calls wait on a silent server: end them (EIO); the mount stays."""
+        netmounts.force_unmount(self.mountpoint)
 
     # -- every call retried while the connection is away -------------------------------
     def _again(self, fn, action: str = "read"):
         return self._checked(action, lambda: self._retried(fn))
 
+    def _unreachable(self, why: str, waited: float) -> UnreachableError:
+        head = f"{self.loc.display()} stopped answering ({why}); gave up after {int(waited)} s"
+        return UnreachableError(f"{head} — nothing already saved is lost; run it again when the server is "
+                                "back (LIFEBOAT_RETRY_SECONDS sets how long to wait)", head)
+
     def _retried(self, fn):
         def fail(exc, waited):
-            head = f"{self.loc.display()} stopped answering ({os.strerror(_errno(exc))}); gave up after {int(waited)} s"
-            return UnreachableError(f"{head} — nothing already saved is lost; run it again when the server is "
-                                    "back (LIFEBOAT_RETRY_SECONDS sets how long to wait)", head)
+            return self._unreachable(os.strerror(_errno(exc)), waited)
 
         def attempt():
             try:
-                return fn()
+                return self._watched(fn)
             except Exception as exc:
                 if _transient(exc):
                     self._forget_fds()       # descriptors from before a reconnect are dead
@@ -247,7 +301,14 @@ class MountedStorage(LocalStorage):
         self.close()
         with _lock:
             _mounted.pop(self.loc.display(), None)
-        netmounts.unmount(self.mountpoint)
+        if self.watch is not None:
+            self.watch.stop()
+        if self._pin is not None:
+            os.close(self._pin)
+            self._pin = None
+        # after the server stopped answering, a plain unmount would wait on it to write back
+        forced = self.retrier.gave_up or (self.watch is not None and self.watch.cuts > 0)
+        netmounts.unmount(self.mountpoint, force=forced)
 
 
 def _denied(exc) -> bool:
@@ -260,7 +321,7 @@ def _errno(exc) -> int:
     seen = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno:
-            return seen.errno
+            return errno.EIO if seen.errno in _CUT_OFF else seen.errno
         seen = seen.__cause__
     return errno.EIO
 
@@ -335,6 +396,13 @@ def _sftp(loc: Location, path: str, mountpoint: Path) -> None:
         # The password that worked serves the rest of this session (a reconnect, the next
         # mount of the same place); it lives in this process's environment only.
         os.environ["LIFEBOAT_PASSWORD"] = password
+
+
+def let_go_all() -> None:
+    """Before the process ends at once (stall.on_give_up): each place detached, forced, with
+    no call on its server (closing a file there could wait on it again)."""
+    for storage in list(_mounted.values()):
+        netmounts.force_unmount(storage.mountpoint, detach=True)
 
 
 @atexit.register

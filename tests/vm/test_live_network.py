@@ -16,12 +16,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from recovery.storage.stall import nfs_replies
 from tests.browse_pc import make_exfat
 from tests.diskimages import BASIC_DATA, PartSpec, make_disk
 from tests.fsimages import ext_tree, make_tree, make_vfat, vfat_tree
@@ -29,7 +32,7 @@ from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd, s
 from tests.vm import golden
 from tests.vm.live_shell import assert_restored, power_off, shell_step, source_disk, step_output
 from tests.vm.qemu import Disk, Machine
-from tests.vm.test_iso import BOOT_LINE, BOOT_TIMEOUT, MIB, RESULT, ROOT, blank, live_machine
+from tests.vm.test_iso import BOOT_LINE, BOOT_TIMEOUT, ENTER, MIB, RESULT, ROOT, blank, keys, live_machine
 from tests.vm.test_iso import iso  # noqa: F401 - the built ISO, a fixture
 
 pytestmark = pytest.mark.vm
@@ -242,3 +245,51 @@ def test_network_and_fat_repositories_from_the_live_shell(iso, tmp_path, smbd, g
     # FAT keeps 8.3 names in upper case with a lower-case flag: compared without case
     assert under("p1") == {k.casefold(): v for k, v in vfat_tree(fat_fs).items()}
     assert under("p2") == {k.casefold(): v for k, v in exfat_want.items()}
+
+
+def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha):
+    """An NFS server that stops answering mid-backup with its connection up (the process
+    stopped, as a hung NAS is): the live kernel's client would wait on it for ever, even
+    mounted `softerr`. The backup ends in one line within its stall and retry windows,
+    exit 5; once the server answers again, the same backup runs to the end and the
+    repository verifies."""
+    source, part, want = source_disk(tmp_path, seed=47)
+    repo_dir = ganesha.export / "frozen"
+    lifeboat("repo", "init", repo_dir, env={})
+    repo = f"nfs://{HOST}/backups/frozen"
+    disks = [Disk(source, bus="virtio", serial="SOURCE")]
+    with live_machine(iso, disks, "lifeboat.console=shell", tmp_path / "console.log", nic="e1000") as vm:
+        vm.wait_for(BOOT_LINE, BOOT_TIMEOUT)
+        time.sleep(3)
+        assert shell_step(vm, "net", "for i in $(seq 120); do grep -q . /run/lifeboat/network/* 2>/dev/null && break;"
+                          " sleep 1; done; grep -H . /run/lifeboat/network/*", 180) == 0
+        # the live kernel's counters for an NFS mount, as the stall watch reads them
+        assert shell_step(vm, "stats", f"(mkdir -p /mnt/n && mount -i -t nfs4 {HOST}:/backups /mnt/n -o vers=4.2,addr={HOST}"
+                          " && ls /mnt/n >/dev/null && cat /proc/self/mountstats && umount /mnt/n)") == 0
+        stats = step_output(vm, "stats")
+        # the stall after 10 s without a reply, then 30 s of retries
+        keys(vm, "LIFEBOAT_STALL_SECONDS=10 LIFEBOAT_RETRY_SECONDS=30 lifeboat backup /dev/vda --repo "
+             f"{repo} --name pc >/tmp/frozen.log 2>&1; echo STEP-frozen-$?-; tail -n 3 /tmp/frozen.log" + ENTER)
+        deadline = time.monotonic() + 300
+        while not any((repo_dir / "lock").glob("*.json")):
+            assert time.monotonic() < deadline, "the backup never took its lock"
+            time.sleep(0.1)
+        os.killpg(ganesha.proc.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            code = int(vm.wait_for(r"STEP-frozen-(\d+)-", 600)[1])
+            ended_after = time.monotonic() - frozen_at
+        finally:
+            os.killpg(ganesha.proc.pid, signal.SIGCONT)
+        said = step_output(vm, "frozen")
+        assert shell_step(vm, "again", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
+        assert shell_step(vm, "verify", f"lifeboat verify --repo {repo}", 900) == 0
+        power_off(vm)
+    assert nfs_replies(Path("/mnt/n"), stats) > 0, stats
+    assert nfs_replies(Path("/mnt"), stats) is None
+    lines = said.strip().splitlines()
+    assert code == 5 and len(lines) == 1, said
+    assert lines[0].startswith(f"lifeboat: nfs://{HOST}/backups/frozen stopped answering"), said
+    # the stall (10 s), then the retry window (30 s), with emulation's slack
+    assert ended_after < 240, ended_after
+    print(f"frozen NFS server: the backup ended {ended_after:.0f} s after the freeze")
