@@ -720,8 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     log_path = start_log(args.command) if args.command in ("backup", "restore", "verify", "import",
                                                                 "forget", "prune") else None
     from recovery.storage import stall
+    from recovery.storage.base import UnreachableError
 
-    stall.on_give_up = lambda message: end_now(args, message)
+    stall.end_when_held(lambda message: report_error(args, message, UnreachableError.exit_code))
     try:
         location_options(args)
         unlock_options(args)
@@ -792,21 +793,6 @@ def terminal_prompts() -> None:
     from recovery.repo import keys
 
     keys.ask_passphrase = lambda prompt: getpass.getpass(prompt)
-
-
-def end_now(args, message: str) -> None:
-    """A network server holds this process's calls for good (storage/stall.py): the one line,
-    the mounts let go, and the process ends at once; its threads waiting in the kernel could
-    never be joined."""
-    from recovery.storage import mounted
-    from recovery.storage.base import UnreachableError
-
-    report_error(args, message, UnreachableError.exit_code)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    mounted.let_go_all()
-    logging.shutdown()
-    os._exit(UnreachableError.exit_code)
 
 
 def report_error(args, message: str, code: int) -> int:

@@ -495,8 +495,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cmdline is None:
         cmdline = Path("/proc/cmdline").read_text()
+    from recovery.storage import stall
+
     consoles = Consoles()
     say = consoles.say
+
+    def held(message: str) -> None:      # a server holds the restore for good: as any error
+        say(f"LIFEBOAT-RESULT error {message}")
+        run_then(then_after_error(cmdline), say)
+
+    stall.end_when_held(held)
     try:
         req = parse_request(cmdline)
         if req is None:

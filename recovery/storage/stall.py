@@ -15,14 +15,15 @@ The kernel does not always let go: seen in the live system, a request ended this
 followed at once by another the client issues itself (its state recovery), which the next
 forced unmount does not end. A call of ours can then never return, nor the process end (its
 threads are joined at exit). So when the server has shown no progress for the retry window
-after the first cut, the watch gives up itself: `give_up(line)`, which the command line sets
-to say the line and end the process (`on_give_up`).
+after the first cut, the watch gives up itself: `on_give_up(line)`, which the command line and
+the live system's restore set to say the line and end the process (`end_when_held`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -36,6 +37,27 @@ POLL_SECONDS = 1.0
 # Set by a program that can end itself when the server holds its calls for good (the CLI):
 # on_give_up(line). Without it the watch goes on ending requests and waiting.
 on_give_up: Callable[[str], None] | None = None
+
+
+def end_when_held(report: Callable[[str], object]) -> None:
+    """For a program that ends with its run (the CLI, the live system's unattended restore):
+    when a server holds the calls for good, `report(line)` as any error is, and end the
+    process at once, its waiting threads could never be joined. The places are let go of
+    first; a restore cut off so leaves its target marked incomplete, as any stopped one."""
+    global on_give_up
+
+    def end(message: str) -> None:
+        from recovery.storage import mounted
+        from recovery.storage.base import UnreachableError
+
+        mounted.let_go_all()
+        report(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(UnreachableError.exit_code)
+
+    on_give_up = end
 
 
 def stall_seconds() -> float:
