@@ -1,6 +1,17 @@
-"""Sizes and durations for people."""
+"""Sizes and durations for people, and durations people set."""
 
 from __future__ import annotations
+
+import os
+
+
+def env_seconds(name: str, default: float, least: float = 0.0) -> float:
+    """A duration a person may set in the environment (NAME=seconds), at least `least`;
+    `default` when it is unset or not a number."""
+    try:
+        return max(float(os.environ.get(name, default)), least)
+    except ValueError:
+        return default
 
 
 def human_size(n: float) -> str:

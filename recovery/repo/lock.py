@@ -26,6 +26,7 @@ import uuid
 from recovery.errors import BusyError, RepositoryError
 from recovery.host.tools import pid_alive
 from recovery.storage.base import NoPermissionError, Storage, StorageError, UnreachableError
+from recovery.units import env_seconds
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,7 @@ DEFAULT_TTL = 600.0
 
 
 def ttl_seconds() -> float:
-    try:
-        return max(float(os.environ.get("LIFEBOAT_LOCK_TTL", DEFAULT_TTL)), 1.0)
-    except ValueError:
-        return DEFAULT_TTL
+    return env_seconds("LIFEBOAT_LOCK_TTL", DEFAULT_TTL, 1.0)
 
 
 

@@ -42,6 +42,7 @@ from recovery.stages import StageClock
 from recovery.repo.parity import parity_name, repair_object, write_protected
 from recovery.storage.base import Storage, StorageError, UnreachableError
 from recovery.storage.local import LocalStorage, placement_problem  # noqa: F401 - the TUI asks it here
+from recovery.units import env_seconds
 from recovery.workers import worker_count
 
 log = logging.getLogger(__name__)
@@ -697,10 +698,7 @@ class WriteSession:
         self.compressor = Compressor(zstd_level, threads)
         self.pack_size = pack_size()
         self.lock = Lock(repo.storage)
-        try:
-            self._refresh_every = max(float(os.environ.get("LIFEBOAT_INDEX_REFRESH", 10)), 0.0)
-        except ValueError:
-            self._refresh_every = 10.0
+        self._refresh_every = env_seconds("LIFEBOAT_INDEX_REFRESH", 10.0)
         self._next_refresh = time.monotonic() + self._refresh_every
         self._refreshing = threading.Lock()
         self.session_id = uuid.uuid4().hex

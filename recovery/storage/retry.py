@@ -10,18 +10,16 @@ wrong address or a server that is not there is reported at once.
 from __future__ import annotations
 
 import logging
-import os
 import time
+
+from recovery.units import env_seconds
 
 log = logging.getLogger(__name__)
 DEFAULT_SECONDS = 300.0
 
 
 def retry_seconds() -> float:
-    try:
-        return max(float(os.environ.get("LIFEBOAT_RETRY_SECONDS", DEFAULT_SECONDS)), 0.0)
-    except ValueError:
-        return DEFAULT_SECONDS
+    return env_seconds("LIFEBOAT_RETRY_SECONDS", DEFAULT_SECONDS)
 
 
 class Retrier:

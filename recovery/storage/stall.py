@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from recovery.units import env_seconds
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_SECONDS = 60.0
@@ -61,10 +63,7 @@ def end_when_held(report: Callable[[str], object]) -> None:
 
 
 def stall_seconds() -> float:
-    try:
-        return max(float(os.environ.get("LIFEBOAT_STALL_SECONDS", DEFAULT_STALL_SECONDS)), 1.0)
-    except ValueError:
-        return DEFAULT_STALL_SECONDS
+    return env_seconds("LIFEBOAT_STALL_SECONDS", DEFAULT_STALL_SECONDS, 1.0)
 
 
 def nfs_replies(mountpoint: Path, stats: str | None = None) -> int | None:

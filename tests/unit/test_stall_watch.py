@@ -85,11 +85,16 @@ def test_a_server_still_silent_is_cut_again_each_stall_time():
         watch.stop()
 
 
+def giving_up_watch(server: Server, gave_up: list) -> StallWatch:
+    """A watch whose cuts end nothing (the kernel still holds the call), giving up 0.6 s after
+    the first of them."""
+    return StallWatch(lambda: server.replies, lambda: server.cuts.append(time.monotonic()), seconds=0.2, poll=0.05,
+                      give_up=gave_up.append, give_up_after=0.6)
+
+
 def test_a_call_the_cuts_do_not_end_is_given_up_once_after_the_window():
-    server = Server()
-    gave_up: list[float] = []
-    watch = StallWatch(lambda: server.replies, lambda: server.cuts.append(time.monotonic()), seconds=0.2, poll=0.05,
-                       give_up=gave_up.append, give_up_after=0.6)
+    server, gave_up = Server(), []
+    watch = giving_up_watch(server, gave_up)
     try:
         with watch.call():                          # the cuts do not end this call
             time.sleep(1.6)
@@ -99,10 +104,8 @@ def test_a_call_the_cuts_do_not_end_is_given_up_once_after_the_window():
 
 
 def test_a_server_that_answers_again_before_the_window_is_not_given_up():
-    server = Server()
-    gave_up: list[float] = []
-    watch = StallWatch(lambda: server.replies, lambda: server.cuts.append(time.monotonic()), seconds=0.2, poll=0.05,
-                       give_up=gave_up.append, give_up_after=0.6)
+    server, gave_up = Server(), []
+    watch = giving_up_watch(server, gave_up)
     try:
         with watch.call():
             time.sleep(0.4)                         # silent: cut once
