@@ -735,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except LifeboatError as exc:
         log.error("%s", exc.message, exc_info=True)
+        # Said once: a call a server still holds after this only ends the process (at exit
+        # its thread would be waited for), without a second line.
+        stall.end_when_held(lambda message: None)
         return report_error(args, exc.message, exc.exit_code)
     except KeyboardInterrupt:
         return report_error(args, "cancelled", 130)

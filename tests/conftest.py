@@ -167,9 +167,9 @@ class LoopDevices:
             cmd.append("--read-only")
         dev = run(*cmd, image).stdout.strip()
         self.attached.append(dev)
-        # No udev here: the kernel makes partition nodes only when asked. Partitions added by
-        # partx outlive a detach when a lane elsewhere held them at that moment: a device
-        # handed out again can still carry another image's, so those go first.
+        # No udev here: the kernel makes partition nodes only when asked. Nodes partx added
+        # outlive `losetup -d` (partition scanning is off), so a device handed out again can
+        # still carry another image's partitions, on which `partx -a` fails: those go first.
         subprocess.run(["partx", "-d", dev], capture_output=True)
         subprocess.run(["partx", "-a", dev], capture_output=True)
         return dev

@@ -105,8 +105,9 @@ class MountedStorage(LocalStorage):
             # mount is held open, so a forced unmount only ends the requests waiting on it,
             # never takes it away (the calls after it would write into the folder beneath).
             self._pin = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            window = self.retrier.seconds + stall.stall_seconds()
             self.watch = stall.StallWatch(lambda: stall.nfs_replies(mountpoint), self._cut,
-                                          give_up=self._held, give_up_after=self.retrier.seconds + stall.stall_seconds())
+                                          give_up=self._held, give_up_after=window)
 
     # -- where ---------------------------------------------------------------------------
     def describe(self) -> str:

@@ -6,10 +6,10 @@ connection that stays up while the server is frozen (a hung NAS, a stopped proce
 it keeps reconnecting to one that is gone, an NFSv4 request can wait for ever, and with it the
 backup, without a word. The watch reads the transport's count of replies received for this
 mount (/proc/self/mountstats): when calls of ours are under way and no reply has come for
-`stall_seconds()`, it force-unmounts the place (netmounts.force_unmount). For NFS that ends every waiting
-request with EIO and leaves the mount where it is (it is busy); the calls then fail as a
-dropped connection does, and storage/retry.py waits, tries again, and after its window gives
-its one line. A slow server is not stalled: each of its replies counts as progress.
+`stall_seconds()`, it force-unmounts the place (netmounts.force_unmount). For NFS that ends
+every waiting request with EIO and leaves the mount where it is (it is held open); the calls
+then fail as a dropped connection does, and storage/retry.py waits, tries again, and after
+its window gives its one line. A slow server is not stalled: each reply counts as progress.
 
 The kernel does not always let go: seen in the live system, a request ended this way can be
 followed at once by another the client issues itself (its state recovery), which the next

@@ -253,7 +253,7 @@ def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha)
     mounted `softerr`. The backup ends in one line within its stall and retry windows,
     exit 5; once the server answers again, the same backup runs to the end and the
     repository verifies."""
-    source, part, want = source_disk(tmp_path, seed=47)
+    source, _, _ = source_disk(tmp_path, seed=47)
     repo_dir = ganesha.export / "frozen"
     lifeboat("repo", "init", repo_dir, env={})
     repo = f"nfs://{HOST}/backups/frozen"
@@ -264,8 +264,9 @@ def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha)
         assert shell_step(vm, "net", "for i in $(seq 120); do grep -q . /run/lifeboat/network/* 2>/dev/null && break;"
                           " sleep 1; done; grep -H . /run/lifeboat/network/*", 180) == 0
         # the live kernel's counters for an NFS mount, as the stall watch reads them
-        assert shell_step(vm, "stats", f"(mkdir -p /mnt/n && mount -i -t nfs4 {HOST}:/backups /mnt/n -o vers=4.2,addr={HOST}"
-                          " && ls /mnt/n >/dev/null && cat /proc/self/mountstats && umount /mnt/n)") == 0
+        assert shell_step(vm, "stats", f"(mkdir -p /mnt/n && mount -i -t nfs4 {HOST}:/backups /mnt/n -o "
+                          f"vers=4.2,addr={HOST} && ls /mnt/n >/dev/null && cat /proc/self/mountstats && "
+                          "umount /mnt/n)") == 0
         stats = step_output(vm, "stats")
         # the stall after 10 s without a reply, then 30 s of retries
         keys(vm, "LIFEBOAT_STALL_SECONDS=10 LIFEBOAT_RETRY_SECONDS=30 lifeboat backup /dev/vda --repo "
@@ -292,4 +293,3 @@ def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha)
     assert lines[0].startswith(f"lifeboat: nfs://{HOST}/backups/frozen stopped answering"), said
     # the stall (10 s), then the retry window (30 s), with emulation's slack
     assert ended_after < 240, ended_after
-    print(f"frozen NFS server: the backup ended {ended_after:.0f} s after the freeze")
