@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from recovery.storage.stall import StallWatch, nfs_replies
@@ -21,6 +22,20 @@ class Server:
         self.cuts.append(time.monotonic())
         self.waiting.set()
 
+    def cut_in_vain(self):
+        """A cut the kernel ignores: the calls waiting go on waiting."""
+        self.cuts.append(time.monotonic())
+
+
+@contextmanager
+def watching(server: Server, seconds: float, cuts_end_calls: bool = True, **give_up):
+    watch = StallWatch(lambda: server.replies, server.cut if cuts_end_calls else server.cut_in_vain,
+                       seconds=seconds, poll=0.05, **give_up)
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
 
 def call_in(watch: StallWatch, server: Server, seconds: float) -> threading.Thread:
     """A call of ours that waits on the server for `seconds`, or until a cut ends it."""
@@ -34,79 +49,56 @@ def call_in(watch: StallWatch, server: Server, seconds: float) -> threading.Thre
 
 def test_a_call_waiting_on_a_silent_server_is_cut_after_the_stall_time():
     server = Server()
-    watch = StallWatch(lambda: server.replies, server.cut, seconds=0.5, poll=0.05)
-    try:
+    with watching(server, 0.5) as watch:
         start = time.monotonic()
         call = call_in(watch, server, 30)
         call.join(10)
         assert not call.is_alive()
         assert len(server.cuts) == 1 and 0.5 <= server.cuts[0] - start < 2.0
         assert watch.cuts == 1
-    finally:
-        watch.stop()
 
 
 def test_a_slow_server_that_keeps_answering_is_not_cut():
     server = Server()
-    watch = StallWatch(lambda: server.replies, server.cut, seconds=0.5, poll=0.05)
-    try:
+    with watching(server, 0.5) as watch:
         call = call_in(watch, server, 1.5)          # three stall times long, with replies all along
         while call.is_alive():
             server.replies += 1
             time.sleep(0.1)
         assert server.cuts == []
-    finally:
-        watch.stop()
 
 
 def test_no_call_under_way_is_no_stall_however_long_the_server_is_silent():
     server = Server()
-    watch = StallWatch(lambda: server.replies, server.cut, seconds=0.3, poll=0.05)
-    try:
+    with watching(server, 0.3) as watch:
         time.sleep(1.0)                              # idle: nothing of ours waits
         assert server.cuts == []
         start = time.monotonic()
         call_in(watch, server, 30).join(10)          # the idle time before does not count
         assert len(server.cuts) == 1 and server.cuts[0] - start >= 0.3
-    finally:
-        watch.stop()
 
 
 def test_a_server_still_silent_is_cut_again_each_stall_time():
     server = Server()
-    watch = StallWatch(lambda: server.replies, lambda: server.cuts.append(time.monotonic()), seconds=0.3, poll=0.05)
-    try:
+    with watching(server, 0.3, cuts_end_calls=False) as watch:
         with watch.call():
             time.sleep(1.2)
         assert len(server.cuts) >= 3
         gaps = [b - a for a, b in zip(server.cuts, server.cuts[1:])]
         assert all(g >= 0.3 for g in gaps), gaps
-    finally:
-        watch.stop()
-
-
-def giving_up_watch(server: Server, gave_up: list) -> StallWatch:
-    """A watch whose cuts end nothing (the kernel still holds the call), giving up 0.6 s after
-    the first of them."""
-    return StallWatch(lambda: server.replies, lambda: server.cuts.append(time.monotonic()), seconds=0.2, poll=0.05,
-                      give_up=gave_up.append, give_up_after=0.6)
 
 
 def test_a_call_the_cuts_do_not_end_is_given_up_once_after_the_window():
     server, gave_up = Server(), []
-    watch = giving_up_watch(server, gave_up)
-    try:
+    with watching(server, 0.2, cuts_end_calls=False, give_up=gave_up.append, give_up_after=0.6) as watch:
         with watch.call():                          # the cuts do not end this call
             time.sleep(1.6)
         assert len(gave_up) == 1 and gave_up[0] >= 0.8   # the window after the first cut, and the stall before it
-    finally:
-        watch.stop()
 
 
 def test_a_server_that_answers_again_before_the_window_is_not_given_up():
     server, gave_up = Server(), []
-    watch = giving_up_watch(server, gave_up)
-    try:
+    with watching(server, 0.2, cuts_end_calls=False, give_up=gave_up.append, give_up_after=0.6) as watch:
         with watch.call():
             time.sleep(0.4)                         # silent: cut once
             server.replies += 1                     # then it answers, and keeps answering
@@ -114,8 +106,6 @@ def test_a_server_that_answers_again_before_the_window_is_not_given_up():
                 time.sleep(0.1)
                 server.replies += 1
         assert server.cuts and gave_up == []
-    finally:
-        watch.stop()
 
 
 # Lines of /proc/self/mountstats as the live system's kernel wrote them for an NFSv4.2 mount
