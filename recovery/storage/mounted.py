@@ -107,7 +107,7 @@ class MountedStorage(LocalStorage):
             self._pin = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             window = self.retrier.seconds + stall.stall_seconds()
             self.watch = stall.StallWatch(lambda: stall.nfs_replies(mountpoint), self._cut,
-                                          give_up=self._held, give_up_after=window)
+                                          give_up=self._held, give_up_after=window, held=stall.threads_in_nfs)
 
     # -- where ---------------------------------------------------------------------------
     def describe(self) -> str:

@@ -17,6 +17,10 @@ forced unmount does not end. A call of ours can then never return, nor the proce
 threads are joined at exit). So when the server has shown no progress for the retry window
 after the first cut, the watch gives up itself: `on_give_up(line)`, which the command line and
 the live system's restore set to say the line and end the process (`end_when_held`).
+
+Calls of ours are those the mounted storage wraps, and also any thread of this process the
+kernel shows waiting inside its NFS client (`waits_in_nfs`): closing a file, a look at the
+mount point, anything the wrappers do not see, would otherwise wait unwatched.
 """
 
 from __future__ import annotations
@@ -93,15 +97,45 @@ def nfs_replies(mountpoint: Path, stats: str | None = None) -> int | None:
     return None
 
 
+def waits_in_nfs(stack: str) -> bool:
+    """A thread's kernel stack (/proc/.../stack) or its wait channel (wchan) is inside the NFS
+    client: its sunrpc or nfs functions (as modules or built in)."""
+    return "nfs" in stack or "sunrpc" in stack or "rpc_" in stack
+
+
+def threads_in_nfs() -> bool:
+    """Some thread of this process, other than the caller, waits inside the NFS client. The
+    kernel stack needs root (as an NFS mount does); without it the wait channel is read."""
+    me = threading.get_native_id()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for tid in tids:
+        if tid == str(me):
+            continue
+        for what in ("stack", "wchan"):
+            try:
+                with open(f"/proc/self/task/{tid}/{what}") as f:
+                    text = f.read()
+            except OSError:
+                continue              # not root (stack), or the thread has ended
+            if waits_in_nfs(text):
+                return True
+            break
+    return False
+
+
 class StallWatch:
     """Calls of ours under way on one mount, and a thread that `cut()`s when they wait
     `seconds` with no `progress()` (a counter that grows with each reply from the server)."""
 
     def __init__(self, progress: Callable[[], int | None], cut: Callable[[], None], seconds: float | None = None,
                  poll: float = POLL_SECONDS, give_up: Callable[[float], None] | None = None,
-                 give_up_after: float = 0.0):
+                 give_up_after: float = 0.0, held: Callable[[], bool] | None = None):
         self.progress = progress
         self.cut = cut
+        self.held = held                     # held(): a wait the calls of ours do not count (the kernel's view)
         self.seconds = stall_seconds() if seconds is None else seconds
         self.poll = poll
         self.give_up = give_up               # give_up(seconds without progress), once
@@ -130,11 +164,17 @@ class StallWatch:
         last = self._progress()
         since = time.monotonic()           # when the server last showed progress, or we last waited on nothing
         first_cut = None                   # the first cut since the server last showed progress
+        held_since = None                  # when a wait outside the calls of ours was first seen
         while not self._stop.wait(self.poll):
             now = time.monotonic()
             seen = self._progress()
             with self._lock:
                 idle, busy_since = self._busy == 0, self._busy_since
+            if idle and self._held():
+                held_since = held_since or now
+                idle, busy_since = False, held_since
+            else:
+                held_since = None
             if seen != last:
                 last, since, first_cut = seen, now, None
                 continue
@@ -154,6 +194,12 @@ class StallWatch:
             if first_cut is not None and self.give_up is not None and now - first_cut >= self.give_up_after:
                 give_up, self.give_up = self.give_up, None
                 give_up(now - first_cut + self.seconds)
+
+    def _held(self) -> bool:
+        try:
+            return self.held is not None and self.held()
+        except (OSError, ValueError):
+            return False
 
     def _progress(self) -> int | None:
         try:

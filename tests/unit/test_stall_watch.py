@@ -108,6 +108,47 @@ def test_a_server_that_answers_again_before_the_window_is_not_given_up():
         assert server.cuts and gave_up == []
 
 
+def test_a_wait_in_the_kernel_outside_our_calls_is_cut_and_given_up_too():
+    """A thread of ours the kernel shows waiting in the NFS client, in a call the storage does
+    not wrap (closing a file, a look at the mount point): counted from when it was first seen."""
+    server, gave_up, held = Server(), [], threading.Event()
+    with watching(server, 0.2, cuts_end_calls=False, give_up=gave_up.append, give_up_after=0.6,
+                  held=held.is_set) as watch:
+        time.sleep(0.5)                             # nothing waits: no cut
+        assert server.cuts == []
+        seen = time.monotonic()
+        held.set()
+        time.sleep(1.4)
+        assert server.cuts and server.cuts[0] - seen >= 0.2
+        assert len(gave_up) == 1
+        assert watch.cuts >= 2
+
+
+def test_a_wait_in_the_kernel_on_a_server_that_answers_is_not_cut():
+    server, held = Server(), threading.Event()
+    with watching(server, 0.3, held=held.is_set):
+        held.set()
+        for _ in range(12):
+            time.sleep(0.1)
+            server.replies += 1
+        assert server.cuts == []
+
+
+def test_no_thread_of_a_process_without_nfs_waits_in_the_nfs_client():
+    """Read from this machine's kernel: a thread sleeping in a plain wait is not in the NFS
+    client (the live system's own NFS wait is checked in QEMU, tests/vm/test_live_network.py)."""
+    from recovery.storage.stall import threads_in_nfs, waits_in_nfs
+
+    sleeper = threading.Thread(target=time.sleep, args=(1.0,))
+    sleeper.start()
+    try:
+        assert not threads_in_nfs()
+    finally:
+        sleeper.join()
+    stack = Path(f"/proc/self/task/{threading.get_native_id()}/stack").read_text()
+    assert stack and not waits_in_nfs(stack)
+
+
 # Lines of /proc/self/mountstats as the live system's kernel wrote them for an NFSv4.2 mount
 # (captured in QEMU; the per-operation table that follows is left out), after two others.
 MOUNTSTATS = """device /dev/loop0 mounted on /run/lifeboat/lower with fstype squashfs

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from recovery.storage.stall import nfs_replies
+from recovery.storage.stall import nfs_replies, waits_in_nfs
 from tests.browse_pc import make_exfat
 from tests.diskimages import BASIC_DATA, PartSpec, make_disk
 from tests.fsimages import ext_tree, make_tree, make_vfat, vfat_tree
 from tests.netservers import SMB_PASSWORD, SMB_USER, ganesha, seaweedfs, smbd, sshd  # noqa: F401 - fixtures
 from tests.vm import golden
 from tests.vm.live_shell import assert_restored, power_off, shell_step, source_disk, step_output
-from tests.vm.qemu import Disk, Machine
+from tests.vm.qemu import ConsoleTimeout, Disk, Machine
 from tests.vm.test_iso import BOOT_LINE, BOOT_TIMEOUT, ENTER, MIB, RESULT, ROOT, blank, keys, live_machine
 from tests.vm.test_iso import iso  # noqa: F401 - the built ISO, a fixture
 
@@ -268,9 +268,14 @@ def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha)
                           f"vers=4.2,addr={HOST} && ls /mnt/n >/dev/null && cat /proc/self/mountstats && "
                           "umount /mnt/n)") == 0
         stats = step_output(vm, "stats")
-        # the stall after 10 s without a reply, then 30 s of retries
-        keys(vm, "LIFEBOAT_STALL_SECONDS=10 LIFEBOAT_RETRY_SECONDS=30 lifeboat backup /dev/vda --repo "
-             f"{repo} --name pc >/tmp/frozen.log 2>&1; echo STEP-frozen-$?-; tail -n 3 /tmp/frozen.log" + ENTER)
+        # a second mount of the server's, to show what a thread waiting on it looks like
+        assert shell_step(vm, "second", f"mkdir -p /mnt/h && mount -i -t nfs4 {HOST}:/backups /mnt/h "
+                          f"-o vers=4.2,addr={HOST}") == 0
+        # the stall after 10 s without a reply, then 30 s of retries; in the background, so
+        # the shell can still say where the backup's threads wait if it does not end (no job
+        # control: its notice would mix with the output read next)
+        keys(vm, "set +m; (LIFEBOAT_STALL_SECONDS=10 LIFEBOAT_RETRY_SECONDS=30 lifeboat backup /dev/vda --repo "
+             f"{repo} --name pc >/tmp/frozen.log 2>&1; echo STEP-frozen-$?-) &" + ENTER)
         deadline = time.monotonic() + 300
         while not any((repo_dir / "lock").glob("*.json")):
             assert time.monotonic() < deadline, "the backup never took its lock"
@@ -278,14 +283,27 @@ def test_a_frozen_nfs_server_ends_the_backup_in_one_line(iso, tmp_path, ganesha)
         os.killpg(ganesha.proc.pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         try:
-            code = int(vm.wait_for(r"STEP-frozen-(\d+)-", 600)[1])
+            try:
+                code = int(vm.wait_for(r"STEP-frozen-(\d+)-", 300)[1])
+            except ConsoleTimeout:
+                shell_step(vm, "held", "(for t in /proc/$(pgrep -o -f 'lifeboat backup')/task/*; do echo; "
+                           "echo $(cat $t/comm) $(cut -d' ' -f3 $t/stat) $(cat $t/wchan); cat $t/stack; done; "
+                           "cat /tmp/frozen.log; tail -n 40 /var/log/lifeboat/*backup.log)", 60)
+                pytest.fail("the backup did not end; its threads:\n" + step_output(vm, "held"))
             ended_after = time.monotonic() - frozen_at
+            # the live kernel's view of a thread waiting on the frozen server (a look-up), as the
+            # watch reads it for the waits the storage does not wrap
+            shell_step(vm, "nfswait", "(ls /mnt/h/absent >/dev/null 2>&1 & sleep 5; cat /proc/$!/stack; "
+                       "echo wchan $(cat /proc/$!/wchan); kill -9 $!)", 60)
+            nfs_wait = step_output(vm, "nfswait")
         finally:
             os.killpg(ganesha.proc.pid, signal.SIGCONT)
         said = step_output(vm, "frozen")
         assert shell_step(vm, "again", f"lifeboat backup /dev/vda --repo {repo} --name pc", 900) == 0
         assert shell_step(vm, "verify", f"lifeboat verify --repo {repo}", 900) == 0
         power_off(vm)
+    assert waits_in_nfs(nfs_wait.partition("wchan")[0]), nfs_wait        # the kernel stack
+    assert waits_in_nfs(nfs_wait.partition("wchan")[2]), nfs_wait        # the wait channel alone
     assert nfs_replies(Path("/mnt/n"), stats) > 0, stats
     assert nfs_replies(Path("/mnt"), stats) is None
     lines = said.strip().splitlines()
