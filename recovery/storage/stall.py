@@ -120,6 +120,8 @@ def threads_in_nfs() -> bool:
                     text = f.read()
             except OSError:
                 continue              # not root (stack), or the thread has ended
+            if not text.strip():
+                continue              # a kernel that keeps no stacks: its wait channel then
             if waits_in_nfs(text):
                 return True
             break
