@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 from textual import work
 from textual.app import App
@@ -44,14 +45,18 @@ class LifeboatApp(App[int]):
         # Set by main(): SIGTERM and SIGHUP (the terminal gone) end the app as quitting does,
         # so a partition being browsed is unmounted on the way out.
         self.exit_on_signals = False
+        # A job's threads left waiting where the kernel holds them (server_held): the process
+        # then ends at once with the app, as they could never be joined.
+        self.threads_held = False
 
     # -- start-up ---------------------------------------------------------------------------
     def on_mount(self) -> None:
-        from recovery.storage import mounted
+        from recovery.storage import mounted, stall
         from tui.screens.home import HomeScreen
 
         mounted.ask_host_key = self.ask_host_key
         mounted.ask_password = self.ask_password
+        stall.on_give_up = self.server_held
         self.push_screen(HomeScreen())
         if self.exit_on_signals:
             import asyncio
@@ -61,6 +66,37 @@ class LifeboatApp(App[int]):
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, self.stop_for_signal, sig)
         self.action_rescan()
+
+    def server_held(self, message: str) -> None:
+        """Called by the stall watch (on its thread) when the kernel holds the calls on a
+        server that stopped answering for good (recovery/storage/stall.py): the running job
+        ends with the line, as a failed one does, and the app goes on; its threads stay where
+        the kernel holds them, and the process ends at once with the app (run_async)."""
+        from recovery.storage import mounted
+        from recovery.storage.base import UnreachableError
+
+        self.threads_held = True
+        mounted.let_go_all()
+        try:
+            self.call_from_thread(self._end_held_jobs, UnreachableError(message))
+        except RuntimeError:
+            pass                         # the app is no longer running
+
+    def _end_held_jobs(self, error: BaseException) -> None:
+        from tui.screens.job import JobScreen
+
+        for screen in list(self.screen_stack):
+            if isinstance(screen, JobScreen) and screen.running:
+                screen.give_up(error)
+
+    async def run_async(self, *args, **kwargs):
+        result = await super().run_async(*args, **kwargs)
+        if self.threads_held:
+            # The terminal is given back by now. Ending normally would wait for ever on the
+            # threads the kernel holds (the executors join theirs at exit).
+            sys.stdout.flush()
+            os._exit(result if isinstance(result, int) else 0)
+        return result
 
     def ask_host_key(self, server: str, fingerprints: list[str]) -> bool:
         """The engine asks (from a worker thread) whether to trust an SSH server it does not
@@ -248,12 +284,14 @@ class LifeboatApp(App[int]):
         self.exit(128 + signum)
 
     def on_unmount(self) -> None:
-        from recovery.storage import mounted
+        from recovery.storage import mounted, stall
 
         if mounted.ask_host_key == self.ask_host_key:
             mounted.ask_host_key = None
         if mounted.ask_password == self.ask_password:
             mounted.ask_password = None
+        if stall.on_give_up == self.server_held:
+            stall.on_give_up = None
         self.session.close()
 
 

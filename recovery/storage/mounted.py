@@ -100,6 +100,7 @@ class MountedStorage(LocalStorage):
         self._inflight_lock = threading.Lock()
         self.watch: stall.StallWatch | None = None
         self._pin: int | None = None
+        self._let_go = False                 # let_go(): detached after its server held calls for good
         if loc.scheme == "nfs":
             # the one client here whose requests can wait for ever (see storage/stall.py). The
             # mount is held open, so a forced unmount only ends the requests waiting on it,
@@ -298,7 +299,22 @@ class MountedStorage(LocalStorage):
     def read_back_samples(self, name, size) -> bytes:
         return self._again(lambda: super(MountedStorage, self).read_back_samples(name, size))
 
+    def let_go(self) -> None:
+        """Detach the place and leave its open files as they are: a thread the kernel holds
+        there may hold the descriptors' lock, and closing one would ask the server again."""
+        self._let_go = True
+        self._fds = {}
+        if self.watch is not None:
+            self.watch.halt()            # called from the watch's own thread: not joined
+        netmounts.force_unmount(self.mountpoint, detach=True)
+
+    def close(self) -> None:
+        if not self._let_go:
+            super().close()
+
     def unmount(self) -> None:
+        if self._let_go:
+            return                       # detached already; its files left as they are
         self.close()
         with _lock:
             _mounted.pop(self.loc.display(), None)
@@ -400,10 +416,14 @@ def _sftp(loc: Location, path: str, mountpoint: Path) -> None:
 
 
 def let_go_all() -> None:
-    """Before the process ends at once (stall.on_give_up): each place detached, forced, with
-    no call on its server (closing a file there could wait on it again)."""
-    for storage in list(_mounted.values()):
-        netmounts.force_unmount(storage.mountpoint, detach=True)
+    """When a server holds calls for good (stall.on_give_up), before the process ends at once or
+    the app goes on without its places: each detached, forced, and forgotten, with no call on
+    its server (closing a file there could wait on it again)."""
+    with _lock:
+        held = list(_mounted.values())
+        _mounted.clear()                 # a later use mounts the place afresh
+    for storage in held:
+        storage.let_go()
 
 
 @atexit.register

@@ -209,6 +209,10 @@ class StallWatch:
         except (OSError, ValueError):      # unreadable counters: no progress seen
             return None
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop watching, without waiting for the watch's thread (which may be the caller)."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.halt()
         self._thread.join(timeout=5)

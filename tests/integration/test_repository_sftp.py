@@ -253,3 +253,28 @@ def test_root_refused_by_an_immutable_repository_folder_is_told_so(tmp_path, sft
     assert [s["id"] for s in snaps] == [earlier]
     assert lifeboat("verify", "--repo", repo, "--json", json_out=True).data["ok"]
     assert not network_mounts(str(tmp_path))
+
+
+def test_a_place_let_go_of_is_detached_left_alone_and_mounted_afresh(tmp_path, sftp):
+    """When a server holds calls for good (the stall watch gave up), the app goes on without
+    the place: it is detached at once, its open files are not closed (that would ask the
+    server again), and the next use mounts it anew."""
+    from recovery.storage import location, mounted
+
+    repo = url(sftp, tmp_path / "srv" / "repo")
+    lifeboat("repo", "init", repo)
+    loc = location.parse(repo)
+    held = mounted.MountedStorage.mount(loc)
+    config = held.read("lifeboat-repo.json")
+    assert held.read("lifeboat-repo.json", 0, 16) == config[:16]     # a descriptor kept open
+    mounted.let_go_all()
+    assert not os.path.ismount(held.mountpoint)
+    held.close()                                                 # nothing to do, returns at once
+    held.unmount()
+    again = mounted.MountedStorage.mount(loc)
+    try:
+        assert again is not held and os.path.ismount(again.mountpoint)
+        assert again.read("lifeboat-repo.json") == config
+    finally:
+        again.unmount()
+    assert not os.path.ismount(again.mountpoint)

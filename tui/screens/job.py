@@ -151,7 +151,14 @@ class JobScreen(Screen[JobOutcome]):
         self.warnings.append(message.text)
         self.query_one("#warnings", Static).update("\n".join(f"Warning: {w}" for w in self.warnings[-3:]))
 
+    def give_up(self, error: BaseException) -> None:
+        """The job's threads are held where they wait, for good (a server the kernel waits on):
+        the screen ends as for a failed job; should the worker ever return, it is ignored."""
+        self._finish(JobOutcome(error=error))
+
     def _finish(self, outcome: JobOutcome) -> None:
+        if not self.running:
+            return                       # given up already
         self.running = False
         while self.app.screen is not self and len(self.app.screen_stack) > 1:
             self.app.pop_screen()        # a Cancel question still open: the job ended anyway
