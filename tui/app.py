@@ -71,12 +71,11 @@ class LifeboatApp(App[int]):
         """Called by the stall watch (on its thread) when the kernel holds the calls on a
         server that stopped answering for good (recovery/storage/stall.py): the running job
         ends with the line, as a failed one does, and the app goes on; its threads stay where
-        the kernel holds them, and the process ends at once with the app (run_async)."""
-        from recovery.storage import mounted
+        the kernel holds them, and the process ends at once with the app (run_async). The
+        places were let go of already (mounted.let_go_all)."""
         from recovery.storage.base import UnreachableError
 
         self.threads_held = True
-        mounted.let_go_all()
         try:
             self.call_from_thread(self._end_held_jobs, UnreachableError(message))
         except RuntimeError:

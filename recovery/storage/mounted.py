@@ -201,6 +201,7 @@ class MountedStorage(LocalStorage):
         error = self._unreachable("no answer, and the system's NFS client still waits on it", waited)
         log.error("%s", error.message)
         if stall.on_give_up is not None:
+            let_go_all()                 # whatever the program does next, no call waits on them again
             stall.on_give_up(error.message)
 
     def _cut(self) -> None:

@@ -40,23 +40,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STALL_SECONDS = 60.0
 POLL_SECONDS = 1.0
-# Set by a program that can end itself when the server holds its calls for good (the CLI):
-# on_give_up(line). Without it the watch goes on ending requests and waiting.
+# Set by a program that can end itself, or its job, when the server holds its calls for good
+# (the CLI, the TUI): on_give_up(line), called once the places are let go of
+# (mounted.let_go_all). Without it the watch goes on ending requests and waiting.
 on_give_up: Callable[[str], None] | None = None
 
 
 def end_when_held(report: Callable[[str], object]) -> None:
     """For a program that ends with its run (the CLI, the live system's unattended restore):
     when a server holds the calls for good, `report(line)` as any error is, and end the
-    process at once, its waiting threads could never be joined. The places are let go of
-    first; a restore cut off so leaves its target marked incomplete, as any stopped one."""
+    process at once, its waiting threads could never be joined. A restore cut off so leaves
+    its target marked incomplete, as any stopped one."""
     global on_give_up
 
     def end(message: str) -> None:
-        from recovery.storage import mounted
         from recovery.storage.base import UnreachableError
 
-        mounted.let_go_all()
         report(message)
         sys.stdout.flush()
         sys.stderr.flush()
